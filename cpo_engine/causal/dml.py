@@ -1,0 +1,261 @@
+"""Cross-fitted Double Machine Learning reward model (CPO, arXiv 2602.01711).
+
+Partially linear model with a multi-dimensional continuous treatment (the prompt representation):
+
+    Y = g(X) + theta(X)^T T + e,      E[e | X, T] = 0,      theta(X) = B^T phi(X)
+
+Stage 1 fits the nuisances ``E[Y|X]`` and ``E[T|X]`` with K-fold cross-fitting grouped by query.
+Stage 2 regresses ``Y - E[Y|X]`` on ``phi(X) (x) (T - E[T|X])`` (Robinson 1988; Chernozhukov et al.
+2018), with covariance clustered by query. This is econml's ``LinearDML`` with a torch path that runs
+on CUDA when present, grouped cross-fitting, diagnostics and a linear head for batched search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from cpo_engine.causal._checks import as_float_array, check_fit_inputs, make_folds
+from cpo_engine.causal._crossfit import assemble, run_folds
+from cpo_engine.causal.diagnostics import FitDiagnostics, compute_diagnostics
+from cpo_engine.causal.featurize import Featurizer, as_featurizer
+from cpo_engine.causal.head import LinearHead
+from cpo_engine.causal.inference import fit_final
+from cpo_engine.exceptions import DataError, NotFittedError
+
+
+class CausalRewardModel:
+    """Cross-fitted linear DML: the effect of prompt features T on the score, given query features X.
+
+    Parameters
+    ----------
+    model_y, model_t : str or estimator
+        Nuisance regressors for ``E[Y|X]`` and ``E[T|X]``: ``"ridge"`` (torch closed form with a
+        grouped-CV penalty), ``"mlp"`` (torch), ``"hgb"``, ``"lgbm"``, ``"cuml_ridge"`` or any
+        scikit-learn regressor (cloned per fold).
+    featurizer : {"linear", "constant", "poly2"} or Featurizer
+        ``phi`` in ``theta(X) = B^T phi(X)``; always includes a constant column.
+    cv : int, splitter or list of (train, test) index pairs
+        Cross-fitting folds. An int assigns whole queries (``groups``) to folds at random.
+    final_alpha : float
+        Ridge penalty of the final stage on the mean squared residual scale (0 = OLS, econml parity).
+    cov_type : {"cluster", "HC1", "HC0", "nonrobust"}
+        Covariance of the final stage; "cluster" clusters by ``groups`` (HC1-like when none given).
+    overlap_threshold : float
+        Warn when less than this share of a prompt feature's variance is left after ``E[T|X]``.
+    min_groups_per_fold : int
+        Fewest queries a cross-fitting test fold may hold.
+    backend : {"serial", "ray"}
+        Run the folds in this process or as Ray tasks (same fold function, identical results).
+    device : {"auto", "cpu", "cuda"}
+        Where torch nuisances and the final stage run.
+    random_state : int
+        Seed for fold assignment and nuisances.
+    ray_options : dict, optional
+        ``num_cpus``/``num_gpus`` per Ray fold task.
+
+    Attributes
+    ----------
+    coef_ : ndarray (d_phi, d_T)
+        ``B``; ``coef_[0]`` is the effect for ``phi = 1`` (the constant column).
+    cov_ : ndarray (d_phi * d_T, d_phi * d_T)
+        Covariance of ``vec(coef_)`` (row-major).
+    t_ref_ : ndarray (d_T,)
+        Reference prompt representation for :meth:`linear_head` (mean of the fitted T).
+    y_res_, t_res_ : ndarray
+        Out-of-fold residuals, kept so :meth:`refit_final` needs no nuisance refit.
+    diagnostics_ : FitDiagnostics
+        Nuisance R^2, overlap, ESS, conditioning and warnings of the last fit.
+    """
+
+    def __init__(self, model_y: Any = "ridge", model_t: Any = "ridge",
+                 featurizer: "str | Featurizer" = "linear", cv: Any = 5, final_alpha: float = 0.0,
+                 cov_type: str = "cluster", overlap_threshold: float = 0.05,
+                 min_groups_per_fold: int = 2, backend: str = "serial", device: str = "auto",
+                 random_state: int = 0, ray_options: dict | None = None) -> None:
+        self.model_y = model_y
+        self.model_t = model_t
+        self.featurizer = featurizer
+        self.cv = cv
+        self.final_alpha = final_alpha
+        self.cov_type = cov_type
+        self.overlap_threshold = overlap_threshold
+        self.min_groups_per_fold = min_groups_per_fold
+        self.backend = backend
+        self.device = device
+        self.random_state = random_state
+        self.ray_options = ray_options
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, Y: Any, T: Any, *, X: Any, groups: Any = None, sample_weight: Any = None,
+            t_ref: Any = None) -> "CausalRewardModel":
+        """Cross-fit the nuisances, then the final stage; returns self.
+
+        Parameters
+        ----------
+        Y : array (n,)
+            Scores.
+        T : array (n, d_T)
+            Prompt representation of each row.
+        X : array (n, d_X)
+            Query representation of each row.
+        groups : array (n,), optional
+            Query id of each row: folds never split a query and covariance is clustered by it.
+        sample_weight : array (n,), optional
+            Row weights for the nuisances (when they take them) and the final stage.
+        t_ref : array (d_T,), optional
+            Reference prompt representation; defaults to the mean of T.
+        """
+        from cpo_engine.utils import resolve_device
+
+        Y, T, X, groups, w = check_fit_inputs(Y, T, X, groups, sample_weight)
+        self.device_ = resolve_device(self.device)
+        self.folds_ = make_folds(self.cv, len(Y), groups, self.random_state, self.min_groups_per_fold)
+        data = {"X": X, "Y": Y, "T": T, "groups": groups,
+                "w": None if sample_weight is None else w}
+        results = run_folds(data, self.folds_, self.model_y, self.model_t, self.random_state,
+                            self.device_, self.backend, self.ray_options)
+        y_pred, t_pred = assemble(results, len(Y), T.shape[1])
+        self.models_y_ = [r.model_y for r in results]
+        self.models_t_ = [r.model_t for r in results]
+        self.y_res_, self.t_res_ = Y - y_pred, T - t_pred
+        self._Y, self._T, self._X, self._w, self._groups = Y, T, X, w, groups
+        self.t_ref_ = T.mean(0) if t_ref is None else as_float_array(t_ref, "t_ref", (1,))
+        self.n_features_in_, self.d_t_ = X.shape[1], T.shape[1]
+        return self._fit_final(self.featurizer, self.final_alpha, self.cov_type)
+
+    def refit_final(self, featurizer: "str | Featurizer | None" = None,
+                    final_alpha: float | None = None, cov_type: str | None = None) -> "CausalRewardModel":
+        """Refit only the final stage on the kept residuals (new phi, penalty or covariance)."""
+        self._check_fitted("y_res_")
+        if getattr(self, "_X", None) is None:
+            raise NotFittedError("CausalRewardModel (loaded without residuals; refit with fit)")
+        return self._fit_final(
+            self.featurizer_ if featurizer is None else featurizer,
+            self.final_alpha_ if final_alpha is None else final_alpha,
+            self.cov_type_ if cov_type is None else cov_type,
+        )
+
+    def _fit_final(self, featurizer, final_alpha: float, cov_type: str) -> "CausalRewardModel":
+        feat = as_featurizer(featurizer).fit(self._X)
+        phi = feat.transform(self._X)
+        fit = fit_final(phi, self.t_res_, self.y_res_, groups=self._groups, sample_weight=self._w,
+                        alpha=final_alpha, cov_type=cov_type, device=self.device_)
+        self.featurizer_, self.final_alpha_, self.cov_type_ = feat, final_alpha, cov_type
+        self.coef_, self.cov_ = fit.coef, fit.cov
+        fold_groups = [self._n_groups(te) for _, te in self.folds_]
+        self.diagnostics_ = compute_diagnostics(
+            self._Y, self._T, self.y_res_, self.t_res_, self._w, n_groups=fit.n_clusters
+            if self._groups is not None else len(self._Y), fold_groups=fold_groups,
+            gram_condition=fit.gram_condition, final_mse=fit.mse, cov_type=cov_type,
+            overlap_threshold=self.overlap_threshold)
+        return self
+
+    def _n_groups(self, rows: np.ndarray) -> int:
+        return len(rows) if self._groups is None else len(np.unique(self._groups[rows]))
+
+    # ------------------------------------------------------------------ effects
+    def _check_fitted(self, attr: str = "coef_") -> None:
+        if not hasattr(self, attr):
+            raise NotFittedError(type(self).__name__)
+
+    def _phi(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self.featurizer_.transform(as_float_array(X, "X", (2,)))
+
+    def _t(self, T: Any, n: int, name: str) -> np.ndarray:
+        T = np.broadcast_to(np.asarray(T, dtype=np.float64), (n, self.d_t_)) \
+            if np.ndim(T) <= 1 else as_float_array(T, name, (2,))
+        if T.shape != (n, self.d_t_):
+            raise DataError(f"{name} must have shape ({n}, {self.d_t_}) or ({self.d_t_},), got {T.shape}")
+        return T
+
+    def const_marginal_effect(self, X: Any) -> np.ndarray:
+        """``theta(X)``: (n, d_T), the score change per unit of each prompt feature."""
+        return self._phi(X) @ self.coef_
+
+    def marginal_effect(self, T: Any, X: Any) -> np.ndarray:
+        """Same as :meth:`const_marginal_effect` (the model is linear in T)."""
+        return self.const_marginal_effect(X)
+
+    def effect(self, X: Any, T0: Any = 0.0, T1: Any = 1.0) -> np.ndarray:
+        """Effect on the score of moving each row's prompt from ``T0`` to ``T1``: (n,)."""
+        phi = self._phi(X)
+        dt = self._t(T1, len(phi), "T1") - self._t(T0, len(phi), "T0")
+        return ((phi @ self.coef_) * dt).sum(1)
+
+    def effect_stderr(self, X: Any, T0: Any = 0.0, T1: Any = 1.0) -> np.ndarray:
+        """Standard error of :meth:`effect` from ``cov_``: (n,)."""
+        phi = self._phi(X)
+        dt = self._t(T1, len(phi), "T1") - self._t(T0, len(phi), "T0")
+        v = (phi[:, :, None] * dt[:, None, :]).reshape(len(phi), -1)
+        return np.sqrt(np.clip(np.einsum("ij,jk,ik->i", v, self.cov_, v), 0.0, None))
+
+    def effect_interval(self, X: Any, T0: Any = 0.0, T1: Any = 1.0, *,
+                        alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Normal ``1 - alpha`` confidence interval of :meth:`effect`: (lower, upper)."""
+        est, se = self.effect(X, T0, T1), self.effect_stderr(X, T0, T1)
+        z = norm.ppf(1 - alpha / 2)
+        return est - z * se, est + z * se
+
+    def const_marginal_effect_interval(self, X: Any, *, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Normal interval of :meth:`const_marginal_effect`: (lower, upper), each (n, d_T)."""
+        phi = self._phi(X)
+        cov4 = self.cov_.reshape(phi.shape[1], self.d_t_, phi.shape[1], self.d_t_)
+        var = np.einsum("if,ftgt,ig->it", phi, cov4, phi)
+        est, z = phi @ self.coef_, norm.ppf(1 - alpha / 2)
+        se = np.sqrt(np.clip(var, 0.0, None))
+        return est - z * se, est + z * se
+
+    def effect_grid(self, X: Any, T: Any) -> np.ndarray:
+        """Effect of every candidate prompt (rows of T) vs ``t_ref_`` on every query: (n_q, n_c)."""
+        est, _ = self.linear_head().effect(as_float_array(X, "X", (2,)), as_float_array(T, "T", (2,)))
+        return est
+
+    def linear_head(self) -> LinearHead:
+        """The :class:`LinearHead` (coef, cov, phi, t_ref) that batched search scores with."""
+        self._check_fitted()
+        return LinearHead(coef=self.coef_.copy(), cov=self.cov_.copy(),
+                          featurize=self.featurizer_.transform, t_ref=self.t_ref_.copy())
+
+    # ------------------------------------------------------------------ scoring
+    def nuisance_predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``E[Y|X]`` and ``E[T|X]`` on new rows, averaged over the fold models."""
+        self._check_fitted("models_y_")
+        if not self.models_y_:
+            raise NotFittedError("CausalRewardModel (nuisances were not saved with this model)")
+        X = as_float_array(X, "X", (2,))
+        y = np.mean([np.asarray(m.predict(X)).reshape(len(X)) for m in self.models_y_], axis=0)
+        t = np.mean([np.asarray(m.predict(X)).reshape(len(X), -1) for m in self.models_t_], axis=0)
+        return y, t
+
+    def score(self, Y: Any, T: Any, *, X: Any, sample_weight: Any = None) -> float:
+        """Mean squared error of the final stage on new data (lower is better; econml's score)."""
+        Y, T, X, _, w = check_fit_inputs(Y, T, X, None, sample_weight)
+        y_hat, t_hat = self.nuisance_predict(X)
+        pred = ((self._phi(X) @ self.coef_) * (T - t_hat)).sum(1)
+        return float(np.average((Y - y_hat - pred) ** 2, weights=w))
+
+    def summary(self) -> str:
+        """Coefficients with standard errors, then the diagnostics."""
+        self._check_fitted()
+        se = np.sqrt(np.clip(np.diag(self.cov_), 0, None)).reshape(self.coef_.shape)
+        rows = [f"phi[{f}] x T[{t}]: {self.coef_[f, t]:+.4f} (se {se[f, t]:.4f})"
+                for f in range(self.coef_.shape[0]) for t in range(self.d_t_)]
+        return "\n".join(rows[:50] + [self.diagnostics_.summary()])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Any, provenance: dict | None = None, *, keep_residuals: bool = False) -> Any:
+        """Write ``model.json`` + ``model.safetensors`` into directory ``path`` (no pickle)."""
+        from cpo_engine.causal.persist import save_model
+
+        return save_model(self, path, provenance or {}, keep_residuals=keep_residuals)
+
+    @classmethod
+    def load(cls, path: Any, expect: dict | None = None) -> "CausalRewardModel":
+        """Load a saved model; refuses one whose embedder or PCA differ from ``expect``."""
+        from cpo_engine.causal.persist import load_model
+
+        return load_model(path, expect)

@@ -1,0 +1,73 @@
+"""The linear effect head: the part of a fitted causal reward model that search scores with.
+
+A fitted :class:`~cpo_engine.causal.CausalRewardModel` has the final stage
+``theta(X) = B^T phi(X)``; the predicted effect of moving a prompt from the reference
+representation ``T_ref`` to ``T_c`` on a query with features ``X_q`` is
+
+    effect(q, c) = phi(X_q)^T B (T_c - T_ref)
+
+and its variance is ``v^T cov v`` with ``v = vec(phi(X_q) (T_c - T_ref)^T)``, flattened row-major
+over ``(feature f, treatment dim t)``, i.e. index ``f * d_T + t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """Everything a batched scorer needs from a fitted linear-in-phi DML model.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (d_phi, d_T)
+        ``B`` above: row ``f`` is the effect of the prompt features scaled by ``phi_f(X)``.
+    cov : ndarray of shape (d_phi * d_T, d_phi * d_T)
+        Covariance of ``vec(B)`` (row-major, index ``f * d_T + t``), cluster-robust by query.
+    featurize : callable
+        ``phi``: maps query features ``X`` of shape (n, d_X) to (n, d_phi).
+    t_ref : ndarray of shape (d_T,)
+        The reference prompt representation effects are measured from.
+    """
+
+    coef: np.ndarray
+    cov: np.ndarray
+    featurize: Callable[[np.ndarray], np.ndarray]
+    t_ref: np.ndarray
+
+    def __post_init__(self) -> None:
+        d_phi, d_t = self.coef.shape
+        if self.cov.shape != (d_phi * d_t, d_phi * d_t):
+            raise ValueError(
+                f"LinearHead.cov must have shape {(d_phi * d_t, d_phi * d_t)} for coef of shape "
+                f"{self.coef.shape}, got {self.cov.shape}"
+            )
+        if self.t_ref.shape != (d_t,):
+            raise ValueError(f"LinearHead.t_ref must have shape ({d_t},), got {self.t_ref.shape}")
+
+    @property
+    def d_phi(self) -> int:
+        return int(self.coef.shape[0])
+
+    @property
+    def d_t(self) -> int:
+        return int(self.coef.shape[1])
+
+    def effect(self, X: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense reference scorer: effect and standard error for every (query, candidate).
+
+        Returns two arrays of shape (n_queries, n_candidates). Materializes the full matrix: for
+        large batches use :mod:`kernels.score_topk`, which this is the specification of.
+        """
+        phi = self.featurize(np.asarray(X, dtype=np.float64))
+        dt = np.asarray(T, dtype=np.float64) - self.t_ref
+        est = phi @ self.coef @ dt.T
+        cov4 = self.cov.reshape(self.d_phi, self.d_t, self.d_phi, self.d_t)
+        # var[q, c] = sum phi[q,f] dt[c,t] cov[f,t,g,s] phi[q,g] dt[c,s]
+        w = np.einsum("ct,ftgs,cs->cfg", dt, cov4, dt)
+        var = np.einsum("qf,cfg,qg->qc", phi, w, phi)
+        return est, np.sqrt(np.clip(var, 0.0, None))

@@ -1,0 +1,209 @@
+"""Save and load causal reward models without pickle: ``model.json`` + ``model.safetensors``.
+
+The JSON holds the estimator's settings, the featurizer spec, diagnostics and provenance (embedder id
+and prefix, PCA state hashes, data hash, package versions); the safetensors file holds the arrays
+(final-stage coefficients and covariance, reference prompt, torch nuisance weights, and optionally
+the residuals for :meth:`refit_final`). Loading refuses a model built with another embedder or PCA.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpo_engine.exceptions import ConfigError, DataError
+
+FORMAT = "cpo-causal-model/1"
+CHECKED_KEYS = ("embedder", "query_pca", "prompt_pca")
+_INIT = ("featurizer", "cv", "final_alpha", "cov_type", "overlap_threshold", "min_groups_per_fold",
+         "backend", "device", "random_state")
+
+
+def _spec(model: Any) -> Any:
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def _nuisance_arrays(prefix: str, models: list) -> tuple[dict, list | None]:
+    """Arrays and JSON specs of torch nuisances; (.., None) when any fold model is not torch."""
+    from cpo_engine.causal.nuisance import TorchMLP, TorchRidge
+
+    arrays, specs = {}, []
+    for k, m in enumerate(models):
+        if isinstance(m, TorchRidge):
+            arrays[f"{prefix}.{k}.coef"], arrays[f"{prefix}.{k}.intercept"] = m.coef_, m.intercept_
+            specs.append({"kind": "ridge", "y_1d": m._y_1d})
+        elif isinstance(m, TorchMLP):
+            for name, t in m.net_.state_dict().items():
+                arrays[f"{prefix}.{k}.net.{name}"] = t.detach().cpu().numpy()
+            for a in ("x_mean_", "x_std_", "y_mean_", "y_std_"):
+                arrays[f"{prefix}.{k}.{a}"] = getattr(m, a)
+            specs.append({"kind": "mlp", "y_1d": m._y_1d, "hidden": list(m.hidden)})
+        else:
+            return {}, None
+    return arrays, specs
+
+
+def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool = False) -> Path:
+    """Write a fitted :class:`CausalRewardModel` into directory ``path``; returns the directory."""
+    from safetensors.numpy import save
+
+    from cpo_engine.utils import atomic_write_bytes, atomic_write_text, versions
+
+    model._check_fitted()
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {"coef": model.coef_, "cov": model.cov_, "t_ref": model.t_ref_}
+    ny, spec_y = _nuisance_arrays("nuisance_y", model.models_y_)
+    nt, spec_t = _nuisance_arrays("nuisance_t", model.models_t_)
+    if spec_y is not None and spec_t is not None:
+        arrays.update(ny | nt)
+    if keep_residuals:
+        arrays.update(_residual_arrays(model))
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}
+    blob = save(arrays)
+    meta = {
+        "format": FORMAT,
+        "params": {k: getattr(model, k) for k in _INIT if _jsonable(getattr(model, k))}
+        | {"model_y": _spec(model.model_y), "model_t": _spec(model.model_t)},
+        "featurizer": model.featurizer_.to_dict(),
+        "final_alpha": model.final_alpha_, "cov_type": model.cov_type_,
+        "n_features_in": model.n_features_in_, "d_t": model.d_t_,
+        "nuisances": None if spec_y is None or spec_t is None else {"y": spec_y, "t": spec_t},
+        "has_residuals": keep_residuals,
+        "diagnostics": model.diagnostics_.to_dict(),
+        "provenance": provenance | {"versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "arrays_sha256": _sha(blob),
+    }
+    atomic_write_bytes(out / "model.safetensors", blob)
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2, default=_default))
+    return out
+
+
+def _residual_arrays(model: Any) -> dict:
+    codes = np.unique(model._groups, return_inverse=True)[1] if model._groups is not None \
+        else np.arange(len(model._Y))
+    fold = np.empty(len(model._Y))
+    for k, (_, test) in enumerate(model.folds_):
+        fold[test] = k
+    return {"res.y": model.y_res_, "res.t": model.t_res_, "res.X": model._X, "res.Y": model._Y,
+            "res.T": model._T, "res.w": model._w, "res.groups": codes, "res.fold": fold}
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _sha(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()
+
+
+def check_provenance(saved: dict, expect: dict | None, path: Any) -> None:
+    """Raise ConfigError when the embedder or a PCA recorded at save time differs from ``expect``."""
+    for key in CHECKED_KEYS:
+        if not expect or key not in expect or key not in saved:
+            continue
+        if saved[key] != expect[key]:
+            raise ConfigError(
+                f"model at {path} was fitted with {key}={saved[key]!r} but the current "
+                f"representations use {expect[key]!r}: effects are in another coordinate system. "
+                "Rebuild representations with the model's embedder/PCA or refit the model."
+            )
+
+
+def load_model(path: Any, expect: dict | None = None) -> Any:
+    """Load a model saved by :func:`save_model`, checking provenance against ``expect``."""
+    from safetensors.numpy import load
+
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.causal.featurize import Featurizer
+
+    p = Path(path)
+    meta, blob = _read(p)
+    check_provenance(meta.get("provenance", {}), expect, p)
+    arrays = load(blob)
+    m = CausalRewardModel(**meta["params"])
+    m.featurizer_ = Featurizer.from_dict(meta["featurizer"])
+    m.coef_, m.cov_, m.t_ref_ = arrays["coef"], arrays["cov"], arrays["t_ref"]
+    m.final_alpha_, m.cov_type_ = meta["final_alpha"], meta["cov_type"]
+    m.n_features_in_, m.d_t_ = meta["n_features_in"], meta["d_t"]
+    m.device_ = "cpu"
+    m.provenance_ = meta.get("provenance", {})
+    m.diagnostics_ = _diagnostics(meta["diagnostics"])
+    nuis = meta.get("nuisances")
+    m.models_y_ = _load_nuisances("nuisance_y", nuis["y"], arrays) if nuis else []
+    m.models_t_ = _load_nuisances("nuisance_t", nuis["t"], arrays) if nuis else []
+    if meta.get("has_residuals"):
+        _restore_residuals(m, arrays)
+    return m
+
+
+def _read(p: Path) -> tuple[dict, bytes]:
+    try:
+        meta = json.loads((p / "model.json").read_text())
+        blob = (p / "model.safetensors").read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{p} is not a saved causal model: {exc.filename} is missing") from exc
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{p / 'model.json'} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("arrays_sha256") != _sha(blob):
+        raise DataError(f"{p / 'model.safetensors'} does not match the hash in model.json: the "
+                        "files are from different saves or corrupted; save the model again")
+    return meta, blob
+
+
+def _diagnostics(d: dict) -> Any:
+    from cpo_engine.causal.diagnostics import FitDiagnostics
+
+    d = dict(d)
+    if isinstance(d.get("gram_condition"), str):
+        d["gram_condition"] = float(d["gram_condition"])
+    return FitDiagnostics(**d)
+
+
+def _load_nuisances(prefix: str, specs: list, arrays: dict) -> list:
+    import torch
+
+    from cpo_engine.causal.nuisance import TorchMLP, TorchRidge, _mlp
+
+    out = []
+    for k, s in enumerate(specs):
+        if s["kind"] == "ridge":
+            m = TorchRidge(device="cpu")
+            m.coef_, m.intercept_ = arrays[f"{prefix}.{k}.coef"], arrays[f"{prefix}.{k}.intercept"]
+        else:
+            m = TorchMLP(hidden=tuple(s["hidden"]), device="cpu")
+            for a in ("x_mean_", "x_std_", "y_mean_", "y_std_"):
+                setattr(m, a, arrays[f"{prefix}.{k}.{a}"])
+            state = {n[len(f"{prefix}.{k}.net."):]: torch.as_tensor(v, dtype=torch.float32)
+                     for n, v in arrays.items() if n.startswith(f"{prefix}.{k}.net.")}
+            m.net_ = _mlp(len(m.x_mean_), m.hidden, len(m.y_mean_))
+            m.net_.load_state_dict(state)
+        m._y_1d = s["y_1d"]
+        out.append(m)
+    return out
+
+
+def _restore_residuals(m: Any, a: dict) -> None:
+    m.y_res_, m.t_res_ = a["res.y"], a["res.t"]
+    m._X, m._Y, m._T, m._w = a["res.X"], a["res.Y"], a["res.T"], a["res.w"]
+    m._groups = a["res.groups"].astype(np.int64)
+    fold, idx = a["res.fold"].astype(np.int64), np.arange(len(m._Y))
+    m.folds_ = [(idx[fold != k], idx[fold == k]) for k in range(int(fold.max()) + 1)]

@@ -1,0 +1,45 @@
+"""The `cpo` command line: one subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from cpo_engine import __version__
+from cpo_engine.exceptions import CPOError
+
+COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "generate", "nightly", "edits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpo", description="cpo_engine: Causal Prompt Optimization at batch scale.")
+    parser.add_argument("--version", action="version", version=f"cpo_engine {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging verbosity (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        if importlib.util.find_spec(f"cpo_engine.commands.{name}") is not None:
+            importlib.import_module(f"cpo_engine.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except CPOError as exc:
+        print(f"cpo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cpo {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

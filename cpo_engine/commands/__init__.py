@@ -1,0 +1,13 @@
+"""CLI subcommands: each module has `register(subparsers)`, which adds a parser whose `func(args)`
+returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and --set section.key=value, shared by every subcommand that takes a config."""
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file (see README: Configuration)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set embed.batch_size=32 (repeatable)")

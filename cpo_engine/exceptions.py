@@ -1,0 +1,55 @@
+"""Errors users can act on. The CLI prints the message of any CPOError and exits 2, no traceback."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+class CPOError(Exception):
+    """Base class: an error whose message tells the user what went wrong and how to fix it."""
+
+
+class DataError(CPOError, ValueError):
+    """Bad triplet data: the message names the source, column and first offending rows."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        rows: Sequence[int] | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.problem, self.source, self.column, self.fix = problem, source, column, fix
+        self.rows = list(rows) if rows is not None else None
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = [f"in {self.source}"] if self.source else []
+        if self.column:
+            where.append(f"column '{self.column}'")
+        if self.rows:
+            shown = ", ".join(str(r) for r in self.rows[:5])
+            more = f" (and {len(self.rows) - 5} more)" if len(self.rows) > 5 else ""
+            where.append(f"rows {shown}{more}")
+        msg = (", ".join(where) + ": " if where else "") + self.problem
+        return msg + (f"\n  fix: {self.fix}" if self.fix else "")
+
+
+class ConfigError(CPOError, ValueError):
+    """A bad configuration value or file."""
+
+
+class NotFittedError(CPOError, AttributeError):
+    """An estimator was used before `fit`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"This {name} instance is not fitted yet: call fit(...) first.")
+
+
+class MissingExtraError(CPOError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError"]

@@ -1,0 +1,141 @@
+"""Pool mode: choose, per query, one prompt from a given set, and check the choice against outcomes.
+
+The pool is usually the logged prompts, so recorded outcomes on held-out queries can say what the
+per-query choice is worth: its value is the mean recorded score of the chosen prompt per query,
+compared (paired, per query) with the best static prompt, i.e. the one prompt with the best mean
+on the training queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Sequence
+
+import numpy as np
+
+from cpo_engine.exceptions import DataError
+from cpo_engine.search.scoring import CandidateScorer
+
+
+@dataclass
+class PoolPolicy:
+    """A per-query choice among a pool of prompts.
+
+    Attributes
+    ----------
+    prompt_ids : list of str
+        The pool, in column order.
+    choice : (n_queries,) int
+        Index into ``prompt_ids`` chosen for each query.
+    effect, se : (n_queries, n_pool)
+        Predicted effect of every pool prompt on every query, and its standard error.
+    objective : (n_queries, n_pool)
+        ``effect - z * se + bias``: what the choice maximizes.
+    """
+
+    prompt_ids: list[str]
+    choice: np.ndarray
+    effect: np.ndarray
+    se: np.ndarray
+    objective: np.ndarray
+
+    @property
+    def chosen_ids(self) -> list[str]:
+        return [self.prompt_ids[i] for i in self.choice]
+
+    def static_choice(self) -> int:
+        """The pool prompt with the best objective averaged over the queries."""
+        return int(np.argmax(self.objective.mean(axis=0)))
+
+
+def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Sequence[str],
+                T_pool: np.ndarray | None = None) -> PoolPolicy:
+    """Score every pool prompt for every query and pick the best objective per query.
+
+    ``T_pool`` skips embedding when the pool's representations are known (the logged prompts).
+    """
+    T = scorer.represent(texts) if T_pool is None else np.asarray(T_pool, dtype=np.float64)
+    bias, _ = scorer.bias(texts, T)
+    eff, se = scorer.per_query(T)
+    obj = eff - scorer.z * se + bias[None, :]
+    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=eff, se=se, objective=obj)
+
+
+def outcome_matrix(table: Any, query_ids: Sequence[str], prompt_ids: Sequence[str]) -> np.ndarray:
+    """(n_queries, n_prompts) mean recorded score per cell of a triplet table; NaN where unobserved."""
+    q_index = {q: i for i, q in enumerate(query_ids)}
+    p_index = {p: j for j, p in enumerate(prompt_ids)}
+    qs = table.column("query_id").to_pylist()
+    ps = table.column("prompt_id").to_pylist()
+    ys = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    qi = np.array([q_index.get(q, -1) for q in qs])
+    pj = np.array([p_index.get(p, -1) for p in ps])
+    keep = (qi >= 0) & (pj >= 0) & np.isfinite(ys)
+    total = np.zeros((len(query_ids), len(prompt_ids)))
+    count = np.zeros_like(total)
+    np.add.at(total, (qi[keep], pj[keep]), ys[keep])
+    np.add.at(count, (qi[keep], pj[keep]), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Mean of ``a - b`` over paired units with a normal-approximation interval."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = d.size
+    if n < 2:
+        raise DataError(f"a paired interval needs at least 2 queries with both outcomes, got {n}")
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    zq = NormalDist().inv_cdf(0.5 + level / 2)
+    return {"diff": float(d.mean()), "se": se, "ci_low": float(d.mean() - zq * se),
+            "ci_high": float(d.mean() + zq * se), "n": int(n), "level": level}
+
+
+def evaluate_choice(choice: np.ndarray, Y: np.ndarray, static_index: int, level: float = 0.95) -> dict[str, Any]:
+    """Value of a per-query choice on recorded outcomes ``Y`` (n_queries, n_pool), vs baselines.
+
+    Queries where the chosen or the static prompt has no outcome are left out (and counted).
+    Baselines: the static prompt, a uniformly random pool prompt (the row mean) and the oracle
+    (the row max, an upper bound that peeks at the outcomes).
+    """
+    rows = np.arange(Y.shape[0])
+    pol, stat = Y[rows, choice], Y[:, static_index]
+    ok = np.isfinite(pol) & np.isfinite(stat)
+    if not ok.any():
+        raise DataError("no held-out query has outcomes for both the chosen and the static prompt",
+                        fix="evaluate pool mode on data where every pool prompt ran on the held-out queries")
+    with np.errstate(all="ignore"):
+        rand, oracle = np.nanmean(Y[ok], axis=1), np.nanmax(Y[ok], axis=1)
+    return {"policy_value": float(pol[ok].mean()), "static_value": float(stat[ok].mean()),
+            "random_value": float(rand.mean()), "oracle_value": float(oracle.mean()),
+            "vs_static": paired_interval(pol[ok], stat[ok], level), "n_queries": int(ok.sum()),
+            "n_dropped": int((~ok).sum()), "share_not_static": float(np.mean(choice[ok] != static_index))}
+
+
+def by_tier(choice: np.ndarray, Y: np.ndarray, static_index: int, n_tiers: int = 3) -> list[dict[str, Any]]:
+    """Uplift of the per-query choice over the static prompt within query-difficulty tiers.
+
+    Difficulty is 1 - the query's mean recorded score over the pool; tiers are its quantiles
+    (tier 0 = easiest). For reports only: the tiering looks at outcomes, the choice does not.
+    """
+    rows = np.arange(Y.shape[0])
+    with np.errstate(all="ignore"):
+        difficulty = 1.0 - np.nanmean(Y, axis=1)
+    pol, stat = Y[rows, choice], Y[:, static_index]
+    ok = np.isfinite(pol) & np.isfinite(stat) & np.isfinite(difficulty)
+    edges = np.quantile(difficulty[ok], np.linspace(0, 1, n_tiers + 1)) if ok.any() else np.zeros(n_tiers + 1)
+    tier = np.clip(np.searchsorted(edges[1:-1], difficulty, side="right"), 0, n_tiers - 1)
+    out = []
+    for t in range(n_tiers):
+        m = ok & (tier == t)
+        row: dict[str, Any] = {"tier": t, "n": int(m.sum()), "difficulty_low": float(edges[t]),
+                               "difficulty_high": float(edges[t + 1])}
+        if m.sum() >= 2:
+            row.update(policy_value=float(pol[m].mean()), static_value=float(stat[m].mean()),
+                       **{f"uplift_{k}": v for k, v in paired_interval(pol[m], stat[m]).items() if k != "n"})
+        out.append(row)
+    return out
+
+
+__all__ = ["PoolPolicy", "pool_assign", "outcome_matrix", "paired_interval", "evaluate_choice", "by_tier"]

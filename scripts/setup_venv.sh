@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install cpo_engine with the given extras, CPU torch pinned.
+# Usage: scripts/setup_venv.sh [EXTRAS]   e.g. scripts/setup_venv.sh dev,local-llm
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+spec="."
+[ -n "$extras" ] && spec=".[${extras}]"
+.venv/bin/python -m pip install -q -c constraints-cpu.txt -e "$spec"
