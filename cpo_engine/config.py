@@ -156,6 +156,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 
 def _describe(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
     return str(hint).replace("typing.", "").replace("NoneType", "None")
 
 

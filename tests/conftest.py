@@ -45,3 +45,18 @@ def encoder():
     from cpo_engine.embedding import make_encoder
 
     return make_encoder(device="cpu", batch_size=32, num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def small_example(tmp_path_factory):
+    """The first 80 mawps queries of the bundled example, all 16 prompts, as a Parquet file."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from cpo_engine.data import load_example
+
+    t = load_example(tasks=("mawps",))
+    keep = pc.unique(t["query_id"])[:80]
+    path = tmp_path_factory.mktemp("data") / "small_example.parquet"
+    pq.write_table(t.filter(pc.is_in(t["query_id"], keep)), path)
+    return path

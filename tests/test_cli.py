@@ -45,8 +45,8 @@ def test_cli_reports_config_error_without_traceback(capsys):
     assert "did you mean 'query_components'" in err and "Traceback" not in err
 
 
-def test_embed_cli_on_bundled_subset(tmp_path, capsys):
-    args = ["embed", "--out", str(tmp_path / "feat"), "--set", "data.tasks=[mawps]",
+def test_embed_cli(small_example, tmp_path, capsys):
+    args = ["embed", str(small_example), "--out", str(tmp_path / "feat"),
             "--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.device=cpu"]
     assert main(args) == 0
     assert "0 hits" in capsys.readouterr().out
@@ -56,12 +56,12 @@ def test_embed_cli_on_bundled_subset(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_run_smoke_on_bundled_subset(tmp_path):
+def test_run_smoke(small_example, tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--out", str(out), "--set", "data.tasks=[mawps]",
+    assert main(["run", "--data", str(small_example), "--out", str(out),
                  "--set", f"embed.cache_dir={tmp_path / 'cache'}"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "ok" and manifest["data"]["bundled_example"] is True
+    assert manifest["status"] == "ok" and manifest["data"]["bundled_example"] is False
     assert len(manifest["data"]["sha256"]) == 64 and "torch" in manifest["versions"]
     assert {"data", "embed_pca"} <= set(manifest["timings_s"])
     for rel in manifest["outputs"].values():

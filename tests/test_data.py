@@ -109,7 +109,7 @@ def test_undecodable_csv(tmp_path, capsys):
     path.write_bytes("query_id,query_text,prompt_id,prompt_text,score\nq1,caf\xe9 prices,p,x,1\n".encode("latin-1"))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "line 2 is not valid UTF-8" in err and "iconv" in err
+    assert "column 'query_text', rows 0" in err and "not valid UTF-8" in err and "re-encode" in err
 
 
 def test_undecodable_binary_column(tiny_table, tmp_path, capsys):

@@ -49,7 +49,8 @@ def test_running_topk_equals_brute_force_over_archive() -> None:
     obj = eff - scorer.z * se
     brute = np.argsort(-obj, axis=1, kind="stable")[:, :3]
     np.testing.assert_allclose(np.take_along_axis(obj, brute, 1), res.topk_value, rtol=1e-4, atol=1e-5)
-    assert np.mean(res.topk_index[:, 0] == brute[:, 0]) > 0.95  # float32 ties aside
+    # indices may differ only between candidates with tied objectives (texts with the same bag of words)
+    np.testing.assert_allclose(np.take_along_axis(obj, res.topk_index, 1), res.topk_value, rtol=1e-4, atol=1e-5)
 
 
 def test_trust_region_excludes_off_support() -> None:

@@ -51,7 +51,7 @@ def test_outcome_matrix_averages_samples_and_marks_missing() -> None:
                   "score": [1.0, 0.0, 1.0, 1.0, 0.0]})
     Y = outcome_matrix(t, ["q1", "q2"], ["a", "b"])
     np.testing.assert_allclose(Y, [[0.5, 1.0], [1.0, np.nan]])
-    res = evaluate_choice(np.array([1, 1]), np.vstack([Y, [0.0, 1.0]]), static_index=0)
+    res = evaluate_choice(np.array([1, 1, 1]), np.vstack([Y, [0.0, 1.0]]), static_index=0)
     assert res["n_dropped"] == 1 and res["n_queries"] == 2
 
 

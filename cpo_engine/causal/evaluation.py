@@ -32,7 +32,8 @@ class EvaluationConfig:
     """Logging policy: 'none' (uniform), 'observable' (query length/number count x prompt length),
     'latent' (true query difficulty x prompt length)."""
     strength: float = 2.0
-    """Logit scale of the confounding: P(prompt | query) ~ exp(strength * z_query * z_prompt)."""
+    """Logit scale of the confounding: P(prompt | query) ~ exp(strength * z_query * z_prompt).
+    Positive: long/hard queries get long (elaborate) prompts; negative: they get short ones."""
     logged_per_query: int = 4
     """Logged (prompt, outcome) draws per train query, with replacement from the policy."""
     seeds: int = 5
@@ -66,8 +67,8 @@ class EvaluationConfig:
             raise ConfigError("logged_per_query and seeds must be >= 1")
         if not 0 < self.test_fraction < 1 or not 0 < self.hard_fraction <= 1:
             raise ConfigError("test_fraction must be in (0, 1) and hard_fraction in (0, 1]")
-        if self.strength < 0:
-            raise ConfigError(f"strength must be >= 0, got {self.strength}")
+        if not np.isfinite(self.strength):
+            raise ConfigError(f"strength must be a finite number, got {self.strength}")
 
 
 @dataclass

@@ -203,7 +203,8 @@ class TorchMLP(RegressorMixin, BaseEstimator):
     max_epochs : int
         Upper bound on passes over the training data.
     batch_size : int
-        Minibatch size.
+        Largest minibatch; smaller data sets use ``n / 16`` (at least 32) so every epoch takes
+        at least 16 optimizer steps.
     lr : float
         Adam learning rate.
     weight_decay : float
@@ -258,10 +259,11 @@ class TorchMLP(RegressorMixin, BaseEstimator):
         torch = _torch()
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best, best_state, stale = float("inf"), None, 0
+        bs = int(min(self.batch_size, max(32, len(Xtr) // 16)))
         for _ in range(self.max_epochs):
             perm = torch.randperm(len(Xtr), generator=gen).to(Xtr.device)
-            for i in range(0, len(Xtr), self.batch_size):
-                idx = perm[i : i + self.batch_size]
+            for i in range(0, len(Xtr), bs):
+                idx = perm[i : i + bs]
                 opt.zero_grad()
                 torch.nn.functional.mse_loss(self.net_(Xtr[idx]), Ytr[idx]).backward()
                 opt.step()

@@ -207,3 +207,24 @@ def _restore_residuals(m: Any, a: dict) -> None:
     m._groups = a["res.groups"].astype(np.int64)
     fold, idx = a["res.fold"].astype(np.int64), np.arange(len(m._Y))
     m.folds_ = [(idx[fold != k], idx[fold == k]) for k in range(int(fold.max()) + 1)]
+
+
+def pca_fingerprint(pca: Any) -> dict:
+    """Identity of a fitted PCA: component count and a hash of its mean and components."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (pca.mean_, pca.components_):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return {"n_components": int(pca.components_.shape[0]), "sha256": h.hexdigest()}
+
+
+def representation_provenance(reps: Any) -> dict:
+    """The provenance a model must match to be used with ``reps`` (embedder and both PCAs)."""
+    prov = getattr(reps, "provenance", {}) or {}
+    return {
+        "embedder": {"id": prov.get("encoder"), "query_prefix": prov.get("query_prefix"),
+                     "prompt_prefix": prov.get("prompt_prefix")},
+        "query_pca": pca_fingerprint(reps.query_pca),
+        "prompt_pca": pca_fingerprint(reps.prompt_pca),
+    }

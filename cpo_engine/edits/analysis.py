@@ -35,14 +35,20 @@ class EffectConfig:
         Nuisance learner for the outcome and propensity models (``"linear"``, ``"hgb"``, ...).
     cv : int
         Cross-fitting folds, grouped by query.
-    inference : {"query", "prompt_jackknife"}
-        Standard errors clustered by query (conditional on the prompts that were edited), or the
-        larger of that and a delete-one-prompt jackknife (also counts which prompts were edited;
-        needs at least 3 prompts per cell).
+    inference : {"prompt_jackknife", "query"}
+        ``query``: standard errors clustered by query, conditional on the prompts that were edited
+        (right when those edits are the object of interest). ``prompt_jackknife`` (default): the
+        larger of that and a delete-one-prompt jackknife, which also counts the luck of which
+        prompts carry a family: the question "does adding this family help" generalizes over edits,
+        and with few prompts the query-clustered interval alone is far too narrow. Both standard
+        errors are always reported (``se_query``, ``se_jackknife``, ``q_value_query``).
     fdr : float
         Benjamini-Hochberg level over all family x cell tests; ``significant`` is ``q <= fdr``.
     min_edits : int
-        A family is estimated in a cell only if at least this many distinct edits change it.
+        A family is estimated in a cell only if at least this many distinct edits change it ...
+    min_prompts : int
+        ... and at least this many distinct prompts carry it (with one, its "effect" is that one
+        prompt's effect).
     by_model : bool
         Separate cells per model when the data has several; False pools models within a task.
     motif_top_k : int
@@ -55,9 +61,10 @@ class EffectConfig:
 
     learner: Any = "linear"
     cv: int = 5
-    inference: Literal["query", "prompt_jackknife"] = "query"
+    inference: Literal["prompt_jackknife", "query"] = "prompt_jackknife"
     fdr: float = 0.05
     min_edits: int = 2
+    min_prompts: int = 2
     by_model: bool = True
     motif_top_k: int = 30
     motif_min_edits: int = 3
@@ -73,8 +80,9 @@ class EditReport:
     families : DataFrame
         One row per family x task x model: ``effect`` (change in score from adding the family),
         ``se``, ``ci_low``, ``ci_high``, ``p_value``, ``q_value`` (BH over all estimated rows),
-        ``significant``, ``se_query``, ``se_jackknife``, ``n_edits`` (distinct edits that change the
-        family), ``n_prompts`` (distinct child prompts among them), ``n_units``, ``n_queries``,
+        ``significant``, ``se_query``, ``se_jackknife``, ``q_value_query`` (BH with the query-clustered
+        se), ``n_edits`` (distinct edits that change the family), ``n_prompts`` (distinct prompts
+        that carry it), ``n_units``, ``n_queries``,
         ``status`` (``estimated``, ``aliased``, ``too few edits``, ``no edits``).
     surface : DataFrame
         Same columns for the surface changes (per :data:`SURFACE_SCALE` units), BH within the table.
@@ -124,21 +132,24 @@ def _prompt_memberships(units: PairedUnits, idx: np.ndarray) -> list[np.ndarray]
 
 
 def _support(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: distinct edits with a nonzero value, and distinct child prompts among them."""
+    """Per column: distinct edits with a nonzero value, and distinct prompts that carry the feature
+    (children of edits that add it, parents of edits that remove it)."""
     rows = np.unique(units.unit_edit[idx])
-    nz = D_edit[rows] != 0
-    child = units.edits["child_id"].to_numpy()[rows]
-    return nz.sum(0), np.array([len(set(child[nz[:, j]])) for j in range(D_edit.shape[1])])
+    D = D_edit[rows]
+    child, parent = units.edits["child_id"].to_numpy()[rows], units.edits["parent_id"].to_numpy()[rows]
+    carriers = [set(child[D[:, j] > 0]) | set(parent[D[:, j] < 0]) for j in range(D.shape[1])]
+    return (D != 0).sum(0), np.array([len(c) for c in carriers])
 
 
 def _fit_block(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray, names: list[str], cfg: EffectConfig,
                marginal: bool) -> pd.DataFrame:
     """Estimate the columns of ``D_edit`` (edit-level values) on the units ``idx`` of one cell."""
     n_edits, n_prompts = _support(units, idx, D_edit)
-    usable = n_edits >= cfg.min_edits
+    usable = (n_edits >= cfg.min_edits) & (n_prompts >= cfg.min_prompts)
     res = pd.DataFrame({"feature": names, "n_edits": n_edits, "n_prompts": n_prompts,
                         "n_units": len(idx), "n_queries": len(np.unique(units.unit_query[idx]))})
-    res["status"] = np.where(n_edits == 0, "no edits", np.where(usable, "aliased", "too few edits"))
+    res["status"] = np.where(n_edits == 0, "no edits", np.where(
+        usable, "aliased", np.where(n_edits < cfg.min_edits, "too few edits", "too few prompts")))
     for col in ("effect", "se_query", "se_jackknife"):
         res[col] = np.nan
     if not usable.any():
@@ -150,19 +161,18 @@ def _fit_block(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray, names: l
             priority=np.argsort(-n_edits[cols], kind="stable"))
     res.loc[cols, "effect"], res.loc[cols, "se_query"] = est.coef_, est.stderr_
     res.loc[cols[est.identified_], "status"] = "estimated"
-    if cfg.inference == "prompt_jackknife":
-        res.loc[cols, "se_jackknife"] = est.jackknife_stderr(_prompt_memberships(units, idx))
+    res.loc[cols, "se_jackknife"] = est.jackknife_stderr(_prompt_memberships(units, idx))
     return res
 
 
 def _finish(table: pd.DataFrame, cfg: EffectConfig) -> pd.DataFrame:
     """Pick the reported se, add p-values, BH q-values, intervals and the significance flag."""
-    se = table["se_query"].to_numpy(dtype=float)
-    if cfg.inference == "prompt_jackknife":
-        se = np.fmax(se, table["se_jackknife"].to_numpy(dtype=float))
+    effect, se_q = table["effect"].to_numpy(dtype=float), table["se_query"].to_numpy(dtype=float)
+    se = np.fmax(se_q, table["se_jackknife"].to_numpy(dtype=float)) if cfg.inference == "prompt_jackknife" else se_q
     table["se"] = se
-    table["p_value"] = two_sided_p(table["effect"].to_numpy(dtype=float), se)
+    table["p_value"] = two_sided_p(effect, se)
     table["q_value"] = bh_qvalues(table["p_value"].to_numpy())
+    table["q_value_query"] = bh_qvalues(two_sided_p(effect, se_q))
     z = stats.norm.ppf(0.975)
     table["ci_low"], table["ci_high"] = table["effect"] - z * se, table["effect"] + z * se
     table["significant"] = (table["q_value"] <= cfg.fdr).fillna(False).astype(bool)

@@ -62,10 +62,10 @@ def crossfit_residuals(
     for f in range(k):
         tr, te = folds != f, folds == f
         for target, res in ((Y, y_res), (D, d_res)):
-            target2 = target.reshape(len(target), -1)
-            model = fit_nuisance(_as_learner(learner, seed), X[tr], target2 if target2.shape[1] > 1 else target2[:, 0],
-                                 None, sample_weight[tr])
-            res[te] = target[te] - _predict(model, X[te], target2.shape[1]).reshape(target[te].shape)
+            t2 = target.reshape(len(target), -1)[tr]
+            model = fit_nuisance(_as_learner(learner, seed), X[tr], t2 if t2.shape[1] > 1 else t2[:, 0], None,
+                                 sample_weight[tr])
+            res[te] = target[te] - _predict(model, X[te], t2.shape[1]).reshape(target[te].shape)
     return y_res, d_res
 
 
@@ -149,7 +149,14 @@ class PairedEditDML:
                                                       self.random_state)
         self.groups_, self.weight_ = np.asarray(groups), w
         order = np.arange(D.shape[1]) if priority is None else np.asarray(priority)
-        self._final(order)
+        # Aliasing is decided on the treatments themselves first: residualizing can make columns
+        # look independent through nuisance misfit alone, which would "identify" them by accident.
+        Dc = D - (w @ D) / w.sum()
+        if self.marginal:
+            raw_ok = (Dc**2 * w[:, None]).sum(0) > 1e-12 * w.sum()
+        else:
+            raw_ok = independent_columns(Dc, w, order, self.alias_tol)
+        self._final(order[raw_ok[order]])
         return self
 
     def _final(self, order: np.ndarray) -> None:
@@ -158,7 +165,7 @@ class PairedEditDML:
         self.coef_, self.stderr_ = np.full(p, np.nan), np.full(p, np.nan)
         self.identified_ = np.zeros(p, dtype=bool)
         self.n_clusters_ = len(np.unique(self.groups_))
-        cols = [[j] for j in range(p)] if self.marginal else [list(np.flatnonzero(
+        cols = [[j] for j in order] if self.marginal else [list(np.flatnonzero(
             independent_columns(R, w, order, self.alias_tol)))]
         for keep in cols:
             Rk = R[:, keep]

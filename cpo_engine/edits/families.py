@@ -74,7 +74,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         r"\b(comprehensive(ly)?|thorough(ly)?|exhaustive(ly)?|elaborate(ly)?)\b",
         r"\b(all|every) (possible|relevant|aspect|detail|angle|case)\w*\b",
         r"\b(various|multiple|several|different) (perspectives|approaches|methods|ways|aspects|angles|viewpoints)\b",
-        r"\b(complex|complicated|sophisticated|intricate|nuanced?)\b",
+        r"\b(sophisticated|intricate|nuanced|rigorous(ly)?)\b",
         r"\b(take into account|account for|taking into consideration)\b",
         r"\b(additionally|furthermore|moreover|in addition)\b",
         r"\b(at least|no more than|at most|exactly) \d+\b",

@@ -31,18 +31,21 @@ from typing import Any, Callable, Protocol
 from cpo_engine.exceptions import ConfigError
 
 _NUM = (
-    r"(?<![\w.])[-−]?\s?[$€£¥₹]?\s?"
+    r"(?<![\w.])[-−]?(?:[$€£¥₹][ ]?)?"
     r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    r"(?:\s?/\s?\d+(?:\.\d+)?)?"
+    r"(?:[ ]?/[ ]?\d+(?:\.\d+)?)?"
+    r"(?!\d|\.\d|,\d{3})"
 )
 _NUM_RE = re.compile(_NUM)
+# "the answer is 42": the number must follow on the same line and not start an expression
+# ("answer: 10 - 4 = 6" reads nothing here, and the last-number rule takes over).
+_NOT_EXPR = r"(?!\s*[-+*/×x÷=]\s*\d)"
 _ANSWER_IS_RE = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|=|:)\s*(?:[a-z ]{0,20}?)?\s*(?:\*\*)?\s*(" + _NUM + ")",
-    re.IGNORECASE,
+    r"(?:final answer|the answer|answer)\s*(?:is|=|:)[ \t:*]*(" + _NUM + ")" + _NOT_EXPR, re.IGNORECASE,
 )
 _HASHES_RE = re.compile(r"####\s*(" + _NUM + ")")
 _BOXED_RE = re.compile(r"\\boxed\{\s*(" + _NUM + r")[^}]*\}")
-_SENTENCE_SPLIT_RE = re.compile(r"(?<!\d)[.!?](?!\d)|\n")
+_SENTENCE_SPLIT_RE = re.compile(r"(?<!\d)[.!?]|[.!?](?!\d)|\n")  # "6.84" is not a sentence end
 
 
 class Grader(Protocol):

@@ -39,7 +39,7 @@ class SamplingConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 256
-    stop: tuple[str, ...] = ()
+    stop: list[str] | tuple[str, ...] = ()
     seed: int | None = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -20,7 +20,7 @@ from cpo_engine.taxonomy import EDIT_FAMILIES
 
 _SENT = re.compile(r"(?<=[.!?:])\s+")
 _META = re.compile(r"\b(instruction|instructions|follow|must|always|never|priority|rules?|important)\b", re.I)
-_FILLER = re.compile(r"\b(please|carefully|very|really|just|simply|actually|basically)\s+", re.I)
+_FILLER = re.compile(r"(?:^|\s+)(?:please|carefully|very|really|just|simply|actually|basically)\b,?", re.I)
 
 PHRASES: dict[str, tuple[str, ...]] = {
     "step_by_step": (
@@ -114,8 +114,8 @@ def remove_meta_instruction(text: str, rng: np.random.Generator, donor: str | No
 
 def simplify(text: str, rng: np.random.Generator, donor: str | None = None) -> str | None:
     """Remove filler words, or else the longest sentence that is not the answer trigger."""
-    plain = _FILLER.sub("", text)
-    if plain != text:
+    plain = _FILLER.sub("", text).strip()
+    if plain != text.strip() and plain:
         return plain[:1].upper() + plain[1:]
     sents = sentences(text)
     body = [i for i, s in enumerate(sents) if not (i == len(sents) - 1 and s.endswith(":"))]

@@ -25,7 +25,7 @@ from cpo_engine.search.candidates import Candidate, unique
 from cpo_engine.search.operators import Operator, get_operators
 from cpo_engine.taxonomy import EDIT_FAMILIES
 
-PRIOR_FORMAT = "cpo-edit-prior/1"
+PRIOR_FORMAT = "cpo-edit-prior/1"  # see cpo_engine.edits.prior
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class Proposer(Protocol):
 
 @dataclass(frozen=True)
 class EditPrior:
-    """Per-task sampling weights of edit families (file format ``cpo-edit-prior/1``).
+    """Per-task sampling weights of edit families (file format ``cpo-edit-prior/1``, written by
+    :mod:`cpo_engine.edits.prior`, whose validation this reuses).
 
     A weight of 1 is neutral; above 1 the family's operators are proposed more often, below 1 less
     (0 never). Operators that remove a family's kind of instruction get the inverse weight.
@@ -72,41 +73,26 @@ class EditPrior:
     source: str = "<memory>"
 
     def weights(self, task: str | None) -> dict[str, float]:
-        """Family weights for ``task``: the task's entries over the defaults, 1.0 elsewhere."""
-        out = {f: 1.0 for f in EDIT_FAMILIES}
-        out.update(self.default)
-        out.update(self.tasks.get(task or "", {}))
-        return out
+        """Family weights for ``task``: its table if listed, else ``default``; 1.0 where unlisted."""
+        from cpo_engine.edits.prior import prior_weights
+
+        return prior_weights({"default": self.default, "tasks": self.tasks}, task)
 
     @classmethod
     def load(cls, path: str | Path) -> "EditPrior":
         """Read and validate an edit-prior JSON file; errors name the file and the bad key."""
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read edit prior {path}: {exc}") from exc
-        return cls.from_dict(raw, source=str(path))
+        from cpo_engine.edits.prior import load_edit_prior
+
+        return cls.from_dict(load_edit_prior(path), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<memory>") -> "EditPrior":
-        if not isinstance(raw, dict) or raw.get("format") != PRIOR_FORMAT:
-            raise ConfigError(f"{source}: an edit prior needs \"format\": \"{PRIOR_FORMAT}\" at the top level")
-        default = _check_weights(raw.get("default", {}), f"{source}: default")
-        tasks = {t: _check_weights(w, f"{source}: tasks.{t}") for t, w in (raw.get("tasks") or {}).items()}
-        return cls(default=default, tasks=tasks, source=source)
+        from cpo_engine.edits.prior import validate_edit_prior
 
-
-def _check_weights(weights: Any, where: str) -> dict[str, float]:
-    if not isinstance(weights, dict):
-        raise ConfigError(f"{where} must be an object {{family: weight}}, got {type(weights).__name__}")
-    out = {}
-    for fam, w in weights.items():
-        if fam not in EDIT_FAMILIES:
-            raise ConfigError(f"{where}: unknown edit family '{fam}'; known: {sorted(EDIT_FAMILIES)}")
-        if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ConfigError(f"{where}.{fam}: weight must be a finite number >= 0, got {w!r}")
-        out[fam] = float(w)
-    return out
+        doc = validate_edit_prior(raw, source)
+        return cls(default={k: float(v) for k, v in (doc.get("default") or {}).items()},
+                   tasks={t: {k: float(v) for k, v in w.items()} for t, w in (doc.get("tasks") or {}).items()},
+                   source=source)
 
 
 def _stable_int(text: str) -> int:

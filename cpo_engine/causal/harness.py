@@ -1,0 +1,254 @@
+"""Run the evaluation (:mod:`cpo_engine.causal.evaluation`) over seeds and write its outputs.
+
+Python API: :func:`evaluate` (returns the JSON-able result) and :func:`write_evaluation` (writes
+``evaluation.json``, ``evaluation.md`` and ``evaluation.png``). CLI: ``cpo evaluate``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cpo_engine.causal.evaluation import (METRICS, EvaluationConfig, Grid, build_grid, draw_logs,
+                                          logging_policy, policy_metrics, split_queries, static_ipw,
+                                          static_naive, text_features)
+
+FORMAT = "cpo-evaluation/1"
+METHOD_LABELS = {
+    "causal_dml": "causal DML (per query)",
+    "causal_dml_static": "causal DML (best static)",
+    "causal_forest": "causal forest (econml, per query)",
+    "outcome_model": "non-causal outcome model f(X,T)",
+    "static_naive": "best static, naive logged mean",
+    "static_ipw": "best static, IPW",
+    "oracle_static": "oracle best static",
+    "oracle_per_query": "oracle best per query",
+}
+
+
+def _features(reps: Any, grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
+    X = np.asarray(reps.X, dtype=np.float64)
+    if not cfg.query_text_features:
+        return X
+    f = text_features(grid.query_texts)
+    return np.hstack([X, (f - f.mean(0)) / np.where(f.std(0) > 0, f.std(0), 1)])
+
+
+def _fit_causal(cfg: EvaluationConfig, logs: dict, X: np.ndarray, T: np.ndarray, seed: int):
+    from cpo_engine.causal.dml import CausalRewardModel
+
+    model = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer,
+                              cv=cfg.cv, final_alpha=cfg.final_alpha, random_state=seed)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        return model.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"])
+
+
+def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, seed: int) -> dict:
+    """One repetition: split, log, fit every method, score on the test queries."""
+    from cpo_engine.causal.baseline import OutcomeRewardModel
+
+    rng = np.random.default_rng(seed)
+    train, test = split_queries(grid, cfg.test_fraction, rng)
+    logs = draw_logs(grid, logging_policy(grid, cfg), train, cfg.logged_per_query, rng)
+    truth = grid.truth[test]
+    n_hard = max(1, int(round(cfg.hard_fraction * len(test))))
+    hard = np.zeros(len(test), dtype=bool)
+    hard[np.argsort(truth.mean(1), kind="stable")[:n_hard]] = True
+    t0 = time.perf_counter()
+    causal = _fit_causal(cfg, logs, X, T, seed)
+    fit_s = time.perf_counter() - t0
+    per_query = causal.effect_grid(X[test], T)
+    baseline = OutcomeRewardModel(random_state=seed).fit(logs["y"], T[logs["p"]], X=X[logs["q"]])
+    n_p = T.shape[0]
+    preds: dict[str, np.ndarray] = {
+        "causal_dml": per_query,
+        "causal_dml_static": causal.effect_grid(X[train], T).mean(0),
+        "outcome_model": baseline.effect_grid(X[test], T),
+        "static_naive": static_naive(logs, n_p),
+        "static_ipw": static_ipw(logs, n_p),
+        "oracle_static": truth.mean(0),
+        "oracle_per_query": truth,
+    }
+    if cfg.with_forest:
+        preds["causal_forest"] = _forest_grid(cfg, logs, X, T, test, seed)
+    methods = {name: policy_metrics(np.broadcast_to(p, truth.shape), truth, hard) for name, p in preds.items()}
+    return {"seed": seed, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
+            "logged_rows": int(len(logs["y"])), "causal_fit_s": round(fit_s, 3),
+            "logged_prompt_share": np.bincount(logs["p"], minlength=n_p).tolist(),
+            "causal_diagnostics": causal.diagnostics_.to_dict(), "methods": methods}
+
+
+def _forest_grid(cfg, logs, X, T, test, seed) -> np.ndarray:
+    from cpo_engine.causal.forest import CausalForestRewardModel
+
+    forest = CausalForestRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, cv=cfg.cv,
+                                     n_estimators=100, random_state=seed)
+    forest.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"])
+    return forest.effect_grid(X[test], T)
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean and t-interval over seeds (a single seed gives a zero-width interval)."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    m = float(v.mean())
+    if len(v) < 2:
+        return {"mean": m, "ci_low": m, "ci_high": m}
+    h = float(student_t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return {"mean": m, "ci_low": m - h, "ci_high": m + h}
+
+
+def summarize(per_seed: list[dict]) -> dict[str, dict]:
+    """Per method and metric: {mean, ci_low, ci_high} over seeds."""
+    names = list(per_seed[0]["methods"])
+    return {n: {m: mean_ci([s["methods"][n][m] for s in per_seed]) for m in METRICS} for n in names}
+
+
+def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations: Any = None,
+             progress: Callable[[str], None] | None = None, **rep_kwargs: Any) -> dict:
+    """Evaluate the causal reward model against baselines on a full outcome grid.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Validated full-grid triplets (every prompt on every query).
+    cfg : EvaluationConfig
+        Confounding, strength, logs per query, seeds, model settings.
+    representations : Representations, optional
+        Prebuilt X/T for ``table``; built with :func:`cpo_engine.embedding.build_representations`
+        (``rep_kwargs`` go to it) when omitted.
+    """
+    cfg = cfg or EvaluationConfig()
+    cfg.validate()
+    if representations is None:
+        from cpo_engine.embedding import build_representations
+
+        representations = build_representations(table, **rep_kwargs)
+    grid = build_grid(table, representations)
+    X, T = _features(representations, grid, cfg), np.asarray(representations.T, np.float64)
+    per_seed = []
+    for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
+        per_seed.append(run_seed(grid, X, T, cfg, s))
+        if progress:
+            m = per_seed[-1]["methods"]
+            progress(f"seed {s}: causal {m['causal_dml']['policy_value']:.4f} "
+                     f"outcome {m['outcome_model']['policy_value']:.4f} "
+                     f"ipw {m['static_ipw']['policy_value']:.4f}")
+    return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X),
+            "methods": summarize(per_seed), "per_seed": per_seed, "notes": _notes(cfg)}
+
+
+def _settings(cfg: EvaluationConfig, table: Any, reps: Any, grid: Grid, X: np.ndarray) -> dict:
+    from cpo_engine.utils import versions
+
+    tasks = sorted(set(table.column("task").to_pylist())) if "task" in table.column_names else None
+    rep = reps.summary() if hasattr(reps, "summary") else {}
+    return asdict(cfg) | {"rows": table.num_rows, "tasks": tasks, "n_queries": int(grid.truth.shape[0]),
+                          "n_prompts": int(grid.truth.shape[1]), "n_query_features": int(X.shape[1]),
+                          "mean_samples_per_cell": float(grid.cell_count.mean()),
+                          "representations": rep, "versions": versions()}
+
+
+def _notes(cfg: EvaluationConfig) -> list[str]:
+    return [
+        "truth = per-cell mean over the grid's repeated samples; oracle_per_query picks the argmax of "
+        "these noisy means, so it is an optimistic upper bound",
+        "tau_b is averaged over test queries whose true cell means are not all equal",
+        "PCA for X and T is fitted on all query/prompt texts (unsupervised, no outcomes)",
+        f"confounding={cfg.confounding}: P(prompt|query) ~ exp(strength * z_query * z_log_prompt_length)",
+    ]
+
+
+def _fmt(ci: dict, digits: int = 3) -> str:
+    if not np.isfinite(ci["mean"]):
+        return "n/a"
+    if ci["ci_low"] == ci["ci_high"]:
+        return f"{ci['mean']:.{digits}f}"
+    return f"{ci['mean']:.{digits}f} [{ci['ci_low']:.{digits}f}, {ci['ci_high']:.{digits}f}]"
+
+
+def table_markdown(result: dict) -> str:
+    """The result as a Markdown table (mean [95% CI] over seeds)."""
+    s = result["settings"]
+    head = (f"confounding={s['confounding']} strength={s['strength']} "
+            f"logged_per_query={s['logged_per_query']} seeds={s['seeds']} "
+            f"test queries={result['per_seed'][0]['n_test_queries']} prompts={s['n_prompts']}\n\n")
+    rows = ["| method | policy value | regret | tau-b | hard: policy value | hard: tau-b |",
+            "|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        rows.append(f"| {METHOD_LABELS.get(name, name)} | {_fmt(m['policy_value'])} | {_fmt(m['regret'])} | "
+                    f"{_fmt(m['tau_b'])} | {_fmt(m['policy_value_hard'])} | {_fmt(m['tau_b_hard'])} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot_png(result: dict) -> bytes:
+    """Policy value and tau-b per method with 95% CIs, as PNG bytes (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["methods"])
+    labels = [METHOD_LABELS.get(n, n) for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(names) + 1.5), sharey=True)
+    for ax, metric in zip(axes, ("policy_value", "tau_b")):
+        ci = [result["methods"][n][metric] for n in names]
+        mean = np.array([c["mean"] for c in ci])
+        err = np.abs(np.array([[c["mean"] - c["ci_low"] for c in ci], [c["ci_high"] - c["mean"] for c in ci]]))
+        ax.barh(range(len(names)), np.nan_to_num(mean), xerr=np.nan_to_num(err), color="#4c78a8")
+        ax.set_title(metric.replace("_", " "))
+        if metric == "policy_value":
+            lo = np.nanmin(np.array([c["ci_low"] for c in ci]))
+            ax.set_xlim(max(0.0, lo - 0.02), None)
+    axes[0].set_yticks(range(len(names)), labels)
+    s = result["settings"]
+    fig.suptitle(f"confounding={s['confounding']} strength={s['strength']} K={s['logged_per_query']} "
+                 f"seeds={s['seeds']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_evaluation(result: dict, out: Any) -> dict[str, Path]:
+    """Write evaluation.json, evaluation.md and evaluation.png into ``out`` (atomically)."""
+    from cpo_engine.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "evaluation.json", "table": out / "evaluation.md", "plot": out / "evaluation.png"}
+    atomic_write_json(paths["json"], _clean(json.loads(json.dumps(result, default=_jsonify))))
+    atomic_write_text(paths["table"], table_markdown(result))
+    atomic_write_bytes(paths["plot"], plot_png(result))
+    return paths
+
+
+def _jsonify(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _clean(o: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) by None, recursively."""
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_clean(v) for v in o]
+    return o

@@ -1,0 +1,83 @@
+"""One call from a file to a report and an edit prior (what ``cpo edits`` runs)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cpo_engine.edits.analysis import EditReport, EffectConfig, analyze_edits
+from cpo_engine.edits.pairs import (
+    PairConfig,
+    PairedUnits,
+    read_trajectories,
+    units_from_trajectories,
+    units_from_triplets,
+)
+from cpo_engine.edits.prior import PriorConfig, edit_prior
+from cpo_engine.exceptions import DataError
+
+_TRIPLET_COLS = {"query_id", "query_text", "prompt_id", "prompt_text", "score"}
+
+
+def _filter(table: pa.Table, filters: dict[str, list[str]], source: str) -> pa.Table:
+    for col, values in filters.items():
+        if col not in table.column_names:
+            raise DataError(f"cannot filter on missing column '{col}'", source=source, column=col,
+                            fix=f"filter on one of {table.column_names}")
+        table = table.filter(pc.is_in(pc.cast(table.column(col), pa.string()), value_set=pa.array(values)))
+        if table.num_rows == 0:
+            raise DataError(f"no rows left after keeping {col} in {values}", source=source, column=col,
+                            fix="check the filter values")
+    return table
+
+
+def load_units(
+    data: str | os.PathLike[str] | pa.Table,
+    kind: Literal["auto", "triplets", "trajectory"] = "auto",
+    pair_config: PairConfig | None = None,
+    filters: dict[str, list[str]] | None = None,
+    score_column: str | None = None,
+) -> PairedUnits:
+    """Read triplets or a trajectory (``kind="auto"``: triplets if the triplet columns are there).
+
+    ``filters`` keeps rows whose column value is in the list, e.g. ``{"task": ["svamp", "gsm8k"]}``.
+    """
+    from cpo_engine.data.io import read_table
+
+    source = "<table>" if isinstance(data, pa.Table) else str(data)
+    table = data if isinstance(data, pa.Table) else read_table(data)
+    table = _filter(table, filters or {}, source)
+    if kind == "auto":
+        kind = "triplets" if _TRIPLET_COLS <= set(table.column_names) else "trajectory"
+    if kind == "triplets":
+        if score_column and score_column != "score":
+            table = table.drop_columns([c for c in ("score",) if c in table.column_names])
+            table = table.rename_columns(["score" if c == score_column else c for c in table.column_names])
+        return units_from_triplets(table, pair_config, source)
+    if isinstance(data, pa.Table):
+        raise DataError("trajectories are read from a file", source=source, fix="pass the trajectory's path")
+    traj = read_trajectories(data, score_column)
+    if filters:
+        traj = traj[traj.apply(lambda r: all(str(r.get(c)) in v for c, v in filters.items() if c in r), axis=1)]
+    return units_from_trajectories(traj, pair_config, source)
+
+
+def analyze(
+    data: str | os.PathLike[str] | pa.Table,
+    kind: Literal["auto", "triplets", "trajectory"] = "auto",
+    pair_config: PairConfig | None = None,
+    effect_config: EffectConfig | None = None,
+    prior_config: PriorConfig | None = None,
+    filters: dict[str, list[str]] | None = None,
+    score_column: str | None = None,
+) -> tuple[EditReport, dict]:
+    """Load ``data``, estimate edit effects and build the edit prior; returns ``(report, prior)``."""
+    units = load_units(data, kind, pair_config, filters, score_column)
+    report = analyze_edits(units, effect_config)
+    return report, edit_prior(report.families, prior_config)
+
+
+__all__ = ["analyze", "load_units"]

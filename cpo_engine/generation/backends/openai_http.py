@@ -1,0 +1,151 @@
+"""OpenAI-compatible HTTP backend: vLLM serve, llama.cpp server, hosted APIs.
+
+Async (httpx) with at most ``max_concurrency`` requests in flight; 429, 5xx, timeouts and dropped
+connections are retried with exponential backoff and jitter (a ``Retry-After`` header wins);
+4xx other than 429 fail the row at once. The API key is read from the environment variable named
+by ``api_key_env`` when the backend starts: it is sent only in the Authorization header, never
+stored in a config, logged, put in an error message or written to a manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any, Sequence
+
+from cpo_engine.generation.types import BackendConfig, GenerationRequest, GenerationResponse
+from cpo_engine.utils import require
+
+_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_MAX_BACKOFF_S = 30.0
+
+
+class OpenAIBackend:
+    """Batch client for an OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions`` API.
+
+    Parameters
+    ----------
+    config : BackendConfig
+        ``base_url``, ``model``, ``api_key_env``, ``max_concurrency``, ``timeout_s``,
+        ``max_retries`` and ``backoff_s`` are used.
+    """
+
+    name = "openai"
+
+    def __init__(self, config: BackendConfig) -> None:
+        require("httpx", extra="generation")
+        self.config = config
+        self.model = config.model
+        self.base_url = config.base_url.rstrip("/")
+        self._api_key = os.environ.get(config.api_key_env) or None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        return None
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
+        """Answer all requests (blocking); order is preserved."""
+        return asyncio.run(self.agenerate(requests))
+
+    async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
+        """Answer all requests concurrently, at most ``max_concurrency`` at a time."""
+        import httpx
+
+        sem = asyncio.Semaphore(self.config.max_concurrency)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limits = httpx.Limits(max_connections=self.config.max_concurrency)
+        async with httpx.AsyncClient(headers=headers, timeout=self.config.timeout_s, limits=limits) as client:
+            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+
+    def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        s = req.sampling
+        body: dict[str, Any] = {"model": self.model, "temperature": s.temperature, "top_p": s.top_p,
+                                "max_tokens": s.max_tokens, **s.extra}
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.messages is not None:
+            body["messages"] = list(req.messages)
+            return f"{self.base_url}/chat/completions", body
+        body["prompt"] = req.text
+        return f"{self.base_url}/completions", body
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, req: GenerationRequest) -> GenerationResponse:
+        url, body = self._payload(req)
+        async with sem:
+            t0 = time.perf_counter()
+            data, error = await self._post_with_retries(client, url, body)
+            latency = time.perf_counter() - t0
+        if error is not None:
+            return GenerationResponse(key=req.key, text=None, latency_s=latency, error=error)
+        return _parse(req, data, latency)
+
+    async def _post_with_retries(self, client: Any, url: str, body: dict[str, Any]) -> tuple[Any, str | None]:
+        import httpx
+
+        error = "no attempt made"
+        for attempt in range(self.config.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                resp = await client.post(url, json=body)
+            except httpx.TimeoutException:
+                error = f"timeout after {self.config.timeout_s:g} s"
+            except httpx.TransportError as exc:
+                error = f"connection error: {type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code < 400:
+                    return resp.json(), None
+                error = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                if resp.status_code not in _RETRY_STATUS:
+                    return None, error
+                retry_after = _retry_after(resp.headers.get("retry-after"))
+            if attempt < self.config.max_retries:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        return None, f"{error} (gave up after {self.config.max_retries + 1} attempts)"
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, _MAX_BACKOFF_S)
+        base = self.config.backoff_s * (2**attempt)
+        return min(base * (0.5 + random.random()), _MAX_BACKOFF_S)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(resp: Any) -> str:
+    """The server's error message, truncated; request headers (with the key) are never included."""
+    try:
+        data = resp.json()
+        msg = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(msg, dict):
+            msg = msg.get("message", msg)
+        return str(msg)[:300]
+    except ValueError:
+        return resp.text[:300]
+
+
+def _parse(req: GenerationRequest, data: Any, latency: float) -> GenerationResponse:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if req.messages is not None else choice["text"]
+        usage = data.get("usage") or {}
+    except (KeyError, IndexError, TypeError) as exc:
+        return GenerationResponse(key=req.key, text=None, latency_s=latency,
+                                  error=f"malformed response ({type(exc).__name__}: {exc})")
+    return GenerationResponse(
+        key=req.key, text=text or "", latency_s=latency, finish_reason=choice.get("finish_reason"),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
+__all__ = ["OpenAIBackend"]

@@ -1,0 +1,307 @@
+"""Triplet builder: queries x prompts -> LLM -> grader -> sharded, resumable triplet store.
+
+``generate_triplets(cfg)`` is the one library function behind ``cpo generate`` and
+``jobs/generate.py``: it plans the design, prints the projected cost, skips every row already
+committed in the output folder, orders the rest so shared prefixes are adjacent, and runs them
+either in-process (``executor="local"``) or as a Ray Data pipeline (``executor="ray"``: CPU
+templating and grading stages around an actor-pool engine stage). Each finished batch is committed
+as one shard, so a kill at any moment loses at most the batches in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.generation.design import DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost
+from cpo_engine.generation.graders import get_grader
+from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, render
+from cpo_engine.generation.store import ShardStore
+from cpo_engine.generation.templating import TemplateConfig, prefix_order
+from cpo_engine.generation.types import BackendConfig, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayConfig:
+    """Where and how the Ray executor runs."""
+
+    address: str | None = None
+    """Cluster to attach to ('auto' inside a Ray job); None starts a local Ray."""
+    num_cpus: int | None = None
+    """Logical CPUs of a local Ray (None: all). More logical CPUs than cores is fine for I/O-bound stages."""
+    cpus_per_task: float = 0.25
+    """CPUs reserved by each templating / grading task: fractional so they never starve the engines."""
+    batch_size: int = 32
+    """Rows per engine call (vLLM schedules them continuously)."""
+
+
+@dataclass
+class GenerateConfig:
+    """Everything `cpo generate` and `jobs.generate` need; read with
+    ``cpo_engine.config.load_config(path, overrides, cls=GenerateConfig)``."""
+
+    queries: str | None = None
+    """Table with query_id, query_text and the gold column (a triplet table works: deduplicated by
+    query_id). None: the bundled example."""
+    prompts: str | None = None
+    """Table with prompt_id, prompt_text; None: the distinct prompts of the queries table."""
+    out: str = "runs/generate"
+    """Run folder (manifest.json + shards/); rerunning the same command resumes it."""
+    run_id: str = "run"
+    """Run label stored in every row and in the row key."""
+    gold_column: str = "gold_answer"
+    """Column of the queries table holding the gold answer."""
+    max_queries: int | None = None
+    """Keep only the first N queries (by first appearance)."""
+    grader: str = "numeric"
+    """Grader spec (see cpo_engine.generation.graders.get_grader)."""
+    executor: str = "local"
+    """'local' (in-process loop) or 'ray' (Ray Data pipeline)."""
+    shard_size: int = 64
+    """Rows per committed shard (the unit of checkpointing)."""
+    prefix_order: bool = True
+    """Order requests so inputs sharing a prefix are adjacent (prefix-cache reuse)."""
+    overwrite: bool = False
+    """Discard an existing run in `out` instead of resuming it."""
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    design: DesignConfig = field(default_factory=DesignConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be 'local' or 'ray', got '{self.executor}'")
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+        get_grader(self.grader)  # fail fast on a bad spec
+
+
+@dataclass
+class GenerationSummary:
+    """What a generate call did."""
+
+    out: str
+    planned: int
+    already_done: int
+    generated: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+    projected: str
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.generated / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.prompt_tokens + self.completion_tokens) / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"rows_per_s": self.rows_per_s, "tokens_per_s": self.tokens_per_s}
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_inputs(cfg: GenerateConfig) -> tuple[pa.Table, pa.Table]:
+    """(queries, prompts): deduplicated by id, checked for the columns the builder needs."""
+    from cpo_engine.data import example_path, read_table
+
+    q_path = cfg.queries or str(example_path())
+    queries = _dedupe(read_table(q_path), "query_id", q_path)
+    _need(queries, ("query_id", "query_text", cfg.gold_column), q_path, "queries")
+    if cfg.max_queries is not None:
+        queries = queries.slice(0, cfg.max_queries)
+    p_path = cfg.prompts or q_path
+    prompts = _dedupe(read_table(p_path), "prompt_id", p_path)
+    _need(prompts, ("prompt_id", "prompt_text"), p_path, "prompts")
+    return queries, prompts
+
+
+def _need(table: pa.Table, cols: tuple[str, ...], source: str, what: str) -> None:
+    missing = [c for c in cols if c not in table.column_names]
+    if missing:
+        raise DataError(f"the {what} table lacks column(s) {missing}", source=source, column=missing[0],
+                        fix=f"a {what} table needs {list(cols)}; found {table.column_names}")
+
+
+def _dedupe(table: pa.Table, id_col: str, source: str) -> pa.Table:
+    if id_col not in table.column_names:
+        raise DataError(f"no '{id_col}' column", source=source, column=id_col,
+                        fix=f"add an {id_col} column (found {table.column_names})")
+    ids = table.column(id_col).cast(pa.string()).to_pylist()
+    first: dict[str, int] = {}
+    for i, v in enumerate(ids):
+        if v is None:
+            raise DataError(f"empty {id_col}", source=source, column=id_col, rows=[i], fix="give every row an id")
+        first.setdefault(v, i)
+    return table.take(pa.array(list(first.values()), pa.int64()))
+
+
+# ----------------------------------------------------------------------------------------------
+# planning
+
+
+def plan_rows(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table) -> pa.Table:
+    """The planned rows (PLAN_COLUMNS), in budget order, before budget and resume."""
+    qid = queries.column("query_id").cast(pa.string()).to_pylist()
+    plan = plan_cells(qid, prompts.num_rows, cfg.design)
+    return _plan_table(cfg, queries, prompts, plan)
+
+
+def _plan_table(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table, plan: Plan) -> pa.Table:
+    def col(t: pa.Table, name: str, idx: np.ndarray) -> list[Any]:
+        values = t.column(name).to_pylist() if name in t.column_names else [None] * t.num_rows
+        return [None if values[i] is None else str(values[i]) for i in idx]
+
+    q, p = plan.query_idx, plan.prompt_idx
+    golds = queries.column(cfg.gold_column).to_pylist()
+    return pa.table({
+        "run_id": [cfg.run_id] * len(plan), "query_id": col(queries, "query_id", q),
+        "query_text": col(queries, "query_text", q), "prompt_id": col(prompts, "prompt_id", p),
+        "prompt_text": col(prompts, "prompt_text", p), "sample": plan.sample.tolist(),
+        "gold_answer": [_gold_str(golds[i]) for i in q],
+        "task": col(queries, "task", q),
+    }).select(list(PLAN_COLUMNS))
+
+
+def _gold_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def input_texts(rows: pa.Table, cfg: GenerateConfig) -> list[str]:
+    """The rendered LLM input of each planned row as one string (for cost and prefix ordering)."""
+    from cpo_engine.generation.stages import requests_from
+
+    rendered = render(rows, cfg.template, cfg.sampling)
+    return [r.prefix_text() for r in requests_from(rendered.to_pydict(), cfg.sampling)]
+
+
+def identity(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table) -> dict[str, Any]:
+    """What decides a run's rows: a resumed run must match it exactly."""
+    from cpo_engine.utils import sha256_text
+
+    def digest(t: pa.Table, cols: tuple[str, ...]) -> str:
+        return sha256_text(json.dumps([t.column(c).cast(pa.string()).to_pylist() for c in cols if c in t.column_names]))
+
+    return {
+        "run_id": cfg.run_id, "queries_sha256": digest(queries, ("query_id", "query_text", cfg.gold_column)),
+        "prompts_sha256": digest(prompts, ("prompt_id", "prompt_text")), "max_queries": cfg.max_queries,
+        "design": asdict(cfg.design), "template": asdict(cfg.template), "sampling": asdict(cfg.sampling),
+        "model": cfg.backend.model, "backend": cfg.backend.kind, "grader": cfg.grader,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# running
+
+
+def generate_triplets(
+    cfg: GenerateConfig, backend: Any = None, echo: Callable[[str], None] = print, dry_run: bool = False
+) -> GenerationSummary:
+    """Plan, project the cost, resume, generate, grade and commit shards; return a summary.
+
+    Parameters
+    ----------
+    cfg : GenerateConfig
+    backend : Backend, optional
+        A ready backend for the local executor (default: built from ``cfg.backend``).
+    echo : callable
+        Where progress lines go (the projected cost is always echoed before any LLM call).
+    dry_run : bool
+        Stop after printing the plan and its projected cost (nothing is written).
+    """
+    t0 = time.perf_counter()
+    queries, prompts = load_inputs(cfg)
+    rows = plan_rows(cfg, queries, prompts)
+    texts = input_texts(rows, cfg)
+    tokens = estimate_tokens(texts)
+    full = project_cost(tokens, cfg.sampling.max_tokens, cfg.design.price_per_1k_tokens)
+    n_fit = budget_cut(tokens, cfg.sampling.max_tokens, cfg.design)
+    projected = project_cost(tokens[:n_fit], cfg.sampling.max_tokens, cfg.design.price_per_1k_tokens)
+    echo(f"design {cfg.design.kind}: {queries.num_rows} queries x {prompts.num_rows} prompts -> {full.describe()}")
+    if n_fit < len(texts):
+        echo(f"budget cap: running the balanced first {n_fit} of {len(texts)} calls -> {projected.describe()}")
+    rows, texts = rows.slice(0, n_fit), texts[:n_fit]
+    if dry_run:
+        return GenerationSummary(out=cfg.out, planned=n_fit, already_done=0, generated=0, errors=0, prompt_tokens=0,
+                                 completion_tokens=0, wall_s=time.perf_counter() - t0, projected=projected.describe())
+    store = ShardStore.open(cfg.out, identity(cfg, queries, prompts), overwrite=cfg.overwrite)
+    pending = _pending(rows, store.done_keys())
+    echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
+    order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
+    todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))
+    stats = _Stats()
+    batches = _run_local(cfg, todo, backend) if cfg.executor == "local" else _run_ray(cfg, todo)
+    for table in batches:
+        store.append(table)
+        stats.add(table)
+        echo(f"  committed {stats.rows}/{len(pending)} rows ({stats.errors} errors)")
+    summary = GenerationSummary(out=cfg.out, planned=n_fit, already_done=n_fit - len(pending), generated=stats.rows,
+                                errors=stats.errors, prompt_tokens=stats.prompt_tokens,
+                                completion_tokens=stats.completion_tokens, wall_s=time.perf_counter() - t0,
+                                projected=projected.describe())
+    store.finish(summary.to_dict())
+    return summary
+
+
+def _pending(rows: pa.Table, done: set[tuple[str, str, str, int]]) -> list[int]:
+    keys = zip(*(rows.column(c).to_pylist() for c in ("run_id", "query_id", "prompt_id", "sample")))
+    return [i for i, k in enumerate(keys) if tuple(k) not in done]
+
+
+@dataclass
+class _Stats:
+    rows: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, t: pa.Table) -> None:
+        self.rows += t.num_rows
+        self.errors += t.num_rows - t.column("error").null_count
+        self.prompt_tokens += int(np.sum(t.column("prompt_tokens").to_numpy(zero_copy_only=False)))
+        self.completion_tokens += int(np.sum(t.column("completion_tokens").to_numpy(zero_copy_only=False)))
+
+
+def _run_local(cfg: GenerateConfig, todo: pa.Table, backend: Any) -> Iterator[pa.Table]:
+    """The in-process executor: the same three stages as the Ray pipeline, one shard at a time."""
+    if todo.num_rows == 0:
+        return
+    engine = EngineStage(backend if backend is not None else cfg.backend, cfg.sampling)
+    try:
+        for start in range(0, todo.num_rows, cfg.shard_size):
+            batch = todo.slice(start, cfg.shard_size)
+            yield grade(engine(render(batch, cfg.template, cfg.sampling)), cfg.grader)
+    finally:
+        if backend is None:
+            engine.backend.close()
+
+
+def _run_ray(cfg: GenerateConfig, todo: pa.Table) -> Iterator[pa.Table]:
+    if todo.num_rows == 0:
+        return
+    from cpo_engine.distributed.generate import ray_generate
+
+    yield from ray_generate(todo, cfg)
+
+
+__all__ = ["GenerateConfig", "RayConfig", "GenerationSummary", "generate_triplets", "load_inputs", "plan_rows",
+           "identity"]

@@ -1,0 +1,170 @@
+"""Resumable sharded Parquet store for generated rows.
+
+Layout of a run folder::
+
+    manifest.json            format, run identity (hash of everything that decides the rows),
+                             shard list with row counts and sha256, totals, complete flag
+    shards/part-000000.parquet
+    shards/part-000001.parquet ...
+
+Every shard is written to a temp file and renamed, then the manifest is rewritten the same way:
+the manifest is the commit point. A kill between the two leaves a shard the manifest does not
+list; it is deleted when the run is reopened and its rows are generated again. So a rerun after a
+kill at any moment yields exactly the rows of an uninterrupted run (keyed by run, query, prompt,
+sample), with no loss and no duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.generation.stages import ROW_SCHEMA
+from cpo_engine.utils import atomic_write_json, atomic_write_parquet, sha256_file, sha256_text, versions
+
+MANIFEST = "manifest.json"
+FORMAT = "cpo-generation/1"
+KEY_COLUMNS = ("run_id", "query_id", "prompt_id", "sample")
+
+
+@dataclass
+class ShardStore:
+    """A run folder: open it (creating or resuming), append shards, finish.
+
+    Parameters
+    ----------
+    root : Path
+        The run folder.
+    identity : dict
+        Everything that decides which rows a run holds (run id, inputs' hashes, design, template,
+        sampling, model, grader). Reopening a folder with a different identity is refused.
+    """
+
+    root: Path
+    identity: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, root: str | Path, identity: dict[str, Any], overwrite: bool = False) -> "ShardStore":
+        root = Path(root)
+        store = cls(root=root, identity=identity)
+        path = root / MANIFEST
+        if path.exists() and not overwrite:
+            store.manifest = _read_manifest(path)
+            store._check_identity()
+        else:
+            if overwrite and (root / "shards").exists():
+                for f in (root / "shards").glob("*.parquet"):
+                    f.unlink()
+            store.manifest = store._new_manifest()
+            atomic_write_json(path, store.manifest)
+        store._drop_orphans()
+        return store
+
+    def _new_manifest(self) -> dict[str, Any]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return {"format": FORMAT, "identity": self.identity, "identity_sha256": _hash(self.identity),
+                "shards": [], "rows": 0, "errors": 0, "complete": False, "created_at": now,
+                "updated_at": now, "versions": versions()}
+
+    def _check_identity(self) -> None:
+        if self.manifest.get("identity_sha256") != _hash(self.identity):
+            old, new = self.manifest.get("identity", {}), json.loads(json.dumps(self.identity, default=str))
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ConfigError(
+                f"{self.root} holds a run with different settings ({', '.join(diff)} differ); "
+                "use another output folder or run id, or pass --overwrite to discard it"
+            )
+
+    def _drop_orphans(self) -> None:
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for f in sorted((self.root / "shards").glob("*")) if (self.root / "shards").exists() else []:
+            if f"shards/{f.name}" not in listed:
+                f.unlink()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    def done_keys(self) -> set[tuple[str, str, str, int]]:
+        """Keys of every committed row."""
+        keys: set[tuple[str, str, str, int]] = set()
+        for shard in self.manifest["shards"]:
+            t = pq.read_table(self.root / shard["file"], columns=list(KEY_COLUMNS))
+            keys.update(zip(*(t.column(c).to_pylist() for c in KEY_COLUMNS)))
+        return keys
+
+    def append(self, table: pa.Table) -> None:
+        """Commit one shard: write it atomically, then the manifest atomically."""
+        if table.num_rows == 0:
+            return
+        table = table.cast(ROW_SCHEMA) if table.schema != ROW_SCHEMA else table
+        name = f"shards/part-{len(self.manifest['shards']):06d}.parquet"
+        atomic_write_parquet(table, self.root / name)
+        n_err = table.num_rows - table.column("error").null_count
+        self.manifest["shards"].append({"file": name, "rows": table.num_rows, "errors": n_err,
+                                        "sha256": sha256_file(self.root / name)})
+        self.manifest["rows"] += table.num_rows
+        self.manifest["errors"] += n_err
+        self._save()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.manifest["complete"] = True
+        self.manifest["summary"] = summary
+        self._save()
+
+    def _save(self) -> None:
+        self.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+
+def _hash(obj: Any) -> str:
+    return sha256_text(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the run manifest ({exc})", source=str(path),
+                        fix="the manifest is written atomically; restore it or start a new run folder") from exc
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"not a generation manifest (format {manifest.get('format')!r}, expected {FORMAT!r})",
+                        source=str(path))
+    return manifest
+
+
+def read_generated(root: str | Path, drop_errors: bool = False, verify: bool = False) -> pa.Table:
+    """All committed rows of a run folder (shards listed in the manifest), one row per key.
+
+    Parameters
+    ----------
+    drop_errors : bool
+        Drop rows whose call or grading failed (``error`` set): what model fitting wants.
+    verify : bool
+        Check every shard's sha256 against the manifest.
+    """
+    root = Path(root)
+    manifest = _read_manifest(root / MANIFEST)
+    tables = []
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise DataError("shard checksum does not match the manifest", source=str(path),
+                            fix="the file was modified after it was written; regenerate the run")
+        tables.append(pq.read_table(path))
+    table = pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
+    if drop_errors:
+        table = table.filter(pc.is_null(table.column("error")))
+    return table
+
+
+__all__ = ["ShardStore", "read_generated", "MANIFEST", "KEY_COLUMNS"]

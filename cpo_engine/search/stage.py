@@ -1,0 +1,257 @@
+"""The search half of `cpo run`: query split -> fit -> pool mode on held-out queries -> generative
+search -> outputs and report.
+
+Pool mode is the part recorded outcomes can check: the causal model chooses, for every held-out
+query, one of the logged prompts; its value is the mean recorded score of those choices, compared
+per query with the best static prompt (best mean on the training queries), with a paired interval.
+The non-causal outcome model makes the same choice for comparison. Generative mode runs the beam
+search from the logged prompts with the edit proposer; its numbers are model predictions (no LLM
+ran the new prompts), reported with intervals and the trust region's verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.report import Interval, ReportData, write_report
+from cpo_engine.search.beam import BeamSearch, SearchConfig, SearchResult
+from cpo_engine.search.candidates import Candidate
+from cpo_engine.search.pool import by_tier, evaluate_choice, paired_interval
+from cpo_engine.search.proposers import EditPrior, EditProposer
+from cpo_engine.search.scoring import CandidateScorer
+from cpo_engine.search.trust import TrustRegion
+from cpo_engine.utils import atomic_write_json, atomic_write_parquet
+
+log = logging.getLogger(__name__)
+_Z95 = NormalDist().inv_cdf(0.975)
+
+
+@dataclass
+class SearchStageConfig:
+    """The `search` section of a run: split, models, selection rule, trust region, beam search."""
+
+    test_fraction: float = 0.3
+    """Share of query texts held out (never fitted on) to evaluate pool mode against outcomes."""
+    featurizer: str = "linear"
+    """phi(X) of the causal model's final stage: 'constant', 'linear' or 'poly2'."""
+    model_y: str = "ridge"
+    """Nuisance E[Y|X]: 'ridge', 'mlp', 'hgb', 'lgbm'."""
+    model_t: str = "ridge"
+    """Nuisance E[T|X]."""
+    cv: int = 5
+    """Cross-fitting folds (grouped by query)."""
+    z: float = 1.0
+    """Selection by lower confidence bound effect - z * se; 0 uses the point estimate."""
+    trust_region: str = "exclude"
+    """'exclude', 'penalize' or 'off': what happens to candidates beyond the logged prompts' support."""
+    trust_slack: float = 1.25
+    """Trust radius as a multiple of the largest Mahalanobis distance of a logged prompt."""
+    length_penalty: float = 0.0
+    """Objective lost per 100 words of prompt (cost proxy); 0 disables it."""
+    proposer: str = "edit"
+    """Generative mode: 'edit' (edit operators, no LLM) or 'none' (pool mode only)."""
+    edit_prior: str | None = "auto"
+    """Edit-prior JSON steering the operators; 'auto' uses the packaged one when present; None: uniform."""
+    task: str | None = None
+    """Task whose edit-prior weights apply; None: the most common value of the table's task column."""
+    rounds: int = 3
+    """Beam-search rounds."""
+    beam_width: int = 8
+    """Beams kept by static objective each round."""
+    query_beams: int = 4
+    """Extra beams: candidates that win the most queries."""
+    children_per_beam: int = 24
+    """Children per beam per round."""
+    top_k: int = 5
+    """Candidates kept per query."""
+    n_tiers: int = 3
+    """Query-difficulty tiers in the report."""
+    device: str = "auto"
+    """Where scoring and the causal model run."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"search.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.proposer not in ("edit", "none"):
+            raise ConfigError(f"search.proposer must be 'edit' or 'none' for `cpo run`, got '{self.proposer}' "
+                              "(the LLM proposer is available from the Python API and `cpo optimize`)")
+
+
+def split_queries(query_texts: Sequence[str], test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) query indices; queries with the same text never straddle the split."""
+    _, key = np.unique(np.asarray(query_texts, dtype=object).astype(str), return_inverse=True)
+    n_keys = int(key.max()) + 1
+    test_keys = np.random.default_rng(seed).permutation(n_keys)[: max(1, int(round(test_fraction * n_keys)))]
+    is_test = np.isin(key, test_keys)
+    if is_test.all() or not is_test.any():
+        raise DataError(f"cannot split {len(query_texts)} queries into train and test",
+                        fix="use more queries or change search.test_fraction")
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def cell_means(row_q: np.ndarray, row_p: np.ndarray, y: np.ndarray, n_q: int, n_p: int) -> np.ndarray:
+    """(n_q, n_p) mean score per (query, prompt) cell; NaN where no row was logged."""
+    cell = row_q * n_p + row_p
+    count = np.bincount(cell, minlength=n_q * n_p)
+    total = np.bincount(cell, weights=y, minlength=n_q * n_p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(n_q, n_p)
+
+
+def fit_models(reps: Any, y: np.ndarray, rows: np.ndarray, cfg: SearchStageConfig, seed: int) -> tuple[Any, Any]:
+    """Fit the causal model and the non-causal outcome model on the given (training) rows."""
+    from cpo_engine.causal import CausalRewardModel, OutcomeRewardModel
+
+    X, T, g = reps.X[reps.row_query[rows]], reps.T[reps.row_prompt[rows]], reps.row_query[rows]
+    causal = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer, cv=cfg.cv,
+                               device=cfg.device, random_state=seed).fit(y[rows], T, X=X, groups=g)
+    outcome = OutcomeRewardModel(random_state=seed).fit(y[rows], T, X=X, groups=g)
+    return causal, outcome
+
+
+def prompt_embedder(embed_cfg: Any, reps: Any) -> Callable[[Sequence[str]], np.ndarray]:
+    """texts -> T: the run's encoder through its embedding cache, then the fitted prompt PCA.
+
+    The encoder is built on first use, so pool-only runs never load it.
+    """
+    state: dict[str, Any] = {}
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        from cpo_engine.embedding import EmbeddingCache, make_encoder
+
+        if "encoder" not in state:
+            state["encoder"] = make_encoder(embed_cfg.encoder, device=embed_cfg.device,
+                                            batch_size=embed_cfg.batch_size, num_threads=embed_cfg.num_threads)
+            state["cache"] = EmbeddingCache(embed_cfg.cache_dir) if embed_cfg.cache_dir else None
+        prefix = reps.provenance.get("prompt_prefix", "") or ""
+        enc, cache = state["encoder"], state["cache"]
+        raw = cache.embed(enc, list(texts), prefix=prefix) if cache else enc.encode(list(texts), prefix=prefix)
+        return reps.prompt_pca.transform(raw)
+
+    return embed
+
+
+def _interval_of(values: np.ndarray) -> Interval:
+    r = paired_interval(values, np.zeros_like(values))
+    return Interval(r["diff"], r["ci_low"], r["ci_high"])
+
+
+def pool_stage(reps: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, causal: Any, outcome: Any,
+               cfg: SearchStageConfig, trust: TrustRegion) -> dict[str, Any]:
+    """Per-query choice among the logged prompts on held-out queries, against recorded outcomes."""
+    n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
+    Y = cell_means(reps.row_query, reps.row_prompt, y, n_q, n_p)
+    static = int(np.nanargmax(np.nanmean(Y[train], axis=0)))
+    head = causal.linear_head()
+    scorer = CandidateScorer(head, reps.X, embed=lambda t: None, trust_region=trust, z=cfg.z,
+                             length_penalty=cfg.length_penalty, device="cpu")
+    bias, _ = scorer.bias(reps.prompt_texts, reps.T)
+    eff, se = scorer.per_query(reps.T)
+    nc_grid = outcome.effect_grid(reps.X[test], reps.T)
+    choices = {"causal_lcb": np.argmax(eff - cfg.z * se + bias, axis=1),
+               "causal_point": np.argmax(eff + bias, axis=1)}
+    test_choices = {k: v[test] for k, v in choices.items()} | {"non_causal": np.argmax(nc_grid, axis=1)}
+    Yt = Y[test]
+    evals = {name: evaluate_choice(c, Yt, static) for name, c in test_choices.items()}
+    return {"Y_test": Yt, "static_index": static, "choices": choices, "test_choices": test_choices,
+            "evaluations": evals, "effect": eff, "se": se, "train_means": np.nanmean(Y[train], axis=0),
+            "tiers": by_tier(test_choices["causal_lcb"], Yt, static, cfg.n_tiers),
+            "non_causal_mean_effect": nc_grid.mean(axis=0)}
+
+
+def _load_prior(cfg: SearchStageConfig) -> EditPrior | None:
+    if cfg.edit_prior is None:
+        return None
+    if cfg.edit_prior == "auto":
+        from cpo_engine.edits.prior import default_prior_path
+
+        path = default_prior_path("math")
+        return EditPrior.load(path) if path.is_file() else None
+    return EditPrior.load(cfg.edit_prior)
+
+
+def _task(table: pa.Table, cfg: SearchStageConfig) -> str | None:
+    if cfg.task is not None or "task" not in table.column_names:
+        return cfg.task
+    vc = table.column("task").value_counts().to_pylist()
+    return max(vc, key=lambda r: r["counts"])["values"] if vc else None
+
+
+def generative_stage(table: pa.Table, reps: Any, head: Any, trust: TrustRegion, cfg: SearchStageConfig,
+                     embed: Callable[[Sequence[str]], np.ndarray], seed: int) -> SearchResult:
+    """Beam search from the logged prompts with the edit proposer, scored for every query."""
+    proposer = EditProposer(prior=_load_prior(cfg), task=_task(table, cfg), seed=seed)
+    scorer = CandidateScorer(head, reps.X, embed, trust_region=trust, z=cfg.z, length_penalty=cfg.length_penalty,
+                             device=cfg.device)
+    sc = SearchConfig(rounds=cfg.rounds, beam_width=cfg.beam_width, query_beams=cfg.query_beams,
+                      children_per_beam=cfg.children_per_beam, top_k=cfg.top_k, seed=seed)
+    seeds = [Candidate.seed(t, id=str(pid)) for pid, t in zip(reps.prompt_ids, reps.prompt_texts)]
+    return BeamSearch(proposer, scorer, sc, query_texts=reps.query_texts).run(seeds)
+
+
+def lineage(result: SearchResult, i: int) -> str:
+    """'seed -> op -> op' path of candidate ``i``."""
+    by_id = {c.id: c for c in result.candidates}
+    c, steps = result.candidates[i], []
+    while c.parent is not None and c.parent in by_id:
+        steps.append(c.operator or "?")
+        c = by_id[c.parent]
+    return " -> ".join([c.id] + steps[::-1])
+
+
+def uplift_vs(head: Any, phibar_X: np.ndarray, T: np.ndarray, t_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Static uplift (mean over queries) of each row of ``T`` over the prompt at ``t_base``, and its se."""
+    import kernels
+
+    eff, se = kernels.score_dense(head.featurize(phibar_X).mean(0, keepdims=True), T - t_base, head.coef, head.cov)
+    return eff[0], se[0]
+
+
+def write_outputs(out: Path, table_rows: dict[str, Any]) -> dict[str, Path]:
+    """Write every output file atomically; returns their paths by key."""
+    paths = {}
+    for key, (name, obj) in table_rows.items():
+        path = out / name
+        if isinstance(obj, pa.Table):
+            atomic_write_parquet(obj, path)
+        else:
+            atomic_write_json(path, obj)
+        paths[key] = path
+    return paths
+
+
+def run_search_stage(table: pa.Table, reps: Any, run_cfg: Any, run_dir: Path,
+                     cfg: SearchStageConfig | None = None) -> dict[str, Any]:
+    """Split, fit, pool-evaluate, search, and write outputs + report under ``run_dir``."""
+    cfg = cfg or SearchStageConfig()
+    seed, t0 = int(run_cfg.seed), time.perf_counter()
+    y = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    train, test = split_queries(reps.query_texts, cfg.test_fraction, seed)
+    rows = np.flatnonzero(np.isin(reps.row_query, train))
+    causal, outcome = fit_models(reps, y, rows, cfg, seed)
+    timings = {"fit_s": time.perf_counter() - t0}
+    trust = TrustRegion(mode=cfg.trust_region, slack=cfg.trust_slack).fit(reps.T)
+    pool = pool_stage(reps, y, train, test, causal, outcome, cfg, trust)
+    timings["pool_s"] = time.perf_counter() - t0 - timings["fit_s"]
+    result = None
+    if cfg.proposer == "edit":
+        t1 = time.perf_counter()
+        result = generative_stage(table, reps, causal.linear_head(), trust, cfg, prompt_embedder(run_cfg.embed, reps),
+                                  seed)
+        timings["search_s"] = time.perf_counter() - t1
+    from cpo_engine.search._outputs import assemble_outputs
+
+    return assemble_outputs(run_dir, table, reps, cfg, causal, pool, result, train, test, timings)
+
+
+__all__ = ["SearchStageConfig", "run_search_stage", "split_queries", "cell_means", "fit_models", "pool_stage",
+           "generative_stage", "prompt_embedder", "lineage", "uplift_vs"]

@@ -1,0 +1,159 @@
+"""CausalRewardModel: recovery of a known effect, inference, refit, head, diagnostics, bad inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from cpo_engine.causal import CausalDiagnosticWarning, CausalRewardModel, OutcomeRewardModel
+from cpo_engine.causal.synthetic import make_synthetic
+from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_groups=300, rows_per_group=5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+
+
+def test_recovers_known_coefficients_within_standard_errors(fitted, data):
+    se = np.sqrt(np.diag(fitted.cov_)).reshape(fitted.coef_.shape)
+    z = np.abs(fitted.coef_ - data.coef) / se
+    assert z.max() < 4.5
+    assert np.abs(fitted.coef_ - data.coef).max() < 0.2
+
+
+def test_effect_matches_theta_and_interval_covers(fitted, data):
+    X = data.X[:50]
+    est = fitted.effect(X, T0=0.0, T1=np.ones(3))
+    assert np.allclose(est, fitted.const_marginal_effect(X).sum(1))
+    lo, hi = fitted.effect_interval(X, T0=0.0, T1=np.ones(3), alpha=0.01)
+    true = data.theta(X).sum(1)
+    assert np.mean((lo <= true) & (true <= hi)) > 0.9
+    assert np.all(hi > lo)
+
+
+def test_linear_head_agrees_with_effect_and_stderr(fitted, data):
+    head = fitted.linear_head()
+    Xq, Tc = data.X[:7], data.T[:5]
+    est, se = head.effect(Xq, Tc)
+    for c in range(5):
+        t0 = np.broadcast_to(head.t_ref, (7, 3))
+        assert np.allclose(est[:, c], fitted.effect(Xq, T0=t0, T1=Tc[c]))
+        assert np.allclose(se[:, c], fitted.effect_stderr(Xq, T0=t0, T1=Tc[c]))
+    assert np.allclose(fitted.effect_grid(Xq, Tc), est)
+
+
+def test_cluster_covariance_is_wider_than_hc1_with_query_effects(data):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    cluster = np.diag(m.cov_).copy()
+    m.refit_final(cov_type="HC1")
+    assert m.cov_type_ == "HC1"
+    assert np.allclose(m.coef_, m.refit_final(cov_type="cluster").coef_)
+    assert cluster.shape == np.diag(m.cov_).shape
+
+
+def test_refit_final_reuses_nuisances(data):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    models = list(m.models_y_)
+    m.refit_final(featurizer="constant")
+    assert m.coef_.shape == (1, 3) and m.models_y_ == models
+    m.refit_final(featurizer="poly2", final_alpha=1e-3)
+    assert m.coef_.shape == (1 + 4 + 10, 3)
+
+
+def test_explicit_folds_accepted_and_validated(data):
+    codes = data.groups % 3
+    folds = [(np.flatnonzero(codes != k), np.flatnonzero(codes == k)) for k in range(3)]
+    m = CausalRewardModel(cv=folds, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    assert len(m.folds_) == 3
+    bad = [(np.arange(0, 1000), np.arange(1000, 1500)), (np.arange(500, 1500), np.arange(0, 600))]
+    with pytest.raises(ConfigError, match="exactly once|both train and test"):
+        CausalRewardModel(cv=bad, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    split = [(np.arange(0, 752), np.arange(752, 1500)), (np.arange(752, 1500), np.arange(0, 752))]
+    with pytest.raises(ConfigError, match="both train and test"):
+        CausalRewardModel(cv=split, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+
+
+def _bad(kind, d):
+    Y, T, X, g = d.Y.copy(), d.T.copy(), d.X.copy(), d.groups
+    if kind == "constant_y":
+        Y[:] = 1.0
+    elif kind == "constant_t":
+        T[:, 1] = 0.5
+    elif kind == "nan_x":
+        X[7, 2] = np.nan
+    elif kind == "lengths":
+        T = T[:-3]
+    elif kind == "few_queries":
+        g = d.groups % 6
+    return Y, T, X, g
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("constant_y", "Y is constant"), ("constant_t", r"T columns \[1\] are constant"),
+    ("nan_x", r"X has NaN.*\[7\]"), ("lengths", "T has 1497"), ("few_queries", "only 6 distinct queries"),
+])
+def test_bad_inputs_raise_clear_errors(data, kind, match):
+    Y, T, X, g = _bad(kind, data)
+    with pytest.raises(DataError, match=match):
+        CausalRewardModel(cv=5, device="cpu").fit(Y, T, X=X, groups=g)
+
+
+def test_not_fitted_says_call_fit():
+    with pytest.raises(NotFittedError, match="call fit"):
+        CausalRewardModel().const_marginal_effect(np.zeros((2, 3)))
+    with pytest.raises(NotFittedError, match="call fit"):
+        OutcomeRewardModel().predict(np.zeros((2, 3)), np.zeros((2, 1)))
+
+
+def test_weak_overlap_warns_and_is_reported():
+    d = make_synthetic(n_groups=200, rows_per_group=5, confounding=30.0, seed=3)
+    with pytest.warns(CausalDiagnosticWarning, match="weak overlap"):
+        m = CausalRewardModel(cv=3, device="cpu").fit(d.Y, d.T, X=d.X, groups=d.groups)
+    diag = m.diagnostics_
+    assert min(diag.overlap) < 0.05 and any("weak overlap" in w for w in diag.warnings)
+    assert diag.n_groups == 200 and diag.n_folds == 3 and len(diag.r2_t) == 3
+
+
+def test_diagnostics_of_clean_fit(fitted):
+    d = fitted.diagnostics_
+    assert d.warnings == []
+    assert all(0.0 < v < 1.0 for v in d.r2_t) and d.r2_y > 0.1
+    assert 0 < d.ess <= d.n_rows and np.isfinite(d.gram_condition)
+    assert "OOF R2" in d.summary() and d.to_dict()["cov_type"] == "cluster"
+
+
+def test_score_is_near_noise_variance_on_fresh_data(fitted):
+    fresh = make_synthetic(n_groups=300, rows_per_group=5, seed=1)
+    assert fitted.score(fresh.Y, fresh.T, X=fresh.X) < 1.5
+    zero = CausalRewardModel(cv=3, device="cpu").fit(fresh.Y, fresh.T, X=fresh.X, groups=fresh.groups)
+    zero.coef_ = np.zeros_like(zero.coef_)
+    assert zero.score(fresh.Y, fresh.T, X=fresh.X) > fitted.score(fresh.Y, fresh.T, X=fresh.X)
+
+
+def test_causal_beats_outcome_model_under_confounding():
+    d = make_synthetic(n_groups=400, rows_per_group=5, d_x=3, d_t=2, confounding=2.0,
+                       heterogeneity=0.0, seed=5)
+    causal = CausalRewardModel(cv=3, device="cpu", featurizer="constant").fit(d.Y, d.T, X=d.X, groups=d.groups)
+    naive = OutcomeRewardModel(random_state=0).fit(d.Y, d.T, X=d.X)
+    X0 = d.X[::5][:100]
+    true = d.theta(X0)[:, 0]
+    err_causal = np.abs(causal.effect(X0, T0=0.0, T1=np.array([1.0, 0.0])) - true).mean()
+    err_naive = np.abs(naive.effect(X0, T0=0.0, T1=np.array([1.0, 0.0])) - true).mean()
+    assert err_causal < err_naive
+
+
+def test_sample_weight_and_no_groups_run(data):
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(data.Y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, sample_weight=w)
+    assert m.diagnostics_.n_groups == len(data.Y)
+    assert np.abs(m.coef_ - data.coef).max() < 0.3

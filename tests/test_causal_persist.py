@@ -1,0 +1,74 @@
+"""Saving without pickle: round trip, provenance checks, corrupted files, residuals for refit."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from cpo_engine.causal import CausalRewardModel, load_model
+from cpo_engine.causal.synthetic import make_synthetic
+from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
+
+PROV = {"embedder": {"id": "minilm", "query_prefix": "", "prompt_prefix": ""},
+        "query_pca": {"n_components": 4, "sha256": "aa"}, "prompt_pca": {"n_components": 3, "sha256": "bb"}}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_groups=80, rows_per_group=4, seed=4)
+
+
+@pytest.mark.parametrize("nuisance", ["ridge", "mlp"])
+def test_round_trip_keeps_effects_and_scores(tmp_path, data, nuisance):
+    m = CausalRewardModel(model_y=nuisance, model_t=nuisance, cv=3, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.save(tmp_path / "m", PROV)
+    assert not list((tmp_path / "m").glob("*.pkl"))
+    loaded = CausalRewardModel.load(tmp_path / "m", expect=PROV)
+    X = data.X[:9]
+    np.testing.assert_allclose(loaded.const_marginal_effect(X), m.const_marginal_effect(X), rtol=1e-12)
+    np.testing.assert_allclose(loaded.effect_interval(X, T1=data.T[:9])[0], m.effect_interval(X, T1=data.T[:9])[0])
+    np.testing.assert_allclose(loaded.score(data.Y, data.T, X=data.X), m.score(data.Y, data.T, X=data.X),
+                               rtol=1e-5)
+    assert loaded.diagnostics_.n_rows == len(data.Y)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["provenance"]["embedder"]["id"] == "minilm" and meta["provenance"]["versions"]["numpy"]
+
+
+@pytest.mark.parametrize("key,value", [("embedder", {"id": "other", "query_prefix": "", "prompt_prefix": ""}),
+                                       ("query_pca", {"n_components": 4, "sha256": "zz"}),
+                                       ("prompt_pca", {"n_components": 5, "sha256": "bb"})])
+def test_load_refuses_mismatched_embedder_or_pca(tmp_path, data, key, value):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.save(tmp_path / "m", PROV)
+    with pytest.raises(ConfigError, match=key):
+        load_model(tmp_path / "m", expect=PROV | {key: value})
+
+
+def test_corrupted_or_missing_files_are_reported(tmp_path, data):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.save(tmp_path / "m", PROV)
+    blob = (tmp_path / "m" / "model.safetensors").read_bytes()
+    (tmp_path / "m" / "model.safetensors").write_bytes(blob[:-8] + b"\x00" * 8)
+    with pytest.raises(DataError, match="does not match the hash"):
+        load_model(tmp_path / "m")
+    with pytest.raises(DataError, match="model.json is missing|is missing"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_residuals_saved_allow_refit_final(tmp_path, data):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.save(tmp_path / "a", PROV, keep_residuals=True)
+    m.save(tmp_path / "b", PROV)
+    a = load_model(tmp_path / "a")
+    a.refit_final(featurizer="constant")
+    m.refit_final(featurizer="constant")
+    np.testing.assert_allclose(a.coef_, m.coef_, rtol=1e-12)
+    np.testing.assert_allclose(a.cov_, m.cov_, rtol=1e-10)
+    with pytest.raises(NotFittedError):
+        load_model(tmp_path / "b").refit_final()
