@@ -148,7 +148,8 @@ def device_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "cuda": torch.cuda.is_available()}
+                            "cuda": torch.cuda.is_available(),
+                            "loadavg_1m": os.getloadavg()[0]}  # a busy machine skews timings: record it
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -63,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no input: pass --data PATH (a triplet table or an optimizer trajectory)")
     pair_cfg = PairConfig(pairs=args.pairs, max_edits_per_cell=args.max_edits_per_cell or None, seed=args.seed)
     eff_cfg = EffectConfig(learner=args.learner, cv=args.cv, inference=args.inference, fdr=args.fdr,
-                           min_edits=args.min_edits, min_prompts=args.min_prompts, by_model=not args.pool_models, random_state=args.seed)
+                           min_edits=args.min_edits, min_prompts=args.min_prompts, by_model=not args.pool_models,
+                           random_state=args.seed)
     report, prior = analyze(data, args.kind, pair_cfg, eff_cfg, PriorConfig(temperature=args.temperature),
                             _filters(args.filter), args.score_column)
+    prior["meta"]["source"] = str(data)
     paths = write_report(report, prior, args.out, source=str(data))
     fam = report.families
     est = fam[fam["status"] == "estimated"]

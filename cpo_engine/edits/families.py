@@ -104,7 +104,7 @@ LEXICONS: dict[str, tuple[str, ...]] = {
     ),
     "answer_format": (
         r"\bthe answer is\b",
-        r"\b(final )?answer\s*:",
+        r"(^|[.!?\n]\s*)(final )?answer\s*:",
         r"\bfinal answer\b",
         r"\bformat(ted)?\b",
         r"\b(json|yaml|markdown|latex|bullet points?|a table|a list)\b",

@@ -72,17 +72,18 @@ def heatmap_png(families: pd.DataFrame, fdr: float = 0.05) -> bytes:
         index=fams, columns=cells)
     vmax = float(np.nanmax(np.abs(eff.to_numpy()))) if np.isfinite(eff.to_numpy()).any() else 1.0
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cells), 0.5 * len(fams) + 1.6))
-    cmap = matplotlib.colormaps["RdBu"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(eff.to_numpy(dtype=float)), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     for i in range(len(fams)):
         for j in range(len(cells)):
             v, q = eff.iat[i, j], qv.iat[i, j]
             txt = "n/a" if not np.isfinite(v) else f"{v:+.3f}{_mark(q)}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=8)
+            dark = np.isfinite(v) and abs(v) > 0.6 * vmax
+            ax.text(j, i, txt, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
     ax.set_yticks(range(len(fams)), fams)
-    ax.set_title(f"Edit-family effect on score (paired, DML); * q<={fdr:g}, ** q<=.01, *** q<=.001 (BH)", fontsize=9)
+    ax.set_title(f"Effect of adding an edit family on the score (paired DML)\n"
+                 f"BH q-values: * <= {fdr:g}, ** <= .01, *** <= .001; grey: not estimated", fontsize=9)
     fig.colorbar(im, ax=ax, label="change in score")
     fig.tight_layout()
     buf = io.BytesIO()

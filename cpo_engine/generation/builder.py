@@ -244,6 +244,10 @@ def generate_triplets(
         return GenerationSummary(out=cfg.out, planned=n_fit, already_done=0, generated=0, errors=0, prompt_tokens=0,
                                  completion_tokens=0, wall_s=time.perf_counter() - t0, projected=projected.describe())
     store = ShardStore.open(cfg.out, identity(cfg, queries, prompts), overwrite=cfg.overwrite)
+    # Settings that do not decide the rows (endpoint, concurrency, executor): recorded, not enforced.
+    # The API key's variable name is recorded; its value never is.
+    store.manifest["settings"] = {"backend": asdict(cfg.backend), "executor": cfg.executor,
+                                  "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
     pending = _pending(rows, store.done_keys())
     echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
     order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))

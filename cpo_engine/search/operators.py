@@ -18,7 +18,7 @@ import numpy as np
 
 from cpo_engine.taxonomy import EDIT_FAMILIES
 
-_SENT = re.compile(r"(?<=[.!?:])\s+")
+_SENT = re.compile(r"(?<=[.!?])\s+")
 _META = re.compile(r"\b(instruction|instructions|follow|must|always|never|priority|rules?|important)\b", re.I)
 _FILLER = re.compile(r"(?:^|\s+)(?:please|carefully|very|really|just|simply|actually|basically)\b,?", re.I)
 
@@ -47,13 +47,13 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "You are a meticulous problem solver who never skips a detail.",
     ),
     "expert_panel": (
-        "Imagine three experts solving this together: each writes one step, and they agree on the answer.",
+        "Imagine three experts solving this together; each writes one step, and they agree on the answer.",
         "A panel of experts discusses the problem; report the answer they agree on.",
     ),
     "answer_format": (
         "Give the final answer as a single number.",
-        "End with 'The answer is: <number>'.",
-        "Write the final answer on its own line after 'Answer:'.",
+        "End with the sentence 'The answer is' followed by the number.",
+        "Write the final answer on its own line.",
     ),
     "meta_cognitive": (
         "Before answering, consider how confident you are and where you might be wrong.",
@@ -74,7 +74,11 @@ PHRASES: dict[str, tuple[str, ...]] = {
 
 
 def sentences(text: str) -> list[str]:
-    """Split a prompt into sentences (on ., !, ? or : followed by whitespace)."""
+    """Split a prompt into sentences (on ., ! or ? followed by whitespace).
+
+    A colon does not end a sentence: it sits inside instructions ("Note: ...") and ends answer
+    triggers, which stay whole so insertions can go before them.
+    """
     return [s for s in _SENT.split(text.strip()) if s]
 
 
