@@ -119,7 +119,8 @@ def plan(args) -> list[tuple[str, int]]:
             jobs.append(("econml_linear_default", n))
         if n <= args.forest_max_n:
             jobs.append(("econml_forest", n))
-    return jobs + [("engine_ridge", n) for n in args.engine_sizes]
+    jobs += [("engine_ridge", n) for n in args.engine_sizes]
+    return [j for j in jobs if not args.methods or j[0] in args.methods]
 
 
 def ratios(results: list[dict]) -> dict:
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forest-max-n", type=int, default=200_000)
     p.add_argument("--mlp-max-n", type=int, default=200_000)
     p.add_argument("--default-max-n", type=int, default=50_000, help="largest n for econml's default nuisances")
+    p.add_argument("--methods", nargs="*", default=None, help="restrict to these methods")
     p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for every method")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per fit before giving up")
     p.add_argument("--quick", action="store_true", help="10k and 50k rows, forest and MLP at 10k only")

@@ -118,7 +118,8 @@ def data_summary(table: pa.Table, reps: Representations) -> dict[str, Any]:
 
 
 def run_job(cfg: RunConfig) -> dict[str, Any]:
-    """`cpo run`: data -> validation -> embeddings -> PCA -> summary, in a run folder."""
+    """`cpo run`: data -> validation -> embeddings -> PCA -> summary -> search (split, fit, pool mode, generative
+    search, report), in a run folder."""
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(run_dir, cfg)
@@ -134,9 +135,26 @@ def run_job(cfg: RunConfig) -> dict[str, Any]:
         atomic_write_json(run_dir / "summary.json", summary)
         manifest.output("summary", run_dir / "summary.json")
         _print_summary(summary)
+    search = search_stage(table, reps, cfg, run_dir, manifest)
     manifest.data.update(status="ok", finished_at=_now())
     manifest.write()
-    return {"run_dir": run_dir, "summary": summary, "representations": reps, "table": table}
+    return {"run_dir": run_dir, "summary": summary, "representations": reps, "table": table, "search": search}
+
+
+def search_stage(table: pa.Table, reps: Representations, cfg: RunConfig, run_dir: Path,
+                 manifest: Manifest) -> dict[str, Any]:
+    """Query split -> causal fit -> pool mode on held-out queries -> generative search -> outputs + report."""
+    from cpo_engine.search.stage import SearchStageConfig, print_findings, run_search_stage
+
+    with manifest.stage("search"):
+        search = run_search_stage(table, reps, cfg, run_dir, getattr(cfg, "search", None) or SearchStageConfig())
+        for key, path in search["paths"].items():
+            manifest.output(f"search.{key}", path)
+        manifest.data["search"] = {k: search["evaluation"][k] for k in
+                                   ("static_prompt_id", "incumbent_prompt_id", "static_rank_agreement",
+                                    "n_train_queries", "n_test_queries")}
+        print_findings(search)
+    return search
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from kernels.score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
 
-_DEFAULT_CPU_BUDGET = 256 * 1024**2
+_DEFAULT_CPU_BUDGET = 32 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def choose_chunks(n_q: int, n_c: int, itemsize: int, budget_bytes: int) -> tuple
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes a scoring pass may hold: a quarter of free GPU memory, or 256 MiB on the CPU."""
+    """Bytes a scoring pass may hold: a quarter of free GPU memory, or 32 MiB on the CPU (blocks that
+    stay in cache score faster than big ones)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free // 4)

@@ -89,6 +89,17 @@ def score_block(ph: PackedHead, q: slice, c: slice, z: float,
     return obj, est, se
 
 
+def objective_block(ph: PackedHead, q: slice, c: slice, z: float, bias: torch.Tensor | None) -> torch.Tensor:
+    """Only the objective of a block, computed in place (the top-k path: no effect/se kept)."""
+    obj = ph.phi[q] @ ph.G[:, c]
+    if z:
+        var = ph.P[q] @ ph.W[:, c]
+        obj.sub_(var.clamp_min_(0.0).sqrt_(), alpha=z)
+    if bias is not None:
+        obj += bias[c]
+    return obj
+
+
 def gather_pairs(ph: PackedHead, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Effect and standard error at given (query, candidate) pairs, same-shaped index tensors."""
     est = (ph.phi[rows] * ph.G.T[cols]).sum(-1)
@@ -113,7 +124,7 @@ def topk_chunked(ph: PackedHead, k: int, z: float, bias: torch.Tensor | None,
         best_i = torch.empty((q.stop - q0, 0), dtype=torch.long, device=vals.device)
         for c0 in range(0, n_c, chunk_c):
             c = slice(c0, min(c0 + chunk_c, n_c))
-            obj, _, _ = score_block(ph, q, c, z, bias)
+            obj = objective_block(ph, q, c, z, bias)
             kk = min(k_eff, obj.shape[1])
             v, i = torch.topk(obj, kk, dim=1)
             best_v, sel = torch.topk(torch.cat([best_v, v], 1), min(k_eff, best_v.shape[1] + kk), dim=1)
@@ -131,4 +142,4 @@ def _pad(v: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
             torch.cat([i, i.new_full((i.shape[0], pad), -1)], 1))
 
 
-__all__ = ["PackedHead", "pack", "pack_queries", "pack_candidates", "score_block", "gather_pairs", "topk_chunked"]
+__all__ = ["PackedHead", "pack", "pack_queries", "pack_candidates", "score_block", "objective_block", "gather_pairs", "topk_chunked"]

@@ -157,3 +157,35 @@ def test_sample_weight_and_no_groups_run(data):
         m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, sample_weight=w)
     assert m.diagnostics_.n_groups == len(data.Y)
     assert np.abs(m.coef_ - data.coef).max() < 0.3
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_stats_crossfit_equals_per_fold_path(data, weighted):
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(data.Y)) if weighted else None
+    fast = CausalRewardModel(cv=4, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups,
+                                                     sample_weight=w)
+    slow = CausalRewardModel(cv=4, device="cpu", stats_crossfit=False).fit(
+        data.Y, data.T, X=data.X, groups=data.groups, sample_weight=w)
+    assert fast.crossfit_backend_ == "stats" and slow.crossfit_backend_ == "serial"
+    np.testing.assert_allclose(fast.y_res_, slow.y_res_, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(fast.t_res_, slow.t_res_, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-8)
+    # CV penalties may differ where the CV error is flat to rounding; the fits above do not
+
+
+def test_final_alpha_shrinks_heterogeneity_not_average_effect(data):
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    ols = m.coef_.copy()
+    m.refit_final(final_alpha=1e6)
+    assert np.abs(m.coef_[1:]).max() < 1e-3 * np.abs(ols[1:]).max()
+    assert np.abs(m.coef_[0] - data.coef[0]).max() < 0.2
+
+
+@pytest.mark.parametrize("heterogeneity,expect_small", [(0.0, False), (2.0, True)])
+def test_final_alpha_cv_follows_the_data(heterogeneity, expect_small):
+    d = make_synthetic(n_groups=150, rows_per_group=4, d_x=6, heterogeneity=heterogeneity, noise=2.0, seed=8)
+    m = CausalRewardModel(cv=3, device="cpu", final_alpha="cv").fit(d.Y, d.T, X=d.X, groups=d.groups)
+    assert (m.final_alpha_ <= 0.3) == expect_small
+    assert len(m.final_alpha_cv_["loss"]) == len(m.final_alpha_cv_["grid"])
+    with pytest.raises(ConfigError, match="final_alpha"):
+        m.refit_final(final_alpha="big")

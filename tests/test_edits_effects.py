@@ -105,3 +105,18 @@ def test_bh_and_cochran_q_by_hand() -> None:
     same = cochran_q(np.array([0.1, 0.1, 0.1]), np.array([0.02, 0.02, 0.02]))
     assert same["Q"] == 0 and same["p_value"] == 1.0 and abs(same["pooled"] - 0.1) < 1e-12
     assert cochran_q(np.array([0.2, -0.2]), np.array([0.05, 0.05]))["p_value"] < 1e-3
+
+
+def test_cells_split_by_model_and_heterogeneity_is_per_model() -> None:
+    import pyarrow as pa
+
+    parts = []
+    for model, eff in (("m1", 0.15), ("m2", -0.15)):
+        t = simulate_grid({"a": {"step_by_step": eff, "persona": 0.0}, "b": {"step_by_step": eff, "persona": 0.0}},
+                          n_queries=80, seed=7)
+        t = t.append_column("model", pa.array([model] * t.num_rows))
+        parts.append(t.append_column("run_id", pa.array([model] * t.num_rows)))  # validator keys on run_id
+    rep = analyze_edits(units_from_triplets(pa.concat_tables(parts)), EffectConfig(cv=2, motif_top_k=0))
+    fam = rep.families.set_index(["task", "model", "family"])
+    assert fam.loc[("a", "m1", "step_by_step"), "effect"] > 0 > fam.loc[("a", "m2", "step_by_step"), "effect"]
+    assert set(rep.heterogeneity["model"]) == {"m1", "m2"}

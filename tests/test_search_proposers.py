@@ -139,3 +139,6 @@ def test_meta_prompt_and_parse_rewrites() -> None:
     msg = meta_prompt(Candidate.seed("Be brief."), 3, None)
     assert "<prompt>Be brief.</prompt>" in msg and "3" in msg
     assert parse_rewrites("1) Do X now.\n2. <prompt>Do Y now.</prompt>\nok", "Be brief.", 50) == ["Do X now.", "Do Y now."]
+    reply = "Sure, here are rewrites of your prompt:\n1. 1) Be brief now.\n2. How far is it?\n3. Be brief."
+    assert parse_rewrites(reply, "Be brief.", 50, exclude=["How far is it?"]) == ["Be brief now."]
+    assert parse_rewrites("Think first. Then answer.", "Be brief.", 50) == ["Think first. Then answer."]

@@ -98,6 +98,20 @@ def _check_variation(Y: np.ndarray, T: np.ndarray) -> None:
         )
 
 
+def group_codes(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Dense codes 0..G-1 of ``groups`` in sorted order (each row its own group when None).
+
+    Non-negative integer ids take an O(n) path (no sort), others ``np.unique``.
+    """
+    if groups is None:
+        return np.arange(n, dtype=np.int64)
+    g = np.asarray(groups)
+    if g.dtype.kind in "iu" and len(g) and g.min() >= 0 and g.max() < 4 * len(g) + 1024:
+        present = np.bincount(g) > 0
+        return (np.cumsum(present) - 1)[g].astype(np.int64)
+    return np.unique(g, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
 def make_folds(cv: Any, n: int, groups: np.ndarray | None, random_state: int,
                min_groups_per_fold: int = 2) -> Folds:
     """Cross-fitting folds from an int, a splitter with ``split`` or explicit (train, test) pairs.
@@ -105,7 +119,7 @@ def make_folds(cv: Any, n: int, groups: np.ndarray | None, random_state: int,
     With an int, whole groups (queries) are assigned to folds at random; explicit folds are checked
     for overlap, coverage and split groups.
     """
-    codes = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(n)
+    codes = group_codes(groups, n)
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         folds = _int_folds(int(cv), codes, random_state, min_groups_per_fold)
     elif hasattr(cv, "split"):
@@ -144,13 +158,15 @@ def _check_folds(folds: Folds, n: int, codes: np.ndarray, min_per_fold: int) -> 
         if min(train.min(), test.min()) < 0 or max(train.max(), test.max()) >= n:
             raise ConfigError(f"fold {k} has indices outside [0, {n})")
         seen[test] += 1
-        shared = np.intersect1d(codes[train], codes[test])
+        in_test = np.zeros(int(codes.max()) + 1, dtype=bool)
+        in_test[codes[test]] = True
+        shared = np.unique(codes[train][in_test[codes[train]]])
         if len(shared):
             raise ConfigError(
                 f"fold {k} puts {len(shared)} queries in both train and test (rows of one query are "
                 "not independent): build folds by query, e.g. sklearn GroupKFold with groups"
             )
-        n_test_groups = len(np.unique(codes[test]))
+        n_test_groups = int(in_test.sum())
         if n_test_groups < min_per_fold:
             raise DataError(
                 f"fold {k} holds out only {n_test_groups} queries (need >= {min_per_fold}): "

@@ -12,8 +12,8 @@ confidence intervals over seeds.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +50,8 @@ class EvaluationConfig:
     """Nuisance for E[Y|X]: 'ridge', 'mlp', 'hgb', 'lgbm'."""
     model_t: str = "ridge"
     """Nuisance for E[T|X]."""
-    final_alpha: float = 0.0
-    """Final-stage ridge penalty of the causal model."""
+    final_alpha: float | str = "cv"
+    """Penalty on effect heterogeneity in the causal model's final stage (a number or 'cv')."""
     cv: int = 5
     """Cross-fitting folds."""
     query_text_features: bool = False

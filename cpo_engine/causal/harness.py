@@ -212,6 +212,7 @@ def plot_png(result: dict) -> bytes:
             lo = np.nanmin(np.array([c["ci_low"] for c in ci]))
             ax.set_xlim(max(0.0, lo - 0.02), None)
     axes[0].set_yticks(range(len(names)), labels)
+    axes[0].invert_yaxis()
     s = result["settings"]
     fig.suptitle(f"confounding={s['confounding']} strength={s['strength']} K={s['logged_per_query']} "
                  f"seeds={s['seeds']}")

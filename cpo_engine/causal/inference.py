@@ -13,6 +13,7 @@ import numpy as np
 
 COV_TYPES = ("cluster", "HC1", "HC0", "nonrobust")
 _CHUNK_ELEMS = 1 << 24
+_CACHE_ELEMS = 1 << 26  # keep the design in memory between passes up to 512 MB (float64)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,12 @@ def fit_final(phi: np.ndarray, t_res: np.ndarray, y_res: np.ndarray, *,
               alpha: float = 0.0, cov_type: str = "cluster", device: str = "cpu") -> FinalFit:
     """Weighted least squares (ridge when ``alpha > 0``) of ``y_res`` on ``phi (x) t_res``.
 
-    ``alpha`` penalizes ``||vec(B)||^2`` against the weighted *mean* squared residual, so it is
-    independent of n. ``cov_type="cluster"`` uses the CR1 correction ``G/(G-1) (n-1)/(n-p)``;
-    ``HC1`` scales HC0 by ``n/(n-p)`` (econml's and statsmodels' convention).
+    ``alpha`` shrinks the heterogeneity, i.e. the rows of ``B`` for the non-constant columns of
+    ``phi`` (``phi[:, 0]`` must be the constant 1), toward the average effect, which is left
+    unpenalized. The penalty is scale-free: column ``j`` gets ``alpha * G_jj`` added to the normal
+    equations (``G`` the weighted mean Gram matrix), so ``alpha = 1`` doubles each diagonal.
+    ``cov_type="cluster"`` uses the CR1 correction ``G/(G-1) (n-1)/(n-p)``; ``HC1`` scales HC0 by
+    ``n/(n-p)`` (econml's LinearDML convention).
     """
     import torch
 
@@ -71,15 +75,20 @@ def fit_final(phi: np.ndarray, t_res: np.ndarray, y_res: np.ndarray, *,
     P, R, Yr, W = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in (phi, t_res, y_res, w))
     gram = torch.zeros(p, p, dtype=torch.float64, device=dev)
     rhs = torch.zeros(p, dtype=torch.float64, device=dev)
+    cache: list | None = [] if n * p <= _CACHE_ELEMS else None  # reuse designs in the second pass
     for s in _chunks(n, p):
         F = _design(P[s], R[s])
         gram += (F * W[s, None]).T @ F
         rhs += F.T @ (W[s] * Yr[s])
+        if cache is not None:
+            cache.append(F)
     sw = float(W.sum())
-    bread_m = gram / sw + alpha * torch.eye(p, dtype=torch.float64, device=dev)
+    penalty = torch.full((p,), float(alpha), dtype=torch.float64, device=dev)
+    penalty[:d_t] = 0.0  # the constant column of phi: the average effect is not shrunk
+    bread_m = gram / sw + torch.diag(penalty * torch.diagonal(gram) / sw)
     beta = torch.linalg.solve(bread_m, rhs / sw)
     codes, n_clusters = _cluster_codes(groups, n, cov_type)
-    meat, sse = _meat(P, R, Yr, W, beta, codes, n_clusters, cov_type, p)
+    meat, sse = _meat(P, R, Yr, W, beta, codes, n_clusters, cov_type, p, cache)
     bread = torch.linalg.inv(bread_m) / sw
     cov = _scale_cov(bread @ meat @ bread, cov_type, n, p, n_clusters, sse, sw, bread)
     return FinalFit(
@@ -93,12 +102,14 @@ def fit_final(phi: np.ndarray, t_res: np.ndarray, y_res: np.ndarray, *,
 
 def _cluster_codes(groups, n: int, cov_type: str):
     if cov_type == "cluster" and groups is not None:
-        _, codes = np.unique(np.asarray(groups), return_inverse=True)
+        from cpo_engine.causal._checks import group_codes
+
+        codes = group_codes(groups, n)
         return codes, int(codes.max()) + 1
     return None, n
 
 
-def _meat(P, R, Yr, W, beta, codes, n_clusters: int, cov_type: str, p: int):
+def _meat(P, R, Yr, W, beta, codes, n_clusters: int, cov_type: str, p: int, cache: list | None = None):
     """Sum of outer products of score contributions (per row or per cluster) and the weighted SSE."""
     import torch
 
@@ -109,8 +120,8 @@ def _meat(P, R, Yr, W, beta, codes, n_clusters: int, cov_type: str, p: int):
         scores = torch.zeros(n_clusters, p, dtype=torch.float64, device=dev)
         codes_t = torch.as_tensor(codes, device=dev)
     sse = 0.0
-    for s in _chunks(len(P), p):
-        F = _design(P[s], R[s])
+    for j, s in enumerate(_chunks(len(P), p)):
+        F = cache[j] if cache is not None else _design(P[s], R[s])
         e = Yr[s] - F @ beta
         sse += float((W[s] * e * e).sum())
         contrib = F * (W[s] * e)[:, None]
@@ -141,3 +152,44 @@ def _condition(gram) -> float:
     eig = torch.linalg.eigvalsh(gram / d[:, None] / d[None, :])
     lo = float(eig.min())
     return float("inf") if lo <= 0 else float(eig.max() / lo)
+
+
+ALPHA_GRID: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
+
+
+def select_alpha(phi: np.ndarray, t_res: np.ndarray, y_res: np.ndarray, folds: list, *,
+                 sample_weight: np.ndarray | None = None, grid: tuple[float, ...] = ALPHA_GRID,
+                 device: str = "cpu") -> tuple[float, list[float]]:
+    """Choose the final-stage penalty by grouped cross-validation of the R-loss.
+
+    For each held-out fold, the final stage is refit on the other folds' residuals and scored by
+    the weighted mean squared residual on the held-out rows, all from per-fold Gram matrices.
+    Returns the best penalty and the CV loss per grid value.
+    """
+    import torch
+
+    dev = torch.device(device)
+    n, d_t = len(phi), t_res.shape[1]
+    p = phi.shape[1] * d_t
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    stats = [_fold_stats(phi[te], t_res[te], y_res[te], w[te], dev) for _, te in folds]
+    total = [sum(s[i] for s in stats) for i in range(4)]
+    loss = np.zeros(len(grid))
+    for g_f, r_f, yy_f, sw_f in stats:
+        g_tr, r_tr, sw_tr = total[0] - g_f, total[1] - r_f, total[3] - sw_f
+        for a, alpha in enumerate(grid):
+            pen = torch.full((p,), float(alpha), dtype=torch.float64, device=dev)
+            pen[:d_t] = 0.0
+            A = g_tr / sw_tr + torch.diag(pen * torch.diagonal(g_tr) / sw_tr)
+            b = torch.linalg.lstsq(A, (r_tr / sw_tr)[:, None]).solution[:, 0]
+            loss[a] += float(yy_f - 2 * b @ r_f + b @ g_f @ b)
+    loss /= float(total[3])
+    return float(grid[int(np.argmin(loss))]), loss.tolist()
+
+
+def _fold_stats(phi, r, y, w, dev):
+    import torch
+
+    F = torch.as_tensor(_design(phi, r), device=dev)
+    W, Y = torch.as_tensor(w, device=dev), torch.as_tensor(y, device=dev)
+    return (F * W[:, None]).T @ F, F.T @ (W * Y), float((W * Y * Y).sum()), float(W.sum())

@@ -39,13 +39,27 @@ def _as_2d(y: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def fold_ids(n: int, n_folds: int, groups: np.ndarray | None, seed: int) -> np.ndarray:
-    """Assign rows to ``n_folds`` folds; all rows of a group share a fold when groups are given."""
-    rng = np.random.default_rng(seed)
+    """Assign rows to ``n_folds`` folds; all rows of a group share a fold when groups are given.
+
+    With integer groups the fold is a seeded hash of the group id alone, so a group lands in the same
+    fold whichever subset of rows is being fitted (the stats-based cross-fit relies on this).
+    """
     if groups is None:
-        return rng.permutation(n) % n_folds
-    _, inv = np.unique(np.asarray(groups), return_inverse=True)
-    per_group = rng.permutation(int(inv.max()) + 1) % n_folds
-    return per_group[inv]
+        return np.random.default_rng(seed).permutation(n) % n_folds
+    g = np.asarray(groups)
+    if g.dtype.kind not in "iu":
+        from cpo_engine.causal._checks import group_codes
+
+        g = group_codes(g, n)
+    return (_splitmix64(g.astype(np.uint64), seed) % np.uint64(n_folds)).astype(np.int64)
+
+
+def _splitmix64(x: np.ndarray, seed: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(seed + 1) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 class TorchRidge(RegressorMixin, BaseEstimator):
@@ -107,32 +121,50 @@ class TorchRidge(RegressorMixin, BaseEstimator):
         Xt = torch.as_tensor(X - shift, device=dev)
         Yt, wt = torch.as_tensor(Y, device=dev), torch.as_tensor(w, device=dev)
         total = _suff_stats(Xt, Yt, wt)
-        if self.alpha is not None:
-            alphas = np.full(Y.shape[1], float(self.alpha))
-        else:
-            alphas = self._cv_alphas(Xt, Yt, wt, total, groups)
-        coef, mx, my = _solve(total, torch.as_tensor(alphas, device=dev), self.fit_intercept)
+        held = None
+        if self.alpha is None:
+            ids = torch.as_tensor(fold_ids(len(Xt), self.cv, groups, self.random_state), device=dev)
+            held = []
+            for f in range(self.cv):
+                rows = torch.nonzero(ids == f).squeeze(1)
+                held.append(_suff_stats(Xt[rows], Yt[rows], wt[rows]))
+        return self.fit_stats(total, held, shift)
+
+    def fit_stats(self, total: dict, held: list[dict] | None, shift: np.ndarray) -> "TorchRidge":
+        """Fit from sufficient statistics of rows shifted by ``shift``: ``total`` over the training
+        rows and, when the penalty is cross-validated, ``held`` per CV fold; returns self."""
+        torch = _torch()
+        k = total["sxy"].shape[1]
+        alphas = np.full(k, float(self.alpha)) if self.alpha is not None else self._cv_alphas(total, held)
+        coef, mx, my = _solve(total, torch.as_tensor(alphas, device=total["sxx"].device), self.fit_intercept)
         self.coef_ = coef.cpu().numpy()
         self.intercept_ = (my - mx @ coef).cpu().numpy() - shift @ self.coef_
         self.alpha_ = alphas
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = int(total["sxx"].shape[0])
+        if not hasattr(self, "_y_1d"):
+            self._y_1d = False
         return self
 
-    def _cv_alphas(self, Xt, Yt, wt, total, groups) -> np.ndarray:
+    def _cv_alphas(self, total: dict, held: list[dict]) -> np.ndarray:
         torch = _torch()
-        ids = torch.as_tensor(fold_ids(len(Xt), self.cv, groups, self.random_state), device=Xt.device)
         _, cxx, _ = _centered(total, self.fit_intercept)
         scale = float(torch.linalg.eigvalsh(cxx).clamp_min(0).mean()) or 1.0
-        grid = torch.as_tensor(np.asarray(self.alphas, np.float64) * scale, device=Xt.device)
-        err = torch.zeros(len(grid), Yt.shape[1], dtype=Xt.dtype, device=Xt.device)
-        for f in range(self.cv):
-            rows = torch.nonzero(ids == f).squeeze(1)
-            if len(rows) == 0:
+        dev, dtype = cxx.device, cxx.dtype
+        grid = torch.as_tensor(np.asarray(self.alphas, np.float64) * scale, device=dev)
+        err = torch.zeros(len(grid), total["sxy"].shape[1], dtype=dtype, device=dev)
+        for h in held:
+            if float(h["sw"]) == 0.0:
                 continue
-            held = _suff_stats(Xt[rows], Yt[rows], wt[rows])
-            train = {k: total[k] - held[k] for k in total}
-            err += _heldout_sse(train, held, grid, self.fit_intercept)
+            train = {key: total[key] - h[key] for key in total}
+            err += _heldout_sse(train, h, grid, self.fit_intercept)
         return grid[err.argmin(0)].cpu().numpy()
+
+    def columns(self, cols: slice, y_1d: bool) -> "TorchRidge":
+        """A fitted copy restricted to output columns ``cols`` (for jointly fitted targets)."""
+        part = TorchRidge(**self.get_params())
+        part.coef_, part.intercept_ = self.coef_[:, cols], self.intercept_[cols]
+        part.alpha_, part.n_features_in_, part._y_1d = self.alpha_[cols], self.n_features_in_, y_1d
+        return part
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions of shape (n,) or (n, k), matching the ``y`` passed to fit."""

@@ -20,7 +20,7 @@ from cpo_engine.exceptions import ConfigError, DataError
 FORMAT = "cpo-causal-model/1"
 CHECKED_KEYS = ("embedder", "query_pca", "prompt_pca")
 _INIT = ("featurizer", "cv", "final_alpha", "cov_type", "overlap_threshold", "min_groups_per_fold",
-         "backend", "device", "random_state")
+         "backend", "device", "random_state", "stats_crossfit")
 
 
 def _spec(model: Any) -> Any:

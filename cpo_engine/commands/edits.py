@@ -76,5 +76,11 @@ def run(args: argparse.Namespace) -> int:
           f"(BH q <= {args.fdr:g})")
     for r in est[est["significant"]].sort_values("effect").itertuples():
         print(f"  {r.task:<12} {r.family:<17} {r.effect:+.4f}  [{r.ci_low:+.4f}, {r.ci_high:+.4f}]  q={r.q_value:.2g}")
+    if est.empty:
+        print("  no family could be estimated: each needs >= --min-edits edits and >= --min-prompts prompts carrying "
+              "it in a task (see the status column of edit_effects.csv)")
+    het = report.heterogeneity
+    for r in het[het["heterogeneous"]].itertuples():
+        print(f"  {r.family} differs across tasks (Cochran Q={r.Q:.1f}, df={r.df:.0f}, q={r.q_value:.2g})")
     print(f"wrote {', '.join(p.name for p in paths.values())} -> {args.out}")
     return 0

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--query-text-features", action="store_true",
                    help="append query length and number count to X")
     p.add_argument("--forest", action="store_true", help="also fit econml CausalForestDML (slow)")
+    p.add_argument("--prompt-components", type=int, default=None,
+                   help="prompt PCA size (default: n_prompts - 1, so every prompt's own effect is "
+                        "representable by a linear function of T)")
     add_model_args(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         with_forest=args.forest)
     ecfg.validate()
     table, info = load_data(cfg.data)
+    cfg.pca.prompt_components = args.prompt_components  # None: all components (n_prompts - 1)
     reps = embed_stage(table, cfg, show_progress=True)
     result = evaluate(table, ecfg, representations=reps, progress=print)
     result["settings"]["data"] = info

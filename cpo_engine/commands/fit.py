@@ -31,7 +31,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-y", default="ridge", help="nuisance for E[Y|X]: ridge, mlp, hgb, lgbm")
     p.add_argument("--model-t", default="ridge", help="nuisance for E[T|X]: ridge, mlp, hgb, lgbm")
     p.add_argument("--cv", type=int, default=5, help="cross-fitting folds, grouped by query (default 5)")
-    p.add_argument("--final-alpha", type=float, default=0.0, help="final-stage ridge penalty (default 0: OLS)")
+    p.add_argument("--final-alpha", type=_alpha, default="cv",
+                   help="penalty on effect heterogeneity: a number >= 0 (0: OLS, econml's LinearDML) or "
+                        "'cv' (default: chosen by grouped cross-validation)")
+
+
+def _alpha(text: str) -> "float | str":
+    if text == "cv":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'cv', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -180,13 +180,25 @@ def _finish(table: pd.DataFrame, cfg: EffectConfig) -> pd.DataFrame:
     return table[front + [c for c in table.columns if c not in front]].reset_index(drop=True)
 
 
+#: Function words: a motif made only of these ("of the", "it") says nothing about the edit.
+STOPWORDS: frozenset[str] = frozenset(
+    "a an the of to in on at by for with and or but is are was were be been it its this that these those "
+    "as from into than then so if we us our you your i me my they them their he she his her".split())
+
+
+def _informative(gram: str) -> bool:
+    return any(t not in STOPWORDS for t in gram.split())
+
+
 def _motif_matrix(units: PairedUnits, idx: np.ndarray, cfg: EffectConfig) -> tuple[np.ndarray, list[str]]:
-    """Signed n-gram matrix (edit-level): +1 inserted, -1 deleted; top-k by distinct edits."""
+    """Signed n-gram matrix (edit-level): +1 inserted, -1 deleted; top-k by distinct edits, skipping
+    grams made only of function words."""
     rows = np.unique(units.unit_edit[idx])
     counts: dict[str, int] = {}
     for r in rows:
         for m in units.motifs[r]:
-            counts[m[2:]] = counts.get(m[2:], 0) + 1
+            if _informative(m[2:]):
+                counts[m[2:]] = counts.get(m[2:], 0) + 1
     grams = [g for g, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= cfg.motif_min_edits]
     grams = grams[: cfg.motif_top_k]
     col = {g: j for j, g in enumerate(grams)}

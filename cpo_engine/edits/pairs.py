@@ -279,7 +279,8 @@ def _resolve_parents(raw: pd.DataFrame, out: pd.DataFrame, src: str) -> pd.Serie
     return mapped.map(lambda v: None if v is None else str(v))
 
 
-def units_from_trajectories(traj: pd.DataFrame, config: PairConfig | None = None, source: str = "<trajectory>") -> PairedUnits:
+def units_from_trajectories(traj: pd.DataFrame, config: PairConfig | None = None,
+                            source: str = "<trajectory>") -> PairedUnits:
     """Paired units from a normalized trajectory (:func:`read_trajectories`): lineage edits only."""
     cfg = config or PairConfig()
     df = traj.assign(w=1.0)
@@ -339,18 +340,29 @@ def _declared(operator: object, family: object, second_parent: object) -> dict[s
     return out
 
 
-def _edit_row(parent: str, child: str, declared: dict[str, int], cfg: PairConfig) -> tuple[dict, dict]:
+def _edit_row(parent: str, child: str, cfg: PairConfig) -> tuple[dict, dict]:
+    """Detected families, surface changes and parent features of one edit, and its motifs."""
     rec = extract_edit(parent, child, cfg.detector, cfg.motif_max_n)
     fams = dict(rec.families) if cfg.families_from != "declared" else dict.fromkeys(FAMILIES, 0)
-    if cfg.families_from != "detect":
-        for fam, sign in declared.items():
-            fams[fam] = fams[fam] or sign
     row = {f"fam_{f}": fams[f] for f in FAMILIES}
     row.update(rec.surface)
     pres = family_presence(parent, cfg.detector)
     row.update({f"par_has_{f}": pres[f] for f in FAMILIES})
     row["par_log_words"] = math.log1p(len(parent.split()))
     return row, rec.motifs
+
+
+def _edit_features(e: object, prompts: dict[str, str], cfg: PairConfig,
+                   cache: dict[tuple[str, str], tuple[dict, dict]]) -> tuple[dict, dict]:
+    """:func:`_edit_row` (cached by text pair) plus the family the trace declares for edit ``e``."""
+    key = (prompts[e.parent_id], prompts[e.child_id])
+    if key not in cache:
+        cache[key] = _edit_row(*key, cfg)
+    row, mot = dict(cache[key][0]), cache[key][1]
+    if cfg.families_from != "detect":
+        for fam, sign in _declared(e.operator, e.family, e.second_parent).items():
+            row[f"fam_{fam}"] = row[f"fam_{fam}"] or sign
+    return row, mot
 
 
 def _query_features(query_ids: np.ndarray, queries: dict[str, str]) -> np.ndarray:
@@ -383,14 +395,7 @@ def build_units(cells: pd.DataFrame, prompts: dict[str, str], queries: dict[str,
             both = ~np.isnan(mat[:, a]) & ~np.isnan(mat[:, b])
             if not both.any():
                 continue
-            key = (prompts[e.parent_id], prompts[e.child_id])
-            if key not in cache:
-                cache[key] = _edit_row(*key, {}, cfg)
-            row, mot = cache[key]
-            row = dict(row)
-            if cfg.families_from != "detect":
-                for fam, sign in _declared(e.operator, e.family, e.second_parent).items():
-                    row[f"fam_{fam}"] = row[f"fam_{fam}"] or sign
+            row, mot = _edit_features(e, prompts, cfg, cache)
             row.update(task=task, model=model, parent_id=e.parent_id, child_id=e.child_id,
                        operator=e.operator, par_quality=float(quality[e.parent_id]))
             parts.append((len(rows), qidx[both], mat[both, a], mat[both, b], wmat[both, a] * wmat[both, b]))

@@ -117,7 +117,8 @@ def load_edit_prior(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError("the file does not exist", source=str(p), fix="pass the edit_prior.json `cpo edits` wrote") from None
+        raise DataError("the file does not exist", source=str(p),
+                        fix="pass the edit_prior.json `cpo edits` wrote") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg} at line {exc.lineno})", source=str(p),
                         fix="regenerate it with `cpo edits`") from None

@@ -113,7 +113,8 @@ def markdown_report(report: EditReport, source: str) -> str:
                                                     "I2", "pooled", "pooled_se"])]
     srf = report.surface[report.surface["status"] == "estimated"]
     lines += ["\n## Surface changes (per 10 words, sentence, imperative, 10 reading-ease points)\n",
-              markdown_table(srf, ["task", "model", "feature", "effect", "ci_low", "ci_high", "q_value", "significant"])]
+              markdown_table(srf, ["task", "model", "feature", "effect", "ci_low", "ci_high", "q_value",
+                                   "significant"])]
     if len(report.motifs):
         top = report.motifs[report.motifs["significant"]].sort_values("q_value").head(20)
         lines += ["\n## Motifs (marginal effect of inserting the n-gram; significant, top 20)\n",

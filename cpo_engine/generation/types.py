@@ -127,6 +127,44 @@ class Backend(Protocol):
 
 
 @dataclass
+class VLLMConfig:
+    """Arguments of ``vllm.LLM`` (one engine per actor / GPU); ``None`` keeps vLLM's default.
+
+    Attributes
+    ----------
+    dtype : str
+        ``auto``, ``bfloat16``, ``float16`` or ``float32``.
+    max_model_len : int or None
+        Context length the engine reserves KV cache for.
+    enforce_eager : bool
+        Skip torch.compile / CUDA graphs: slower steady state, much faster start (tests, CPU).
+    enable_prefix_caching : bool
+        Reuse KV cache across requests that share a prefix (the builder orders requests for it).
+    gpu_memory_utilization : float or None
+        Share of GPU memory the engine may take.
+    tensor_parallel_size : int
+        GPUs one engine spans.
+    max_num_seqs : int or None
+        Sequences scheduled at once.
+    extra : dict
+        Further ``vllm.LLM`` keyword arguments, passed unchanged (Python API).
+    """
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        kw = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return kw | dict(self.extra)
+
+
+@dataclass
 class BackendConfig:
     """Which LLM backend to run and how to reach it.
 
@@ -156,8 +194,8 @@ class BackendConfig:
         Triplet file or folder the replay backend serves from.
     replay_text_column : str
         Column with the recorded answer text (replay); missing values replay as empty text.
-    engine_kwargs : dict
-        Passed to ``vllm.LLM(...)`` unchanged (e.g. ``{"max_model_len": 2048, "dtype": "bfloat16"}``).
+    vllm : VLLMConfig
+        Engine arguments of the vLLM backend.
     num_engines : int
         vLLM engines (Ray actors) in the Ray Data engine stage; one per GPU.
     gpus_per_engine : float
@@ -177,7 +215,7 @@ class BackendConfig:
     backoff_s: float = 0.5
     replay_path: str | None = None
     replay_text_column: str = "raw_answer"
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     num_engines: int = 1
     gpus_per_engine: float = 0.0
     cpus_per_engine: float = 1.0
@@ -196,4 +234,5 @@ class BackendConfig:
 
 __all__ = [
     "SamplingConfig", "RowKey", "GenerationRequest", "GenerationResponse", "Backend", "BackendConfig",
+    "VLLMConfig",
 ]

@@ -110,9 +110,11 @@ def assemble_outputs(run_dir: Path, table: pa.Table, reps: Any, cfg: SearchStage
     from cpo_engine.causal import representation_provenance
 
     out = Path(run_dir) / "search"
-    head = causal.linear_head()
+    head = pool["head"]
     cands = None if result is None else candidates_table(result, reps, head, pool["static_index"])
-    evaluation = {"static_prompt_id": str(reps.prompt_ids[pool["static_index"]]), "evaluations": pool["evaluations"],
+    evaluation = {"static_prompt_id": str(reps.prompt_ids[pool["static_index"]]),
+                  "incumbent_prompt_id": str(reps.prompt_ids[pool["incumbent_index"]]),
+                  "static_rank_agreement": pool["static_rank_agreement"], "evaluations": pool["evaluations"],
                   "tiers": pool["tiers"], "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
                   "config": asdict(cfg), "timings_s": timings}
     files: dict[str, Any] = {
@@ -128,6 +130,8 @@ def assemble_outputs(run_dir: Path, table: pa.Table, reps: Any, cfg: SearchStage
     paths["model"] = out / "model"
     summary = {"queries (train / held-out)": f"{len(train)} / {len(test)}", "prompts": len(reps.prompt_ids),
                "selection": f"lower confidence bound, z = {cfg.z}", "trust region": cfg.trust_region,
+               "effects measured from": (f"incumbent prompt '{reps.prompt_ids[pool['incumbent_index']]}'"
+                                         if cfg.reference == "incumbent" else "mean logged prompt representation"),
                **{k: f"{v:.1f}" for k, v in timings.items()}}
     if result is not None:
         summary["candidates scored"] = len(result.candidates)

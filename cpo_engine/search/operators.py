@@ -139,15 +139,31 @@ def shorten(text: str, rng: np.random.Generator, donor: str | None = None) -> st
     return _join(sents[:keep] + ([trigger] if trigger else []))
 
 
+def _as_statement(sentence: str) -> str:
+    """An answer trigger as a plain sentence ("Let's map our route:" -> "Let's map our route."); a
+    short trigger ("The answer is:") means nothing on its own and is dropped (empty string)."""
+    if not sentence.endswith(":"):
+        return sentence
+    return sentence[:-1].rstrip() + "." if len(sentence.split()) >= 5 else ""
+
+
+def _norm(sentence: str) -> str:
+    return sentence.lower().rstrip(" .:!?")
+
+
 def recombine(text: str, rng: np.random.Generator, donor: str | None = None) -> str | None:
-    """Sentences of the parent up to a cut point, then the donor's sentences from its cut point."""
-    if not donor or donor.strip().lower() == text.strip().lower():
+    """The parent's sentences up to a cut point, then the donor's from its cut point.
+
+    Only the donor's last sentence may stay an answer trigger; the parent's trigger, if kept, becomes
+    a plain sentence (or is dropped when short), and sentences that repeat (up to case and final punctuation) are dropped.
+    """
+    if not donor or _norm(donor) == _norm(text):
         return None
     a, b = sentences(text), sentences(donor)
     cut_a, cut_b = int(rng.integers(1, len(a) + 1)), int(rng.integers(0, len(b)))
     merged: list[str] = []
-    for s in a[:cut_a] + b[cut_b:]:
-        if s.lower() not in (m.lower() for m in merged):
+    for s in [_as_statement(x) for x in a[:cut_a]] + b[cut_b:]:
+        if s and _norm(s) not in {_norm(m) for m in merged}:
             merged.append(s)
     return _join(merged)
 

@@ -199,16 +199,20 @@ def meta_prompt(parent: Candidate, n: int, feedback: Feedback | None) -> str:
     return "\n\n".join(lines)
 
 
-_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
+_NUMBERED = re.compile(r"^\s*(?:(?:\d+[.)]|[-*\u2022])\s*)+")
 
 
-def parse_rewrites(text: str, parent_text: str, max_words: int) -> list[str]:
-    """Prompts from an LLM reply: numbered or bulleted lines, stripped of quotes and tags."""
+def parse_rewrites(text: str, parent_text: str, max_words: int, exclude: Sequence[str] = ()) -> list[str]:
+    """Prompts from an LLM reply: its numbered or bulleted lines (every line if none is numbered),
+    stripped of numbering, quotes and tags; echoes of the parent or of ``exclude`` are dropped."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    numbered = [ln for ln in lines if _NUMBERED.match(ln)]
+    drop = {t.strip().lower() for t in (parent_text, *exclude)}
     out = []
-    for line in (text or "").splitlines():
+    for line in numbered or lines:
         s = _NUMBERED.sub("", line).strip().strip('"').strip("'").strip()
         s = re.sub(r"</?prompt>", "", s).strip()
-        if len(s.split()) >= 2 and len(s.split()) <= max_words and s.lower() != parent_text.strip().lower():
+        if 2 <= len(s.split()) <= max_words and s.lower() not in drop:
             out.append(s)
     return out
 
@@ -266,7 +270,9 @@ class LLMProposer:
         kids: dict[str, list[Candidate]] = {p.id: [] for p in parents}
         for resp in self.backend.generate(reqs):
             parent = by_id[resp.key.prompt_id]
-            for text in parse_rewrites(resp.text or "", parent.text, self.max_words):
+            fb = (feedback or {}).get(parent.id)
+            shown = [*fb.strong, *fb.weak] if fb else []
+            for text in parse_rewrites(resp.text or "", parent.text, self.max_words, exclude=shown):
                 kids[parent.id].append(Candidate.child(text, parent, self.operator, None, round))
         taken = set(seen or ()) | {p.key for p in parents}
         out: list[Candidate] = []

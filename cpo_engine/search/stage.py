@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Callable, Sequence
@@ -21,8 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
+import kernels
+from cpo_engine.causal.head import LinearHead
+
 from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.report import Interval, ReportData, write_report
+from cpo_engine.report import Interval
 from cpo_engine.search.beam import BeamSearch, SearchConfig, SearchResult
 from cpo_engine.search.candidates import Candidate
 from cpo_engine.search.pool import by_tier, evaluate_choice, paired_interval
@@ -49,14 +52,20 @@ class SearchStageConfig:
     """Nuisance E[T|X]."""
     cv: int = 5
     """Cross-fitting folds (grouped by query)."""
-    z: float = 1.0
-    """Selection by lower confidence bound effect - z * se; 0 uses the point estimate."""
+    z: float = 1.645
+    """Selection by lower confidence bound effect - z * se (1.645: one-sided 95%); 0 uses the point
+    estimate. With reference='incumbent', a query leaves the incumbent only when the bound of its gain
+    is positive."""
     trust_region: str = "exclude"
     """'exclude', 'penalize' or 'off': what happens to candidates beyond the logged prompts' support."""
     trust_slack: float = 1.25
     """Trust radius as a multiple of the largest Mahalanobis distance of a logged prompt."""
     length_penalty: float = 0.0
     """Objective lost per 100 words of prompt (cost proxy); 0 disables it."""
+    reference: str = "incumbent"
+    """What effects and their intervals are measured from: 'incumbent' (the logged prompt the model
+    ranks best on average, so a query leaves it only when the lower bound of the gain is positive) or
+    'mean' (the mean logged prompt representation, the model's own t_ref)."""
     proposer: str = "edit"
     """Generative mode: 'edit' (edit operators, no LLM) or 'none' (pool mode only)."""
     edit_prior: str | None = "auto"
@@ -81,6 +90,8 @@ class SearchStageConfig:
     def __post_init__(self) -> None:
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"search.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.reference not in ("incumbent", "mean"):
+            raise ConfigError(f"search.reference must be 'incumbent' or 'mean', got '{self.reference}'")
         if self.proposer not in ("edit", "none"):
             raise ConfigError(f"search.proposer must be 'edit' or 'none' for `cpo run`, got '{self.proposer}' "
                               "(the LLM proposer is available from the Python API and `cpo optimize`)")
@@ -151,7 +162,7 @@ def pool_stage(reps: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, ca
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     Y = cell_means(reps.row_query, reps.row_prompt, y, n_q, n_p)
     static = int(np.nanargmax(np.nanmean(Y[train], axis=0)))
-    head = causal.linear_head()
+    head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.reference)
     scorer = CandidateScorer(head, reps.X, embed=lambda t: None, trust_region=trust, z=cfg.z,
                              length_penalty=cfg.length_penalty, device="cpu")
     bias, _ = scorer.bias(reps.prompt_texts, reps.T)
@@ -162,10 +173,41 @@ def pool_stage(reps: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, ca
     test_choices = {k: v[test] for k, v in choices.items()} | {"non_causal": np.argmax(nc_grid, axis=1)}
     Yt = Y[test]
     evals = {name: evaluate_choice(c, Yt, static) for name, c in test_choices.items()}
-    return {"Y_test": Yt, "static_index": static, "choices": choices, "test_choices": test_choices,
+    agreement = static_agreement(head, reps.X[train], reps.T, np.nanmean(Y[train], axis=0))
+    return {"Y_test": Yt, "static_index": static, "incumbent_index": incumbent, "head": head, "choices": choices, "test_choices": test_choices,
             "evaluations": evals, "effect": eff, "se": se, "train_means": np.nanmean(Y[train], axis=0),
             "tiers": by_tier(test_choices["causal_lcb"], Yt, static, cfg.n_tiers),
-            "non_causal_mean_effect": nc_grid.mean(axis=0)}
+            "non_causal_mean_effect": nc_grid.mean(axis=0), "static_rank_agreement": agreement}
+
+
+def static_agreement(head: LinearHead, X: np.ndarray, T: np.ndarray, observed: np.ndarray) -> float:
+    """Spearman correlation of the model's average effect per logged prompt with the observed means.
+
+    A low value on the data the model was fitted on means the head cannot represent the logged
+    prompts (typically: fewer prompt PCA components than logged prompts - 1, so a linear function
+    of T cannot separate them); it is logged as a warning with the fix.
+    """
+    from scipy.stats import spearmanr
+
+    eff, _ = kernels.score_dense(head.featurize(X).mean(0, keepdims=True), T - head.t_ref, head.coef, head.cov)
+    ok = np.isfinite(observed)
+    rho = float(spearmanr(eff[0][ok], observed[ok]).statistic) if ok.sum() > 2 else float("nan")
+    if rho < 0.5:
+        log.warning("the causal model's average prompt effects agree poorly with the observed prompt means on the "
+                    "training queries (Spearman %.2f); with %d logged prompts and %d prompt PCA components, raise "
+                    "pca.prompt_components (up to %d) so the linear head can tell the prompts apart",
+                    rho, len(T), T.shape[1], len(T) - 1)
+    return rho
+
+
+def referenced_head(head: LinearHead, X: np.ndarray, T_pool: np.ndarray, reference: str) -> tuple[LinearHead, int]:
+    """The head re-referenced to the incumbent (best average predicted effect over ``X`` among
+    ``T_pool``), or unchanged for ``reference='mean'``; returns it and the incumbent's index."""
+    eff, _ = kernels.score_dense(head.featurize(X).mean(0, keepdims=True), T_pool - head.t_ref, head.coef, head.cov)
+    inc = int(np.argmax(eff[0]))
+    if reference == "mean":
+        return head, inc
+    return replace(head, t_ref=np.asarray(T_pool[inc], dtype=np.float64).copy()), inc
 
 
 def _load_prior(cfg: SearchStageConfig) -> EditPrior | None:
@@ -210,8 +252,6 @@ def lineage(result: SearchResult, i: int) -> str:
 
 def uplift_vs(head: Any, phibar_X: np.ndarray, T: np.ndarray, t_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Static uplift (mean over queries) of each row of ``T`` over the prompt at ``t_base``, and its se."""
-    import kernels
-
     eff, se = kernels.score_dense(head.featurize(phibar_X).mean(0, keepdims=True), T - t_base, head.coef, head.cov)
     return eff[0], se[0]
 
@@ -245,7 +285,7 @@ def run_search_stage(table: pa.Table, reps: Any, run_cfg: Any, run_dir: Path,
     result = None
     if cfg.proposer == "edit":
         t1 = time.perf_counter()
-        result = generative_stage(table, reps, causal.linear_head(), trust, cfg, prompt_embedder(run_cfg.embed, reps),
+        result = generative_stage(table, reps, pool["head"], trust, cfg, prompt_embedder(run_cfg.embed, reps),
                                   seed)
         timings["search_s"] = time.perf_counter() - t1
     from cpo_engine.search._outputs import assemble_outputs
@@ -253,5 +293,22 @@ def run_search_stage(table: pa.Table, reps: Any, run_cfg: Any, run_dir: Path,
     return assemble_outputs(run_dir, table, reps, cfg, causal, pool, result, train, test, timings)
 
 
-__all__ = ["SearchStageConfig", "run_search_stage", "split_queries", "cell_means", "fit_models", "pool_stage",
+def print_findings(search: dict[str, Any]) -> None:
+    """Console summary of the search stage: pool-mode findings, best searched prompt, report path."""
+    from cpo_engine.search._outputs import POLICY_LABELS
+
+    ev = search["evaluation"]
+    print(f"pool mode on {ev['n_test_queries']} held-out queries (best static prompt: {ev['static_prompt_id']}):")
+    for key, e in ev["evaluations"].items():
+        d = e["vs_static"]
+        print(f"  {POLICY_LABELS[key]:<28} value {e['policy_value']:.4f} vs static {e['static_value']:.4f}: "
+              f"{d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")
+    res = search.get("result")
+    if res is not None:
+        best = res.candidates[res.best_static]
+        print(f"generative search: {len(res.candidates)} candidates scored; best static: {best.text!r}")
+    print(f"report: {search['paths']['report']}")
+
+
+__all__ = ["SearchStageConfig", "run_search_stage", "print_findings", "split_queries", "cell_means", "fit_models", "pool_stage",
            "generative_stage", "prompt_embedder", "lineage", "uplift_vs"]

@@ -37,8 +37,8 @@ class VLLMBackend:
     Parameters
     ----------
     config : BackendConfig
-        ``model`` is a local path or hub id; ``engine_kwargs`` go to ``vllm.LLM`` unchanged
-        (``enable_prefix_caching`` defaults to True).
+        ``model`` is a local path or hub id; ``config.vllm`` holds the engine arguments
+        (prefix caching on by default).
     """
 
     name = "vllm"
@@ -48,8 +48,7 @@ class VLLMBackend:
         vllm = require("vllm", extra="vllm")
         self.config = config
         self.model = config.model
-        kwargs = {"enable_prefix_caching": True, **config.engine_kwargs}
-        self._llm = vllm.LLM(model=config.model, **kwargs)
+        self._llm = vllm.LLM(model=config.model, **config.vllm.engine_kwargs())
         self._sampling_cls = vllm.SamplingParams
 
     def close(self) -> None:
