@@ -189,3 +189,20 @@ def test_final_alpha_cv_follows_the_data(heterogeneity, expect_small):
     assert len(m.final_alpha_cv_["loss"]) == len(m.final_alpha_cv_["grid"])
     with pytest.raises(ConfigError, match="final_alpha"):
         m.refit_final(final_alpha="big")
+
+
+def test_known_policy_mean_removes_latent_confounding():
+    d = make_synthetic(n_groups=400, rows_per_group=5, d_x=3, d_t=2, latent=1.5, random_effect=2.0,
+                       heterogeneity=0.0, seed=12)
+    plain = CausalRewardModel(cv=3, device="cpu", featurizer="constant").fit(d.Y, d.T, X=d.X, groups=d.groups)
+    known = CausalRewardModel(cv=3, device="cpu", featurizer="constant").fit(
+        d.Y, d.T, X=d.X, groups=d.groups, t_hat=d.t_mean)
+    err_plain = np.abs(plain.coef_[0] - d.coef[0]).max()
+    err_known = np.abs(known.coef_[0] - d.coef[0]).max()
+    assert err_known < 0.15 < err_plain
+    assert known.models_t_ == [] and known.crossfit_backend_ == "serial"
+    assert np.isfinite(known.score(d.Y, d.T, X=d.X, t_hat=d.t_mean))
+    with pytest.raises(DataError, match="pass t_hat"):
+        known.score(d.Y, d.T, X=d.X)
+    with pytest.raises(DataError, match="t_hat must have the shape"):
+        CausalRewardModel(cv=3).fit(d.Y, d.T, X=d.X, groups=d.groups, t_hat=d.t_mean[:, :1])

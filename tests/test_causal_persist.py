@@ -72,3 +72,22 @@ def test_residuals_saved_allow_refit_final(tmp_path, data):
     np.testing.assert_allclose(a.cov_, m.cov_, rtol=1e-10)
     with pytest.raises(NotFittedError):
         load_model(tmp_path / "b").refit_final()
+
+
+def test_provenance_from_representations_detects_other_pca(tmp_path, data):
+    from cpo_engine.causal import representation_provenance
+    from cpo_engine.embedding import TorchPCA
+
+    class Reps:  # the two PCA states and the encoder provenance are all that is read
+        def __init__(self, seed):
+            rng = np.random.default_rng(seed)
+            self.query_pca = TorchPCA(4, device="cpu").fit(rng.normal(size=(50, 8)))
+            self.prompt_pca = TorchPCA(3, device="cpu").fit(rng.normal(size=(20, 8)))
+            self.provenance = {"encoder": "sentence-transformers/all-MiniLM-L6-v2", "query_prefix": "",
+                               "prompt_prefix": ""}
+
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.save(tmp_path / "m", representation_provenance(Reps(0)))
+    assert load_model(tmp_path / "m", expect=representation_provenance(Reps(0))).coef_.shape == m.coef_.shape
+    with pytest.raises(ConfigError, match="query_pca"):
+        load_model(tmp_path / "m", expect=representation_provenance(Reps(1)))

@@ -19,6 +19,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("nuisance", ["ridge", "mlp"])
 def test_ray_folds_identical_to_serial(ray_local, nuisance):

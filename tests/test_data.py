@@ -149,3 +149,9 @@ def test_validate_cli_summary(capsys):
 
     assert main(["validate", str(example_path())]) == 0
     assert "16 prompts" in capsys.readouterr().out
+
+
+def test_two_models_on_the_same_cells_are_not_duplicates(tiny_table):
+    both = pa.concat_tables([tiny_table.append_column("model", pa.array(["a"] * 6)),
+                             tiny_table.append_column("model", pa.array(["b"] * 6))])
+    assert validate_triplets(both.append_column("sample", pa.array([0] * 12))).num_rows == 12

@@ -120,3 +120,21 @@ def test_cells_split_by_model_and_heterogeneity_is_per_model() -> None:
     fam = rep.families.set_index(["task", "model", "family"])
     assert fam.loc[("a", "m1", "step_by_step"), "effect"] > 0 > fam.loc[("a", "m2", "step_by_step"), "effect"]
     assert set(rep.heterogeneity["model"]) == {"m1", "m2"}
+
+
+def test_logged_subsample_with_propensities_recovers_the_effect() -> None:
+    """Rows logged with a known, query- and prompt-dependent probability (stored as `propensity`):
+    only edits whose two prompts were both logged on a query form units, weighted by 1/(p_parent p_child)."""
+    import pyarrow as pa
+
+    table = simulate_grid({"m": TRUE["math"]}, n_queries=300, seed=11)
+    rng = np.random.default_rng(0)
+    has_steps = np.array(["step by step" in t for t in table.column("prompt_text").to_pylist()])
+    hard = np.array([int(q.split("q")[-1]) % 2 == 0 for q in table.column("query_id").to_pylist()])
+    prop = np.where(has_steps & hard, 0.8, 0.4)
+    keep = rng.random(len(prop)) < prop
+    logged = table.filter(pa.array(keep)).append_column("propensity", pa.array(prop[keep]))
+    units = units_from_triplets(logged)
+    assert units.n_units < 0.5 * 300 * 56 and units.weight.min() > 1.0
+    row = _row(analyze_edits(units, EffectConfig(cv=2, motif_top_k=0)).families, "m", "step_by_step")
+    assert row["ci_low"] <= 0.15 <= row["ci_high"] and row["effect"] > 0

@@ -74,3 +74,38 @@ def test_diff_motifs_are_signed_ngrams() -> None:
 def test_unknown_lexicon_family_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown families"):
         family_presence("x", DetectorConfig(lexicons={"politeness": (r"\bplease\b",)}))
+
+
+def test_custom_lexicon_replaces_a_family_and_is_not_cached_across_configs() -> None:
+    custom = DetectorConfig(lexicons={"persona": (r"\bwizard\b",)})
+    child = f"{BASE} You are a wizard."
+    assert extract_edit(BASE, child, custom).families["persona"] == 1
+    assert extract_edit(BASE, f"{BASE} You are an expert.", custom).families["persona"] == 0
+    assert extract_edit(BASE, f"{BASE} You are an expert.").families["persona"] == 1
+
+
+def test_describe_edits_frame() -> None:
+    from cpo_engine.edits import describe_edits
+
+    df = describe_edits([(BASE, f"{BASE} Let's think step by step."), (f"{BASE} Be brief.", BASE)])
+    assert df["fam_step_by_step"].tolist() == [1, 0] and df["fam_conciseness"].tolist() == [0, -1]
+    assert df.loc[0, "inserted"] == "let's think step by step ." and df.loc[1, "deleted"] == "be brief ."
+
+
+def test_every_search_operator_edit_is_detected_as_its_family() -> None:
+    """The edit prior weights the proposer's operators by family, so analysis and proposer must agree
+    on what each operator's edit is."""
+    import numpy as np
+
+    from cpo_engine.search.operators import OPERATORS
+
+    checked = 0
+    for op in OPERATORS:
+        if op.direction != 1 or op.needs_donor or not op.name.startswith("add_"):
+            continue
+        for seed in range(6):
+            child = op.fn(BASE, np.random.default_rng(seed), None)
+            if child is not None:
+                assert extract_edit(BASE, child).families[op.family] == 1, (op.name, child)
+                checked += 1
+    assert checked >= 20

@@ -158,3 +158,10 @@ def test_search_candidates_table_reads_as_a_trajectory(tmp_path: Path) -> None:
     assert fams.loc["b", "fam_recombination"] == 1 and fams.loc["a", "fam_persona"] == 1
     np.testing.assert_allclose(units.dy[np.argsort(units.edits["child_id"].to_numpy()[units.unit_edit])],
                                [-0.05, 0.01, 0.08])
+
+
+@pytest.mark.parametrize("flag", [["--cv", "1"], ["--fdr", "1.5"], ["--temperature", "0"], ["--min-prompts", "0"]])
+def test_cli_bad_settings_exit_2_naming_the_parameter(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      flag: list[str]) -> None:
+    assert main(["edits", "--data", "x.parquet", "--out", str(tmp_path), *flag]) == 2
+    assert flag[0][2:].replace("-", "_") in capsys.readouterr().err

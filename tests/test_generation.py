@@ -377,3 +377,29 @@ def test_api_key_is_sent_but_never_logged_or_written(fake_server, log_table, tmp
     written = "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert secret not in written and secret not in "".join(lines) + capsys.readouterr().out
     assert "CPO_TEST_KEY" in written  # the variable's name is recorded, not its value
+
+
+@pytest.mark.timeout(60)
+def test_retry_errors_reruns_only_the_failed_rows(fake_server, log_table, tmp_path):
+    backend = BackendConfig(kind="openai", base_url=f"http://127.0.0.1:{fake_server.server_address[1]}/v1",
+                            max_concurrency=1, max_retries=0)
+    fake_server.script = [(400, 0.0)] * 3
+    first = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
+    assert first.errors == 3 and read_generated(tmp_path / "o").num_rows == 8
+    plain = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
+    assert plain.generated == 0                      # failed rows are committed: a plain rerun keeps them
+    again = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2, retry_errors=True),
+                              echo=lambda _: None)
+    assert again.generated == 3 and again.errors == 0
+    t = read_generated(tmp_path / "o")
+    assert t.num_rows == 8 and t.column("error").null_count == 8
+    assert not np.isnan(t.column("score").to_numpy()).any()
+
+
+def test_openai_generate_works_inside_a_running_event_loop(fake_server):
+    import asyncio
+
+    async def inside() -> list:
+        return _backend(fake_server).generate(_reqs(2))
+
+    assert [r.text for r in asyncio.run(inside())] == ["The answer is 11."] * 2

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.search.stage import (SearchStageConfig, cell_means, fit_models, generative_stage, pool_stage,
-                                     split_queries)
+                                     split_queries, training_logs)
 from cpo_engine.search.trust import TrustRegion
 from tests.search_helpers import SEEDS, hash_embed
 
@@ -60,9 +60,11 @@ def test_pool_mode_beats_static_and_outputs_are_written(tmp_path: Path) -> None:
     cfg = SearchStageConfig(cv=3, rounds=1, beam_width=2, query_beams=1, children_per_beam=4, device="cpu",
                             edit_prior=None)
     train, test = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
-    causal, outcome = fit_models(reps, y, np.flatnonzero(np.isin(reps.row_query, train)), cfg, seed=0)
+    logs = training_logs(table, reps, y, train, cfg, seed=0)
+    assert set(np.unique(logs["q"])) == set(train)
+    causal, outcome = fit_models(reps, logs, cfg, seed=0)
     trust = TrustRegion(slack=cfg.trust_slack).fit(reps.T)
-    pool = pool_stage(reps, y, train, test, causal, outcome, cfg, trust)
+    pool = pool_stage(reps, y, logs, test, causal, outcome, cfg, trust)
     for key in ("causal_point", "causal_lcb"):  # heterogeneous truth: the per-query choice must win
         ev = pool["evaluations"][key]
         assert ev["vs_static"]["ci_low"] > 0, (key, ev)
@@ -86,3 +88,14 @@ class _FakePCA:
 
     mean_ = np.zeros(3)
     components_ = np.eye(3)
+
+
+def test_simulated_confounding_draws_logs_from_training_queries() -> None:
+    reps, y, table = _synthetic(n_q=60)
+    cfg = SearchStageConfig(simulate_confounding="latent", confounding_strength=3.0, logged_per_query=4)
+    train, _ = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
+    logs = training_logs(table, reps, y, train, cfg, seed=0)
+    assert len(logs["q"]) == 4 * len(train) and set(np.unique(logs["q"])) <= set(train)
+    assert set(np.unique(logs["y"])) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="simulate_confounding"):
+        SearchStageConfig(simulate_confounding="strong")

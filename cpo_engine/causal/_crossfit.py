@@ -30,13 +30,18 @@ def _fit_fold(data: dict[str, Any], train: np.ndarray, test: np.ndarray, model_y
               model_t: Any, seed: int, device: str) -> FoldResult:
     """Fit ``E[Y|X]`` and ``E[T|X]`` on ``train`` rows and predict the ``test`` rows.
 
-    ``data`` holds ``X``, ``Y``, ``T`` and optional ``groups``/``w`` arrays (shared, read-only);
-    ``model_y``/``model_t`` are names or unfitted estimators, built fresh here.
+    ``data`` holds ``X``, ``Y``, ``T`` and optional ``groups``/``w``/``t_hat`` arrays (shared,
+    read-only); ``model_y``/``model_t`` are names or unfitted estimators, built fresh here.
+    ``model_t=None`` uses the known ``data["t_hat"]`` (E[T | query] under the logging policy).
     """
     X, Y, T = data["X"], data["Y"], data["T"]
     groups, w = data.get("groups"), data.get("w")
     g_tr = None if groups is None else groups[train]
     w_tr = None if w is None else w[train]
+    if model_t is None:
+        my = fit_nuisance(make_nuisance(model_y, seed, device), X[train], Y[train], g_tr, w_tr)
+        y_pred = np.asarray(my.predict(X[test]), dtype=np.float64).reshape(len(test))
+        return FoldResult(test=test, y_pred=y_pred, t_pred=data["t_hat"][test], model_y=my, model_t=None)
     if _joint_ridge(model_y, model_t):  # one Gram matrix for both; per-column penalties as apart
         both = np.column_stack([Y, T])
         m = fit_nuisance(make_nuisance(model_y, seed, device), X[train], both[train], g_tr, w_tr)

@@ -97,7 +97,7 @@ class CausalRewardModel:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, Y: Any, T: Any, *, X: Any, groups: Any = None, sample_weight: Any = None,
-            t_ref: Any = None) -> "CausalRewardModel":
+            t_ref: Any = None, t_hat: Any = None) -> "CausalRewardModel":
         """Cross-fit the nuisances, then the final stage; returns self.
 
         Parameters
@@ -114,6 +114,11 @@ class CausalRewardModel:
             Row weights for the nuisances (when they take them) and the final stage.
         t_ref : array (d_T,), optional
             Reference prompt representation; defaults to the mean of T.
+        t_hat : array (n, d_T), optional
+            Known ``E[T | query]`` under the logging policy (``sum_p pi(p|q) T_p``). When given,
+            ``model_t`` is not fitted and T is residualized on it, which identifies the effect even
+            when the policy depends on query traits that X does not capture (the policy must be the
+            one that produced the logs).
         """
         from cpo_engine.utils import resolve_device
 
@@ -124,20 +129,30 @@ class CausalRewardModel:
         self.folds_ = make_folds(self.cv, len(Y), groups, self.random_state, self.min_groups_per_fold)
         data = {"X": X, "Y": Y, "T": T, "groups": groups,
                 "w": None if sample_weight is None else w}
+        model_t = self.model_t
+        if t_hat is not None:
+            data["t_hat"], model_t = self._check_t_hat(t_hat, T), None
         backend = self.backend
-        if backend == "serial" and self.stats_crossfit and can_use_stats(data, self.folds_, self.model_y, self.model_t):
+        if backend == "serial" and self.stats_crossfit and can_use_stats(data, self.folds_, self.model_y, model_t):
             backend = "stats"
         self.crossfit_backend_ = backend
-        results = run_folds(data, self.folds_, self.model_y, self.model_t, self.random_state,
+        results = run_folds(data, self.folds_, self.model_y, model_t, self.random_state,
                             self.device_, backend, self.ray_options)
         y_pred, t_pred = assemble(results, len(Y), T.shape[1])
         self.models_y_ = [r.model_y for r in results]
-        self.models_t_ = [r.model_t for r in results]
+        self.models_t_ = [r.model_t for r in results if r.model_t is not None]
         self.y_res_, self.t_res_ = Y - y_pred, T - t_pred
         self._Y, self._T, self._X, self._w, self._groups = Y, T, X, w, groups
         self.t_ref_ = T.mean(0) if t_ref is None else as_float_array(t_ref, "t_ref", (1,))
         self.n_features_in_, self.d_t_ = X.shape[1], T.shape[1]
         return self._fit_final(self.featurizer, self.final_alpha, self.cov_type)
+
+    @staticmethod
+    def _check_t_hat(t_hat: Any, T: np.ndarray) -> np.ndarray:
+        t_hat = as_float_array(t_hat, "t_hat", (1, 2)).reshape(len(t_hat), -1)
+        if t_hat.shape != T.shape:
+            raise DataError(f"t_hat must have the shape of T {T.shape}, got {t_hat.shape}")
+        return t_hat
 
     def refit_final(self, featurizer: "str | Featurizer | None" = None,
                     final_alpha: "float | str | None" = None, cov_type: str | None = None) -> "CausalRewardModel":
@@ -241,20 +256,31 @@ class CausalRewardModel:
                           featurize=self.featurizer_.transform, t_ref=self.t_ref_.copy())
 
     # ------------------------------------------------------------------ scoring
-    def nuisance_predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def nuisance_predict(self, X: Any, need_t: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """``E[Y|X]`` and ``E[T|X]`` on new rows, averaged over the fold models."""
         self._check_fitted("models_y_")
-        if not self.models_y_:
-            raise NotFittedError("CausalRewardModel (nuisances were not saved with this model)")
+        if not self.models_y_ or (need_t and not self.models_t_):
+            raise NotFittedError("CausalRewardModel (its nuisances were not saved, or E[T|X] was "
+                                 "given as t_hat at fit)")
         X = as_float_array(X, "X", (2,))
         y = np.mean([np.asarray(m.predict(X)).reshape(len(X)) for m in self.models_y_], axis=0)
+        if not need_t:
+            return y, None
         t = np.mean([np.asarray(m.predict(X)).reshape(len(X), -1) for m in self.models_t_], axis=0)
         return y, t
 
-    def score(self, Y: Any, T: Any, *, X: Any, sample_weight: Any = None) -> float:
-        """Mean squared error of the final stage on new data (lower is better; econml's score)."""
+    def score(self, Y: Any, T: Any, *, X: Any, sample_weight: Any = None, t_hat: Any = None) -> float:
+        """Mean squared error of the final stage on new data (lower is better; econml's score).
+
+        Pass ``t_hat`` (known E[T | query]) when the model was fitted with one.
+        """
         Y, T, X, _, w = check_fit_inputs(Y, T, X, None, sample_weight)
-        y_hat, t_hat = self.nuisance_predict(X)
+        if t_hat is not None or not self.models_t_:
+            if t_hat is None:
+                raise DataError("this model was fitted with a known t_hat: pass t_hat to score")
+            y_hat, t_hat = self.nuisance_predict(X, need_t=False)[0], self._check_t_hat(t_hat, T)
+        else:
+            y_hat, t_hat = self.nuisance_predict(X)
         pred = ((self._phi(X) @ self.coef_) * (T - t_hat)).sum(1)
         return float(np.average((Y - y_hat - pred) ** 2, weights=w))
 

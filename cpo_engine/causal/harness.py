@@ -24,6 +24,7 @@ FORMAT = "cpo-evaluation/1"
 METHOD_LABELS = {
     "causal_dml": "causal DML (per query)",
     "causal_dml_static": "causal DML (best static)",
+    "causal_dml_known_policy": "causal DML, known policy E[T|q] (per query)",
     "causal_forest": "causal forest (econml, per query)",
     "outcome_model": "non-causal outcome model f(X,T)",
     "static_naive": "best static, naive logged mean",
@@ -41,14 +42,15 @@ def _features(reps: Any, grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
     return np.hstack([X, (f - f.mean(0)) / np.where(f.std(0) > 0, f.std(0), 1)])
 
 
-def _fit_causal(cfg: EvaluationConfig, logs: dict, X: np.ndarray, T: np.ndarray, seed: int):
+def _fit_causal(cfg: EvaluationConfig, logs: dict, X: np.ndarray, T: np.ndarray, seed: int,
+                t_hat: np.ndarray | None = None):
     from cpo_engine.causal.dml import CausalRewardModel
 
     model = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer,
                               cv=cfg.cv, final_alpha=cfg.final_alpha, random_state=seed)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        return model.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"])
+        return model.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"], t_hat=t_hat)
 
 
 def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, seed: int) -> dict:
@@ -57,7 +59,8 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
 
     rng = np.random.default_rng(seed)
     train, test = split_queries(grid, cfg.test_fraction, rng)
-    logs = draw_logs(grid, logging_policy(grid, cfg), train, cfg.logged_per_query, rng)
+    policy = logging_policy(grid, cfg)
+    logs = draw_logs(grid, policy, train, cfg.logged_per_query, rng)
     truth = grid.truth[test]
     n_hard = max(1, int(round(cfg.hard_fraction * len(test))))
     hard = np.zeros(len(test), dtype=bool)
@@ -66,11 +69,13 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
     causal = _fit_causal(cfg, logs, X, T, seed)
     fit_s = time.perf_counter() - t0
     per_query = causal.effect_grid(X[test], T)
+    known = _fit_causal(cfg, logs, X, T, seed, t_hat=(policy @ T)[logs["q"]])
     baseline = OutcomeRewardModel(random_state=seed).fit(logs["y"], T[logs["p"]], X=X[logs["q"]])
     n_p = T.shape[0]
     preds: dict[str, np.ndarray] = {
         "causal_dml": per_query,
         "causal_dml_static": causal.effect_grid(X[train], T).mean(0),
+        "causal_dml_known_policy": known.effect_grid(X[test], T),
         "outcome_model": baseline.effect_grid(X[test], T),
         "static_naive": static_naive(logs, n_p),
         "static_ipw": static_ipw(logs, n_p),
@@ -181,7 +186,8 @@ def _fmt(ci: dict, digits: int = 3) -> str:
 def table_markdown(result: dict) -> str:
     """The result as a Markdown table (mean [95% CI] over seeds)."""
     s = result["settings"]
-    head = (f"confounding={s['confounding']} strength={s['strength']} "
+    strength = "" if s["confounding"] == "none" else f" strength={s['strength']}"
+    head = (f"confounding={s['confounding']}{strength} "
             f"logged_per_query={s['logged_per_query']} seeds={s['seeds']} "
             f"test queries={result['per_seed'][0]['n_test_queries']} prompts={s['n_prompts']}\n\n")
     rows = ["| method | policy value | regret | tau-b | hard: policy value | hard: tau-b |",
@@ -214,7 +220,8 @@ def plot_png(result: dict) -> bytes:
     axes[0].set_yticks(range(len(names)), labels)
     axes[0].invert_yaxis()
     s = result["settings"]
-    fig.suptitle(f"confounding={s['confounding']} strength={s['strength']} K={s['logged_per_query']} "
+    strength = "" if s["confounding"] == "none" else f" strength={s['strength']}"
+    fig.suptitle(f"confounding={s['confounding']}{strength} K={s['logged_per_query']} "
                  f"seeds={s['seeds']}")
     fig.tight_layout()
     buf = io.BytesIO()

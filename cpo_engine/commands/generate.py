@@ -49,6 +49,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="Ray cluster to attach to (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--shard-size", type=int, help="rows per committed shard (the checkpoint unit)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    p.add_argument("--retry-errors", action="store_true", help="on resume, rerun the rows that failed")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its projected cost, call nothing")
     add_common(p)
 
@@ -63,8 +64,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
-    if getattr(args, "overwrite", False):
-        overrides.append("overwrite=true")
+    for flag in ("overwrite", "retry_errors"):
+        if getattr(args, flag, False):
+            overrides.append(f"{flag}=true")
     return load_config(getattr(args, "config", None), overrides, cls=GenerateConfig)
 
 

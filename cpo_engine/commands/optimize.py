@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--llm-model", default="default", help="model name sent to the server (llm)")
     p.add_argument("--edit-prior", help="edit-prior JSON (default: the packaged one when present)")
     p.add_argument("--task", help="task whose edit-prior weights apply")
-    p.add_argument("--z", type=float, default=1.0, help="lower-confidence-bound multiplier (0: point estimate)")
+    p.add_argument("--z", type=float, default=1.645,
+                   help="lower-confidence-bound multiplier (default 1.645, one-sided 95%%; 0: point estimate)")
+    p.add_argument("--reference", default="incumbent", choices=["incumbent", "mean"],
+                   help="measure effects from the table's prompt the model ranks best (default) or from the mean "
+                        "logged prompt")
     p.add_argument("--trust-region", default="exclude", choices=["exclude", "penalize", "off"])
     p.add_argument("--length-penalty", type=float, default=0.0, help="objective lost per 100 words")
     p.add_argument("--rounds", type=int, default=3)
@@ -107,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
         cfg.data.path = args.data
     table, _ = load_data(cfg.data)
     reps, model, embed = load_representation(args, cfg, table)
-    head, out = model.linear_head(), Path(args.out)
+    from cpo_engine.search.stage import referenced_head
+
+    head, _ = referenced_head(model.linear_head(), reps.X, reps.T, args.reference)
+    out = Path(args.out)
     trust = TrustRegion(mode=args.trust_region).fit(reps.T)
     scorer = CandidateScorer(head, reps.X, embed, trust_region=trust, z=args.z, length_penalty=args.length_penalty,
                              device=args.device)

@@ -211,7 +211,8 @@ def _check_variety(table: pa.Table, source: str) -> None:
 
 def _check_duplicates(table: pa.Table, source: str) -> None:
     keyed = "sample" in table.column_names
-    cols = [c for c in ("run_id", "query_id", "prompt_id", "sample") if c in table.column_names] if keyed else [
+    # Several models (or runs) may answer the same cell with the same sample number.
+    cols = [c for c in ("run_id", "model", "query_id", "prompt_id", "sample") if c in table.column_names] if keyed else [
         c for c in table.column_names if not _unhashable(table.schema.field(c).type)]
     idx = table.select(cols).append_column("__row", pa.array(np.arange(table.num_rows)))
     groups = idx.group_by(cols, use_threads=False).aggregate([("__row", "list"), ("__row", "count")])
@@ -219,7 +220,7 @@ def _check_duplicates(table: pa.Table, source: str) -> None:
     if dup.num_rows == 0:
         return
     rows = sorted(r for lst in dup.column("__row_list").to_pylist() for r in lst)
-    what = "the same (query_id, prompt_id, sample)" if keyed else "exact duplicates of other rows"
+    what = f"the same ({', '.join(cols)})" if keyed else "exact duplicates of other rows"
     fix = ("number repeated samples of a cell 0, 1, 2, ... in 'sample', or drop the repeats" if keyed else
            "drop the duplicated rows, or add a 'sample' column numbering repeated answers to the same cell")
     raise DataError(f"{len(rows)} rows are {what} {_ROWS_NOTE}", source=source,

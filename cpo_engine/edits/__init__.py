@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from cpo_engine.edits.analysis import EditReport, EffectConfig, analyze_edits, heterogeneity
 from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q
-from cpo_engine.edits.extract import EditRecord, diff_spans, extract_edit, surface_features
+from cpo_engine.edits.extract import EditRecord, describe_edits, diff_spans, extract_edit, surface_features
 from cpo_engine.edits.families import DetectorConfig, edit_families, family_counts, family_presence
 from cpo_engine.edits.pairs import (
     PairConfig,
@@ -53,6 +53,7 @@ __all__ = [
     "bh_qvalues",
     "cochran_q",
     "default_prior_path",
+    "describe_edits",
     "diff_spans",
     "edit_families",
     "edit_prior",

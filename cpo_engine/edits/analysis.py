@@ -18,6 +18,7 @@ from scipy import stats
 from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q, two_sided_p
 from cpo_engine.edits.extract import SURFACE_FEATURES
 from cpo_engine.edits.pairs import FAM_COLS, FAMILIES, PairedUnits
+from cpo_engine.exceptions import ConfigError
 
 #: Surface changes are reported per these units (e.g. per 10 words added).
 SURFACE_SCALE: dict[str, float] = {"d_words": 10.0, "d_sentences": 1.0, "d_imperatives": 1.0, "d_readability": 10.0}
@@ -69,6 +70,16 @@ class EffectConfig:
     motif_top_k: int = 30
     motif_min_edits: int = 3
     random_state: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [("cv", self.cv >= 2, "an int >= 2"), ("fdr", 0 < self.fdr < 1, "in (0, 1)"),
+                  ("min_edits", self.min_edits >= 1, "an int >= 1"),
+                  ("min_prompts", self.min_prompts >= 1, "an int >= 1"),
+                  ("inference", self.inference in ("prompt_jackknife", "query"), "'prompt_jackknife' or 'query'"),
+                  ("motif_top_k", self.motif_top_k >= 0, "an int >= 0")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"The '{name}' parameter of EffectConfig must be {rule}, got {getattr(self, name)!r}")
 
 
 @dataclass

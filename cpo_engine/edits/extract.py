@@ -16,8 +16,12 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cpo_engine.edits.families import DetectorConfig, edit_families
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[^\sA-Za-z0-9]")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
@@ -160,6 +164,19 @@ def extract_edit(
     return EditRecord(fams, surface, diff_motifs(inserted, deleted, n_max), inserted, deleted)
 
 
+def describe_edits(pairs: list[tuple[str, str]], config: DetectorConfig | None = None) -> "pd.DataFrame":
+    """One row per ``(parent, child)`` pair: ``fam_<family>`` signed families, surface changes, and
+    the inserted / deleted spans (``" | "``-joined): the edit representations without any scores."""
+    import pandas as pd
+
+    rows = []
+    for parent, child in pairs:
+        rec = extract_edit(parent, child, config)
+        rows.append({"parent": parent, "child": child, **{f"fam_{k}": v for k, v in rec.families.items()},
+                     **rec.surface, "inserted": " | ".join(rec.inserted), "deleted": " | ".join(rec.deleted)})
+    return pd.DataFrame(rows)
+
+
 def log_length_ratio(parent: str, child: str) -> float:
     """``log((1 + words(child)) / (1 + words(parent)))``: a symmetric size change."""
     return math.log((1 + len(_WORD.findall(child))) / (1 + len(_WORD.findall(parent))))
@@ -169,6 +186,7 @@ __all__ = [
     "IMPERATIVE_VERBS",
     "SURFACE_FEATURES",
     "EditRecord",
+    "describe_edits",
     "diff_motifs",
     "diff_spans",
     "extract_edit",

@@ -78,6 +78,9 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         r"\b(take into account|account for|taking into consideration)\b",
         r"\b(additionally|furthermore|moreover|in addition)\b",
         r"\b(at least|no more than|at most|exactly) \d+\b",
+        r"\b(explicitly|throughout)\b",
+        r"\bevery (quantity|number|unit|variable|value|term|condition|constraint|assumption|fact|detail)\b",
+        r"\b(keep )?track (of )?(the|every|all|each)\b",
     ),
     "persona": (
         r"\byou are (an?|the) " + _W,
@@ -182,11 +185,11 @@ class DetectorConfig:
 
 
 _DEFAULT = DetectorConfig()
-_COMPILED_CACHE: dict[int, dict[str, list[re.Pattern[str]]]] = {}
+_COMPILED_CACHE: dict[tuple, dict[str, list[re.Pattern[str]]]] = {}
 
 
 def _patterns(config: DetectorConfig) -> dict[str, list[re.Pattern[str]]]:
-    key = id(config)
+    key = tuple(sorted((fam, tuple(pats)) for fam, pats in config.lexicons.items()))
     if key not in _COMPILED_CACHE:
         _COMPILED_CACHE[key] = config.compiled()
     return _COMPILED_CACHE[key]

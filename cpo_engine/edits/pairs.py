@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from cpo_engine.edits.extract import SURFACE_FEATURES, extract_edit
 from cpo_engine.edits.families import DetectorConfig, family_presence
-from cpo_engine.exceptions import DataError
+from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.taxonomy import EDIT_FAMILIES
 
 FAMILIES: tuple[str, ...] = tuple(EDIT_FAMILIES)
@@ -75,6 +75,17 @@ class PairConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     motif_max_n: int = 3
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pairs not in ("auto", "all", "lineage"):
+            raise ConfigError(f"The 'pairs' parameter of PairConfig must be 'auto', 'all' or 'lineage', "
+                              f"got {self.pairs!r}")
+        if self.families_from not in ("both", "detect", "declared"):
+            raise ConfigError("The 'families_from' parameter of PairConfig must be 'both', 'detect' or 'declared', "
+                              f"got {self.families_from!r}")
+        if self.max_edits_per_cell is not None and self.max_edits_per_cell < 1:
+            raise ConfigError("The 'max_edits_per_cell' parameter of PairConfig must be an int >= 1 or None, "
+                              f"got {self.max_edits_per_cell!r}")
 
 
 @dataclass

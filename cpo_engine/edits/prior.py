@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpo_engine.exceptions import DataError
+from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.taxonomy import EDIT_FAMILIES
 
 PRIOR_FORMAT = "cpo-edit-prior/1"
@@ -49,6 +49,12 @@ class PriorConfig:
 
     temperature: float = 0.05
     max_ratio: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"The 'temperature' parameter of PriorConfig must be > 0, got {self.temperature!r}")
+        if not self.max_ratio >= 1:
+            raise ConfigError(f"The 'max_ratio' parameter of PriorConfig must be >= 1, got {self.max_ratio!r}")
 
 
 def shrink(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, float]:

@@ -118,7 +118,8 @@ def markdown_report(report: EditReport, source: str) -> str:
     if len(report.motifs):
         top = report.motifs[report.motifs["significant"]].sort_values("q_value").head(20)
         lines += ["\n## Motifs (marginal effect of inserting the n-gram; significant, top 20)\n",
-                  markdown_table(top, ["task", "model", "motif", "effect", "ci_low", "ci_high", "q_value", "n_edits"])]
+                  markdown_table(top, ["task", "model", "motif", "effect", "ci_low", "ci_high", "q_value", "n_edits",
+                                       "n_prompts"])]
     return "\n".join(lines)
 
 

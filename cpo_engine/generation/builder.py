@@ -72,6 +72,8 @@ class GenerateConfig:
     """Order requests so inputs sharing a prefix are adjacent (prefix-cache reuse)."""
     overwrite: bool = False
     """Discard an existing run in `out` instead of resuming it."""
+    retry_errors: bool = False
+    """On resume, run again the rows whose call or grading failed (the new row supersedes the old)."""
     backend: BackendConfig = field(default_factory=BackendConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -248,7 +250,7 @@ def generate_triplets(
     # The API key's variable name is recorded; its value never is.
     store.manifest["settings"] = {"backend": asdict(cfg.backend), "executor": cfg.executor,
                                   "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
-    pending = _pending(rows, store.done_keys())
+    pending = _pending(rows, store.done_keys(retry_errors=cfg.retry_errors))
     echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
     order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
     todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))

@@ -94,12 +94,16 @@ class ShardStore:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))
 
-    def done_keys(self) -> set[tuple[str, str, str, int]]:
-        """Keys of every committed row."""
+    def done_keys(self, retry_errors: bool = False) -> set[tuple[str, str, str, int]]:
+        """Keys of every committed row (without the failed ones when ``retry_errors``)."""
         keys: set[tuple[str, str, str, int]] = set()
         for shard in self.manifest["shards"]:
-            t = pq.read_table(self.root / shard["file"], columns=list(KEY_COLUMNS))
-            keys.update(zip(*(t.column(c).to_pylist() for c in KEY_COLUMNS)))
+            t = pq.read_table(self.root / shard["file"], columns=[*KEY_COLUMNS, "error"])
+            for key, err in zip(zip(*(t.column(c).to_pylist() for c in KEY_COLUMNS)), t.column("error").to_pylist()):
+                if err is None or not retry_errors:
+                    keys.add(key)
+                else:
+                    keys.discard(key)  # a later retry of a failed row may have succeeded: last wins
         return keys
 
     def append(self, table: pa.Table) -> None:
@@ -162,9 +166,18 @@ def read_generated(root: str | Path, drop_errors: bool = False, verify: bool = F
                             fix="the file was modified after it was written; regenerate the run")
         tables.append(pq.read_table(path))
     table = pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
+    table = _last_per_key(table)
     if drop_errors:
         table = table.filter(pc.is_null(table.column("error")))
     return table
 
+
+def _last_per_key(table: pa.Table) -> pa.Table:
+    """One row per key, the last committed (a retried failure supersedes the failed row)."""
+    keys = list(zip(*(table.column(c).to_pylist() for c in KEY_COLUMNS)))
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return table
+    return table.take(pa.array(sorted(last.values()), pa.int64()))
 
 __all__ = ["ShardStore", "read_generated", "MANIFEST", "KEY_COLUMNS"]

@@ -129,6 +129,9 @@ def assemble_outputs(run_dir: Path, table: pa.Table, reps: Any, cfg: SearchStage
     causal.save(out / "model", representation_provenance(reps))
     paths["model"] = out / "model"
     summary = {"queries (train / held-out)": f"{len(train)} / {len(test)}", "prompts": len(reps.prompt_ids),
+               "training data": ("as logged" if cfg.simulate_confounding is None else
+                                 f"simulated {cfg.simulate_confounding} confounding (strength "
+                                 f"{cfg.confounding_strength}, {cfg.logged_per_query} rows per query)"),
                "selection": f"lower confidence bound, z = {cfg.z}", "trust region": cfg.trust_region,
                "effects measured from": (f"incumbent prompt '{reps.prompt_ids[pool['incumbent_index']]}'"
                                          if cfg.reference == "incumbent" else "mean logged prompt representation"),

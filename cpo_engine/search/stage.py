@@ -66,6 +66,14 @@ class SearchStageConfig:
     """What effects and their intervals are measured from: 'incumbent' (the logged prompt the model
     ranks best on average, so a query leaves it only when the lower bound of the gain is positive) or
     'mean' (the mean logged prompt representation, the model's own t_ref)."""
+    simulate_confounding: str | None = None
+    """None: fit on the training queries' rows as logged. 'observable' or 'latent' (full-grid data
+    only): fit on logs drawn from them with a known query-dependent logging policy (elaborate prompts
+    for long or hard queries), to see the causal and non-causal models differ under confounding."""
+    confounding_strength: float = 2.0
+    """Logit scale of the simulated logging policy."""
+    logged_per_query: int = 4
+    """Simulated logged rows per training query."""
     proposer: str = "edit"
     """Generative mode: 'edit' (edit operators, no LLM) or 'none' (pool mode only)."""
     edit_prior: str | None = "auto"
@@ -92,6 +100,9 @@ class SearchStageConfig:
             raise ConfigError(f"search.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.reference not in ("incumbent", "mean"):
             raise ConfigError(f"search.reference must be 'incumbent' or 'mean', got '{self.reference}'")
+        if self.simulate_confounding not in (None, "observable", "latent"):
+            raise ConfigError("search.simulate_confounding must be null, 'observable' or 'latent', got "
+                              f"'{self.simulate_confounding}'")
         if self.proposer not in ("edit", "none"):
             raise ConfigError(f"search.proposer must be 'edit' or 'none' for `cpo run`, got '{self.proposer}' "
                               "(the LLM proposer is available from the Python API and `cpo optimize`)")
@@ -118,14 +129,31 @@ def cell_means(row_q: np.ndarray, row_p: np.ndarray, y: np.ndarray, n_q: int, n_
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(n_q, n_p)
 
 
-def fit_models(reps: Any, y: np.ndarray, rows: np.ndarray, cfg: SearchStageConfig, seed: int) -> tuple[Any, Any]:
-    """Fit the causal model and the non-causal outcome model on the given (training) rows."""
+def training_logs(table: pa.Table, reps: Any, y: np.ndarray, train: np.ndarray, cfg: SearchStageConfig,
+                  seed: int) -> dict[str, np.ndarray]:
+    """The rows models are fitted on: the training queries' rows as logged, or (``cfg.simulate_confounding``,
+    full-grid data only) logs drawn from them with a known query-dependent logging policy
+    (:mod:`cpo_engine.causal.evaluation`), so the causal/non-causal comparison meets confounding."""
+    if cfg.simulate_confounding is None:
+        rows = np.flatnonzero(np.isin(reps.row_query, train))
+        return {"q": reps.row_query[rows], "p": reps.row_prompt[rows], "y": y[rows]}
+    from cpo_engine.causal.evaluation import EvaluationConfig, build_grid, draw_logs, logging_policy
+
+    grid = build_grid(table, reps)
+    ecfg = EvaluationConfig(confounding=cfg.simulate_confounding, strength=cfg.confounding_strength)
+    ecfg.validate()
+    logs = draw_logs(grid, logging_policy(grid, ecfg), train, cfg.logged_per_query, np.random.default_rng(seed))
+    return {"q": logs["q"], "p": logs["p"], "y": logs["y"]}
+
+
+def fit_models(reps: Any, logs: dict[str, np.ndarray], cfg: SearchStageConfig, seed: int) -> tuple[Any, Any]:
+    """Fit the causal model and the non-causal outcome model on training logs (query, prompt, score)."""
     from cpo_engine.causal import CausalRewardModel, OutcomeRewardModel
 
-    X, T, g = reps.X[reps.row_query[rows]], reps.T[reps.row_prompt[rows]], reps.row_query[rows]
+    X, T, g = reps.X[logs["q"]], reps.T[logs["p"]], logs["q"]
     causal = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer, cv=cfg.cv,
-                               device=cfg.device, random_state=seed).fit(y[rows], T, X=X, groups=g)
-    outcome = OutcomeRewardModel(random_state=seed).fit(y[rows], T, X=X, groups=g)
+                               device=cfg.device, random_state=seed).fit(logs["y"], T, X=X, groups=g)
+    outcome = OutcomeRewardModel(random_state=seed).fit(logs["y"], T, X=X, groups=g)
     return causal, outcome
 
 
@@ -156,12 +184,19 @@ def _interval_of(values: np.ndarray) -> Interval:
     return Interval(r["diff"], r["ci_low"], r["ci_high"])
 
 
-def pool_stage(reps: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, causal: Any, outcome: Any,
-               cfg: SearchStageConfig, trust: TrustRegion) -> dict[str, Any]:
-    """Per-query choice among the logged prompts on held-out queries, against recorded outcomes."""
+def pool_stage(reps: Any, y: np.ndarray, logs: dict[str, np.ndarray], test: np.ndarray, causal: Any,
+               outcome: Any, cfg: SearchStageConfig, trust: TrustRegion) -> dict[str, Any]:
+    """Per-query choice among the logged prompts on held-out queries, against recorded outcomes.
+
+    The best static prompt is the one with the best mean score in the training logs (what a user
+    without a model would pick).
+    """
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     Y = cell_means(reps.row_query, reps.row_prompt, y, n_q, n_p)
-    static = int(np.nanargmax(np.nanmean(Y[train], axis=0)))
+    train = np.unique(logs["q"])
+    with np.errstate(all="ignore"):
+        train_means = np.nanmean(cell_means(logs["q"], logs["p"], logs["y"], n_q, n_p)[train], axis=0)
+    static = int(np.nanargmax(train_means))
     head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.reference)
     scorer = CandidateScorer(head, reps.X, embed=lambda t: None, trust_region=trust, z=cfg.z,
                              length_penalty=cfg.length_penalty, device="cpu")
@@ -173,9 +208,9 @@ def pool_stage(reps: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, ca
     test_choices = {k: v[test] for k, v in choices.items()} | {"non_causal": np.argmax(nc_grid, axis=1)}
     Yt = Y[test]
     evals = {name: evaluate_choice(c, Yt, static) for name, c in test_choices.items()}
-    agreement = static_agreement(head, reps.X[train], reps.T, np.nanmean(Y[train], axis=0))
+    agreement = static_agreement(head, reps.X[train], reps.T, train_means)
     return {"Y_test": Yt, "static_index": static, "incumbent_index": incumbent, "head": head, "choices": choices, "test_choices": test_choices,
-            "evaluations": evals, "effect": eff, "se": se, "train_means": np.nanmean(Y[train], axis=0),
+            "evaluations": evals, "effect": eff, "se": se, "train_means": train_means,
             "tiers": by_tier(test_choices["causal_lcb"], Yt, static, cfg.n_tiers),
             "non_causal_mean_effect": nc_grid.mean(axis=0), "static_rank_agreement": agreement}
 
@@ -276,11 +311,11 @@ def run_search_stage(table: pa.Table, reps: Any, run_cfg: Any, run_dir: Path,
     seed, t0 = int(run_cfg.seed), time.perf_counter()
     y = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
     train, test = split_queries(reps.query_texts, cfg.test_fraction, seed)
-    rows = np.flatnonzero(np.isin(reps.row_query, train))
-    causal, outcome = fit_models(reps, y, rows, cfg, seed)
+    logs = training_logs(table, reps, y, train, cfg, seed)
+    causal, outcome = fit_models(reps, logs, cfg, seed)
     timings = {"fit_s": time.perf_counter() - t0}
     trust = TrustRegion(mode=cfg.trust_region, slack=cfg.trust_slack).fit(reps.T)
-    pool = pool_stage(reps, y, train, test, causal, outcome, cfg, trust)
+    pool = pool_stage(reps, y, logs, test, causal, outcome, cfg, trust)
     timings["pool_s"] = time.perf_counter() - t0 - timings["fit_s"]
     result = None
     if cfg.proposer == "edit":
@@ -310,5 +345,5 @@ def print_findings(search: dict[str, Any]) -> None:
     print(f"report: {search['paths']['report']}")
 
 
-__all__ = ["SearchStageConfig", "run_search_stage", "print_findings", "split_queries", "cell_means", "fit_models", "pool_stage",
+__all__ = ["SearchStageConfig", "run_search_stage", "print_findings", "training_logs", "split_queries", "cell_means", "fit_models", "pool_stage",
            "generative_stage", "prompt_embedder", "lineage", "uplift_vs"]

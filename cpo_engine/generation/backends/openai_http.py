@@ -10,6 +10,7 @@ stored in a config, logged, put in an error message or written to a manifest.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import random
 import time
@@ -48,8 +49,14 @@ class OpenAIBackend:
         return None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
-        """Answer all requests (blocking); order is preserved."""
-        return asyncio.run(self.agenerate(requests))
+        """Answer all requests (blocking); order is preserved. Works inside a running event loop too
+        (e.g. a notebook): the batch then runs on a helper thread with its own loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(requests))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.agenerate(requests)).result()
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
         """Answer all requests concurrently, at most ``max_concurrency`` at a time."""
