@@ -35,23 +35,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _workload(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
+def _workload(args: argparse.Namespace, tmp: Path, fewshot: int) -> tuple[Path, Path]:
+    """Queries and prompts as tables; with ``fewshot`` > 0 each prompt starts with that many worked
+    examples (distinct per prompt): long prefixes shared by every row of the same prompt."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from cpo_engine.data import load_example
 
     t = load_example(tasks=("svamp",))
-    queries = list(dict.fromkeys(zip(t["query_id"].to_pylist(), t["query_text"].to_pylist(),
-                                     t["gold_answer"].to_pylist())))[: args.queries]
+    cells = list(dict.fromkeys(zip(t["query_id"].to_pylist(), t["query_text"].to_pylist(),
+                                   t["gold_answer"].to_pylist())))
+    queries = cells[: args.queries]
+    shots = cells[args.queries:]
     prompts = list(dict.fromkeys(zip(t["prompt_id"].to_pylist(), t["prompt_text"].to_pylist())))
     prompts = sorted(prompts, key=lambda p: -len(p[1]))[: args.prompts]  # the longest: the most to share
-    import pyarrow as pa
-
+    texts = []
+    for j, (_, text) in enumerate(prompts):
+        ex = shots[j * fewshot:(j + 1) * fewshot]
+        block = "".join(f"Q: {q}\nA: The answer is {g:g}.\n\n" for _, q, g in ex)
+        texts.append(block + text)
+    d = tmp / f"fewshot{fewshot}"
+    d.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"query_id": [q[0] for q in queries], "query_text": [q[1] for q in queries],
-                             "gold_answer": [q[2] for q in queries]}), tmp / "queries.parquet")
-    pq.write_table(pa.table({"prompt_id": [p[0] for p in prompts], "prompt_text": [p[1] for p in prompts]}),
-                   tmp / "prompts.parquet")
-    return tmp / "queries.parquet", tmp / "prompts.parquet"
+                             "gold_answer": [q[2] for q in queries]}), d / "queries.parquet")
+    pq.write_table(pa.table({"prompt_id": [p[0] for p in prompts], "prompt_text": texts}), d / "prompts.parquet")
+    return d / "queries.parquet", d / "prompts.parquet"
 
 
 def run_orders(backend: Any, backend_cfg: Any, queries: Path, prompts: Path, args: argparse.Namespace,
@@ -166,10 +175,14 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=6)
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--shard-size", type=int, default=64, help="rows per engine call / shard")
+    p.add_argument("--shard-size", type=int, default=8, help="rows per engine call / shard")
     p.add_argument("--concurrency", type=int, default=1, help="HTTP requests in flight (llama.cpp serves one)")
     p.add_argument("--threads", type=int, default=1, help="engine threads (OMP / llama.cpp)")
     p.add_argument("--orders", nargs="+", default=["prefix", "plan"], choices=["prefix", "plan"])
+    p.add_argument("--scenarios", nargs="+", default=["short", "fewshot"], choices=["short", "fewshot"],
+                   help="short: the prompts as logged; fewshot: worked examples before each prompt")
+    p.add_argument("--fewshot", type=int, default=5, help="worked examples per prompt (fewshot scenario)")
+    p.add_argument("--fewshot-max-tokens", type=int, default=8, help="max tokens per call (fewshot scenario)")
     p.add_argument("--skip-vllm", action="store_true")
     p.add_argument("--skip-llamacpp", action="store_true")
     p.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
@@ -184,21 +197,28 @@ def main() -> int:
     from cpo_engine.utils import atomic_write_json, device_info, versions
 
     results: dict[str, Any] = {}
+    scenarios = {"short": (0, args.max_tokens), "fewshot": (args.fewshot, args.fewshot_max_tokens)}
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        queries, prompts = _workload(args, tmp)
-        if not args.skip_llamacpp:
-            results["llamacpp"] = bench_llamacpp(queries, prompts, args, tmp)
-        if not args.skip_vllm:
-            results["vllm"] = bench_vllm(args, tmp)
-    if "llamacpp" in results and "vllm" in results and "prefix" in args.orders:
-        results["vllm_over_llamacpp_triplets_per_s"] = round(
-            results["vllm"]["prefix"]["triplets_per_s"] / results["llamacpp"]["prefix"]["triplets_per_s"], 3)
+        for name in args.scenarios:
+            fewshot, max_tokens = scenarios[name]
+            sargs = argparse.Namespace(**{**vars(args), "max_tokens": max_tokens})
+            tmp = Path(d) / name
+            queries, prompts = _workload(sargs, tmp, fewshot)
+            res: dict[str, Any] = {"fewshot_examples_per_prompt": fewshot, "max_tokens": max_tokens}
+            if not args.skip_llamacpp:
+                res["llamacpp"] = bench_llamacpp(queries, prompts, sargs, tmp)
+            if not args.skip_vllm:
+                res["vllm"] = bench_vllm(sargs, queries.parent)
+            if "llamacpp" in res and "vllm" in res and "prefix" in args.orders:
+                res["vllm_over_llamacpp_triplets_per_s"] = round(
+                    res["vllm"]["prefix"]["triplets_per_s"] / res["llamacpp"]["prefix"]["triplets_per_s"], 3)
+            results[name] = res
     vers = versions()
     vers["llama-cpp-python"] = _version("llama-cpp-python")
     report = {"benchmark": "bench_generate", "device": device_info(), "versions": vers,
               "config": {k: v for k, v in vars(args).items() if k not in ("worker", "tmp")},
-              "workload": f"{args.queries} svamp queries x {args.prompts} prompts, prompt as prefix, chat, greedy",
+              "workload": f"{args.queries} svamp queries x {args.prompts} prompts, prompt as prefix of the user turn, "
+                          "chat, greedy; scenarios: short (logged prompts) and fewshot (worked examples first)",
               "results": results}
     out = Path(args.out) / f"bench_generate_cpu_{time.strftime('%Y%m%dT%H%M%S')}.json"
     atomic_write_json(out, report)

@@ -90,6 +90,22 @@ def quality(head: LinearHead, X: np.ndarray, T: np.ndarray, k: int, z: float, de
     return {"recall_at_k": float(recall), "max_abs_objective_error": float(err), "n_queries": int(len(X))}
 
 
+def bandwidth(res: dict[str, Any], args: argparse.Namespace, device: str) -> dict[str, float]:
+    """CUDA only: device-to-device copy GB/s (the bandwidth limit) and the bytes each fused run must
+    move (inputs + per-tile partial top-k) over its time; the fused kernel is compute-bound when the
+    second is far below the first."""
+    x = torch.empty(256 * 2**20, dtype=torch.float32, device=device)
+    sec, _ = timed(lambda: x.clone(), args.repeats, True)
+    d_phi = args.d_x + 1
+    d_in = d_phi + d_phi * (d_phi + 1) // 2
+    moved = 4 * d_in * (args.n_queries + args.n_candidates) + 8 * args.n_queries * (args.n_candidates // 128 + 1) * args.k
+    out = {"copy_gb_per_s": 2 * x.numel() * 4 / sec / 1e9}
+    for be in ("torch", "triton"):
+        if f"fused_{be}" in res:
+            out[f"fused_{be}_gb_per_s"] = moved / res[f"fused_{be}"]["seconds"] / 1e9
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,6 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "fused_vs_python_loop": fused / res["python_loop"]["pairs_per_second"]}
     if "fused_triton" in res:
         res["ratios"]["triton_vs_torch"] = res["fused_triton"]["pairs_per_second"] / res["fused_torch"]["pairs_per_second"]
+    if sync:
+        res["bandwidth"] = bandwidth(res, args, device)
     q = min(args.quality_queries, args.n_queries)
     res["quality"] = quality(head, X[:q], T, args.k, args.z, device, backends[-1], args.budget_mb << 20)
     return res
@@ -144,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--budget-mb", type=int, default=256, help="memory budget of the fused run")
-    p.add_argument("--small-budget-mb", type=int, default=32, help="budget of the chunked run")
+    p.add_argument("--budget-mb", type=int, default=32, help="memory budget of the fused run (the CPU default)")
+    p.add_argument("--small-budget-mb", type=int, default=4, help="budget of the chunked run")
     p.add_argument("--loop-queries", type=int, default=300, help="queries timed in the Python-loop baseline")
     p.add_argument("--quality-queries", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cpo_engine.exceptions import ConfigError
+from cpo_engine.search.config import SearchStageConfig
 
 
 @dataclass
@@ -51,8 +52,10 @@ class PCAConfig:
 
     query_components: int | float = 16
     """int: components for X; float in (0, 1): explained-variance target."""
-    prompt_components: int | float = 8
-    """int: components for T (capped at n_prompts - 1); float: explained-variance target."""
+    prompt_components: int | float = 32
+    """int: components for T, capped at n_prompts - 1 (so a small prompt set is represented
+    exactly: with fewer components a linear effect model cannot tell its prompts apart); float:
+    explained-variance target."""
 
 
 @dataclass
@@ -62,6 +65,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
+    search: SearchStageConfig = field(default_factory=SearchStageConfig)
     out: str | None = None
     """Run folder; None makes runs/<timestamp>."""
     seed: int = 0

@@ -144,10 +144,10 @@ def run_job(cfg: RunConfig) -> dict[str, Any]:
 def search_stage(table: pa.Table, reps: Representations, cfg: RunConfig, run_dir: Path,
                  manifest: Manifest) -> dict[str, Any]:
     """Query split -> causal fit -> pool mode on held-out queries -> generative search -> outputs + report."""
-    from cpo_engine.search.stage import SearchStageConfig, print_findings, run_search_stage
+    from cpo_engine.search.stage import print_findings, run_search_stage
 
     with manifest.stage("search"):
-        search = run_search_stage(table, reps, cfg, run_dir, getattr(cfg, "search", None) or SearchStageConfig())
+        search = run_search_stage(table, reps, cfg, run_dir, cfg.search)
         for key, path in search["paths"].items():
             manifest.output(f"search.{key}", path)
         manifest.data["search"] = {k: search["evaluation"][k] for k in

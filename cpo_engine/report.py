@@ -141,6 +141,8 @@ def plot_comparison(comparison: dict[str, tuple[Sequence[float], Sequence[float]
     all_v: list[float] = []
     for (name, (pred, meas, _)), marker in zip(comparison.items(), "os^Dv"):
         pred, meas = np.asarray(pred, float), np.asarray(meas, float)
+        ok = np.isfinite(pred) & np.isfinite(meas)
+        pred, meas = pred[ok], meas[ok]
         corr = np.corrcoef(pred, meas)[0, 1] if len(pred) > 2 else float("nan")
         rmse = float(np.sqrt(np.mean((pred - meas) ** 2)))
         ax.scatter(meas, pred, marker=marker, label=f"{name} (r={corr:.2f}, rmse={rmse:.3f})")

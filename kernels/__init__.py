@@ -127,6 +127,10 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
     budget = memory_budget_bytes or default_budget(dev)
     chunk_q, chunk_c = choose_chunks(ph.phi.shape[0], ph.G.shape[1], ph.phi.element_size(), budget)
     name = _backend(backend, dev, dtype)
+    if ph.G.shape[1] == 0:  # no candidates: every slot is empty
+        n_q = ph.phi.shape[0]
+        return TopK(values=np.full((n_q, k), -np.inf), indices=np.full((n_q, k), -1, dtype=np.int64),
+                    effect=np.full((n_q, k), np.nan), se=np.full((n_q, k), np.nan), backend=name)
     with torch.no_grad():
         if name == "triton":
             from kernels.score_topk_triton import topk_triton

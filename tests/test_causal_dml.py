@@ -206,3 +206,10 @@ def test_known_policy_mean_removes_latent_confounding():
         known.score(d.Y, d.T, X=d.X)
     with pytest.raises(DataError, match="t_hat must have the shape"):
         CausalRewardModel(cv=3).fit(d.Y, d.T, X=d.X, groups=d.groups, t_hat=d.t_mean[:, :1])
+
+
+@pytest.mark.parametrize("kwargs,match", [({"cov_type": "HC9"}, "cov_type"), ({"backend": "dask"}, "backend"),
+                                          ({"featurizer": "cubic"}, "featurizer kind"), ({"cv": 1}, "cv must be")])
+def test_bad_settings_raise_config_errors(data, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        CausalRewardModel(device="cpu", stats_crossfit=False, **kwargs).fit(data.Y, data.T, X=data.X, groups=data.groups)

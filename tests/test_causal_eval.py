@@ -142,3 +142,19 @@ def test_evaluate_end_to_end_writes_outputs(tmp_path):
     assert "| method |" in paths["table"].read_text()
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data["per_seed"]) == 2 and "overlap" in data["per_seed"][0]["causal_diagnostics"]
+
+
+def test_evaluation_resumes_from_checkpoints(tmp_path):
+    table, reps, _ = _grid_table(n_q=100, seed=3)
+    cfg = EvaluationConfig(confounding="latent", strength=-2.0, seeds=2, cv=3)
+    first = evaluate(table, cfg, representations=reps, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0.json", "seed_1.json"]
+    saved = json.loads((tmp_path / "seed_1.json").read_text())
+    saved["result"]["methods"]["causal_dml"]["policy_value"] = -1.0  # proves the file is reused
+    (tmp_path / "seed_1.json").write_text(json.dumps(saved))
+    again = evaluate(table, cfg, representations=reps, checkpoint_dir=tmp_path)
+    assert again["per_seed"][1]["methods"]["causal_dml"]["policy_value"] == -1.0
+    assert again["per_seed"][0]["methods"] == first["per_seed"][0]["methods"]
+    other = evaluate(table, EvaluationConfig(confounding="none", seeds=2, cv=3), representations=reps,
+                     checkpoint_dir=tmp_path)
+    assert other["per_seed"][1]["methods"]["causal_dml"]["policy_value"] != -1.0

@@ -296,7 +296,8 @@ class _Script(BaseHTTPRequestHandler):
             return
         text = "The answer is 11." if "messages" in body else " 11"
         choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
-        payload = {"choices": [choice | {"finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 4}}
+        payload = {"choices": [choice | {"finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 5, "completion_tokens": 4}}
         data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

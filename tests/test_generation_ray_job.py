@@ -44,7 +44,8 @@ def ray_head():
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
            "--port", str(ports["gcs"]), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dash"]),
            "--include-dashboard", "true", "--ray-client-server-port", str(ports["client"]),
-           "--dashboard-agent-listen-port", str(ports["agent"]), "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
+           "--dashboard-agent-listen-port", str(ports["agent"]),
+           "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
            "--metrics-export-port", str(ports["metrics"]), "--runtime-env-agent-port", str(ports["env"]),
            "--num-cpus", "4", "--object-store-memory", str(512 * 1024**2), "--disable-usage-stats",
            "--temp-dir", str(temp)]

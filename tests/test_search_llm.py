@@ -18,7 +18,7 @@ import pytest
 
 from cpo_engine.search import Candidate, Feedback, LLMProposer
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.engine]
 
 
 def _gguf() -> Path | None:

@@ -99,3 +99,39 @@ def test_simulated_confounding_draws_logs_from_training_queries() -> None:
     assert set(np.unique(logs["y"])) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="simulate_confounding"):
         SearchStageConfig(simulate_confounding="strong")
+
+
+def test_sparse_logs_evaluate_what_they_can_and_still_write_outputs(tmp_path: Path) -> None:
+    """One logged prompt per query (observational logs): held-out outcomes rarely cover the choice."""
+    from cpo_engine.search._outputs import assemble_outputs
+
+    reps, y, table = _synthetic(n_q=200)
+    logged = np.random.default_rng(3).integers(0, 5, size=200)
+    keep = np.flatnonzero(reps.row_prompt == logged[reps.row_query])
+    reps.row_query, reps.row_prompt, y, table = reps.row_query[keep], reps.row_prompt[keep], y[keep], table.take(keep)
+    cfg = SearchStageConfig(cv=3, rounds=1, beam_width=2, query_beams=0, children_per_beam=3, device="cpu",
+                            edit_prior=None)
+    train, test = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
+    logs = training_logs(table, reps, y, train, cfg, seed=0)
+    causal, outcome = fit_models(reps, logs, cfg, seed=0)
+    trust = TrustRegion().fit(reps.T)
+    pool = pool_stage(reps, y, logs, test, causal, outcome, cfg, trust)
+    for ev in pool["evaluations"].values():
+        assert "skipped" in ev or ev["n_dropped"] > 0
+    result = generative_stage(table, reps, pool["head"], trust, cfg, hash_embed, seed=0)
+    reps.provenance, reps.query_pca, reps.prompt_pca = {}, _FakePCA(), _FakePCA()
+    out = assemble_outputs(tmp_path, table, reps, cfg, causal, pool, result, train, test, {"fit_s": 1.0})
+    assert out["paths"]["report"].exists() and pq.read_table(out["paths"]["assignment"]).num_rows == 200
+
+
+def test_static_agreement_warns_when_model_and_data_disagree(caplog) -> None:
+    from cpo_engine.causal.head import LinearHead
+    from cpo_engine.search.stage import static_agreement
+
+    head = LinearHead(coef=np.array([[1.0, 0.0]]), cov=np.eye(2) * 1e-4, featurize=lambda X: np.ones((len(X), 1)),
+                      t_ref=np.zeros(2))
+    T = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    assert static_agreement(head, np.zeros((3, 1)), T, np.array([0.1, 0.2, 0.3]), ["a", "b", "c"]) == pytest.approx(1)
+    assert not caplog.records
+    rho = static_agreement(head, np.zeros((3, 1)), T, np.array([0.3, 0.2, 0.1]), ["a", "b", "c"])
+    assert rho == pytest.approx(-1) and "ranks prompt 'c' first" in caplog.text and "'a' has the best" in caplog.text

@@ -80,7 +80,9 @@ def run_folds(data: dict[str, Any], folds: list, model_y: Any, model_t: Any, see
         from cpo_engine.distributed.crossfit import run_folds_ray
 
         return run_folds_ray(data, folds, model_y, model_t, seed, device, **(ray_options or {}))
-    raise ValueError(f"backend must be 'serial' or 'ray', got {backend!r}")
+    from cpo_engine.exceptions import ConfigError
+
+    raise ConfigError(f"backend must be 'serial' or 'ray', got {backend!r}")
 
 
 def assemble(results: list[FoldResult], n: int, d_t: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from cpo_engine.exceptions import ConfigError
+
 KINDS = ("constant", "linear", "poly2")
 
 
@@ -29,7 +31,7 @@ class Featurizer:
 
     def __init__(self, kind: str = "linear", n_features: int | None = None) -> None:
         if kind not in KINDS:
-            raise ValueError(f"featurizer kind must be one of {KINDS}, got {kind!r}")
+            raise ConfigError(f"featurizer kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.n_features = n_features
 
@@ -89,7 +91,7 @@ def as_featurizer(spec: "str | Featurizer | None") -> Featurizer:
         return Featurizer(spec.kind, spec.n_features)
     if isinstance(spec, str):
         return Featurizer(spec)
-    raise ValueError(
+    raise ConfigError(
         f"featurizer must be one of {KINDS} or a Featurizer, got {type(spec).__name__}: "
         "arbitrary transformers cannot be saved without pickle"
     )

@@ -48,9 +48,7 @@ class CausalForestRewardModel:
     def fit(self, Y: Any, T: Any, *, X: Any, groups: Any = None, sample_weight: Any = None,
             t_ref: Any = None) -> "CausalForestRewardModel":
         """Fit econml ``CausalForestDML`` with the same grouped folds; returns self."""
-        from cpo_engine.utils import require
-
-        econml_dml = require("econml.dml", extra="econml")
+        import econml.dml as econml_dml
         Y, T, X, groups, w = check_fit_inputs(Y, T, X, groups, sample_weight)
         folds = make_folds(self.cv, len(Y), groups, self.random_state)
         self.model_ = econml_dml.CausalForestDML(

@@ -104,7 +104,7 @@ def mean_ci(values: list[float], level: float = 0.95) -> dict[str, float]:
     """Mean and t-interval over seeds (a single seed gives a zero-width interval)."""
     from scipy.stats import t as student_t
 
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
         return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
     m = float(v.mean())
@@ -121,7 +121,8 @@ def summarize(per_seed: list[dict]) -> dict[str, dict]:
 
 
 def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations: Any = None,
-             progress: Callable[[str], None] | None = None, **rep_kwargs: Any) -> dict:
+             progress: Callable[[str], None] | None = None, checkpoint_dir: Any = None,
+             **rep_kwargs: Any) -> dict:
     """Evaluate the causal reward model against baselines on a full outcome grid.
 
     Parameters
@@ -133,6 +134,9 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
     representations : Representations, optional
         Prebuilt X/T for ``table``; built with :func:`cpo_engine.embedding.build_representations`
         (``rep_kwargs`` go to it) when omitted.
+    checkpoint_dir : path, optional
+        Each finished seed is written here; a rerun with the same settings and data reuses them,
+        so an interrupted evaluation resumes where it stopped.
     """
     cfg = cfg or EvaluationConfig()
     cfg.validate()
@@ -143,8 +147,10 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
     grid = build_grid(table, representations)
     X, T = _features(representations, grid, cfg), np.asarray(representations.T, np.float64)
     per_seed = []
+    key = _checkpoint_key(cfg, grid, X, T)
     for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
-        per_seed.append(run_seed(grid, X, T, cfg, s))
+        per_seed.append(_cached_seed(checkpoint_dir, key, s) or _save_seed(
+            checkpoint_dir, key, run_seed(grid, X, T, cfg, s)))
         if progress:
             m = per_seed[-1]["methods"]
             progress(f"seed {s}: causal {m['causal_dml']['policy_value']:.4f} "
@@ -152,6 +158,34 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
                      f"ipw {m['static_ipw']['policy_value']:.4f}")
     return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X),
             "methods": summarize(per_seed), "per_seed": per_seed, "notes": _notes(cfg)}
+
+
+def _checkpoint_key(cfg: EvaluationConfig, grid: Grid, X: np.ndarray, T: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("seeds", "first_seed")},
+                                  sort_keys=True).encode())
+    for a in (grid.truth, X, T):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _cached_seed(folder: Any, key: str, seed: int) -> dict | None:
+    path = None if folder is None else Path(folder) / f"seed_{seed}.json"
+    if path is None or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("key") == key else None
+
+
+def _save_seed(folder: Any, key: str, result: dict) -> dict:
+    if folder is not None:
+        from cpo_engine.utils import atomic_write_json
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(folder) / f"seed_{result['seed']}.json",
+                          _clean(json.loads(json.dumps({"key": key, "result": result}, default=_jsonify))))
+    return result
 
 
 def _settings(cfg: EvaluationConfig, table: Any, reps: Any, grid: Grid, X: np.ndarray) -> dict:

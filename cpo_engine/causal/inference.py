@@ -67,7 +67,9 @@ def fit_final(phi: np.ndarray, t_res: np.ndarray, y_res: np.ndarray, *,
     import torch
 
     if cov_type not in COV_TYPES:
-        raise ValueError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
+        from cpo_engine.exceptions import ConfigError
+
+        raise ConfigError(f"cov_type must be one of {COV_TYPES}, got {cov_type!r}")
     dev = torch.device(device)
     n, d_phi, d_t = len(phi), phi.shape[1], t_res.shape[1]
     p = d_phi * d_t

@@ -340,7 +340,7 @@ def make_nuisance(spec: Any, random_state: int = 0, device: str = "auto") -> Any
     spec : str or estimator
         One of ``ridge`` (:class:`TorchRidge`), ``mlp`` (:class:`TorchMLP`), ``hgb``
         (scikit-learn HistGradientBoosting), ``lgbm`` (LightGBM), ``cuml_ridge`` (cuML twin of a
-        fixed-penalty ridge; needs the ``gpu`` extra), or any object with ``fit``/``predict``.
+        fixed-penalty ridge; needs the ``cuml`` extra), or any object with ``fit``/``predict``.
     """
     if not isinstance(spec, str):
         if not (hasattr(spec, "fit") and hasattr(spec, "predict")):
@@ -355,7 +355,9 @@ def make_nuisance(spec: Any, random_state: int = 0, device: str = "auto") -> Any
 
         return HistGradientBoostingRegressor(max_iter=200, random_state=random_state)
     if spec == "lgbm":
-        import lightgbm
+        from cpo_engine.utils import require
+
+        lightgbm = require("lightgbm", extra="lightgbm")
 
         return lightgbm.LGBMRegressor(n_estimators=200, random_state=random_state, verbose=-1)
     if spec == "cuml_ridge":
@@ -364,10 +366,10 @@ def make_nuisance(spec: Any, random_state: int = 0, device: str = "auto") -> Any
 
 
 def make_cuml_ridge(alpha: float = 1.0) -> Any:
-    """cuML ``Ridge`` (GPU), the twin of ``TorchRidge(alpha=alpha)``; needs the ``gpu`` extra."""
+    """cuML ``Ridge`` (GPU), the twin of ``TorchRidge(alpha=alpha)``; needs the ``cuml`` extra."""
     from cpo_engine.utils import require
 
-    cuml = require("cuml", extra="gpu")
+    cuml = require("cuml", extra="cuml")
     return cuml.linear_model.Ridge(alpha=alpha, fit_intercept=True)
 
 

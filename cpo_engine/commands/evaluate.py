@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     table, info = load_data(cfg.data)
     cfg.pca.prompt_components = args.prompt_components  # None: all components (n_prompts - 1)
     reps = embed_stage(table, cfg, show_progress=True)
-    result = evaluate(table, ecfg, representations=reps, progress=print)
+    result = evaluate(table, ecfg, representations=reps, progress=print,
+                      checkpoint_dir=Path(args.out) / "seeds")
     result["settings"]["data"] = info
     paths = write_evaluation(result, Path(args.out))
     print(table_markdown(result))

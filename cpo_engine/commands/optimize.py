@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=0.0, help="objective lost per 100 words")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--beam-width", type=int, default=8)
+    p.add_argument("--query-beams", type=int, default=4, help="extra beams: candidates that win the most queries")
     p.add_argument("--children", type=int, default=24, help="children per beam per round")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="auto", help="scoring device: auto, cpu, cuda")
@@ -125,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
                             "pool_se": pool.se[np.arange(len(pool.choice)), pool.choice]}
     best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]}}
     if args.mode in ("search", "both"):
-        sc = SearchConfig(rounds=args.rounds, beam_width=args.beam_width, children_per_beam=args.children,
-                          top_k=args.top_k, seed=cfg.seed)
+        sc = SearchConfig(rounds=args.rounds, beam_width=args.beam_width, query_beams=args.query_beams,
+                          children_per_beam=args.children, top_k=args.top_k, seed=cfg.seed)
         seeds = [Candidate.seed(t, id=str(p)) for p, t in zip(reps.prompt_ids, reps.prompt_texts)]
         res = BeamSearch(make_proposer(args, cfg.seed), scorer, sc, query_texts=reps.query_texts).run(seeds)
         cands = candidates_table(res, reps, head, static)

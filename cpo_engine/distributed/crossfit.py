@@ -24,10 +24,9 @@ def run_folds_ray(data: dict[str, Any], folds: list[tuple[np.ndarray, np.ndarray
     num_gpus : float, optional
         GPUs per fold task; None reserves a quarter GPU per task when ``device`` is CUDA.
     """
-    from cpo_engine.causal._crossfit import _fit_fold
-    from cpo_engine.utils import require
+    import ray
 
-    ray = require("ray", extra="ray")
+    from cpo_engine.causal._crossfit import _fit_fold
     if not ray.is_initialized():
         ray.init()
     if num_gpus is None:

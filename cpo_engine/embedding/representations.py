@@ -72,7 +72,7 @@ def build_representations(
     encoder: Encoder | None = None,
     cache: EmbeddingCache | str | os.PathLike[str] | None = None,
     query_components: int | float | None = 16,
-    prompt_components: int | float | None = 8,
+    prompt_components: int | float | None = 32,
     query_prefix: str | None = None,
     prompt_prefix: str | None = None,
     device: str = "auto",

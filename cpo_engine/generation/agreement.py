@@ -40,7 +40,8 @@ def grader_agreement(table: pa.Table, graders: Sequence[str] = DEFAULT_GRADERS,
 
     t = table.filter(pc.is_valid(table[text_column]))
     labels = [c for c in labels if c in t.column_names]
-    t = t.filter(pc.and_kleene(*[pc.is_valid(t[c]) for c in labels])) if len(labels) > 1 else t
+    for c in labels:
+        t = t.filter(pc.is_valid(t[c]))
     texts, golds = t[text_column].to_pylist(), t[gold_column].to_pylist()
     prompts = np.asarray(t["prompt_id"].to_pylist()) if "prompt_id" in t.column_names else None
     out: dict[str, Any] = {"rows": t.num_rows, "graders": {}}

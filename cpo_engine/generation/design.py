@@ -59,7 +59,9 @@ class DesignConfig:
         if self.kind not in ("full_grid", "random_k"):
             raise ConfigError(f"design.kind must be 'full_grid' or 'random_k', got '{self.kind}'")
         if self.k < 1 or self.samples_per_cell < 1:
-            raise ConfigError(f"design.k and design.samples_per_cell must be >= 1, got {self.k}, {self.samples_per_cell}")
+            raise ConfigError(
+                f"design.k and design.samples_per_cell must be >= 1, got {self.k}, {self.samples_per_cell}"
+            )
         for name in ("max_calls", "max_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -9,7 +9,8 @@ string spec with :func:`get_grader`:
                             the last number (commas, currency, units and % handled)
 ``numeric:last_number``     the last number in the text
 ``numeric:answer_is``       only an explicit "the answer is ..." / ``####`` / ``\\boxed{}``
-``numeric:final_sentence``  1 if the gold number is among the numbers of the final sentence
+``numeric:final_sentence``  1 if the gold number is among the numbers of the last sentence
+                            that holds a number
 ``exact``                   exact string match (whitespace-stripped)
 ``normalized``              case, punctuation, articles and whitespace ignored
 ``mc``                      multiple-choice letter (``(B)``, ``Answer: B``, ``B.``)
@@ -81,10 +82,14 @@ def numbers_match(a: float, b: float, rel_tol: float = 1e-4, abs_tol: float = 1e
     return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
-def final_sentence(text: str) -> str:
-    """The last non-empty sentence (a split on . ! ? outside numbers, and on newlines)."""
+def final_sentence(text: str, with_number: bool = False) -> str:
+    """The last non-empty sentence (a split on . ! ? outside numbers, and on newlines).
+
+    ``with_number``: the last sentence that holds a number, so a closing "Great job!" or an emoji
+    line does not hide the answer.
+    """
     parts = [p.strip() for p in _SENTENCE_SPLIT_RE.split(text)]
-    parts = [p for p in parts if p]
+    parts = [p for p in parts if p and (not with_number or find_numbers(p))]
     return parts[-1] if parts else ""
 
 
@@ -108,7 +113,8 @@ class NumericGrader:
     ----------
     strategy : str
         ``auto`` (explicit answer marker if present, else the last number), ``last_number``,
-        ``answer_is`` (explicit marker only; no marker scores 0) or ``final_sentence``.
+        ``answer_is`` (explicit marker only; no marker scores 0) or ``final_sentence`` (gold among
+        the numbers of the last sentence that holds a number).
     rel_tol, abs_tol : float
         Tolerances of ``math.isclose`` between the answer read and the gold number.
     """
@@ -138,7 +144,7 @@ class NumericGrader:
         if not text:
             return None
         if self.strategy == "final_sentence":
-            return final_sentence(text) or None
+            return final_sentence(text, with_number=True) or None
         value = self._marked(text) if self.strategy in ("auto", "answer_is") else None
         if value is None and self.strategy in ("auto", "last_number"):
             nums = find_numbers(text)
@@ -152,7 +158,8 @@ class NumericGrader:
         if g is None:
             raise ConfigError(f"numeric grader needs a numeric gold answer, got {gold!r}")
         if self.strategy == "final_sentence":
-            return float(any(numbers_match(x, g, self.rel_tol, self.abs_tol) for x in find_numbers(final_sentence(text))))
+            last = final_sentence(text, with_number=True)
+            return float(any(numbers_match(x, g, self.rel_tol, self.abs_tol) for x in find_numbers(last)))
         got = self.extract(text)
         return float(got is not None and numbers_match(float(got), g, self.rel_tol, self.abs_tol))
 

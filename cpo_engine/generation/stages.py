@@ -101,7 +101,9 @@ def response_columns(responses: Sequence[GenerationResponse]) -> dict[str, list[
     }
 
 
-def _grade_one(grader: Any, text: str | None, gold: Any, recorded: float | None) -> tuple[float, str | None, str | None]:
+def _grade_one(
+    grader: Any, text: str | None, gold: Any, recorded: float | None
+) -> tuple[float, str | None, str | None]:
     """(score, parsed answer, error) for one row; grader failures become row errors."""
     if recorded is not None:
         return float(recorded), None, None

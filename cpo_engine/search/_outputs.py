@@ -52,7 +52,7 @@ def best_static(reps: Any, pool: dict[str, Any], cands: pa.Table | None) -> dict
     s = pool["static_index"]
     out: dict[str, Any] = {"logged": {"prompt_id": str(reps.prompt_ids[s]), "text": reps.prompt_texts[s],
                                       "train_mean_score": float(pool["train_means"][s]),
-                                      "held_out_mean_score": pool["evaluations"]["causal_lcb"]["static_value"]}}
+                                      "held_out_mean_score": pool["evaluations"]["causal_lcb"].get("static_value")}}
     if cands is not None and cands.num_rows:
         r = cands.slice(0, 1).to_pylist()[0]
         out["search"] = {k: r[k] for k in ("id", "text", "lineage", "static_effect", "ci_low", "ci_high",
@@ -62,16 +62,28 @@ def best_static(reps: Any, pool: dict[str, Any], cands: pa.Table | None) -> dict
     return out
 
 
+def _finite_interval(v: np.ndarray) -> Interval | None:
+    v = v[np.isfinite(v)]
+    return _interval_of(v) if v.size >= 2 else None
+
+
+def policy_values(reps: Any, pool: dict[str, Any], test: np.ndarray) -> dict[str, Interval]:
+    """Held-out value of each evaluated policy and of the baselines, with intervals."""
+    ev, Y, s = pool["evaluations"], pool["Y_test"], pool["static_index"]
+    rows = np.arange(len(test))
+    out = {POLICY_LABELS[k]: _finite_interval(Y[rows, c]) for k, c in pool["test_choices"].items()
+           if "skipped" not in ev[k]}
+    out[f"best static ({reps.prompt_ids[s]})"] = _finite_interval(Y[:, s])
+    if "random_value" in ev["causal_lcb"]:
+        out["random prompt"] = Interval(ev["causal_lcb"]["random_value"])
+        out["oracle (peeks at outcomes)"] = Interval(ev["causal_lcb"]["oracle_value"])
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def report_data(reps: Any, pool: dict[str, Any], head: Any, test: np.ndarray, cands: pa.Table | None,
                 result: SearchResult | None, summary: dict[str, Any]) -> ReportData:
     """Assemble the report's sections from the stage's results."""
-    ev = pool["evaluations"]
-    values = {POLICY_LABELS[k]: _interval_of(pool["Y_test"][np.arange(len(test)), c])
-              for k, c in pool["test_choices"].items()}
-    s = pool["static_index"]
-    values[f"best static ({reps.prompt_ids[s]})"] = _interval_of(pool["Y_test"][:, s][np.isfinite(pool["Y_test"][:, s])])
-    values["random prompt"] = Interval(ev["causal_lcb"]["random_value"])
-    values["oracle (peeks at outcomes)"] = Interval(ev["causal_lcb"]["oracle_value"])
+    values = policy_values(reps, pool, test)
     eff, se = uplift_vs(head, reps.X[test], reps.T, head.t_ref)
     effects = {str(p): Interval(e, e - _Z95 * s_, e + _Z95 * s_) for p, e, s_ in zip(reps.prompt_ids, eff, se)}
     measured = np.nanmean(pool["Y_test"], axis=0)
@@ -92,6 +104,9 @@ def findings(pool: dict[str, Any], reps: Any) -> list[str]:
     out = []
     s = str(reps.prompt_ids[pool["static_index"]])
     for key, ev in pool["evaluations"].items():
+        if "skipped" in ev:
+            out.append(f"{POLICY_LABELS[key]}: not evaluated on held-out outcomes ({ev['skipped']}).")
+            continue
         d = ev["vs_static"]
         verdict = ("wins" if d["ci_low"] > 0 else "loses" if d["ci_high"] < 0 else "is not distinguishable")
         out.append(f"{POLICY_LABELS[key]}: held-out value {ev['policy_value']:.4f} vs best static prompt '{s}' "

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ import numpy as np
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.candidates import Candidate, unique
 from cpo_engine.search.operators import Operator, get_operators
-from cpo_engine.taxonomy import EDIT_FAMILIES
 
 PRIOR_FORMAT = "cpo-edit-prior/1"  # see cpo_engine.edits.prior
 

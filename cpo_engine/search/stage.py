@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Callable, Sequence
@@ -24,10 +24,11 @@ import pyarrow as pa
 import kernels
 from cpo_engine.causal.head import LinearHead
 
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.exceptions import DataError
 from cpo_engine.report import Interval
 from cpo_engine.search.beam import BeamSearch, SearchConfig, SearchResult
 from cpo_engine.search.candidates import Candidate
+from cpo_engine.search.config import SearchStageConfig
 from cpo_engine.search.pool import by_tier, evaluate_choice, paired_interval
 from cpo_engine.search.proposers import EditPrior, EditProposer
 from cpo_engine.search.scoring import CandidateScorer
@@ -36,76 +37,6 @@ from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger(__name__)
 _Z95 = NormalDist().inv_cdf(0.975)
-
-
-@dataclass
-class SearchStageConfig:
-    """The `search` section of a run: split, models, selection rule, trust region, beam search."""
-
-    test_fraction: float = 0.3
-    """Share of query texts held out (never fitted on) to evaluate pool mode against outcomes."""
-    featurizer: str = "linear"
-    """phi(X) of the causal model's final stage: 'constant', 'linear' or 'poly2'."""
-    model_y: str = "ridge"
-    """Nuisance E[Y|X]: 'ridge', 'mlp', 'hgb', 'lgbm'."""
-    model_t: str = "ridge"
-    """Nuisance E[T|X]."""
-    cv: int = 5
-    """Cross-fitting folds (grouped by query)."""
-    z: float = 1.645
-    """Selection by lower confidence bound effect - z * se (1.645: one-sided 95%); 0 uses the point
-    estimate. With reference='incumbent', a query leaves the incumbent only when the bound of its gain
-    is positive."""
-    trust_region: str = "exclude"
-    """'exclude', 'penalize' or 'off': what happens to candidates beyond the logged prompts' support."""
-    trust_slack: float = 1.25
-    """Trust radius as a multiple of the largest Mahalanobis distance of a logged prompt."""
-    length_penalty: float = 0.0
-    """Objective lost per 100 words of prompt (cost proxy); 0 disables it."""
-    reference: str = "incumbent"
-    """What effects and their intervals are measured from: 'incumbent' (the logged prompt the model
-    ranks best on average, so a query leaves it only when the lower bound of the gain is positive) or
-    'mean' (the mean logged prompt representation, the model's own t_ref)."""
-    simulate_confounding: str | None = None
-    """None: fit on the training queries' rows as logged. 'observable' or 'latent' (full-grid data
-    only): fit on logs drawn from them with a known query-dependent logging policy (elaborate prompts
-    for long or hard queries), to see the causal and non-causal models differ under confounding."""
-    confounding_strength: float = 2.0
-    """Logit scale of the simulated logging policy."""
-    logged_per_query: int = 4
-    """Simulated logged rows per training query."""
-    proposer: str = "edit"
-    """Generative mode: 'edit' (edit operators, no LLM) or 'none' (pool mode only)."""
-    edit_prior: str | None = "auto"
-    """Edit-prior JSON steering the operators; 'auto' uses the packaged one when present; None: uniform."""
-    task: str | None = None
-    """Task whose edit-prior weights apply; None: the most common value of the table's task column."""
-    rounds: int = 3
-    """Beam-search rounds."""
-    beam_width: int = 8
-    """Beams kept by static objective each round."""
-    query_beams: int = 4
-    """Extra beams: candidates that win the most queries."""
-    children_per_beam: int = 24
-    """Children per beam per round."""
-    top_k: int = 5
-    """Candidates kept per query."""
-    n_tiers: int = 3
-    """Query-difficulty tiers in the report."""
-    device: str = "auto"
-    """Where scoring and the causal model run."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"search.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.reference not in ("incumbent", "mean"):
-            raise ConfigError(f"search.reference must be 'incumbent' or 'mean', got '{self.reference}'")
-        if self.simulate_confounding not in (None, "observable", "latent"):
-            raise ConfigError("search.simulate_confounding must be null, 'observable' or 'latent', got "
-                              f"'{self.simulate_confounding}'")
-        if self.proposer not in ("edit", "none"):
-            raise ConfigError(f"search.proposer must be 'edit' or 'none' for `cpo run`, got '{self.proposer}' "
-                              "(the LLM proposer is available from the Python API and `cpo optimize`)")
 
 
 def split_queries(query_texts: Sequence[str], test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -207,31 +138,46 @@ def pool_stage(reps: Any, y: np.ndarray, logs: dict[str, np.ndarray], test: np.n
                "causal_point": np.argmax(eff + bias, axis=1)}
     test_choices = {k: v[test] for k, v in choices.items()} | {"non_causal": np.argmax(nc_grid, axis=1)}
     Yt = Y[test]
-    evals = {name: evaluate_choice(c, Yt, static) for name, c in test_choices.items()}
-    agreement = static_agreement(head, reps.X[train], reps.T, train_means)
+    evals = {name: _evaluate(c, Yt, static) for name, c in test_choices.items()}
+    agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
     return {"Y_test": Yt, "static_index": static, "incumbent_index": incumbent, "head": head, "choices": choices, "test_choices": test_choices,
             "evaluations": evals, "effect": eff, "se": se, "train_means": train_means,
             "tiers": by_tier(test_choices["causal_lcb"], Yt, static, cfg.n_tiers),
             "non_causal_mean_effect": nc_grid.mean(axis=0), "static_rank_agreement": agreement}
 
 
-def static_agreement(head: LinearHead, X: np.ndarray, T: np.ndarray, observed: np.ndarray) -> float:
+def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
+    """:func:`evaluate_choice`, or ``{"skipped": why}`` when the held-out outcomes cannot score it
+    (e.g. observational logs with one prompt per query: the chosen prompt was rarely run)."""
+    try:
+        return evaluate_choice(choice, Y, static)
+    except DataError as exc:
+        log.warning("pool-mode evaluation skipped: %s", exc)
+        return {"skipped": str(exc)}
+
+
+def static_agreement(head: LinearHead, X: np.ndarray, T: np.ndarray, observed: np.ndarray,
+                     prompt_ids: Sequence[str]) -> float:
     """Spearman correlation of the model's average effect per logged prompt with the observed means.
 
-    A low value on the data the model was fitted on means the head cannot represent the logged
-    prompts (typically: fewer prompt PCA components than logged prompts - 1, so a linear function
-    of T cannot separate them); it is logged as a warning with the fix.
+    When the model's best prompt is not the best observed one, a warning names both: on unconfounded
+    logs that means the head cannot represent the logged prompts (typically fewer prompt PCA
+    components than logged prompts - 1, so a linear function of T cannot tell them apart); on
+    confounded logs the naive means may be the ones that are wrong.
     """
     from scipy.stats import spearmanr
 
     eff, _ = kernels.score_dense(head.featurize(X).mean(0, keepdims=True), T - head.t_ref, head.coef, head.cov)
     ok = np.isfinite(observed)
     rho = float(spearmanr(eff[0][ok], observed[ok]).statistic) if ok.sum() > 2 else float("nan")
-    if rho < 0.5:
-        log.warning("the causal model's average prompt effects agree poorly with the observed prompt means on the "
-                    "training queries (Spearman %.2f); with %d logged prompts and %d prompt PCA components, raise "
-                    "pca.prompt_components (up to %d) so the linear head can tell the prompts apart",
-                    rho, len(T), T.shape[1], len(T) - 1)
+    model_best, seen_best = int(np.argmax(eff[0])), int(np.nanargmax(observed))
+    if model_best != seen_best:
+        log.warning("the causal model ranks prompt '%s' first (observed training mean %.3f) but '%s' has the best "
+                    "observed mean (%.3f); Spearman of model vs observed prompt means %.2f. Unless the logs are "
+                    "confounded, the linear head cannot tell the prompts apart: with %d logged prompts and %d "
+                    "prompt PCA components, raise pca.prompt_components (up to %d)",
+                    prompt_ids[model_best], observed[model_best], prompt_ids[seen_best], observed[seen_best], rho,
+                    len(T), T.shape[1], len(T) - 1)
     return rho
 
 
@@ -335,6 +281,9 @@ def print_findings(search: dict[str, Any]) -> None:
     ev = search["evaluation"]
     print(f"pool mode on {ev['n_test_queries']} held-out queries (best static prompt: {ev['static_prompt_id']}):")
     for key, e in ev["evaluations"].items():
+        if "skipped" in e:
+            print(f"  {POLICY_LABELS[key]:<28} not evaluated: {e['skipped']}")
+            continue
         d = e["vs_static"]
         print(f"  {POLICY_LABELS[key]:<28} value {e['policy_value']:.4f} vs static {e['static_value']:.4f}: "
               f"{d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation import (
-    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, RowKey, SamplingConfig, generate_triplets, read_generated,
+    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, RowKey, SamplingConfig, generate_triplets,
+    read_generated,
 )
 from cpo_engine.generation.backends.openai_http import OpenAIBackend
 from cpo_engine.generation.stages import DETERMINISTIC_COLUMNS
@@ -76,7 +77,9 @@ def test_kill_and_resume_with_a_real_server(llama_server, inputs, tmp_path):
     proc.wait()
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["rows"] == 3
     subprocess.run(_cli(*inputs, tmp_path / "run", llama_server), check=True, env=env, cwd=ROOT, capture_output=True)
-    rows = lambda d: sorted(zip(*(read_generated(d).column(c).to_pylist() for c in DETERMINISTIC_COLUMNS)))  # noqa: E731
+    def rows(d: Path) -> list:
+        return sorted(zip(*(read_generated(d).column(c).to_pylist() for c in DETERMINISTIC_COLUMNS)))
+
     assert rows(tmp_path / "run") == rows(tmp_path / "ref") and len(rows(tmp_path / "ref")) == 9
 
 
