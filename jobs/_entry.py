@@ -23,10 +23,10 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` with the ``cpo NAME`` parser and run it; CPOError -> message and exit 1."""
     from cpo_engine.exceptions import CPOError
 
-    parser = argparse.ArgumentParser(prog=f"python -m jobs.{name}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    importlib.import_module(f"cpo_engine.commands.{name}").register(sub)
-    args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
+    sub = argparse.ArgumentParser().add_subparsers(dest="command")
+    parser = importlib.import_module(f"cpo_engine.commands.{name}").register(sub)
+    parser.prog = f"python -m jobs.{name}"
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         attach_to_cluster()

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.generation.design import DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost
+from cpo_engine.generation.design import (
+    CostProjection, DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost,
+)
 from cpo_engine.generation.graders import get_grader
 from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, render
 from cpo_engine.generation.store import ShardStore
@@ -232,16 +234,8 @@ def generate_triplets(
     """
     t0 = time.perf_counter()
     queries, prompts = load_inputs(cfg)
-    rows = plan_rows(cfg, queries, prompts)
-    texts = input_texts(rows, cfg)
-    tokens = estimate_tokens(texts)
-    full = project_cost(tokens, cfg.sampling.max_tokens, cfg.design.price_per_1k_tokens)
-    n_fit = budget_cut(tokens, cfg.sampling.max_tokens, cfg.design)
-    projected = project_cost(tokens[:n_fit], cfg.sampling.max_tokens, cfg.design.price_per_1k_tokens)
-    echo(f"design {cfg.design.kind}: {queries.num_rows} queries x {prompts.num_rows} prompts -> {full.describe()}")
-    if n_fit < len(texts):
-        echo(f"budget cap: running the balanced first {n_fit} of {len(texts)} calls -> {projected.describe()}")
-    rows, texts = rows.slice(0, n_fit), texts[:n_fit]
+    rows, texts, projected = _plan(cfg, queries, prompts, echo)
+    n_fit = rows.num_rows
     if dry_run:
         return GenerationSummary(out=cfg.out, planned=n_fit, already_done=0, generated=0, errors=0, prompt_tokens=0,
                                  completion_tokens=0, wall_s=time.perf_counter() - t0, projected=projected.describe())
@@ -266,6 +260,22 @@ def generate_triplets(
                                 projected=projected.describe())
     store.finish(summary.to_dict())
     return summary
+
+
+def _plan(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table,
+          echo: Callable[[str], None]) -> tuple[pa.Table, list[str], CostProjection]:
+    """Planned rows cut to the budget, their rendered inputs, and the projection (echoed)."""
+    rows = plan_rows(cfg, queries, prompts)
+    texts = input_texts(rows, cfg)
+    tokens = estimate_tokens(texts)
+    price, max_tokens = cfg.design.price_per_1k_tokens, cfg.sampling.max_tokens
+    full = project_cost(tokens, max_tokens, price)
+    n_fit = budget_cut(tokens, max_tokens, cfg.design)
+    projected = project_cost(tokens[:n_fit], max_tokens, price)
+    echo(f"design {cfg.design.kind}: {queries.num_rows} queries x {prompts.num_rows} prompts -> {full.describe()}")
+    if n_fit < len(texts):
+        echo(f"budget cap: running the balanced first {n_fit} of {len(texts)} calls -> {projected.describe()}")
+    return rows.slice(0, n_fit), texts[:n_fit], projected
 
 
 def _pending(rows: pa.Table, done: set[tuple[str, str, str, int]]) -> list[int]:

@@ -72,10 +72,22 @@ class VLLMBackend:
         out: dict[int, GenerationResponse] = {}
         for is_chat in (False, True):
             idx = [i for i, r in enumerate(requests) if (r.messages is not None) == is_chat]
-            if idx:
-                for i, resp in zip(idx, self._batch([requests[i] for i in idx])):
+            for wave in self._waves(requests, idx):
+                for i, resp in zip(wave, self._batch([requests[i] for i in wave])):
                     out[i] = resp
         return [out[i] for i in range(len(requests))]
+
+    def _waves(self, requests: Sequence[GenerationRequest], idx: list[int]) -> list[list[int]]:
+        """[leaders, rest]: one request per shared-prefix group first, so the rest hit the cache."""
+        v = self.config.vllm
+        if not idx or not v.enable_prefix_caching or v.leaders_first <= 0:
+            return [idx] if idx else []
+        texts = [requests[i].prefix_text() for i in idx]
+        leaders = leader_positions(texts, v.leaders_first)
+        if not leaders or len(leaders) == len(idx):
+            return [idx]
+        lead = set(leaders)
+        return [[idx[k] for k in leaders], [i for k, i in enumerate(idx) if k not in lead]]
 
     def _batch(self, reqs: list[GenerationRequest]) -> list[GenerationResponse]:
         t0 = time.perf_counter()
@@ -90,6 +102,26 @@ class VLLMBackend:
         return [_response(req, res, latency) for req, res in zip(reqs, results)]
 
 
+def leader_positions(texts: Sequence[str], min_shared: int) -> list[int]:
+    """First position of every run of adjacent texts that share >= ``min_shared`` leading characters
+    (runs of one are not leaders: they have nothing to share)."""
+    leaders, start = [], 0
+    for k in range(1, len(texts) + 1):
+        if k == len(texts) or _shared(texts[k - 1], texts[k]) < min_shared:
+            if k - start > 1:
+                leaders.append(start)
+            start = k
+    return leaders
+
+
+def _shared(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 def _response(req: GenerationRequest, res: Any, latency: float) -> GenerationResponse:
     comp = res.outputs[0]
     return GenerationResponse(
@@ -98,4 +130,4 @@ def _response(req: GenerationRequest, res: Any, latency: float) -> GenerationRes
     )
 
 
-__all__ = ["VLLMBackend"]
+__all__ = ["VLLMBackend", "leader_positions"]
