@@ -153,6 +153,7 @@ def search_stage(table: pa.Table, reps: Representations, cfg: RunConfig, run_dir
         manifest.data["search"] = {k: search["evaluation"][k] for k in
                                    ("static_prompt_id", "incumbent_prompt_id", "static_rank_agreement",
                                     "n_train_queries", "n_test_queries")}
+        manifest.data["search"]["causal_diagnostics"] = search["evaluation"]["diagnostics"]
         print_findings(search)
     return search
 

@@ -53,6 +53,9 @@ class ReportData:
         Search trace rows.
     notes : list of str
         Free-text findings shown under the summary.
+    diagnostics : str
+        The causal fit's diagnostics (nuisance R^2, overlap, effective sample size, conditioning)
+        and its warnings, shown verbatim.
     """
 
     title: str = "cpo_engine run report"
@@ -64,6 +67,7 @@ class ReportData:
     top_candidates: list[dict[str, Any]] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    diagnostics: str = ""
 
 
 def _pyplot() -> Any:
@@ -184,6 +188,8 @@ def write_report(out_dir: str | Path, data: ReportData) -> Path:
     parts = [f"<h1>{html.escape(data.title)}</h1>", "<h2>Summary</h2>",
              _table([{"item": k, "value": v} for k, v in data.summary.items()])]
     parts += [f"<p>{html.escape(n)}</p>" for n in data.notes]
+    parts += ["<h2>Causal model diagnostics</h2>",
+              f"<pre>{html.escape(data.diagnostics)}</pre>" if data.diagnostics else "<p><em>not available</em></p>"]
     sections = [
         ("Prompt effects", data.prompt_effects, plot_prompt_effects, "prompt_effects.png"),
         ("Policy value vs baselines (held-out queries)", data.policy_values, plot_policy_values, "policy_value.png"),

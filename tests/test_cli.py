@@ -66,3 +66,5 @@ def test_run_smoke(small_example, tmp_path):
     assert {"data", "embed_pca"} <= set(manifest["timings_s"])
     for rel in manifest["outputs"].values():
         assert (out / rel).exists()
+    assert "r2_y" in manifest["search"]["causal_diagnostics"]
+    assert "Causal model diagnostics" in (out / "report.html").read_text()

@@ -131,7 +131,7 @@ def assemble_outputs(run_dir: Path, table: pa.Table, reps: Any, cfg: SearchStage
                   "incumbent_prompt_id": str(reps.prompt_ids[pool["incumbent_index"]]),
                   "static_rank_agreement": pool["static_rank_agreement"], "evaluations": pool["evaluations"],
                   "tiers": pool["tiers"], "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
-                  "config": asdict(cfg), "timings_s": timings}
+                  "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict()}
     files: dict[str, Any] = {
         "assignment": ("assignment.parquet", assignment_table(reps, pool, result, test)),
         "best_static": ("best_static_prompt.json", best_static(reps, pool, cands)),
@@ -153,7 +153,9 @@ def assemble_outputs(run_dir: Path, table: pa.Table, reps: Any, cfg: SearchStage
                **{k: f"{v:.1f}" for k, v in timings.items()}}
     if result is not None:
         summary["candidates scored"] = len(result.candidates)
-    paths["report"] = write_report(run_dir, report_data(reps, pool, head, test, cands, result, summary))
+    data = report_data(reps, pool, head, test, cands, result, summary)
+    data.diagnostics = causal.diagnostics_.summary()
+    paths["report"] = write_report(run_dir, data)
     return {"paths": paths, "evaluation": evaluation, "result": result}
 
 

@@ -279,6 +279,8 @@ def print_findings(search: dict[str, Any]) -> None:
     from cpo_engine.search._outputs import POLICY_LABELS
 
     ev = search["evaluation"]
+    warnings = ev.get("diagnostics", {}).get("warnings", [])
+    print("causal model diagnostics: " + ("; ".join(warnings) if warnings else "no warnings"))
     print(f"pool mode on {ev['n_test_queries']} held-out queries (best static prompt: {ev['static_prompt_id']}):")
     for key, e in ev["evaluations"].items():
         if "skipped" in e:
