@@ -24,6 +24,9 @@ class SearchStageConfig:
     """Nuisance E[T|X]."""
     cv: int = 5
     """Cross-fitting folds (grouped by query)."""
+    final_alpha: float | str = "cv"
+    """Ridge penalty on the heterogeneous part of theta(X) in the final stage; 'cv' picks it by
+    query-grouped cross-validation (see docs/causal.md); 0 is plain OLS."""
     z: float = 1.645
     """Selection by lower confidence bound effect - z * se (1.645: one-sided 95%); 0 uses the point
     estimate. With reference='incumbent', a query leaves the incumbent only when the bound of its gain

@@ -83,7 +83,7 @@ def fit_models(reps: Any, logs: dict[str, np.ndarray], cfg: SearchStageConfig, s
 
     X, T, g = reps.X[logs["q"]], reps.T[logs["p"]], logs["q"]
     causal = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer, cv=cfg.cv,
-                               device=cfg.device, random_state=seed).fit(logs["y"], T, X=X, groups=g)
+                               final_alpha=cfg.final_alpha, device=cfg.device, random_state=seed).fit(logs["y"], T, X=X, groups=g)
     outcome = OutcomeRewardModel(random_state=seed).fit(logs["y"], T, X=X, groups=g)
     return causal, outcome
 
