@@ -11,3 +11,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file (see README: Configuration)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set embed.batch_size=32 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The run config from --config/--set, with a positional or --data table path applied."""
+    from cpo_engine.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "data", None):
+        cfg.data.path = args.data
+    return cfg

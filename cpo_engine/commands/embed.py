@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,12 +20,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.config import load_config
     from cpo_engine.pipeline import embed_stage, load_data
 
-    cfg = load_config(args.config, args.overrides)
-    if args.data:
-        cfg.data.path = args.data
+    cfg = config_from_args(args)
     table, _ = load_data(cfg.data)
     reps = embed_stage(table, cfg, show_progress=True)
     out = Path(args.out)

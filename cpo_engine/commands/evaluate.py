@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, config_from_args
 from cpo_engine.commands.fit import add_model_args
 
 
@@ -40,12 +40,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.causal import EvaluationConfig, evaluate, write_evaluation
     from cpo_engine.causal.harness import table_markdown
-    from cpo_engine.config import load_config
     from cpo_engine.pipeline import embed_stage, load_data
 
-    cfg = load_config(args.config, args.overrides)
-    if args.data:
-        cfg.data.path = args.data
+    cfg = config_from_args(args)
     ecfg = EvaluationConfig(
         confounding=args.confounding, strength=args.strength, logged_per_query=args.logged_per_query,
         seeds=args.seeds, first_seed=cfg.seed, test_fraction=args.test_fraction,

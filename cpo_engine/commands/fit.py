@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,13 +52,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cpo_engine.causal import CausalRewardModel, representation_provenance
-    from cpo_engine.config import load_config
     from cpo_engine.pipeline import embed_stage, load_data, write_features
     from cpo_engine.utils import atomic_write_json
 
-    cfg = load_config(args.config, args.overrides)
-    if args.data:
-        cfg.data.path = args.data
+    cfg = config_from_args(args)
     table, info = load_data(cfg.data)
     reps = embed_stage(table, cfg, show_progress=True)
     out = Path(args.out)

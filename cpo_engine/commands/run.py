@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,12 +21,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.config import load_config
     from cpo_engine.pipeline import run_job
 
-    cfg = load_config(args.config, args.overrides)
-    if args.data:
-        cfg.data.path = args.data
+    cfg = config_from_args(args)
     if args.out:
         cfg.out = args.out
     result = run_job(cfg)
