@@ -11,7 +11,9 @@ configuration runs the full builder path (templating, engine, numeric grading, s
   (prompts interleaved across consecutive rows): the baseline.
 
 Reported per configuration: wall time, triplets/s, tokens/s (prompt+completion and completion only),
-characters of prefix shared with the previous request, accuracy (numeric grader: the quality number)
+characters of prefix shared with the previous request, prompt tokens served from the engine's prefix
+cache (vLLM reports them; the cache is reset between the two orders), accuracy (numeric grader: the
+quality number)
 and, per backend, the share of answers identical between the two orders (greedy: should be ~1).
 
     python bench/bench_generate.py                 # both backends
@@ -79,6 +81,8 @@ def run_orders(backend: Any, backend_cfg: Any, queries: Path, prompts: Path, arg
                              template=TemplateConfig(position="prefix", mode="chat"), grader="numeric")
         texts = input_texts(plan_rows(cfg, *load_inputs(cfg)), cfg)
         ordered = [texts[i] for i in prefix_order(texts)] if order == "prefix" else texts
+        if hasattr(backend, "reset_prefix_cache"):  # the second order must not reuse the first's cache
+            backend.reset_prefix_cache()
         s = generate_triplets(cfg, backend=backend, echo=lambda _: None)
         t = read_generated(cfg.out)
         answers[order] = dict(zip(zip(t["query_id"].to_pylist(), t["prompt_id"].to_pylist()),
@@ -88,6 +92,7 @@ def run_orders(backend: Any, backend_cfg: Any, queries: Path, prompts: Path, arg
                       "triplets_per_s": round(s.rows_per_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
                       "completion_tokens_per_s": round(s.completion_tokens / s.wall_s, 2),
                       "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                      "cached_prompt_tokens": sum(x or 0 for x in t["cached_tokens"].to_pylist()),
                       "shared_prefix_chars": shared_prefix_chars(ordered),
                       "accuracy": round(sum(scores) / len(scores), 4) if scores else None}
     if len(answers) == 2:

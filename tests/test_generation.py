@@ -406,16 +406,6 @@ def test_openai_generate_works_inside_a_running_event_loop(fake_server):
     assert [r.text for r in asyncio.run(inside())] == ["The answer is 11."] * 2
 
 
-def test_vllm_leaders_first_picks_one_request_per_shared_prefix_group():
-    from cpo_engine.generation.backends.vllm_engine import leader_positions
-
-    few_a, few_b = "Q: 1+1? A: 2.\n" * 20, "Q: 2+2? A: 4.\n" * 20
-    texts = [few_a + "x?", few_a + "y?", few_a + "z?", few_b + "x?", "short x", "short y", few_b + "w?", few_b + "v?"]
-    assert leader_positions(texts, 200) == [0, 6]      # "short" rows share < 200 chars; few_b+"x?" stands alone
-    assert leader_positions(texts, 0) == [0]            # everything shares >= 0 chars: one group
-    assert leader_positions([], 200) == []
-
-
 @pytest.mark.parametrize("name", ["generate", "fit", "optimize", "nightly"])
 def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     import importlib

@@ -31,12 +31,14 @@ ROW_SCHEMA = pa.schema([
     ("score", pa.float64()), ("task", pa.string()), ("model", pa.string()), ("backend", pa.string()),
     ("gold_answer", pa.string()), ("response_text", pa.string()), ("parsed_answer", pa.string()),
     ("grader", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+    ("cached_tokens", pa.int64()),
     ("latency_s", pa.float64()), ("finish_reason", pa.string()), ("error", pa.string()),
     ("generated_at", pa.timestamp("us", tz="UTC")),
 ])
 
-#: Columns that are the same in every run of the same plan with a deterministic engine.
-DETERMINISTIC_COLUMNS = tuple(c for c in ROW_SCHEMA.names if c not in ("latency_s", "generated_at"))
+#: Columns that are the same in every run of the same plan with a deterministic engine (latency,
+#: time and prefix-cache hits depend on what ran before).
+DETERMINISTIC_COLUMNS = tuple(c for c in ROW_SCHEMA.names if c not in ("latency_s", "generated_at", "cached_tokens"))
 
 
 def _columns(batch: Any) -> dict[str, list[Any]]:
@@ -94,6 +96,7 @@ def response_columns(responses: Sequence[GenerationResponse]) -> dict[str, list[
         "response_text": [r.text for r in responses],
         "prompt_tokens": [r.prompt_tokens for r in responses],
         "completion_tokens": [r.completion_tokens for r in responses],
+        "cached_tokens": [r.cached_tokens for r in responses],
         "latency_s": [r.latency_s for r in responses],
         "finish_reason": [r.finish_reason for r in responses],
         "error": [r.error for r in responses],

@@ -109,6 +109,7 @@ class GenerationResponse:
     finish_reason: str | None = None
     error: str | None = None
     recorded_score: float | None = None
+    cached_tokens: int | None = None
 
 
 @runtime_checkable
@@ -146,11 +147,6 @@ class VLLMConfig:
         GPUs one engine spans.
     max_num_seqs : int or None
         Sequences scheduled at once.
-    leaders_first : int
-        With prefix caching: when a batch holds groups of requests sharing at least this many
-        characters of prefix, run one request per group first, then the rest. vLLM shares a cached
-        prefix only once it has been computed, not between requests prefilled in the same step, so
-        a sorted batch sent at once recomputes each shared prefix many times. 0 disables.
     extra : dict
         Further ``vllm.LLM`` keyword arguments, passed unchanged (Python API).
     """
@@ -162,11 +158,10 @@ class VLLMConfig:
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int = 1
     max_num_seqs: int | None = None
-    leaders_first: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
 
     def engine_kwargs(self) -> dict[str, Any]:
-        kw = {k: v for k, v in asdict(self).items() if k not in ("extra", "leaders_first") and v is not None}
+        kw = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
         return kw | dict(self.extra)
 
 

@@ -152,6 +152,7 @@ def _parse(req: GenerationRequest, data: Any, latency: float) -> GenerationRespo
     return GenerationResponse(
         key=req.key, text=text or "", latency_s=latency, finish_reason=choice.get("finish_reason"),
         prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
     )
 
 

@@ -54,6 +54,10 @@ class VLLMBackend:
     def close(self) -> None:
         self._llm = None
 
+    def reset_prefix_cache(self) -> None:
+        """Forget cached prefixes (benchmarks: a second run must not reuse the first one's cache)."""
+        self._llm.reset_prefix_cache()
+
     def _params(self, req: GenerationRequest) -> Any:
         s = req.sampling
         return self._sampling_cls(
@@ -72,22 +76,10 @@ class VLLMBackend:
         out: dict[int, GenerationResponse] = {}
         for is_chat in (False, True):
             idx = [i for i, r in enumerate(requests) if (r.messages is not None) == is_chat]
-            for wave in self._waves(requests, idx):
-                for i, resp in zip(wave, self._batch([requests[i] for i in wave])):
+            if idx:
+                for i, resp in zip(idx, self._batch([requests[i] for i in idx])):
                     out[i] = resp
         return [out[i] for i in range(len(requests))]
-
-    def _waves(self, requests: Sequence[GenerationRequest], idx: list[int]) -> list[list[int]]:
-        """[leaders, rest]: one request per shared-prefix group first, so the rest hit the cache."""
-        v = self.config.vllm
-        if not idx or not v.enable_prefix_caching or v.leaders_first <= 0:
-            return [idx] if idx else []
-        texts = [requests[i].prefix_text() for i in idx]
-        leaders = leader_positions(texts, v.leaders_first)
-        if not leaders or len(leaders) == len(idx):
-            return [idx]
-        lead = set(leaders)
-        return [[idx[k] for k in leaders], [i for k, i in enumerate(idx) if k not in lead]]
 
     def _batch(self, reqs: list[GenerationRequest]) -> list[GenerationResponse]:
         t0 = time.perf_counter()
@@ -102,32 +94,13 @@ class VLLMBackend:
         return [_response(req, res, latency) for req, res in zip(reqs, results)]
 
 
-def leader_positions(texts: Sequence[str], min_shared: int) -> list[int]:
-    """First position of every run of adjacent texts that share >= ``min_shared`` leading characters
-    (runs of one are not leaders: they have nothing to share)."""
-    leaders, start = [], 0
-    for k in range(1, len(texts) + 1):
-        if k == len(texts) or _shared(texts[k - 1], texts[k]) < min_shared:
-            if k - start > 1:
-                leaders.append(start)
-            start = k
-    return leaders
-
-
-def _shared(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def _response(req: GenerationRequest, res: Any, latency: float) -> GenerationResponse:
     comp = res.outputs[0]
     return GenerationResponse(
         key=req.key, text=comp.text, prompt_tokens=len(res.prompt_token_ids or ()),
         completion_tokens=len(comp.token_ids), latency_s=latency, finish_reason=comp.finish_reason,
+        cached_tokens=getattr(res, "num_cached_tokens", None),
     )
 
 
-__all__ = ["VLLMBackend", "leader_positions"]
+__all__ = ["VLLMBackend"]
