@@ -154,6 +154,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return value
         if origin is list and isinstance(value, list):
             return value
+        if origin is dict and isinstance(value, dict):
+            return value
         if origin is list and isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
     raise ConfigError(f"{where} must be {_describe(hint)}, got {value!r}")

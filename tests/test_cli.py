@@ -68,3 +68,15 @@ def test_run_smoke(small_example, tmp_path):
         assert (out / rel).exists()
     assert "r2_y" in manifest["search"]["causal_diagnostics"]
     assert "Causal model diagnostics" in (out / "report.html").read_text()
+
+
+def test_dict_fields_from_overrides():
+    from dataclasses import dataclass, field
+
+    from cpo_engine.config import from_dict
+
+    @dataclass
+    class Sampling:
+        extra: dict = field(default_factory=dict)
+
+    assert from_dict(Sampling, {"extra": {"min_p": 0.1}}).extra == {"min_p": 0.1}
