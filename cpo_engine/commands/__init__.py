@@ -21,3 +21,15 @@ def config_from_args(args: argparse.Namespace):
     if getattr(args, "data", None):
         cfg.data.path = args.data
     return cfg
+
+
+def flag_overrides(args: argparse.Namespace, flag_keys: dict[str, str]) -> list[str]:
+    """`--set` overrides followed by one `key=value` per flag given on the command line (flags win)."""
+    import json
+
+    overrides = list(getattr(args, "overrides", []) or [])
+    for flag, key in flag_keys.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return overrides

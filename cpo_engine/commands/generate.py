@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, flag_overrides
 
 #: flag -> config key (``section.key``); a flag left unset keeps the config file's value.
 FLAG_KEYS = {
@@ -59,11 +58,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from cpo_engine.config import load_config
     from cpo_engine.generation import GenerateConfig
 
-    overrides = list(getattr(args, "overrides", []) or [])
-    for flag, key in FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
+    overrides = flag_overrides(args, FLAG_KEYS)
     for flag in ("overwrite", "retry_errors"):
         if getattr(args, flag, False):
             overrides.append(f"{flag}=true")

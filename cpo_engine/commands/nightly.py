@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from cpo_engine.commands import add_common
+from cpo_engine.commands import add_common, flag_overrides
 
 FLAG_KEYS = {
     "state": "state", "new": "new", "date": "date", "window_days": "window_days", "cv": "cv",
@@ -46,12 +45,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from cpo_engine.config import load_config
     from cpo_engine.generation.nightly import NightlyConfig
 
-    overrides = list(getattr(args, "overrides", []) or [])
-    for flag, key in FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    return load_config(getattr(args, "config", None), overrides, cls=NightlyConfig)
+    return load_config(getattr(args, "config", None), flag_overrides(args, FLAG_KEYS), cls=NightlyConfig)
 
 
 def run(args: argparse.Namespace) -> int:

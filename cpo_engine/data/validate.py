@@ -157,7 +157,7 @@ def _cast_optional(table: pa.Table, source: str) -> pa.Table:
             continue
         try:
             table = _set(table, col, pc.cast(table.column(col), typ))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        except pa.ArrowException as exc:  # invalid, unsupported or mismatched type casts
             raise DataError(f"cannot be read as {typ}: {str(exc).splitlines()[0]}", source=source, column=col,
                             fix=f"store '{col}' as {typ} or drop the column") from exc
     return table
