@@ -94,3 +94,30 @@ def test_build_representations(tiny_table, encoder, tmp_path):
     assert reps.row_query.tolist() == [0, 0, 1, 1, 2, 2] and reps.row_prompt.tolist() == [0, 1] * 3
     assert reps.provenance["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert reps.provenance["cache"] == {"hits": 0, "misses": 5}
+
+
+class _DiesAfter:
+    """Wraps the real encoder and raises after `n` calls: a job killed in the middle of embedding."""
+
+    def __init__(self, encoder, n):
+        self.inner, self.n, self.model_id = encoder, n, encoder.model_id
+
+    @property
+    def dim(self):
+        return self.inner.dim
+
+    def encode(self, texts, *, prefix="", show_progress=False):
+        if self.n == 0:
+            raise KeyboardInterrupt("killed")
+        self.n -= 1
+        return self.inner.encode(texts, prefix=prefix)
+
+
+def test_interrupted_embedding_resumes_from_committed_shards(encoder, tmp_path):
+    texts = [f"Question {i}: what is {i} plus {i}?" for i in range(7)]
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingCache(tmp_path, shard_rows=3).embed(_DiesAfter(encoder, 2), texts)
+    resumed = EmbeddingCache(tmp_path, shard_rows=3)
+    out = resumed.embed(encoder, texts)
+    assert (resumed.stats.hits, resumed.stats.misses) == (6, 1)  # two shards of 3 survived the kill
+    np.testing.assert_allclose(out, encoder.encode(texts), atol=1e-5)

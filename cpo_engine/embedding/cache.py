@@ -1,8 +1,9 @@
 """A content-addressed embedding cache on disk, so reruns and nightly jobs embed only new texts.
 
-Key: sha256(model id, prefix, text). Each call that computes new vectors appends one Parquet shard
-(written to a temp file, then renamed), so a killed job loses at most the shard it was writing and
-concurrent writers never corrupt each other.
+Key: sha256(model id, prefix, text). New vectors are appended as Parquet shards of at most
+`shard_rows` texts (each written to a temp file, then renamed), so a killed job loses at most the
+shard it was writing, a rerun embeds only what is missing, and concurrent writers never corrupt each
+other.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ class EmbeddingCache:
     ----------
     root : path
         Cache folder; created on first write.
+    shard_rows : int
+        New vectors are committed every `shard_rows` texts, so a job killed while embedding
+        resumes from its last committed shard instead of starting over.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], shard_rows: int = 2048) -> None:
+        if shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.root = Path(root)
+        self.shard_rows = shard_rows
         self.stats = CacheStats()
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
         self._seen_shards: dict[str, set[Path]] = {}
@@ -67,9 +74,11 @@ class EmbeddingCache:
         self.stats.misses += len(unique_missing)
         if unique_missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            new_texts = [texts[first[k]] for k in unique_missing]
-            vecs = encoder.encode(new_texts, prefix=prefix, show_progress=show_progress)
-            self._write_shard(encoder.model_id, prefix, unique_missing, vecs)
+            for start in range(0, len(unique_missing), self.shard_rows):
+                chunk = unique_missing[start:start + self.shard_rows]
+                vecs = encoder.encode([texts[first[k]] for k in chunk], prefix=prefix,
+                                      show_progress=show_progress)
+                self._write_shard(encoder.model_id, prefix, chunk, vecs)
             index = self._refresh(encoder.model_id)
         return self._gather(index, keys, encoder.dim)
 
