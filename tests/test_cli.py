@@ -33,6 +33,7 @@ def test_config_file_and_overrides(tmp_path):
     ("embed.batchsize=8", "did you mean 'batch_size'"),
     ("embed.batch_size=big", "embed.batch_size must be int"),
     ("nonsense", "must look like section.key=value"),
+    ("search.top_k=0", "search.top_k must be >= 1"),  # caught when read, before any fit
 ])
 def test_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -19,6 +19,7 @@ import numpy as np
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.candidates import Candidate, unique
+from cpo_engine.search.config import check_beam_sizes
 from cpo_engine.search.proposers import Feedback, Proposer
 from cpo_engine.search.scoring import CandidateScorer, ScoredBatch
 
@@ -54,11 +55,9 @@ class SearchConfig:
     feedback_examples: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("beam_width", "children_per_beam", "top_k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"search.{name} must be >= 1, got {getattr(self, name)}")
-        if self.rounds < 0 or self.query_beams < 0 or self.feedback_examples < 0:
-            raise ConfigError("search.rounds, search.query_beams and search.feedback_examples must be >= 0")
+        check_beam_sizes(rounds=self.rounds, beam_width=self.beam_width, query_beams=self.query_beams,
+                         children_per_beam=self.children_per_beam, top_k=self.top_k,
+                         feedback_examples=self.feedback_examples)
 
 
 @dataclass

@@ -10,6 +10,17 @@ from dataclasses import dataclass
 from cpo_engine.exceptions import ConfigError
 
 
+def check_beam_sizes(*, rounds: int, beam_width: int, query_beams: int, children_per_beam: int, top_k: int,
+                     feedback_examples: int = 0) -> None:
+    """Bounds of the beam-search sizes, shared by the `search` run section and `SearchConfig`, so a bad
+    value fails when the config is read, not after the model is fitted."""
+    for name, value in (("beam_width", beam_width), ("children_per_beam", children_per_beam), ("top_k", top_k)):
+        if value < 1:
+            raise ConfigError(f"search.{name} must be >= 1, got {value}")
+    if rounds < 0 or query_beams < 0 or feedback_examples < 0:
+        raise ConfigError("search.rounds, search.query_beams and search.feedback_examples must be >= 0")
+
+
 @dataclass
 class SearchStageConfig:
     """The `search` section of a run: split, models, selection rule, trust region, beam search."""
@@ -78,9 +89,11 @@ class SearchStageConfig:
         if self.simulate_confounding not in (None, "observable", "latent"):
             raise ConfigError("search.simulate_confounding must be null, 'observable' or 'latent', got "
                               f"'{self.simulate_confounding}'")
+        check_beam_sizes(rounds=self.rounds, beam_width=self.beam_width, query_beams=self.query_beams,
+                         children_per_beam=self.children_per_beam, top_k=self.top_k)
         if self.proposer not in ("edit", "none"):
             raise ConfigError(f"search.proposer must be 'edit' or 'none' for `cpo run`, got '{self.proposer}' "
                               "(the LLM proposer is available from the Python API and `cpo optimize`)")
 
 
-__all__ = ["SearchStageConfig"]
+__all__ = ["SearchStageConfig", "check_beam_sizes"]
