@@ -46,7 +46,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def atomic_write_parquet(table: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
@@ -59,7 +59,8 @@ def atomic_write_parquet(table: Any, path: str | os.PathLike[str], **kwargs: Any
     return Path(path)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dumps` default: NumPy scalars and arrays, paths; anything else is a TypeError."""
     import numpy as np
 
     if isinstance(obj, np.generic):
@@ -69,6 +70,14 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def json_default_str(obj: Any) -> Any:
+    """Like :func:`json_default`, but writes anything else as its `str` (for provenance records)."""
+    try:
+        return json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def resolve_device(device: str = "auto") -> str:

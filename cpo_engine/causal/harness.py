@@ -180,11 +180,11 @@ def _cached_seed(folder: Any, key: str, seed: int) -> dict | None:
 
 def _save_seed(folder: Any, key: str, result: dict) -> dict:
     if folder is not None:
-        from cpo_engine.utils import atomic_write_json
+        from cpo_engine.utils import atomic_write_json, json_default_str
 
         Path(folder).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(folder) / f"seed_{result['seed']}.json",
-                          _clean(json.loads(json.dumps({"key": key, "result": result}, default=_jsonify))))
+                          _clean(json.loads(json.dumps({"key": key, "result": result}, default=json_default_str))))
     return result
 
 
@@ -266,23 +266,16 @@ def plot_png(result: dict) -> bytes:
 
 def write_evaluation(result: dict, out: Any) -> dict[str, Path]:
     """Write evaluation.json, evaluation.md and evaluation.png into ``out`` (atomically)."""
-    from cpo_engine.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from cpo_engine.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, json_default_str
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "evaluation.json", "table": out / "evaluation.md", "plot": out / "evaluation.png"}
-    atomic_write_json(paths["json"], _clean(json.loads(json.dumps(result, default=_jsonify))))
+    atomic_write_json(paths["json"], _clean(json.loads(json.dumps(result, default=json_default_str))))
     atomic_write_text(paths["table"], table_markdown(result))
     atomic_write_bytes(paths["plot"], plot_png(result))
     return paths
 
-
-def _jsonify(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _clean(o: Any) -> Any:

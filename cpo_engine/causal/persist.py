@@ -51,7 +51,7 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
     """Write a fitted :class:`CausalRewardModel` into directory ``path``; returns the directory."""
     from safetensors.numpy import save
 
-    from cpo_engine.utils import atomic_write_bytes, atomic_write_text, versions
+    from cpo_engine.utils import atomic_write_bytes, atomic_write_text, json_default_str, versions
 
     model._check_fitted()
     out = Path(path)
@@ -79,7 +79,7 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
         "arrays_sha256": _sha(blob),
     }
     atomic_write_bytes(out / "model.safetensors", blob)
-    atomic_write_text(out / "model.json", json.dumps(meta, indent=2, default=_default))
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2, default=json_default_str))
     return out
 
 
@@ -100,13 +100,6 @@ def _jsonable(v: Any) -> bool:
     except TypeError:
         return False
 
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _sha(blob: bytes) -> str:
