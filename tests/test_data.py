@@ -155,3 +155,14 @@ def test_two_models_on_the_same_cells_are_not_duplicates(tiny_table):
     both = pa.concat_tables([tiny_table.append_column("model", pa.array(["a"] * 6)),
                              tiny_table.append_column("model", pa.array(["b"] * 6))])
     assert validate_triplets(both.append_column("sample", pa.array([0] * 12))).num_rows == 12
+
+
+def test_undecodable_jsonl(tmp_path, capsys):
+    # pyarrow's JSON reader keeps invalid UTF-8 inside string columns; the validator must catch it.
+    path = tmp_path / "latin1.jsonl"
+    rows = [b'{"query_id":"q1","query_text":"caf\xe9","prompt_id":"p","prompt_text":"x","score":1}',
+            b'{"query_id":"q2","query_text":"tea","prompt_id":"p2","prompt_text":"y","score":0}']
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "column 'query_text', rows 0" in err and "not valid UTF-8" in err

@@ -40,7 +40,7 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
         return _read_jsonl(p)
     except DataError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         _raise_decode_error(p, kind, exc)
         raise  # unreachable: _raise_decode_error always raises
 
@@ -92,22 +92,10 @@ def _read_jsonl(p: Path) -> pa.Table:
 
 
 def _raise_decode_error(p: Path, kind: str, exc: Exception) -> None:
-    line = _first_bad_utf8_line(p) if kind in ("csv", "jsonl") else None
-    if line is not None:
-        raise DataError(f"line {line} is not valid UTF-8 text", source=str(p),
-                        fix="re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from exc
+    # Invalid UTF-8 does not land here: the readers keep it, and the validator names its rows.
     raise DataError(f"cannot read it as {kind} ({str(exc).splitlines()[0]})", source=str(p),
                     fix=_FORMATS_HINT) from exc
 
-
-def _first_bad_utf8_line(p: Path) -> int | None:
-    with open(p, "rb") as f:
-        for i, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return i
-    return None
 
 
 __all__ = ["read_table"]

@@ -91,7 +91,7 @@ def _cast_id(table: pa.Table, col: str, source: str) -> pa.ChunkedArray:
     arr = table.column(col)
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_dictionary(t):
-        return pc.cast(arr, pa.string())
+        return _valid_utf8(pc.cast(arr, pa.string()), col, source)
     raise DataError(f"ids must be strings or integers, got {t}", source=source, column=col,
                     fix=f"store '{col}' as text (e.g. 'q001') or integers")
 
@@ -100,11 +100,20 @@ def _cast_text(table: pa.Table, col: str, source: str) -> pa.ChunkedArray:
     arr = table.column(col)
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        return pc.cast(arr, pa.string())
+        return _valid_utf8(pc.cast(arr, pa.string()), col, source)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return _decode_binary(arr, col, source)
     raise DataError(f"must hold text, got {t}", source=source, column=col,
                     fix=f"store '{col}' as UTF-8 strings")
+
+
+def _valid_utf8(arr: pa.ChunkedArray, col: str, source: str) -> pa.ChunkedArray:
+    """String columns from lenient writers (and pyarrow's JSON reader) may hold invalid UTF-8."""
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        _decode_binary(pc.cast(arr, pa.binary()), col, source)  # raises, naming the rows
+    return arr
 
 
 def _decode_binary(arr: pa.ChunkedArray, col: str, source: str) -> pa.ChunkedArray:
