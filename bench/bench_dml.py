@@ -47,7 +47,8 @@ def _make(method: str, folds):
         from cpo_engine.causal import CausalRewardModel, TorchMLP
 
         nuis = "ridge" if method == "engine_ridge" else TorchMLP(hidden=(64,), max_epochs=15, device="auto")
-        model = CausalRewardModel(model_y=nuis, model_t=nuis, cv=folds, device="auto")
+        # OLS final stage, as econml's LinearDML it is compared with
+        model = CausalRewardModel(model_y=nuis, model_t=nuis, cv=folds, final_alpha=0.0, device="auto")
         return (lambda d: model.fit(d.Y, d.T, X=d.X, groups=d.groups)), (lambda m, X: m.const_marginal_effect(X))
     from econml.dml import CausalForestDML, LinearDML
 

@@ -18,8 +18,8 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
-    return CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+def fitted(data):  # OLS final stage: the recovery and coverage tests below are about the unpenalized fit
+    return CausalRewardModel(cv=3, final_alpha=0.0, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
 
 
 def test_recovers_known_coefficients_within_standard_errors(fitted, data):
@@ -154,7 +154,7 @@ def test_sample_weight_and_no_groups_run(data):
     w = np.random.default_rng(0).uniform(0.5, 2.0, len(data.Y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, sample_weight=w)
+        m = CausalRewardModel(cv=3, final_alpha=0.0, device="cpu").fit(data.Y, data.T, X=data.X, sample_weight=w)
     assert m.diagnostics_.n_groups == len(data.Y)
     assert np.abs(m.coef_ - data.coef).max() < 0.3
 
@@ -162,9 +162,9 @@ def test_sample_weight_and_no_groups_run(data):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_stats_crossfit_equals_per_fold_path(data, weighted):
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(data.Y)) if weighted else None
-    fast = CausalRewardModel(cv=4, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups,
-                                                     sample_weight=w)
-    slow = CausalRewardModel(cv=4, device="cpu", stats_crossfit=False).fit(
+    fast = CausalRewardModel(cv=4, final_alpha=0.0, device="cpu").fit(data.Y, data.T, X=data.X,
+                                                                      groups=data.groups, sample_weight=w)
+    slow = CausalRewardModel(cv=4, final_alpha=0.0, device="cpu", stats_crossfit=False).fit(
         data.Y, data.T, X=data.X, groups=data.groups, sample_weight=w)
     assert fast.crossfit_backend_ == "stats" and slow.crossfit_backend_ == "serial"
     np.testing.assert_allclose(fast.y_res_, slow.y_res_, rtol=1e-9, atol=1e-11)
@@ -174,7 +174,7 @@ def test_stats_crossfit_equals_per_fold_path(data, weighted):
 
 
 def test_final_alpha_shrinks_heterogeneity_not_average_effect(data):
-    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m = CausalRewardModel(cv=3, final_alpha=0.0, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
     ols = m.coef_.copy()
     m.refit_final(final_alpha=1e6)
     assert np.abs(m.coef_[1:]).max() < 1e-3 * np.abs(ols[1:]).max()
@@ -213,3 +213,30 @@ def test_known_policy_mean_removes_latent_confounding():
 def test_bad_settings_raise_config_errors(data, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         CausalRewardModel(device="cpu", stats_crossfit=False, **kwargs).fit(data.Y, data.T, X=data.X, groups=data.groups)
+
+
+def test_default_final_alpha_is_cv_and_repr_tells_params_and_state(data):
+    m = CausalRewardModel(cv=3, device="cpu")
+    assert m.final_alpha == "cv"
+    assert repr(m).startswith("CausalRewardModel(model_y='ridge', model_t='ridge'") and "[not fitted]" in repr(m)
+    m.fit(data.Y, data.T, X=data.X, groups=data.groups)
+    assert m.final_alpha_ in m.final_alpha_cv_["grid"]
+    text = repr(m)
+    assert "final_alpha='cv'" in text and "[fitted: n_rows=1500, n_groups=300, d_X=4" in text
+    folds = [(np.arange(10), np.arange(10, 20))] * 2
+    assert "cv=<2 explicit folds>" in repr(CausalRewardModel(cv=folds))
+
+
+def test_head_static_effect_is_the_query_averaged_effect(fitted, data):
+    head = fitted.linear_head()
+    Xq, Tc = data.X[:40], data.T[:6]
+    eff, se = head.static_effect(Xq, Tc)
+    dense, _ = head.effect(Xq, Tc)
+    assert eff.shape == se.shape == (6,)
+    np.testing.assert_allclose(eff, dense.mean(0), rtol=1e-10, atol=1e-12)
+    phibar = head.featurize(Xq).mean(0)
+    t_base = data.T[7]
+    eff_b, se_b = head.static_effect(Xq, Tc, t_base=t_base)
+    np.testing.assert_allclose(eff_b, ((phibar @ head.coef) * (Tc - t_base)).sum(1), rtol=1e-10, atol=1e-12)
+    v = (phibar[None, :, None] * (Tc - t_base)[:, None, :]).reshape(6, -1)
+    np.testing.assert_allclose(se_b, np.sqrt(np.einsum("ij,jk,ik->i", v, head.cov, v)), rtol=1e-8)

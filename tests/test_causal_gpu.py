@@ -30,7 +30,7 @@ def test_causal_model_cuda_matches_cpu(stats):
 
 def test_cuml_ridge_twin_matches_torch_ridge():
     pytest.importorskip("cuml")
-    from cpo_engine.causal.nuisance import make_cuml_ridge
+    from cpo_engine.causal.nuisances.cuml import make_cuml_ridge
 
     d = make_synthetic(n_groups=200, rows_per_group=5, seed=4)
     ref = TorchRidge(alpha=1.0, device="cpu").fit(d.X, d.Y)

@@ -1,4 +1,4 @@
-"""Torch nuisances: ridge matches scikit-learn, grouped CV, MLP learns, multi-output wrapping."""
+"""Torch nuisances: ridge matches scikit-learn, grouped CV, MLP learns, multi-output wrapping, the registry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from cpo_engine.causal.nuisance import TorchMLP, TorchRidge, fit_nuisance, fold_ids, make_nuisance
+from cpo_engine.causal._folds import fold_ids
+from cpo_engine.causal.nuisances import fit_nuisance, make_nuisance, nuisance_names, registered_name
+from cpo_engine.causal.nuisances.mlp import TorchMLP
+from cpo_engine.causal.nuisances.ridge import TorchRidge
+from cpo_engine.exceptions import ConfigError
 
 
 def _data(n=400, d=5, k=3, seed=0):
@@ -72,7 +76,19 @@ def test_single_output_sklearn_model_wrapped_for_multi_output():
 
 
 def test_make_nuisance_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown nuisance"):
+    with pytest.raises(ConfigError, match="unknown nuisance 'boosted-magic'.*registered: ridge"):
         make_nuisance("boosted-magic")
-    with pytest.raises(ValueError, match="fit\\(\\) and predict\\(\\)"):
+    with pytest.raises(ConfigError, match="did you mean 'ridge'"):
+        make_nuisance("rigde")
+    with pytest.raises(ConfigError, match="fit\\(\\) and predict\\(\\)"):
         make_nuisance(object())
+
+
+def test_registry_builds_every_name_it_lists_and_knows_its_classes():
+    assert nuisance_names() == ("ridge", "mlp", "hgb", "lgbm", "cuml_ridge")
+    for name in ("ridge", "mlp", "hgb"):  # lgbm and cuml_ridge need their extras
+        m = make_nuisance(name, random_state=3, device="cpu")
+        assert hasattr(m, "fit") and hasattr(m, "predict")
+    assert registered_name(TorchRidge()) == "ridge" and registered_name(TorchMLP()) == "mlp"
+    assert registered_name(make_nuisance("hgb")) is None  # third-party: not saved with a model
+

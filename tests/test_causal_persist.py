@@ -1,4 +1,5 @@
-"""Saving without pickle: round trip, provenance checks, corrupted files, residuals for refit."""
+"""Saving without pickle: round trip, provenance checks, corrupted files, residuals for refit, and every
+registered torch nuisance saving and loading itself."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from cpo_engine.causal import CausalRewardModel, load_model
+from cpo_engine.causal.nuisances import fit_nuisance, make_nuisance, persisted_nuisance_names
 from cpo_engine.causal.synthetic import make_synthetic
 from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
 
@@ -91,3 +93,50 @@ def test_provenance_from_representations_detects_other_pca(tmp_path, data):
     assert load_model(tmp_path / "m", expect=representation_provenance(Reps(0))).coef_.shape == m.coef_.shape
     with pytest.raises(ConfigError, match="query_pca"):
         load_model(tmp_path / "m", expect=representation_provenance(Reps(1)))
+
+
+@pytest.mark.parametrize("name", persisted_nuisance_names())
+@pytest.mark.parametrize("one_d", [True, False])
+def test_every_registered_torch_nuisance_round_trips(name, one_d):
+    """Each class the registry builds owns its state: from_state(meta(), state_arrays()) predicts the same."""
+    d = make_synthetic(n_groups=40, rows_per_group=4, seed=5)
+    y = d.Y if one_d else d.T
+    m = fit_nuisance(make_nuisance(name, random_state=1, device="cpu"), d.X, y, d.groups)
+    meta = json.loads(json.dumps(m.meta()))  # what model.json keeps
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in m.state_arrays().items()}  # as safetensors
+    loaded = type(m).from_state(meta, arrays)
+    np.testing.assert_array_equal(loaded.predict(d.X), m.predict(d.X))
+
+
+@pytest.mark.parametrize("name", persisted_nuisance_names())
+def test_every_registered_torch_nuisance_survives_model_save(tmp_path, data, name):
+    m = CausalRewardModel(model_y=name, model_t=name, cv=3, device="cpu", stats_crossfit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(data.Y, data.T, X=data.X, groups=data.groups)
+    loaded = load_model(m.save(tmp_path / "m", PROV))
+    assert [type(a) for a in loaded.models_y_ + loaded.models_t_] == [type(a) for a in m.models_y_ + m.models_t_]
+    for got, want in zip(loaded.nuisance_predict(data.X), m.nuisance_predict(data.X)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_registered_nuisance_without_persistence_is_refused_at_save(tmp_path, data, monkeypatch):
+    from cpo_engine.causal import nuisances
+    from cpo_engine.causal.nuisances.ridge import TorchRidge
+
+    class Forgetful(TorchRidge):  # a new torch nuisance that does not say how to save itself
+        state_arrays = meta = from_state = None
+
+    Forgetful.__module__, Forgetful.__qualname__ = "cpo_engine.causal.nuisances.forgetful", "Forgetful"
+    m = CausalRewardModel(cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)
+    m.models_y_ = [Forgetful(device="cpu").fit(data.X, data.Y)]
+    with pytest.raises(ConfigError, match="not in the nuisance registry"):
+        m.save(tmp_path / "a", PROV)
+    monkeypatch.setitem(nuisances._REGISTRY, "forgetful", "cpo_engine.causal.nuisances.forgetful:Forgetful")
+    with pytest.raises(ConfigError, match="'forgetful'.*lacks state_arrays, meta, from_state"):
+        m.save(tmp_path / "b", PROV)
+
+
+def test_unknown_nuisance_name_fails_before_fitting(data):
+    with pytest.raises(ConfigError, match="model_t: unknown nuisance 'mpl' \\(did you mean 'mlp'\\?\\)"):
+        CausalRewardModel(model_t="mpl", cv=3, device="cpu").fit(data.Y, data.T, X=data.X, groups=data.groups)

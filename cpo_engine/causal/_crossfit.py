@@ -1,8 +1,10 @@
 """Cross-fitting shared by the serial and Ray paths: one fold worker, one driver.
 
 ``_fit_fold`` fits both nuisances on a fold's training rows and predicts its held-out rows. The
-serial loop and :func:`cpo_engine.distributed.crossfit.run_folds_ray` call exactly this function,
-so their results are identical.
+serial loop and :func:`cpo_engine.distributed.crossfit.run_folds_ray` (handed this function: the
+distributed room does not import this one) call exactly this function, so their results are
+identical. The edit analysis (:mod:`cpo_engine.edits.estimate`) cross-fits through :func:`run_folds`
+too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from cpo_engine.causal.nuisance import fit_nuisance, make_nuisance
+from cpo_engine.causal._folds import fold_ids
+from cpo_engine.causal.nuisances import fit_nuisance, make_nuisance
 
 
 @dataclass
@@ -56,7 +59,7 @@ def _fit_fold(data: dict[str, Any], train: np.ndarray, test: np.ndarray, model_y
 
 def _joint_ridge(model_y: Any, model_t: Any) -> bool:
     """Both nuisances are the same TorchRidge spec, so one multi-output fit serves both."""
-    from cpo_engine.causal.nuisance import TorchRidge
+    from cpo_engine.causal.nuisances.ridge import TorchRidge
 
     if isinstance(model_y, str) and isinstance(model_t, str):
         return model_y == model_t == "ridge"
@@ -79,7 +82,9 @@ def run_folds(data: dict[str, Any], folds: list, model_y: Any, model_t: Any, see
     if backend == "ray":
         from cpo_engine.distributed.crossfit import run_folds_ray
 
-        return run_folds_ray(data, folds, model_y, model_t, seed, device, **(ray_options or {}))
+        # a quarter GPU per fold task when the nuisances run on CUDA, unless the caller says otherwise
+        opts = {"num_gpus": 0.25 if str(device).startswith("cuda") else 0.0} | (ray_options or {})
+        return run_folds_ray(_fit_fold, data, folds, model_y, model_t, seed, device, **opts)
     from cpo_engine.exceptions import ConfigError
 
     raise ConfigError(f"backend must be 'serial' or 'ray', got {backend!r}")
@@ -105,7 +110,7 @@ def ridge_crossfit(data: dict[str, Any], folds: list, model: Any, seed: int, dev
     """Cross-fit a TorchRidge on ``[Y, T]`` for every fold from one pass of per-cell statistics.
 
     Rows fall into cells (outer fold, inner CV fold); the inner fold of a row is a hash of its query
-    (:func:`~cpo_engine.causal.nuisance.fold_ids`), as in the per-fold path, so each fold's
+    (:func:`~cpo_engine.causal._folds.fold_ids`), as in the per-fold path, so each fold's
     training statistics and CV statistics are sums of cells.
     """
     import torch
@@ -117,10 +122,11 @@ def ridge_crossfit(data: dict[str, Any], folds: list, model: Any, seed: int, dev
     outer = np.empty(n, dtype=np.int64)
     for k, (_, te) in enumerate(folds):
         outer[te] = k
-    from cpo_engine.causal.nuisance import _device, _suff_stats, fold_ids
+    from cpo_engine.causal.nuisances._common import resolve_torch_device
+    from cpo_engine.causal.nuisances.ridge import suff_stats
 
     cell = outer * n_in + fold_ids(n, n_in, groups, template.random_state)
-    dev = _device(template.device)
+    dev = resolve_torch_device(template.device)
     shift = X.mean(0) if template.fit_intercept else np.zeros(X.shape[1])
     order = np.argsort(cell, kind="stable")
     bounds = np.searchsorted(cell[order], np.arange(n_out * n_in + 1))
@@ -128,7 +134,7 @@ def ridge_crossfit(data: dict[str, Any], folds: list, model: Any, seed: int, dev
     for c in range(n_out * n_in):
         rows = order[bounds[c]:bounds[c + 1]]
         wt = torch.ones(len(rows), dtype=torch.float64, device=dev) if w is None else torch.as_tensor(w[rows], device=dev)
-        stats.append(_suff_stats(torch.as_tensor(X[rows] - shift, device=dev),
+        stats.append(suff_stats(torch.as_tensor(X[rows] - shift, device=dev),
                                  torch.as_tensor(both[rows], device=dev), wt))
     return [_stats_fold(stats, k, n_out, n_in, template, shift, folds[k][1], X) for k in range(n_out)]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs
-from cpo_engine.causal.nuisance import fit_nuisance
+from cpo_engine.causal.nuisances import fit_nuisance
 from cpo_engine.exceptions import NotFittedError
 
 

@@ -12,6 +12,7 @@ on CUDA when present, grouped cross-fitting, diagnostics and a linear head for b
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from scipy.stats import norm
 
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs, group_codes, make_folds
 from cpo_engine.causal._crossfit import assemble, can_use_stats, run_folds
+from cpo_engine.causal.config import check_nuisance_name
 from cpo_engine.causal.diagnostics import compute_diagnostics
 from cpo_engine.causal.featurize import Featurizer, as_featurizer  # noqa: F401 (annotations)
 from cpo_engine.causal.head import LinearHead
@@ -41,7 +43,8 @@ class CausalRewardModel:
         Cross-fitting folds. An int assigns whole queries (``groups``) to folds at random.
     final_alpha : float or "cv"
         Scale-free ridge penalty on the heterogeneity (non-constant rows of ``B``) in the final
-        stage; the average effect is never shrunk (0 = OLS, econml parity). ``"cv"`` picks it from
+        stage; the average effect is never shrunk (0 = OLS, econml parity). ``"cv"`` (the default, as
+        in :class:`~cpo_engine.causal.config.CausalConfig`) picks it from
         :data:`~cpo_engine.causal.inference.ALPHA_GRID` by grouped CV of the R-loss on the same folds.
     cov_type : {"cluster", "HC1", "HC0", "nonrobust"}
         Covariance of the final stage; "cluster" clusters by ``groups`` (HC1-like when none given).
@@ -76,7 +79,7 @@ class CausalRewardModel:
     """
 
     def __init__(self, model_y: Any = "ridge", model_t: Any = "ridge",
-                 featurizer: "str | Featurizer" = "linear", cv: Any = 5, final_alpha: "float | str" = 0.0,
+                 featurizer: "str | Featurizer" = "linear", cv: Any = 5, final_alpha: "float | str" = "cv",
                  cov_type: str = "cluster", overlap_threshold: float = 0.05,
                  min_groups_per_fold: int = 2, backend: str = "serial", device: str = "auto",
                  random_state: int = 0, ray_options: dict | None = None,
@@ -94,6 +97,22 @@ class CausalRewardModel:
         self.random_state = random_state
         self.ray_options = ray_options
         self.stats_crossfit = stats_crossfit
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, by name (as scikit-learn's ``get_params``)."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters
+                if name != "self"}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())
+        if not hasattr(self, "coef_"):
+            return f"{type(self).__name__}({params}) [not fitted]"
+        fitted = f"d_X={self.n_features_in_}, d_T={self.d_t_}, d_phi={self.coef_.shape[0]}, " \
+                 f"final_alpha_={self.final_alpha_!r}, cov_type_={self.cov_type_!r}"
+        diag = getattr(self, "diagnostics_", None)
+        if diag is not None:
+            fitted = f"n_rows={diag.n_rows}, n_groups={diag.n_groups}, " + fitted
+        return f"{type(self).__name__}({params}) [fitted: {fitted}]"
 
     # ------------------------------------------------------------------ fitting
     def fit(self, Y: Any, T: Any, *, X: Any, groups: Any = None, sample_weight: Any = None,
@@ -122,6 +141,7 @@ class CausalRewardModel:
         """
         from cpo_engine.utils import resolve_device
 
+        self._check_nuisance_specs()
         Y, T, X, groups, w = check_fit_inputs(Y, T, X, groups, sample_weight)
         if groups is not None:  # dense int codes: same partition, faster downstream
             groups = group_codes(groups, len(Y))
@@ -146,6 +166,12 @@ class CausalRewardModel:
         self.t_ref_ = T.mean(0) if t_ref is None else as_float_array(t_ref, "t_ref", (1,))
         self.n_features_in_, self.d_t_ = X.shape[1], T.shape[1]
         return self._fit_final(self.featurizer, self.final_alpha, self.cov_type)
+
+    def _check_nuisance_specs(self) -> None:
+        """Unknown nuisance names fail here, before any fold runs (inside a Ray task, too late)."""
+        for spec, key in ((self.model_y, "model_y"), (self.model_t, "model_t")):
+            if isinstance(spec, str):
+                check_nuisance_name(spec, key)
 
     @staticmethod
     def _check_t_hat(t_hat: Any, T: np.ndarray) -> np.ndarray:
@@ -305,3 +331,14 @@ class CausalRewardModel:
         from cpo_engine.causal.persist import load_model
 
         return load_model(path, expect)
+
+
+def _short(value: Any) -> str:
+    """A parameter for ``repr``: literals as they are, estimators by class, fold lists by count."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return repr(value)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], tuple):
+        return f"<{len(value)} explicit folds>"
+    if isinstance(value, dict) or hasattr(value, "get_params"):  # scikit-learn estimators print their settings
+        return repr(value)
+    return f"<{type(value).__name__}>"

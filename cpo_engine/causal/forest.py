@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs, make_folds
-from cpo_engine.causal.nuisance import make_nuisance
+from cpo_engine.causal.nuisances import make_nuisance
 from cpo_engine.exceptions import ConfigError, NotFittedError
 
 

@@ -61,7 +61,7 @@ class LinearHead:
         """Dense reference scorer: effect and standard error for every (query, candidate).
 
         Returns two arrays of shape (n_queries, n_candidates). Materializes the full matrix: for
-        large batches use :mod:`kernels.score_topk`, which this is the specification of.
+        large batches use :func:`cpo_engine.kernels.score_topk`, which this is the specification of.
         """
         phi = self.featurize(np.asarray(X, dtype=np.float64))
         dt = np.asarray(T, dtype=np.float64) - self.t_ref
@@ -71,3 +71,32 @@ class LinearHead:
         w = np.einsum("ct,ftgs,cs->cfg", dt, cov4, dt)
         var = np.einsum("qf,cfg,qg->qc", phi, w, phi)
         return est, np.sqrt(np.clip(var, 0.0, None))
+
+    def static_effect(self, X: np.ndarray, T: np.ndarray,
+                      t_base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Effect of each candidate averaged over the queries ``X``, and its standard error.
+
+        The query-averaged ("static") effect of candidate ``c`` is ``mean_q phi(X_q)^T B (T_c - t_base)``;
+        since the head is linear in ``phi``, it is the effect at the mean ``phi``, and its variance
+        is exact (not an average of per-query variances).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_queries, d_X)
+            Query features to average over.
+        T : ndarray of shape (n_candidates, d_T)
+            Candidate prompt representations.
+        t_base : ndarray of shape (d_T,), optional
+            The prompt effects are measured from; defaults to :attr:`t_ref`.
+
+        Returns
+        -------
+        effect, se : ndarray of shape (n_candidates,)
+        """
+        from cpo_engine import kernels  # the batched scorer (torch, imported on first use)
+
+        phibar = self.featurize(np.asarray(X, dtype=np.float64)).mean(0, keepdims=True)
+        base = self.t_ref if t_base is None else np.asarray(t_base, dtype=np.float64)
+        eff, se = kernels.score_dense(phibar, np.asarray(T, dtype=np.float64) - base, self.coef, self.cov)
+        return eff[0], se[0]
+

@@ -28,23 +28,41 @@ def _spec(model: Any) -> Any:
 
 
 def _nuisance_arrays(prefix: str, models: list) -> tuple[dict, list | None]:
-    """Arrays and JSON specs of torch nuisances; (.., None) when any fold model is not torch."""
-    from cpo_engine.causal.nuisance import TorchMLP, TorchRidge
-
+    """Arrays and JSON specs of the fold nuisances, each saved by its own class through the registry;
+    (.., None) when a fold model is a third-party estimator (its state is not saved)."""
     arrays, specs = {}, []
     for k, m in enumerate(models):
-        if isinstance(m, TorchRidge):
-            arrays[f"{prefix}.{k}.coef"], arrays[f"{prefix}.{k}.intercept"] = m.coef_, m.intercept_
-            specs.append({"kind": "ridge", "y_1d": m._y_1d})
-        elif isinstance(m, TorchMLP):
-            for name, t in m.net_.state_dict().items():
-                arrays[f"{prefix}.{k}.net.{name}"] = t.detach().cpu().numpy()
-            for a in ("x_mean_", "x_std_", "y_mean_", "y_std_"):
-                arrays[f"{prefix}.{k}.{a}"] = getattr(m, a)
-            specs.append({"kind": "mlp", "y_1d": m._y_1d, "hidden": list(m.hidden)})
-        else:
+        name = _persisted_name(m)
+        if name is None:
             return {}, None
+        arrays.update({f"{prefix}.{k}.{key}": a for key, a in m.state_arrays().items()})
+        specs.append({"kind": name} | m.meta())
     return arrays, specs
+
+
+_STATE_METHODS = ("state_arrays", "meta", "from_state")
+
+
+def _persisted_name(model: Any) -> str | None:
+    """Registered name of a nuisance this package implements; None for a third-party estimator.
+
+    A class of :mod:`cpo_engine.causal.nuisances` must be registered and own its persistence, so a
+    new torch nuisance is never left out of a saved model without anyone noticing.
+    """
+    from cpo_engine.causal.nuisances import is_own_nuisance, registered_name
+
+    if not is_own_nuisance(model):
+        return None
+    cls, name = type(model), registered_name(model)
+    if name is None:
+        raise ConfigError(f"{cls.__module__}.{cls.__qualname__} is not in the nuisance registry: add it to "
+                          "_REGISTRY in cpo_engine/causal/nuisances/__init__.py so saved models can load it")
+    missing = [a for a in _STATE_METHODS if not callable(getattr(cls, a, None))]
+    if missing:
+        raise ConfigError(f"nuisance '{name}' ({cls.__qualname__}) cannot be saved: it lacks {', '.join(missing)}; "
+                          "implement state_arrays() -> dict of arrays, meta() -> JSON-safe dict and the "
+                          "classmethod from_state(meta, arrays) (see TorchRidge)")
+    return name
 
 
 def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool = False) -> Path:
@@ -99,7 +117,6 @@ def _jsonable(v: Any) -> bool:
         return True
     except TypeError:
         return False
-
 
 
 def _sha(blob: bytes) -> str:
@@ -172,25 +189,19 @@ def _diagnostics(d: dict) -> Any:
 
 
 def _load_nuisances(prefix: str, specs: list, arrays: dict) -> list:
-    import torch
-
-    from cpo_engine.causal.nuisance import TorchMLP, TorchRidge, _mlp
+    """Fold nuisances rebuilt by their registered classes from their specs and arrays."""
+    from cpo_engine.causal.nuisances import resolve
 
     out = []
-    for k, s in enumerate(specs):
-        if s["kind"] == "ridge":
-            m = TorchRidge(device="cpu")
-            m.coef_, m.intercept_ = arrays[f"{prefix}.{k}.coef"], arrays[f"{prefix}.{k}.intercept"]
-        else:
-            m = TorchMLP(hidden=tuple(s["hidden"]), device="cpu")
-            for a in ("x_mean_", "x_std_", "y_mean_", "y_std_"):
-                setattr(m, a, arrays[f"{prefix}.{k}.{a}"])
-            state = {n[len(f"{prefix}.{k}.net."):]: torch.as_tensor(v, dtype=torch.float32)
-                     for n, v in arrays.items() if n.startswith(f"{prefix}.{k}.net.")}
-            m.net_ = _mlp(len(m.x_mean_), m.hidden, len(m.y_mean_))
-            m.net_.load_state_dict(state)
-        m._y_1d = s["y_1d"]
-        out.append(m)
+    for k, spec in enumerate(specs):
+        cls = resolve(spec["kind"])
+        if not callable(getattr(cls, "from_state", None)):
+            raise DataError(f"saved nuisance '{spec['kind']}' cannot be loaded: its registered factory has no "
+                            "from_state; load the model with the cpo-engine version that saved it")
+        head = f"{prefix}.{k}."
+        own = {name[len(head):]: a for name, a in arrays.items() if name.startswith(head)}
+        meta = {key: v for key, v in spec.items() if key != "kind"}
+        out.append(cls.from_state(meta, own))
     return out
 
 

@@ -1,37 +1,45 @@
 """Cross-fitting folds as Ray tasks.
 
-Each fold runs :func:`cpo_engine.causal._crossfit._fit_fold` (the function the serial path calls)
-as one Ray task; the shared arrays go to the object store once. ``ray.init()`` is called only when
-no Ray runtime is attached yet (then it attaches to ``RAY_ADDRESS`` or starts a local one).
+The fold worker is an argument: the causal room passes its ``_fit_fold`` (the function its serial
+path calls, so both give identical results), and this room imports nothing from ``causal``. The
+shared arrays go to the object store once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cpo_engine.distributed import ensure_ray
 
-def run_folds_ray(data: dict[str, Any], folds: list[tuple[np.ndarray, np.ndarray]], model_y: Any,
-                  model_t: Any, seed: int, device: str, num_cpus: float = 1.0,
-                  num_gpus: float | None = None) -> list:
-    """Fit every fold as a Ray task; returns FoldResults in fold order.
+
+def run_folds_ray(fold_fn: Callable[..., Any], data: dict[str, Any],
+                  folds: Sequence[tuple[np.ndarray, np.ndarray]], *args: Any, num_cpus: float = 1.0,
+                  num_gpus: float | None = 0.0) -> list:
+    """Run ``fold_fn(data, train, test, *args)`` for every fold as a Ray task; results in fold order.
 
     Parameters
     ----------
+    fold_fn : callable
+        The single-fold worker, e.g. :func:`cpo_engine.causal._crossfit._fit_fold`; it must be
+        importable by the workers (a module-level function).
+    data : dict of str to ndarray
+        Arrays every fold reads (put in the object store once, read-only in the tasks).
+    folds : sequence of (train, test) index arrays
+        The cross-fitting folds.
+    *args
+        Passed to ``fold_fn`` after the fold's rows (nuisance specs, seed, device, ...).
     num_cpus : float
         CPUs reserved per fold task.
     num_gpus : float, optional
-        GPUs per fold task; None reserves a quarter GPU per task when ``device`` is CUDA.
+        GPUs reserved per fold task (None: none).
     """
-    import ray
-
-    from cpo_engine.causal._crossfit import _fit_fold
-    if not ray.is_initialized():
-        ray.init()
-    if num_gpus is None:
-        num_gpus = 0.25 if str(device).startswith("cuda") else 0.0
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_fit_fold)
+    ray = ensure_ray()
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or 0.0)(fold_fn)
     data_ref = ray.put(data)
-    refs = [remote.remote(data_ref, tr, te, model_y, model_t, seed, device) for tr, te in folds]
+    refs = [remote.remote(data_ref, tr, te, *args) for tr, te in folds]
     return ray.get(refs)
+
+
+__all__ = ["run_folds_ray"]

@@ -8,13 +8,15 @@ Model (one ``(task, model)`` cell, unit ``i`` = one edit on one query)::
 ``dY`` is the child's minus the parent's score on the same query (the query's own difficulty
 cancels), ``D`` the signed edit representation (families, surface changes or motifs), ``X`` what
 the edit may be confounded with: the parent prompt (its quality, length and families) and the query
-(the parent's score on it, its length). ``g`` and ``e`` are cross-fitted with folds grouped by query
-(:func:`cpo_engine.causal.nuisance.fold_ids`, learners from
-:func:`cpo_engine.causal.nuisance.make_nuisance`); the final stage regresses the ``dY`` residual on
+(the parent's score on it, its length). ``g`` and ``e`` are cross-fitted by the causal room's fold
+runner (:func:`cpo_engine.causal._crossfit.run_folds`, folds grouped by query from
+:func:`cpo_engine.causal._folds.fold_ids`, learners from
+:func:`cpo_engine.causal.nuisances.make_nuisance`); the final stage regresses the ``dY`` residual on
 the ``D`` residuals (Robinson / Chernozhukov et al. 2018: Neyman-orthogonal, so first-order errors
-in ``g`` or ``e`` do not bias ``theta``: doubly robust). Standard errors are cluster-robust by query
-(CR1) and, optionally, a delete-one-prompt jackknife that also counts the luck of *which* prompts
-were edited.
+in ``g`` or ``e`` do not bias ``theta``: doubly robust). It is the causal model's final stage with a
+constant ``phi`` (:func:`cpo_engine.causal.inference.fit_final`), so standard errors are the same
+cluster-robust sandwich by query (CR1); optionally a delete-one-prompt jackknife also counts the luck
+of *which* prompts were edited.
 """
 
 from __future__ import annotations
@@ -27,19 +29,13 @@ from scipy import stats
 from cpo_engine.exceptions import NotFittedError
 
 
-def _as_learner(spec: Any, seed: int) -> Any:
-    from cpo_engine.causal.nuisance import make_nuisance
-
+def _learner_spec(spec: Any) -> Any:
+    """A nuisance spec for the causal fold worker: ``"linear"`` is scikit-learn's ``Ridge(alpha=1)``."""
     if spec == "linear":
         from sklearn.linear_model import Ridge
 
-        return make_nuisance(Ridge(alpha=1.0), random_state=seed)
-    return make_nuisance(spec, random_state=seed, device="cpu")
-
-
-def _predict(model: Any, X: np.ndarray, n_out: int) -> np.ndarray:
-    pred = np.asarray(model.predict(X), dtype=np.float64)
-    return pred.reshape(len(X), n_out)
+        return Ridge(alpha=1.0)
+    return spec
 
 
 def crossfit_residuals(
@@ -51,22 +47,20 @@ def crossfit_residuals(
     With fewer groups than ``cv`` the number of folds drops to the number of groups (at least 2);
     one group only (a trace without per-query scores) falls back to row folds.
     """
-    from cpo_engine.causal.nuisance import fit_nuisance, fold_ids
+    from cpo_engine.causal._crossfit import assemble, run_folds
+    from cpo_engine.causal._folds import fold_ids, folds_from_ids
 
     n_groups = len(np.unique(groups))
     k = min(cv, n_groups) if n_groups >= 2 else min(cv, len(Y))
     if k < 2:
         raise ValueError("cross-fitting needs at least 2 units")
-    folds = fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed)
-    y_res, d_res = np.empty_like(Y), np.empty_like(D)
-    for f in range(k):
-        tr, te = folds != f, folds == f
-        for target, res in ((Y, y_res), (D, d_res)):
-            t2 = target.reshape(len(target), -1)[tr]
-            model = fit_nuisance(_as_learner(learner, seed), X[tr], t2 if t2.shape[1] > 1 else t2[:, 0], None,
-                                 sample_weight[tr])
-            res[te] = target[te] - _predict(model, X[te], t2.shape[1]).reshape(target[te].shape)
-    return y_res, d_res
+    folds = folds_from_ids(fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed), k)
+    D2 = D.reshape(len(D), -1)
+    # The nuisances' own inner CV (torch ridge) is not grouped here: "groups" stays out of the data.
+    data = {"X": X, "Y": Y, "T": D2, "groups": None, "w": sample_weight}
+    spec = _learner_spec(learner)
+    y_pred, d_pred = assemble(run_folds(data, folds, spec, spec, seed, "cpu"), len(Y), D2.shape[1])
+    return Y - y_pred, D - d_pred.reshape(D.shape)
 
 
 def independent_columns(R: np.ndarray, w: np.ndarray, order: np.ndarray, tol: float = 1e-3) -> np.ndarray:
@@ -88,14 +82,17 @@ def independent_columns(R: np.ndarray, w: np.ndarray, order: np.ndarray, tol: fl
     return mask
 
 
-def cluster_cov(R: np.ndarray, e: np.ndarray, w: np.ndarray, groups: np.ndarray, bread: np.ndarray) -> np.ndarray:
-    """CR1 sandwich ``bread (sum_g s_g s_g^T) bread`` with ``s_g = sum_{i in g} w_i e_i R_i``."""
-    _, codes = np.unique(groups, return_inverse=True)
-    n_g, n, p = int(codes.max()) + 1, len(e), R.shape[1]
-    scores = np.zeros((n_g, p))
-    np.add.at(scores, codes, R * (w * e)[:, None])
-    scale = (n_g / max(n_g - 1, 1)) * ((n - 1) / max(n - p, 1))
-    return bread @ (scores.T @ scores) @ bread * scale
+def final_stage(R: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of ``y`` on the columns of ``R`` with the CR1 covariance clustered by
+    ``groups``: the causal final stage (:func:`~cpo_engine.causal.inference.fit_final`) with
+    ``phi = 1``, so the edit effects and the reward model share one estimator and one sandwich.
+
+    Returns ``theta`` (p,) and its covariance (p, p).
+    """
+    from cpo_engine.causal.inference import fit_final
+
+    fit = fit_final(np.ones((len(y), 1)), R, y, groups=groups, sample_weight=w, alpha=0.0, cov_type="cluster")
+    return fit.coef[0], fit.cov
 
 
 class PairedEditDML:
@@ -110,7 +107,7 @@ class PairedEditDML:
     ----------
     learner : str or estimator
         Nuisance model for ``g`` and ``e``: ``"linear"`` (scikit-learn ridge), or any name or
-        estimator :func:`cpo_engine.causal.nuisance.make_nuisance` accepts (``"hgb"``, ``"lgbm"``,
+        estimator :func:`cpo_engine.causal.nuisances.make_nuisance` accepts (``"hgb"``, ``"lgbm"``,
         ``"ridge"``, ...).
     cv : int
         Cross-fitting folds (grouped by query).
@@ -172,9 +169,7 @@ class PairedEditDML:
             G = (Rk * w[:, None]).T @ Rk
             if len(keep) == 0 or np.linalg.matrix_rank(G) < len(keep) or G.trace() <= 0:
                 continue
-            bread = np.linalg.inv(G)
-            theta = bread @ (Rk.T @ (w * y))
-            cov = cluster_cov(Rk, y - Rk @ theta, w, self.groups_, bread)
+            theta, cov = final_stage(Rk, y, w, self.groups_)
             self.coef_[keep], self.stderr_[keep] = theta, np.sqrt(np.clip(np.diag(cov), 0, None))
             self.identified_[keep] = True
 
@@ -252,5 +247,5 @@ def cochran_q(effect: np.ndarray, se: np.ndarray) -> dict[str, float]:
     return nan
 
 
-__all__ = ["PairedEditDML", "bh_qvalues", "cluster_cov", "cochran_q", "crossfit_residuals",
+__all__ = ["PairedEditDML", "bh_qvalues", "cochran_q", "crossfit_residuals", "final_stage",
            "independent_columns", "two_sided_p"]

@@ -29,7 +29,7 @@ def _folds(groups, k=3):
 def _pair(data, model_y, model_t, featurizer="linear", econml_featurizer=None):
     folds = _folds(data.groups)
     ours = CausalRewardModel(model_y=model_y, model_t=model_t, featurizer=featurizer, cv=folds,
-                             cov_type="HC1", device="cpu")
+                             final_alpha=0.0, cov_type="HC1", device="cpu")  # LinearDML's final stage is OLS
     ours.fit(data.Y, data.T, X=data.X, groups=data.groups)
     ref = econml_dml.LinearDML(model_y=model_y, model_t=model_t, featurizer=econml_featurizer, cv=folds,
                                random_state=0)
