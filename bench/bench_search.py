@@ -2,7 +2,7 @@
 
 Measures, for one round of n_queries x n_candidates with a linear effect head:
 
-- ``fused``: :func:`kernels.score_topk` (effect - z*se, running per-query top-k, chunked), the path
+- ``fused``: :func:`cpo_engine.kernels.score_topk` (effect - z*se, running per-query top-k, chunked), the path
   the search uses; on CUDA both the Triton kernel and the torch reference.
 - ``matmul``: one plain torch matmul with the same output shape and the same inner width
   (d_phi + d_pp): the hardware limit for this work, since scoring is two skinny matmuls.
@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels  # noqa: E402
+from cpo_engine import kernels  # noqa: E402
 from cpo_engine.causal.head import LinearHead  # noqa: E402
 from cpo_engine.utils import atomic_write_json, device_info, versions  # noqa: E402
 

@@ -1,5 +1,9 @@
-"""Configuration: one small dataclass per concern, loaded from YAML/JSON with `section.key=value`
-overrides. Every CLI subcommand and Ray job entrypoint builds the same objects."""
+"""Configuration loader: YAML/JSON files and `section.key=value` overrides -> dataclasses.
+
+Each room owns the dataclass of its concern (``data.config.DataConfig``, ``embedding.config.EmbedConfig``
+/``PCAConfig``, ``causal.config.CausalConfig``, ``search.config.SelectionConfig``/``BeamConfig``/
+``ProposerConfig``, ``generation.GenerateConfig``); the workflows compose them
+(:mod:`cpo_engine.workflows.config`). This module only reads and checks; it imports no room."""
 
 from __future__ import annotations
 
@@ -8,73 +12,17 @@ import difflib
 import json
 import os
 import typing
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.search.config import SearchStageConfig
 
 
-@dataclass
-class DataConfig:
-    """Where triplets come from."""
-
-    path: str | None = None
-    """Triplet table (Parquet file or folder, CSV, JSONL); None runs the bundled example."""
-    tasks: list[str] | None = None
-    """Keep only these values of the `task` column (None keeps all)."""
-
-
-@dataclass
-class EmbedConfig:
-    """How texts become vectors."""
-
-    encoder: str = "minilm"
-    """'minilm' (the packaged all-MiniLM-L6-v2) or a local sentence-transformers folder."""
-    device: str = "auto"
-    """'auto' (CUDA when present), 'cpu' or 'cuda[:N]'."""
-    batch_size: int = 64
-    """Texts per forward pass."""
-    num_threads: int | None = None
-    """torch CPU threads (None: torch's default)."""
-    cache_dir: str | None = ".cpo_cache/embeddings"
-    """Content-addressed embedding cache; None disables caching."""
-    query_prefix: str | None = None
-    """Text prepended to queries; None uses the model's known prefix (e.g. nomic 'search_query: ')."""
-    prompt_prefix: str | None = None
-    """Text prepended to prompts; None uses the model's known prefix."""
-
-
-@dataclass
-class PCAConfig:
-    """Dimensionality reduction, fitted separately for queries (X) and prompts (T)."""
-
-    query_components: int | float = 16
-    """int: components for X; float in (0, 1): explained-variance target."""
-    prompt_components: int | float = 32
-    """int: components for T, capped at n_prompts - 1 (so a small prompt set is represented
-    exactly: with fewer components a linear effect model cannot tell its prompts apart); float:
-    explained-variance target."""
-
-
-@dataclass
-class RunConfig:
-    """The end-to-end job (`cpo run`)."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    pca: PCAConfig = field(default_factory=PCAConfig)
-    search: SearchStageConfig = field(default_factory=SearchStageConfig)
-    out: str | None = None
-    """Run folder; None makes runs/<timestamp>."""
-    seed: int = 0
-    """Seed for every random step (splits, folds, proposers)."""
-
-
-def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
-                cls: type = RunConfig) -> Any:
-    """Build `cls` from a YAML/JSON file (optional) and `section.key=value` overrides."""
+def load_config(cls: type, path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Any:
+    """Build the dataclass ``cls`` from its defaults, a YAML/JSON file (optional) and ``section.key=value``
+    overrides, in that order of precedence (defaults < file < overrides; the CLI appends its flags to
+    the overrides, so flags win)."""
     raw: dict[str, Any] = _read_file(Path(path)) if path else {}
     for item in overrides or []:
         key, sep, value = item.partition("=")
@@ -171,4 +119,4 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-__all__ = ["DataConfig", "EmbedConfig", "PCAConfig", "RunConfig", "load_config", "from_dict", "to_dict"]
+__all__ = ["load_config", "from_dict", "to_dict"]

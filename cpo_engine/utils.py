@@ -162,3 +162,36 @@ def device_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any, Any, list[str]]:
+    """PEP 562 ``__getattr__``/``__dir__``/``__all__`` for a room's ``__init__``: names are imported from
+    their module on first use, so importing a light module of the room (its config) never pulls torch.
+
+    ``exports`` maps a submodule name to the names it provides.
+    """
+    where = {name: module for module, names in exports.items() for name in names}
+    names = sorted(where)
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module '{package}' has no attribute '{name}'")
+        return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+
+    def __dir__() -> list[str]:
+        return names
+
+    return __getattr__, __dir__, names
+
+
+#: Environment defaults of a cpo process (CLI, Ray Jobs entrypoint, bench script). torch, LightGBM and
+#: scikit-learn each bring an OpenMP runtime: spinning waiters of one starve the others on small machines
+#: (a 0.7 s LightGBM fit took 10.5 s beside torch). Weights are never fetched from a hub at run time.
+PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                    "TOKENIZERS_PARALLELISM": "false"}
+
+
+def process_defaults() -> None:
+    """Set :data:`PROCESS_DEFAULTS` where the user has not (entry points only, never at import)."""
+    for key, value in PROCESS_DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -22,7 +22,9 @@ def attach_to_cluster() -> None:
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` with the ``cpo NAME`` parser and run it; CPOError -> message and exit 1."""
     from cpo_engine.exceptions import CPOError
+    from cpo_engine.utils import process_defaults
 
+    process_defaults()
     sub = argparse.ArgumentParser().add_subparsers(dest="command")
     parser = importlib.import_module(f"cpo_engine.commands.{name}").register(sub)
     parser.prog = f"python -m jobs.{name}"

@@ -7,8 +7,8 @@
 and returns each query's k best candidates, without materializing the (n_q, n_c) matrix when it
 would not fit the memory budget. Backends:
 
-- ``"torch"``: :mod:`kernels.score_topk_torch`, the reference; runs on CPU or CUDA.
-- ``"triton"``: :mod:`kernels.score_topk_triton`, a fused tile kernel; CUDA + Triton only, imported
+- ``"torch"``: :mod:`cpo_engine.kernels.score_topk_torch`, the reference; runs on CPU or CUDA.
+- ``"triton"``: :mod:`cpo_engine.kernels.score_topk_triton`, a fused tile kernel; CUDA + Triton only, imported
   lazily here and nowhere else.
 - ``"auto"``: Triton when the device is CUDA, the dtype float32 and Triton importable; else torch.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kernels.score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
+from .score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
 
 _DEFAULT_CPU_BUDGET = 32 * 1024**2
 
@@ -133,7 +133,7 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
                     effect=np.full((n_q, k), np.nan), se=np.full((n_q, k), np.nan), backend=name)
     with torch.no_grad():
         if name == "triton":
-            from kernels.score_topk_triton import topk_triton
+            from .score_topk_triton import topk_triton
 
             vals, idx = topk_triton(ph, k, z, b, chunk_c=max(chunk_c, budget // max(1, 8 * ph.phi.shape[0])))
         else:

@@ -1,7 +1,7 @@
 """Triton kernel: fused (effect - z*se + bias) scoring with a per-tile top-k, CUDA only.
 
 Imported lazily by :mod:`kernels` when the tensors live on a CUDA device and Triton is installed.
-:mod:`kernels.score_topk_torch` is its specification; ``tests/test_kernels.py::test_triton_parity``
+:mod:`cpo_engine.kernels.score_topk_torch` is its specification; ``tests/test_kernels.py::test_triton_parity``
 pins one to the other on a GPU.
 
 Each program owns a (BLOCK_Q x BLOCK_C) tile: it computes ``phi @ G`` and ``P @ W`` in registers
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.score_topk_torch import PackedHead
+from .score_topk_torch import PackedHead
 
 
 @triton.jit
@@ -68,7 +68,7 @@ def topk_triton(ph: PackedHead, k: int, z: float, bias: torch.Tensor | None,
                 chunk_c: int, block_q: int = 64, block_c: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-query top-k through the Triton tile kernel; candidates are walked in chunks of chunk_c.
 
-    Same contract as :func:`kernels.score_topk_torch.topk_chunked` (float32 tensors on CUDA).
+    Same contract as :func:`cpo_engine.kernels.score_topk_torch.topk_chunked` (float32 tensors on CUDA).
     """
     n_q, d_phi = ph.phi.shape
     n_c, d_pp = ph.G.shape[1], ph.P.shape[1]

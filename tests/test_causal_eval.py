@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from scipy.stats import kendalltau
 
-from cpo_engine.causal import EvaluationConfig, evaluate, write_evaluation
-from cpo_engine.causal.evaluation import (build_grid, draw_logs, logging_policy, policy_metrics, split_queries,
-                                          static_ipw, tau_b_rows)
+from cpo_engine.causal import CausalConfig, EvaluationConfig, evaluate, write_evaluation
+from cpo_engine.causal.evaluation import build_grid, draw_logs, logging_policy, policy_metrics, static_ipw, tau_b_rows
+from cpo_engine.data.grid import split_queries
 from cpo_engine.embedding import Representations, TorchPCA
 from cpo_engine.exceptions import ConfigError, DataError
 
@@ -93,7 +93,7 @@ def test_split_keeps_identical_texts_together():
     reps.query_texts[1] = reps.query_texts[0]
     grid = build_grid(table, reps)
     for seed in range(5):
-        train, test = split_queries(grid, 0.3, np.random.default_rng(seed))
+        train, test = split_queries(grid.query_texts, 0.3, np.random.default_rng(seed))
         assert (0 in train) == (1 in train)
         assert len(np.intersect1d(train, test)) == 0
 
@@ -127,8 +127,8 @@ def test_config_validation():
 
 def test_evaluate_end_to_end_writes_outputs(tmp_path):
     table, reps, _ = _grid_table(n_q=150, seed=2)
-    cfg = EvaluationConfig(confounding="observable", strength=2.0, logged_per_query=4, seeds=2, cv=3)
-    result = evaluate(table, cfg, representations=reps)
+    cfg = EvaluationConfig(confounding="observable", strength=2.0, logged_per_query=4, seeds=2)
+    result = evaluate(table, cfg, causal=CausalConfig(cv=3), representations=reps)
     paths = write_evaluation(result, tmp_path)
     data = json.loads(paths["json"].read_text())
     assert data["settings"]["confounding"] == "observable" and data["settings"]["seeds"] == 2
@@ -146,15 +146,15 @@ def test_evaluate_end_to_end_writes_outputs(tmp_path):
 
 def test_evaluation_resumes_from_checkpoints(tmp_path):
     table, reps, _ = _grid_table(n_q=100, seed=3)
-    cfg = EvaluationConfig(confounding="latent", strength=-2.0, seeds=2, cv=3)
-    first = evaluate(table, cfg, representations=reps, checkpoint_dir=tmp_path)
+    cfg, causal = EvaluationConfig(confounding="latent", strength=-2.0, seeds=2), CausalConfig(cv=3)
+    first = evaluate(table, cfg, causal=causal, representations=reps, checkpoint_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0.json", "seed_1.json"]
     saved = json.loads((tmp_path / "seed_1.json").read_text())
     saved["result"]["methods"]["causal_dml"]["policy_value"] = -1.0  # proves the file is reused
     (tmp_path / "seed_1.json").write_text(json.dumps(saved))
-    again = evaluate(table, cfg, representations=reps, checkpoint_dir=tmp_path)
+    again = evaluate(table, cfg, causal=causal, representations=reps, checkpoint_dir=tmp_path)
     assert again["per_seed"][1]["methods"]["causal_dml"]["policy_value"] == -1.0
     assert again["per_seed"][0]["methods"] == first["per_seed"][0]["methods"]
-    other = evaluate(table, EvaluationConfig(confounding="none", seeds=2, cv=3), representations=reps,
+    other = evaluate(table, EvaluationConfig(confounding="none", seeds=2), causal=causal, representations=reps,
                      checkpoint_dir=tmp_path)
     assert other["per_seed"][1]["methods"]["causal_dml"]["policy_value"] != -1.0

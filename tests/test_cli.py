@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cpo_engine.cli import build_parser, main
-from cpo_engine.config import RunConfig, load_config
+from cpo_engine.config import load_config
+from cpo_engine.workflows.config import RunConfig
 from cpo_engine.exceptions import ConfigError
 
 
@@ -24,7 +25,7 @@ def test_help_everywhere(capsys):
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("embed:\n  batch_size: 16\npca:\n  query_components: 0.9\n")
-    cfg = load_config(path, ["embed.batch_size=8", "data.tasks=[mawps]", "seed=3"])
+    cfg = load_config(RunConfig, path, ["embed.batch_size=8", "data.tasks=[mawps]", "seed=3"])
     assert isinstance(cfg, RunConfig)
     assert (cfg.embed.batch_size, cfg.pca.query_components, cfg.data.tasks, cfg.seed) == (8, 0.9, ["mawps"], 3)
 
@@ -33,11 +34,12 @@ def test_config_file_and_overrides(tmp_path):
     ("embed.batchsize=8", "did you mean 'batch_size'"),
     ("embed.batch_size=big", "embed.batch_size must be int"),
     ("nonsense", "must look like section.key=value"),
-    ("search.top_k=0", "search.top_k must be >= 1"),  # caught when read, before any fit
+    ("beam.top_k=0", "beam.top_k must be >= 1"),  # caught when read, before any fit
+    ("causal.model_y=rigde", "did you mean 'ridge'"),
 ])
 def test_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [override])
+        load_config(RunConfig, None, [override])
 
 
 def test_cli_reports_config_error_without_traceback(capsys):
@@ -68,7 +70,15 @@ def test_run_smoke(small_example, tmp_path):
     for rel in manifest["outputs"].values():
         assert (out / rel).exists()
     assert "r2_y" in manifest["search"]["causal_diagnostics"]
+    assert (out / "model" / "bundle.json").is_file() and manifest["outputs"]["model"] == "model"
     assert "Causal model diagnostics" in (out / "report.html").read_text()
+    # the run folder is a model bundle for every downstream command
+    opt = tmp_path / "opt"
+    assert main(["optimize", str(small_example), "--model", str(out), "--out", str(opt), "--mode", "pool",
+                 "--set", f"embed.cache_dir={tmp_path / 'cache'}"]) == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(opt / "assignment.parquet").num_rows == 80  # one row per query of the table
 
 
 def test_dict_fields_from_overrides():

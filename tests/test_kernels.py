@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
+from cpo_engine import kernels
 from cpo_engine.causal.head import LinearHead
 
 
@@ -132,8 +132,8 @@ def test_triton_parity(n_q: int, n_c: int, k: int) -> None:
 
 _INTERPRET_SCRIPT = """
 import torch
-from kernels.score_topk_torch import pack, topk_chunked
-from kernels.score_topk_triton import topk_triton
+from cpo_engine.kernels.score_topk_torch import pack, topk_chunked
+from cpo_engine.kernels.score_topk_triton import topk_triton
 g = torch.Generator().manual_seed(0)
 for nq, nc, k, z, masked in [(1, 1, 1, 0.0, False), (70, 300, 8, 1.0, True), (33, 129, 200, 1.5, False)]:
     a = torch.randn(20, 20, generator=g) * 0.05

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cpo_engine.exceptions import ConfigError, NotFittedError
-from cpo_engine.search import (BeamSearch, Candidate, CandidateScorer, EditProposer, SearchConfig,
+from cpo_engine.search import (BeamSearch, Candidate, CandidateScorer, EditProposer, BeamConfig,
                                TrustRegion)
 from tests.search_helpers import SEEDS, hash_embed, make_head
 
@@ -15,7 +15,7 @@ def _search(trust: TrustRegion | None, rounds: int = 3, z: float = 1.0, seed: in
     head = make_head(seed=seed)
     X = np.random.default_rng(seed).normal(size=(40, 2))
     scorer = CandidateScorer(head, X, hash_embed, trust_region=trust, z=z, device="cpu")
-    cfg = SearchConfig(rounds=rounds, beam_width=4, query_beams=2, children_per_beam=12, top_k=3, seed=seed)
+    cfg = BeamConfig(rounds=rounds, beam_width=4, query_beams=2, children_per_beam=12, top_k=3)
     return BeamSearch(EditProposer(seed=seed), scorer, cfg).run([Candidate.seed(t) for t in SEEDS]), scorer
 
 
@@ -94,7 +94,7 @@ def test_lcb_and_length_penalty_change_the_objective() -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="beam_width"):
-        SearchConfig(beam_width=0)
+        BeamConfig(beam_width=0)
     head = make_head()
     bad = CandidateScorer(head, np.zeros((3, 2)), lambda ts: np.zeros((len(ts), 2)), device="cpu")
     with pytest.raises(ConfigError, match="prompt PCA"):

@@ -1,4 +1,4 @@
-"""`cpo optimize` end to end: `cpo fit` saves a model, `cpo optimize` searches with it."""
+"""`cpo optimize` end to end: `cpo fit` saves a model bundle, `cpo optimize` searches with it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from cpo_engine.cli import main
 
 @pytest.mark.slow
 def test_fit_then_optimize(small_example, tmp_path, capsys):
-    common = ["--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.device=cpu",
-              "--set", "pca.prompt_components=15", "--set", "pca.query_components=4"]
-    assert main(["fit", str(small_example), "--out", str(tmp_path / "fit"), "--cv", "3", *common]) == 0
+    common = ["--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.device=cpu"]
+    pca = ["--set", "pca.prompt_components=15", "--set", "pca.query_components=4"]
+    assert main(["fit", str(small_example), "--out", str(tmp_path / "fit"), "--cv", "3", *common, *pca]) == 0
     out = tmp_path / "opt"
-    assert main(["optimize", str(small_example), "--model", str(tmp_path / "fit" / "model"), "--out", str(out),
+    assert main(["optimize", str(small_example), "--model", str(tmp_path / "fit"), "--out", str(out),
                  "--rounds", "1", "--children", "4", "--beam-width", "2", *common]) == 0
     assign = pq.read_table(out / "assignment.parquet")
-    assert assign.num_rows == 80 and {"pool_prompt_id", "search_candidate_id"} <= set(assign.column_names)
+    assert assign.num_rows == 80 and {"recommended_prompt_id", "search_candidate_id"} <= set(assign.column_names)
     best = json.loads((out / "best_static_prompt.json").read_text())
     assert best["pool_static"]["prompt_id"] and "uplift_vs_best_logged" in best["search_static"]
     cands = pq.read_table(out / "candidates.parquet")
@@ -27,7 +27,8 @@ def test_fit_then_optimize(small_example, tmp_path, capsys):
     assert "searched" in capsys.readouterr().out
 
 
-def test_optimize_reports_missing_pca(tmp_path, capsys):
+def test_optimize_reports_a_folder_without_a_bundle(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     assert main(["optimize", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "o")]) == 2
-    assert "PCA states not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a model bundle" in err and "cpo run --out" in err and "Traceback" not in err

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cpo_engine.data.grid import cell_means
 from cpo_engine.exceptions import ConfigError, DataError
 
 CONFOUNDING = ("none", "observable", "latent")
@@ -26,7 +27,8 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 @dataclass
 class EvaluationConfig:
-    """Settings of one evaluation run."""
+    """Settings of one evaluation run (the causal model's own settings are a
+    :class:`~cpo_engine.causal.config.CausalConfig`, passed beside this)."""
 
     confounding: str = "observable"
     """Logging policy: 'none' (uniform), 'observable' (query length/number count x prompt length),
@@ -44,20 +46,13 @@ class EvaluationConfig:
     """Share of query texts held out for scoring."""
     hard_fraction: float = 1 / 3
     """Share of test queries with the lowest mean true success that form the 'hard' tier."""
-    featurizer: str = "linear"
-    """phi(X) of the causal model: 'constant', 'linear' or 'poly2'."""
-    model_y: str = "ridge"
-    """Nuisance for E[Y|X]: 'ridge', 'mlp', 'hgb', 'lgbm'."""
-    model_t: str = "ridge"
-    """Nuisance for E[T|X]."""
-    final_alpha: float | str = "cv"
-    """Penalty on effect heterogeneity in the causal model's final stage (a number or 'cv')."""
-    cv: int = 5
-    """Cross-fitting folds."""
     query_text_features: bool = False
     """Append simple text statistics of the query (log length, number count) to X."""
     with_forest: bool = False
     """Also fit econml CausalForestDML (slow; CPU)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError on out-of-range settings."""
@@ -79,7 +74,6 @@ class Grid:
     scores: np.ndarray  # every sample's score, sorted by cell
     cell_start: np.ndarray  # (n_q * n_p,) first sample of each cell in `scores`
     cell_count: np.ndarray  # (n_q * n_p,) samples per cell
-    split_key: np.ndarray  # (n_q,) query-text code: queries sharing a text split together
     query_texts: list[str]
     prompt_texts: list[str]
 
@@ -98,10 +92,9 @@ def build_grid(table: Any, reps: Any) -> Grid:
             f"query {reps.query_ids[q]!r} x prompt {reps.prompt_ids[p]!r}",
             fix="evaluate needs every prompt run on every query; fit logged data with `cpo fit`")
     order = np.argsort(cell, kind="stable")
-    truth = (np.bincount(cell, weights=scores, minlength=n_q * n_p) / count).reshape(n_q, n_p)
-    _, split_key = np.unique(np.asarray(reps.query_texts, dtype=object).astype(str), return_inverse=True)
+    truth, _ = cell_means(reps.row_query, reps.row_prompt, scores, n_q, n_p)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    return Grid(truth, scores[order], start, count, split_key, list(reps.query_texts), list(reps.prompt_texts))
+    return Grid(truth, scores[order], start, count, list(reps.query_texts), list(reps.prompt_texts))
 
 
 def _z(v: np.ndarray) -> np.ndarray:
@@ -132,14 +125,6 @@ def logging_policy(grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(1, keepdims=True)
-
-
-def split_queries(grid: Grid, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test query indices, split by query text."""
-    keys = np.unique(grid.split_key)
-    test_keys = rng.choice(keys, size=max(1, int(round(test_fraction * len(keys)))), replace=False)
-    is_test = np.isin(grid.split_key, test_keys)
-    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def draw_logs(grid: Grid, policy: np.ndarray, train: np.ndarray, k: int,

@@ -16,8 +16,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cpo_engine.causal.config import CausalConfig
+from cpo_engine.data.grid import split_queries
 from cpo_engine.causal.evaluation import (METRICS, EvaluationConfig, Grid, build_grid, draw_logs,
-                                          logging_policy, policy_metrics, split_queries, static_ipw,
+                                          logging_policy, policy_metrics, static_ipw,
                                           static_naive, text_features)
 
 FORMAT = "cpo-evaluation/1"
@@ -42,23 +44,22 @@ def _features(reps: Any, grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
     return np.hstack([X, (f - f.mean(0)) / np.where(f.std(0) > 0, f.std(0), 1)])
 
 
-def _fit_causal(cfg: EvaluationConfig, logs: dict, X: np.ndarray, T: np.ndarray, seed: int,
+def _fit_causal(causal: CausalConfig, logs: dict, X: np.ndarray, T: np.ndarray, seed: int,
                 t_hat: np.ndarray | None = None):
-    from cpo_engine.causal.dml import CausalRewardModel
-
-    model = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer,
-                              cv=cfg.cv, final_alpha=cfg.final_alpha, random_state=seed)
+    model = causal.make_model(random_state=seed)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         return model.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"], t_hat=t_hat)
 
 
-def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, seed: int) -> dict:
+def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, seed: int,
+             causal_cfg: CausalConfig | None = None) -> dict:
     """One repetition: split, log, fit every method, score on the test queries."""
     from cpo_engine.causal.baseline import OutcomeRewardModel
 
+    causal_cfg = causal_cfg or CausalConfig()
     rng = np.random.default_rng(seed)
-    train, test = split_queries(grid, cfg.test_fraction, rng)
+    train, test = split_queries(grid.query_texts, cfg.test_fraction, rng)
     policy = logging_policy(grid, cfg)
     logs = draw_logs(grid, policy, train, cfg.logged_per_query, rng)
     truth = grid.truth[test]
@@ -66,10 +67,10 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
     hard = np.zeros(len(test), dtype=bool)
     hard[np.argsort(truth.mean(1), kind="stable")[:n_hard]] = True
     t0 = time.perf_counter()
-    causal = _fit_causal(cfg, logs, X, T, seed)
+    causal = _fit_causal(causal_cfg, logs, X, T, seed)
     fit_s = time.perf_counter() - t0
     per_query = causal.effect_grid(X[test], T)
-    known = _fit_causal(cfg, logs, X, T, seed, t_hat=(policy @ T)[logs["q"]])
+    known = _fit_causal(causal_cfg, logs, X, T, seed, t_hat=(policy @ T)[logs["q"]])
     baseline = OutcomeRewardModel(random_state=seed).fit(logs["y"], T[logs["p"]], X=X[logs["q"]])
     n_p = T.shape[0]
     preds: dict[str, np.ndarray] = {
@@ -83,7 +84,7 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
         "oracle_per_query": truth,
     }
     if cfg.with_forest:
-        preds["causal_forest"] = _forest_grid(cfg, logs, X, T, test, seed)
+        preds["causal_forest"] = _forest_grid(causal_cfg, logs, X, T, test, seed)
     methods = {name: policy_metrics(np.broadcast_to(p, truth.shape), truth, hard) for name, p in preds.items()}
     return {"seed": seed, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
             "logged_rows": int(len(logs["y"])), "causal_fit_s": round(fit_s, 3),
@@ -91,10 +92,10 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
             "causal_diagnostics": causal.diagnostics_.to_dict(), "methods": methods}
 
 
-def _forest_grid(cfg, logs, X, T, test, seed) -> np.ndarray:
+def _forest_grid(causal_cfg, logs, X, T, test, seed) -> np.ndarray:
     from cpo_engine.causal.forest import CausalForestRewardModel
 
-    forest = CausalForestRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, cv=cfg.cv,
+    forest = CausalForestRewardModel(model_y=causal.model_y, model_t=causal.model_t, cv=causal.cv,
                                      n_estimators=100, random_state=seed)
     forest.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"])
     return forest.effect_grid(X[test], T)
@@ -120,7 +121,8 @@ def summarize(per_seed: list[dict]) -> dict[str, dict]:
     return {n: {m: mean_ci([s["methods"][n][m] for s in per_seed]) for m in METRICS} for n in names}
 
 
-def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations: Any = None,
+def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalConfig | None = None,
+             representations: Any = None,
              progress: Callable[[str], None] | None = None, checkpoint_dir: Any = None,
              **rep_kwargs: Any) -> dict:
     """Evaluate the causal reward model against baselines on a full outcome grid.
@@ -130,7 +132,9 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
     table : pyarrow.Table
         Validated full-grid triplets (every prompt on every query).
     cfg : EvaluationConfig
-        Confounding, strength, logs per query, seeds, model settings.
+        Confounding, strength, logs per query, seeds.
+    causal : CausalConfig, optional
+        The causal model's settings (default: :class:`CausalConfig`'s defaults, those of `cpo run`).
     representations : Representations, optional
         Prebuilt X/T for ``table``; built with :func:`cpo_engine.embedding.build_representations`
         (``rep_kwargs`` go to it) when omitted.
@@ -140,6 +144,7 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
     """
     cfg = cfg or EvaluationConfig()
     cfg.validate()
+    causal = causal or CausalConfig()
     if representations is None:
         from cpo_engine.embedding import build_representations
 
@@ -147,24 +152,24 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, representations
     grid = build_grid(table, representations)
     X, T = _features(representations, grid, cfg), np.asarray(representations.T, np.float64)
     per_seed = []
-    key = _checkpoint_key(cfg, grid, X, T)
+    key = _checkpoint_key(cfg, causal, grid, X, T)
     for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
         per_seed.append(_cached_seed(checkpoint_dir, key, s) or _save_seed(
-            checkpoint_dir, key, run_seed(grid, X, T, cfg, s)))
+            checkpoint_dir, key, run_seed(grid, X, T, cfg, s, causal)))
         if progress:
             m = per_seed[-1]["methods"]
             progress(f"seed {s}: causal {m['causal_dml']['policy_value']:.4f} "
                      f"outcome {m['outcome_model']['policy_value']:.4f} "
                      f"ipw {m['static_ipw']['policy_value']:.4f}")
-    return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X),
+    return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X) | {"causal": asdict(causal)},
             "methods": summarize(per_seed), "per_seed": per_seed, "notes": _notes(cfg)}
 
 
-def _checkpoint_key(cfg: EvaluationConfig, grid: Grid, X: np.ndarray, T: np.ndarray) -> str:
+def _checkpoint_key(cfg: EvaluationConfig, causal: CausalConfig, grid: Grid, X: np.ndarray, T: np.ndarray) -> str:
     import hashlib
 
-    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("seeds", "first_seed")},
-                                  sort_keys=True).encode())
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("seeds", "first_seed")} | asdict(causal)
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for a in (grid.truth, X, T):
         h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
     return h.hexdigest()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cpo_engine.commands import add_common, config_from_args
+from cpo_engine.commands import add_common, add_data_flags, apply_positional_data, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed queries and prompts, fit PCA (X for queries, T for prompts)",
                        description="Embed a triplet table's unique queries and prompts through the on-disk cache "
                                    "and fit a PCA for each; writes features and PCA states to --out.")
-    p.add_argument("data", nargs="?", help="triplet table (default: the bundled example)")
+    add_data_flags(p)
     p.add_argument("--out", required=True, help="folder for query/prompt features and PCA states")
     add_common(p)
     p.set_defaults(func=run)
@@ -20,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.pipeline import embed_stage, load_data
+    from cpo_engine.workflows import FitConfig
+    from cpo_engine.workflows.common import Representer, load_data, write_features
 
-    cfg = config_from_args(args)
+    apply_positional_data(args)
+    cfg = config_from_args(args, FitConfig)
     table, _ = load_data(cfg.data)
-    reps = embed_stage(table, cfg, show_progress=True)
+    reps = Representer(cfg.embed).represent(table, cfg.pca)
     out = Path(args.out)
-    from cpo_engine.pipeline import write_features
-
     write_features(reps, out)
     s = reps.summary()
     cache = s.get("cache", {})

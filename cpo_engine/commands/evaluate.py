@@ -4,10 +4,8 @@ confounding; writes evaluation.json, evaluation.md and evaluation.png."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from cpo_engine.commands import add_common, config_from_args
-from cpo_engine.commands.fit import add_model_args
+from cpo_engine.commands import add_causal_flags, add_common, add_data_flags, config_from_args, flag
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,47 +14,35 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "queries with a known (confounded) logging policy, fit every method on the "
                                    "logs and score prompt rankings and policy value on the test queries "
                                    "against the grid's cell means.")
-    p.add_argument("--data", help="full-grid triplet table (default: the bundled example)")
-    p.add_argument("--out", required=True, help="folder for evaluation.json / .md / .png")
-    p.add_argument("--confounding", default="observable", choices=["none", "observable", "latent"],
-                   help="logging policy (default observable)")
-    p.add_argument("--strength", type=float, default=2.0, help="confounding strength (logit scale, default 2); negative flips the direction: long/hard "
-                        "queries then get short prompts")
-    p.add_argument("--logged-per-query", type=int, default=4, help="logged prompts per train query (default 4)")
-    p.add_argument("--seeds", type=int, default=5, help="repetitions for the 95%% CIs (default 5)")
-    p.add_argument("--test-fraction", type=float, default=0.3, help="share of queries held out (default 0.3)")
-    p.add_argument("--query-text-features", action="store_true",
-                   help="append query length and number count to X")
-    p.add_argument("--forest", action="store_true", help="also fit econml CausalForestDML (slow)")
-    p.add_argument("--prompt-components", type=int, default=None,
-                   help="prompt PCA size (default: n_prompts - 1, so every prompt's own effect is "
-                        "representable by a linear function of T)")
-    add_model_args(p)
+    add_data_flags(p, positional=False)
+    flag(p, "--out", "out", "folder for evaluation.json / .md / .png")
+    flag(p, "--confounding", "evaluation.confounding", "logging policy", choices=["none", "observable", "latent"])
+    flag(p, "--strength", "evaluation.strength",
+         "confounding strength (logit scale); negative: long/hard queries get short prompts", type=float)
+    flag(p, "--logged-per-query", "evaluation.logged_per_query", "logged prompts per train query", type=int)
+    flag(p, "--seeds", "evaluation.seeds", "repetitions for the 95%% CIs", type=int)
+    flag(p, "--first-seed", "evaluation.first_seed", "seed of the first repetition", type=int)
+    flag(p, "--test-fraction", "evaluation.test_fraction", "share of queries held out", type=float)
+    p.add_argument("--query-text-features", action="store_const", const=True, default=None,
+                   help="append query length and number count to X [--set evaluation.query_text_features]")
+    p.add_argument("--forest", action="store_const", const=True, default=None,
+                   help="also fit econml CausalForestDML (slow) [--set evaluation.with_forest]")
+    p._cpo_flag_keys.update(query_text_features="evaluation.query_text_features",  # type: ignore[attr-defined]
+                            forest="evaluation.with_forest")
+    flag(p, "--prompt-components", "pca.prompt_components",
+         "prompt PCA size (default 32, capped at n_prompts - 1)", type=int)
+    add_causal_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.causal import EvaluationConfig, evaluate, write_evaluation
     from cpo_engine.causal.harness import table_markdown
-    from cpo_engine.pipeline import embed_stage, load_data
+    from cpo_engine.workflows import EvaluateConfig
+    from cpo_engine.workflows.evaluate import evaluate
 
-    cfg = config_from_args(args)
-    ecfg = EvaluationConfig(
-        confounding=args.confounding, strength=args.strength, logged_per_query=args.logged_per_query,
-        seeds=args.seeds, first_seed=cfg.seed, test_fraction=args.test_fraction,
-        featurizer=args.featurizer, model_y=args.model_y, model_t=args.model_t,
-        final_alpha=args.final_alpha, cv=args.cv, query_text_features=args.query_text_features,
-        with_forest=args.forest)
-    ecfg.validate()
-    table, info = load_data(cfg.data)
-    cfg.pca.prompt_components = args.prompt_components  # None: all components (n_prompts - 1)
-    reps = embed_stage(table, cfg, show_progress=True)
-    result = evaluate(table, ecfg, representations=reps, progress=print,
-                      checkpoint_dir=Path(args.out) / "seeds")
-    result["settings"]["data"] = info
-    paths = write_evaluation(result, Path(args.out))
+    result = evaluate(config_from_args(args, EvaluateConfig))
     print(table_markdown(result))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print(f"wrote {', '.join(str(p) for p in result['paths'].values())}")
     return 0

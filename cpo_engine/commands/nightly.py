@@ -8,8 +8,8 @@ from typing import Any
 from cpo_engine.commands import add_common, flag_overrides
 
 FLAG_KEYS = {
-    "state": "state", "new": "new", "date": "date", "window_days": "window_days", "cv": "cv",
-    "featurizer": "featurizer", "model_y": "model_y", "model_t": "model_t", "z": "z",
+    "state": "state", "new": "new", "date": "date", "window_days": "window_days", "cv": "causal.cv",
+    "featurizer": "causal.featurizer", "model_y": "causal.model_y", "model_t": "causal.model_t", "z": "selection.z",
     "min_kendall_tau": "drift.min_kendall_tau", "max_changed_share": "drift.max_changed_share",
     "max_uplift_change": "drift.max_uplift_change",
 }
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--featurizer", choices=["constant", "linear", "poly2"], help="phi(X) (default linear)")
     p.add_argument("--model-y", help="nuisance for E[Y|X] (default ridge)")
     p.add_argument("--model-t", help="nuisance for E[T|X] (default ridge)")
-    p.add_argument("--z", type=float, help="lower-confidence-bound multiplier (default 1)")
+    p.add_argument("--z", type=float, help="lower-confidence-bound multiplier (default 1.645, as `cpo run`)")
     p.add_argument("--min-kendall-tau", type=float, help="drift when the ranking tau is below (default 0.5)")
     p.add_argument("--max-changed-share", type=float, help="drift when more queries change prompt (default 0.3)")
     p.add_argument("--max-uplift-change", type=float, help="drift when the uplift moves more (default 0.05)")
@@ -43,13 +43,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from cpo_engine.config import load_config
-    from cpo_engine.generation.nightly import NightlyConfig
+    from cpo_engine.workflows import NightlyConfig
 
-    return load_config(getattr(args, "config", None), flag_overrides(args, FLAG_KEYS), cls=NightlyConfig)
+    return load_config(NightlyConfig, getattr(args, "config", None), flag_overrides(args, FLAG_KEYS))
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.generation.nightly import run_nightly
+    from cpo_engine.workflows import run_nightly
 
     report = run_nightly(config_from_args(args))
     print(f"nightly {report['date']}: {report['rows']:,} triplets over {len(report['dates'])} date(s); "

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_common, config_from_args
+from cpo_engine.commands import (add_beam_flags, add_causal_flags, add_common, add_data_flags, add_selection_flags,
+                                 config_from_args, flag)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="end-to-end job: data -> validation -> embeddings -> PCA -> causal model -> "
                                    "search -> report",
                        description="Run the whole pipeline and write a run folder with a manifest "
-                                   "(config, versions, data hash, timings). With no --data, runs the bundled "
-                                   "example (real LLaMA-2 outcomes on svamp+mawps, 16 prompts).")
-    p.add_argument("--data", help="triplet table (default: the bundled example)")
-    p.add_argument("--out", help="run folder (default: runs/<timestamp>)")
+                                   "(config, versions, data hash, timings) and a model bundle (RUN/model). With no "
+                                   "--data, runs the bundled example (real LLaMA-2 outcomes on svamp+mawps).")
+    add_data_flags(p, positional=False)
+    flag(p, "--out", "out", "run folder (default: runs/<timestamp>)")
+    flag(p, "--proposer", "proposer.kind", "generative proposer, or none (pool mode only)", choices=["edit", "none"])
+    add_causal_flags(p)
+    add_selection_flags(p)
+    add_beam_flags(p)
+    flag(p, "--seed", "seed", "seed of every random step", type=int)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.pipeline import run_job
+    from cpo_engine.workflows import RunConfig
+    from cpo_engine.workflows.run import run as run_workflow
 
-    cfg = config_from_args(args)
-    if args.out:
-        cfg.out = args.out
-    result = run_job(cfg)
-    print(f"run folder: {result['run_dir']}")
+    result = run_workflow(config_from_args(args, RunConfig))
+    print(f"run folder: {result.run_dir}")
     return 0

@@ -1,10 +1,17 @@
-"""Representation engine: encoders, the embedding cache, torch PCA, representations."""
+"""Representation engine: encoders, the embedding cache, torch PCA, representations.
 
-from cpo_engine.embedding.cache import CacheStats, EmbeddingCache
-from cpo_engine.embedding.encoders import (DEFAULT_MODEL_ID, Encoder, SentenceTransformerEncoder, default_prefixes,
-                                           make_encoder)
-from cpo_engine.embedding.pca import TorchPCA
-from cpo_engine.embedding.representations import Representations, build_representations, unique_texts
+Names are imported on first use (PEP 562), so ``cpo_engine.embedding.config`` stays light for the CLI.
+"""
 
-__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "default_prefixes", "DEFAULT_MODEL_ID",
-           "EmbeddingCache", "CacheStats", "TorchPCA", "Representations", "build_representations", "unique_texts"]
+from __future__ import annotations
+
+from cpo_engine.utils import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "cache": ("CacheStats", "EmbeddingCache"),
+    "config": ("EmbedConfig", "PCAConfig"),
+    "encoders": ("DEFAULT_MODEL_ID", "Encoder", "SentenceTransformerEncoder", "default_prefixes", "make_encoder",
+                 "encoder_and_cache"),
+    "pca": ("TorchPCA",),
+    "representations": ("Representations", "build_representations", "text_embedder", "unique_texts"),
+})

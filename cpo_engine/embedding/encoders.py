@@ -140,5 +140,15 @@ def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:
                       "(weights are never downloaded at run time)")
 
 
-__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "default_prefixes", "packaged_minilm_path",
+def encoder_and_cache(cfg: Any, cache_dir: Any = "config") -> tuple[Encoder, Any]:
+    """The encoder and embedding cache of an :class:`~cpo_engine.embedding.config.EmbedConfig`: the one
+    place every workflow builds them. ``cache_dir`` overrides the config's folder (None: no cache)."""
+    from cpo_engine.embedding.cache import EmbeddingCache
+
+    encoder = make_encoder(cfg.encoder, device=cfg.device, batch_size=cfg.batch_size, num_threads=cfg.num_threads)
+    folder = cfg.cache_dir if cache_dir == "config" else cache_dir
+    return encoder, (EmbeddingCache(folder) if folder else None)
+
+
+__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encoder_and_cache", "default_prefixes", "packaged_minilm_path",
            "DEFAULT_MODEL_ID", "KNOWN_PREFIXES"]

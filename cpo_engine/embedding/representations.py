@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -77,11 +77,14 @@ def build_representations(
     prompt_prefix: str | None = None,
     device: str = "auto",
     show_progress: bool = False,
+    query_pca: TorchPCA | None = None,
+    prompt_pca: TorchPCA | None = None,
 ) -> Representations:
     """Embed a validated triplet table's queries and prompts and fit a PCA for each.
 
     Prefixes default to what the encoder's model expects (e.g. nomic's 'search_query: ').
-    The prompt PCA is capped at n_prompts - 1 components.
+    The prompt PCA is capped at n_prompts - 1 components. Fitted ``query_pca``/``prompt_pca`` (a saved
+    model bundle's) are used as they are instead of fitting new ones.
     """
     encoder = encoder or make_encoder(device=device)
     if cache is not None and not isinstance(cache, EmbeddingCache):
@@ -93,14 +96,25 @@ def build_representations(
     pids, ptexts, row_p = unique_texts(table, "prompt_id", "prompt_text")
     q_emb = _embed(encoder, cache, qtexts, q_pre, show_progress)
     p_emb = _embed(encoder, cache, ptexts, p_pre, show_progress)
-    qpca = TorchPCA(_cap(query_components, len(qids)), device=device).fit(q_emb)
-    ppca = TorchPCA(_cap(prompt_components, len(pids)), device=device).fit(p_emb)
+    qpca = query_pca or TorchPCA(_cap(query_components, len(qids)), device=device).fit(q_emb)
+    ppca = prompt_pca or TorchPCA(_cap(prompt_components, len(pids)), device=device).fit(p_emb)
     prov = {"encoder": encoder.model_id, "query_prefix": q_pre, "prompt_prefix": p_pre,
             "embedding_dim": int(q_emb.shape[1])}
     if isinstance(cache, EmbeddingCache):
         prov["cache"] = {"hits": cache.stats.hits, "misses": cache.stats.misses}
     return Representations(qids, pids, qtexts, ptexts, qpca.transform(q_emb), ppca.transform(p_emb), row_q, row_p,
                            qpca, ppca, q_emb, p_emb, prov)
+
+
+def text_embedder(encoder: Encoder, cache: EmbeddingCache | None, pca: TorchPCA,
+                  prefix: str) -> Callable[[Sequence[str]], np.ndarray]:
+    """texts -> features: the encoder through the cache, then a fitted PCA (how new candidate prompts
+    are placed in the T space of a fitted model). The encoder loads its weights on first use."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        return pca.transform(_embed(encoder, cache, list(texts), prefix, False))
+
+    return embed
 
 
 def _embed(encoder: Encoder, cache: EmbeddingCache | None, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
@@ -113,4 +127,4 @@ def _cap(k: int | float | None, n: int) -> int | float | None:
     return min(k, n - 1) if isinstance(k, int) else k
 
 
-__all__ = ["Representations", "build_representations", "unique_texts"]
+__all__ = ["Representations", "build_representations", "unique_texts", "text_embedder"]

@@ -2,38 +2,23 @@
 
 Scoring needs no LLM call: candidates are embedded, projected with the prompt PCA and scored for
 every query at once by the causal model's :class:`~cpo_engine.causal.head.LinearHead` through
-:func:`kernels.score_topk`. See docs/search.md.
+:func:`cpo_engine.kernels.score_topk`. See docs/search.md.
 
 Names are imported on first use (PEP 562), so ``cpo_engine.search.config`` stays light for the CLI.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cpo_engine.utils import lazy_exports
 
-_EXPORTS = {
-    "beam": ("BeamSearch", "SearchConfig", "SearchResult"),
-    "candidates": ("Candidate", "candidate_id", "dedup_key", "unique"),
-    "config": ("SearchStageConfig",),
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "beam": ("BeamSearch", "SearchResult"),
+    "candidates": ("Candidate", "dedup_key", "unique"),
+    "config": ("BeamConfig", "ProposerConfig", "SelectionConfig"),
     "operators": ("OPERATORS", "Operator", "get_operators"),
-    "pool": ("PoolPolicy", "by_tier", "evaluate_choice", "outcome_matrix", "paired_interval", "pool_assign"),
-    "proposers": ("EditPrior", "EditProposer", "Feedback", "LLMProposer", "Proposer"),
+    "pool": ("PoolPolicy", "by_tier", "evaluate_choice", "outcome_matrix", "paired_interval", "pool_assign",
+             "referenced_head"),
+    "proposers": ("EditProposer", "Feedback", "LLMProposer", "Proposer", "make_proposer"),
     "scoring": ("CandidateScorer", "ScoredBatch"),
     "trust": ("TrustRegion",),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'cpo_engine.search' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"cpo_engine.search.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+})

@@ -19,45 +19,9 @@ import numpy as np
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.candidates import Candidate, unique
-from cpo_engine.search.config import check_beam_sizes
+from cpo_engine.search.config import BeamConfig
 from cpo_engine.search.proposers import Feedback, Proposer
 from cpo_engine.search.scoring import CandidateScorer, ScoredBatch
-
-
-@dataclass
-class SearchConfig:
-    """Beam search settings.
-
-    Attributes
-    ----------
-    rounds : int
-        Proposal rounds after scoring the seeds.
-    beam_width : int
-        Beams kept by static objective each round.
-    query_beams : int
-        Extra beams: the candidates that are top-1 for the most queries (0 disables).
-    children_per_beam : int
-        Children each beam asks its proposer for per round.
-    top_k : int
-        Candidates kept per query.
-    seed : int
-        Seed passed to proposers that take one.
-    feedback_examples : int
-        Strong/weak example queries shown to an LLM proposer per parent (0: no feedback).
-    """
-
-    rounds: int = 3
-    beam_width: int = 16
-    query_beams: int = 8
-    children_per_beam: int = 64
-    top_k: int = 5
-    seed: int = 0
-    feedback_examples: int = 2
-
-    def __post_init__(self) -> None:
-        check_beam_sizes(rounds=self.rounds, beam_width=self.beam_width, query_beams=self.query_beams,
-                         children_per_beam=self.children_per_beam, top_k=self.top_k,
-                         feedback_examples=self.feedback_examples)
 
 
 @dataclass
@@ -94,6 +58,15 @@ class SearchResult:
         """Candidate indices by static objective, best first (excluded ones last)."""
         order = np.argsort(-self.static_objective, kind="stable")
         return order if n is None else order[:n]
+
+    def lineage(self, i: int) -> str:
+        """'seed -> op -> op' path of candidate ``i``."""
+        by_id = {c.id: c for c in self.candidates}
+        c, steps = self.candidates[i], []
+        while c.parent is not None and c.parent in by_id:
+            steps.append(c.operator or "?")
+            c = by_id[c.parent]
+        return " -> ".join([c.id] + steps[::-1])
 
     def table(self, level: float = 0.95) -> Any:
         """A pyarrow table: one row per candidate with lineage, static uplift, interval, support."""
@@ -152,16 +125,16 @@ class BeamSearch:
         Makes children (:class:`EditProposer` or :class:`LLMProposer`).
     scorer : CandidateScorer
         Scores texts for every query.
-    config : SearchConfig
+    config : BeamConfig
         Rounds, widths, k.
     query_texts : sequence of str, optional
         Texts of the scorer's queries, for LLM-proposer feedback.
     """
 
-    def __init__(self, proposer: Proposer, scorer: CandidateScorer, config: SearchConfig | None = None,
+    def __init__(self, proposer: Proposer, scorer: CandidateScorer, config: BeamConfig | None = None,
                  query_texts: Sequence[str] | None = None) -> None:
         self.proposer, self.scorer = proposer, scorer
-        self.config = config or SearchConfig()
+        self.config = config or BeamConfig()
         self.query_texts = list(query_texts) if query_texts is not None else None
 
     def run(self, seeds: Sequence[Candidate]) -> SearchResult:
@@ -249,4 +222,4 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return f if f.size else np.array([np.nan])
 
 
-__all__ = ["BeamSearch", "SearchConfig", "SearchResult"]
+__all__ = ["BeamSearch", "SearchResult"]

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cpo_engine.data.grid import cell_means
 from cpo_engine.exceptions import DataError
 from cpo_engine.search.scoring import CandidateScorer
 
@@ -32,6 +33,8 @@ class PoolPolicy:
         Predicted effect of every pool prompt on every query, and its standard error.
     objective : (n_queries, n_pool)
         ``effect - z * se + bias``: what the choice maximizes.
+    z : float
+        The lower-confidence-bound multiplier used.
     """
 
     prompt_ids: list[str]
@@ -39,6 +42,7 @@ class PoolPolicy:
     effect: np.ndarray
     se: np.ndarray
     objective: np.ndarray
+    z: float = 0.0
 
     @property
     def chosen_ids(self) -> list[str]:
@@ -47,6 +51,29 @@ class PoolPolicy:
     def static_choice(self) -> int:
         """The pool prompt with the best objective averaged over the queries."""
         return int(np.argmax(self.objective.mean(axis=0)))
+
+    def point_choice(self) -> np.ndarray:
+        """The per-query choice by point estimate (``effect + bias``, no confidence bound)."""
+        return np.argmax(self.objective + self.z * self.se, axis=1)
+
+    def chosen(self) -> tuple[np.ndarray, np.ndarray]:
+        """Effect and se of each query's chosen prompt."""
+        rows = np.arange(len(self.choice))
+        return self.effect[rows, self.choice], self.se[rows, self.choice]
+
+    def assignment_table(self, query_ids: Sequence[str], texts: Sequence[str] | None = None,
+                         source: str = "logged pool") -> Any:
+        """One row per query: the recommended prompt (id and, when given, text), its predicted effect and
+        se versus the reference, and where the prompt comes from."""
+        import pyarrow as pa
+
+        eff, se = self.chosen()
+        cols: dict[str, Any] = {"query_id": pa.array([str(q) for q in query_ids]),
+                                "recommended_prompt_id": pa.array(self.chosen_ids)}
+        if texts is not None:
+            cols["recommended_prompt_text"] = pa.array([texts[i] for i in self.choice])
+        cols.update(effect=pa.array(eff), se=pa.array(se), source=pa.array([source] * len(self.choice)))
+        return pa.table(cols)
 
 
 def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Sequence[str],
@@ -59,25 +86,31 @@ def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Seque
     bias, _ = scorer.bias(texts, T)
     eff, se = scorer.per_query(T)
     obj = eff - scorer.z * se + bias[None, :]
-    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=eff, se=se, objective=obj)
+    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=eff, se=se, objective=obj,
+                      z=float(scorer.z))
+
+
+def referenced_head(head: Any, X: np.ndarray, T_pool: np.ndarray, reference: str) -> tuple[Any, int]:
+    """The head re-referenced to the incumbent (the pool prompt with the best average predicted effect
+    over ``X``), or unchanged for ``reference='mean'``; returns it and the incumbent's index."""
+    from dataclasses import replace
+
+    eff, _ = head.static_effect(X, T_pool)
+    inc = int(np.argmax(eff))
+    if reference == "mean":
+        return head, inc
+    return replace(head, t_ref=np.asarray(T_pool[inc], dtype=np.float64).copy()), inc
 
 
 def outcome_matrix(table: Any, query_ids: Sequence[str], prompt_ids: Sequence[str]) -> np.ndarray:
     """(n_queries, n_prompts) mean recorded score per cell of a triplet table; NaN where unobserved."""
     q_index = {q: i for i, q in enumerate(query_ids)}
     p_index = {p: j for j, p in enumerate(prompt_ids)}
-    qs = table.column("query_id").to_pylist()
-    ps = table.column("prompt_id").to_pylist()
+    qi = np.array([q_index.get(q, -1) for q in table.column("query_id").to_pylist()], dtype=np.int64)
+    pj = np.array([p_index.get(p, -1) for p in table.column("prompt_id").to_pylist()], dtype=np.int64)
     ys = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    qi = np.array([q_index.get(q, -1) for q in qs])
-    pj = np.array([p_index.get(p, -1) for p in ps])
     keep = (qi >= 0) & (pj >= 0) & np.isfinite(ys)
-    total = np.zeros((len(query_ids), len(prompt_ids)))
-    count = np.zeros_like(total)
-    np.add.at(total, (qi[keep], pj[keep]), ys[keep])
-    np.add.at(count, (qi[keep], pj[keep]), 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
+    return cell_means(qi[keep], pj[keep], ys[keep], len(query_ids), len(prompt_ids))[0]
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict[str, float]:
@@ -138,4 +171,4 @@ def by_tier(choice: np.ndarray, Y: np.ndarray, static_index: int, n_tiers: int =
     return out
 
 
-__all__ = ["PoolPolicy", "pool_assign", "outcome_matrix", "paired_interval", "evaluate_choice", "by_tier"]
+__all__ = ["PoolPolicy", "pool_assign", "referenced_head", "outcome_matrix", "paired_interval", "evaluate_choice", "by_tier"]

@@ -2,7 +2,7 @@
 
 :class:`CandidateScorer` turns texts into prompt representations (embedding through the cache, then
 the prompt PCA: whatever ``embed`` does), adds the trust-region and length biases, and calls the one
-scoring dispatch point :func:`kernels.score_topk` for the per-query top-k (query-dependent mode).
+scoring dispatch point :func:`cpo_engine.kernels.score_topk` for the per-query top-k (query-dependent mode).
 The static objective of a candidate is its effect averaged over the queries,
 ``mean_q phi(X_q)^T B dt_c = phibar^T B dt_c``, which is exact for a linear head and needs one row.
 """
@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-import kernels
+from cpo_engine import kernels
 from cpo_engine.causal.head import LinearHead
 from cpo_engine.exceptions import ConfigError
+from cpo_engine.search.config import SelectionConfig
 from cpo_engine.search.trust import TrustRegion
 
 
@@ -65,13 +66,13 @@ class CandidateScorer:
     length_penalty : float
         Objective lost per 100 words of prompt (a cost proxy); 0 disables it.
     device, backend : str
-        Passed to :func:`kernels.score_topk`.
+        Passed to :func:`cpo_engine.kernels.score_topk`.
     memory_budget_bytes : int, optional
         Cap on live score blocks (chunking); default: the kernel's.
     """
 
     def __init__(self, head: LinearHead, X: np.ndarray, embed: Callable[[Sequence[str]], np.ndarray],
-                 trust_region: TrustRegion | None = None, z: float = 1.0, length_penalty: float = 0.0,
+                 trust_region: TrustRegion | None = None, z: float = SelectionConfig.z, length_penalty: float = 0.0,
                  device: str = "auto", backend: str = "auto", memory_budget_bytes: int | None = None) -> None:
         if z < 0 or length_penalty < 0:
             raise ConfigError(f"z and length_penalty must be >= 0, got z={z}, length_penalty={length_penalty}")
@@ -80,6 +81,14 @@ class CandidateScorer:
         self.device, self.backend, self.memory_budget_bytes = device, backend, memory_budget_bytes
         self.phi = np.asarray(head.featurize(np.asarray(X, dtype=np.float64)), dtype=np.float64)
         self.phibar = self.phi.mean(axis=0, keepdims=True)
+
+    @classmethod
+    def from_selection(cls, head: LinearHead, X: np.ndarray, embed: Callable[[Sequence[str]], np.ndarray],
+                       selection: SelectionConfig, T_logged: np.ndarray, device: str = "auto") -> "CandidateScorer":
+        """The scorer of a :class:`SelectionConfig`, its trust region fitted on the logged prompts ``T_logged``."""
+        trust = TrustRegion(mode=selection.trust_region, slack=selection.trust_slack).fit(T_logged)
+        return cls(head, X, embed, trust_region=trust, z=selection.z, length_penalty=selection.length_penalty,
+                   device=device)
 
     @property
     def n_queries(self) -> int:

@@ -13,7 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpo_engine.generation.nightly import GateConfig, NightlyConfig, run_nightly
+from cpo_engine.causal import CausalConfig
+from cpo_engine.workflows.common import Representer
+from cpo_engine.workflows.config import GateConfig, NightlyConfig
+from cpo_engine.workflows.nightly import run_nightly
 
 pytestmark = pytest.mark.slow
 N_QUERIES = 60
@@ -47,33 +50,37 @@ def _night(texts, path: Path, seed: int, sign: float) -> Path:
 
 
 def _cfg(state: Path, new: Path, date: str, **kw) -> NightlyConfig:
-    cfg = NightlyConfig(state=str(state), new=str(new), date=date, window_days=1, cv=3, **kw)
+    cfg = NightlyConfig(state=str(state), new=str(new), date=date, window_days=1, causal=CausalConfig(cv=3), **kw)
     cfg.pca.query_components, cfg.pca.prompt_components = 4, 4
     cfg.embed.device = "cpu"
     return cfg
 
 
+def _rep(state: Path, encoder) -> Representer:
+    return Representer(NightlyConfig().embed, cache_dir=state / "cache", encoder=encoder)
+
+
 @pytest.mark.timeout(600)
 def test_nightly_flags_injected_drift_and_keeps_the_previous_model(texts, tmp_path, encoder):
     state = tmp_path / "state"
-    r1 = run_nightly(_cfg(state, _night(texts, tmp_path / "d1.parquet", 1, +1), "2026-01-01"), encoder=encoder)
+    r1 = run_nightly(_cfg(state, _night(texts, tmp_path / "d1.parquet", 1, +1), "2026-01-01"), representer=_rep(state, encoder))
     assert r1["model_status"] == "updated" and r1["comparison"] is None
     shards = sorted((state / "cache").rglob("*.parquet"))
 
-    r2 = run_nightly(_cfg(state, _night(texts, tmp_path / "d2.parquet", 2, +1), "2026-01-02"), encoder=encoder)
+    r2 = run_nightly(_cfg(state, _night(texts, tmp_path / "d2.parquet", 2, +1), "2026-01-02"), representer=_rep(state, encoder))
     c2 = r2["comparison"]
     assert r2["model_status"] == "updated" and not c2["drift"], c2
     assert c2["kendall_tau"] > 0.7 and c2["common_queries"] == N_QUERIES
     assert sorted((state / "cache").rglob("*.parquet")) == shards  # same texts: nothing re-embedded
 
-    r3 = run_nightly(_cfg(state, _night(texts, tmp_path / "d3.parquet", 3, -1), "2026-01-03"), encoder=encoder)
+    r3 = run_nightly(_cfg(state, _night(texts, tmp_path / "d3.parquet", 3, -1), "2026-01-03"), representer=_rep(state, encoder))
     c3 = r3["comparison"]
     assert c3["drift"] and c3["kendall_tau"] < 0 and any("Kendall tau" in r for r in c3["drift_reasons"])
     assert json.loads((state / "current.json").read_text())["date"] == "2026-01-03"
 
     cfg = _cfg(state, _night(texts, tmp_path / "d4.parquet", 4, +1), "2026-01-04")
     cfg.gate = GateConfig(min_ess_share=1.01)  # no fit can pass: the live model must stay
-    r4 = run_nightly(cfg, encoder=encoder)
+    r4 = run_nightly(cfg, representer=_rep(state, encoder))
     assert r4["model_status"] == "kept_previous" and r4["live_run"] == "runs/2026-01-03"
     assert "effective sample share" in r4["gate_problems"][0]
     assert json.loads((state / "current.json").read_text())["date"] == "2026-01-03"

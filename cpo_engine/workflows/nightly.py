@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,73 +30,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpo_engine.config import EmbedConfig, PCAConfig
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.exceptions import DataError
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
+from cpo_engine.workflows.common import Representer, scores_and_weights
+from cpo_engine.workflows.config import DriftConfig, GateConfig, NightlyConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GateConfig:
-    """When a new fit is not trusted (the previous model then stays live)."""
-
-    min_ess_share: float = 0.05
-    """Fail when the final stage's effective sample size is below this share of rows."""
-    max_condition: float = 1e8
-    """Fail when the final-stage Gram matrix is worse conditioned than this."""
-    min_overlap: float = 0.0
-    """Fail when any prompt-feature dimension keeps less than this share of its variance given X."""
-    fail_on_warnings: bool = False
-    """Also fail on any CausalDiagnosticWarning the fit raised."""
-
-
-@dataclass
-class DriftConfig:
-    """What counts as drift between the live run and tonight's."""
-
-    min_kendall_tau: float = 0.5
-    """Flag when the prompts' static-effect ranking correlates less than this with the live one."""
-    max_changed_share: float = 0.3
-    """Flag when more than this share of queries get a different prompt."""
-    max_uplift_change: float = 0.05
-    """Flag when the predicted per-query uplift moves by more than this (score units)."""
-
-
-@dataclass
-class NightlyConfig:
-    """`cpo nightly` / `jobs.nightly`; read with ``load_config(path, overrides, cls=NightlyConfig)``."""
-
-    state: str = "runs/nightly"
-    """State folder (kept across nights)."""
-    new: str | None = None
-    """Today's triplets: a triplet table, or a `cpo generate` run folder (its error-free rows)."""
-    date: str | None = None
-    """Label of tonight's run (default: today, UTC, YYYY-MM-DD)."""
-    window_days: int | None = None
-    """Fit on the last N dates only (None: every date)."""
-    featurizer: str = "linear"
-    """phi(X) of the causal model's final stage."""
-    model_y: str = "ridge"
-    """Nuisance for E[Y|X]."""
-    model_t: str = "ridge"
-    """Nuisance for E[T|X]."""
-    cv: int = 5
-    """Cross-fitting folds (grouped by query)."""
-    z: float = 1.0
-    """Lower-confidence-bound multiplier of the per-query choice."""
-    seed: int = 0
-    """Seed of the folds."""
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    pca: PCAConfig = field(default_factory=PCAConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-
-    def __post_init__(self) -> None:
-        if self.window_days is not None and self.window_days < 1:
-            raise ConfigError(f"window_days must be >= 1 or unset, got {self.window_days}")
-        if self.date is not None and ("/" in self.date or self.date.startswith(".")):
-            raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -141,24 +80,18 @@ def load_window(state: Path, window_days: int | None) -> tuple[pa.Table, list[st
 # ---------------------------------------------------------------------------------- fit + gate
 
 
-def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, encoder: Any = None) -> tuple[Any, Any]:
-    """Representations through the persistent embedding cache, then the causal model."""
+def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None) -> tuple[Any, Any]:
+    """Representations through the persistent embedding cache (state/cache), then the causal model, with
+    the same configuration sections (embed, pca, causal) and defaults as `cpo run`."""
     import warnings
 
-    from cpo_engine.causal import CausalRewardModel
-    from cpo_engine.embedding import EmbeddingCache, build_representations, make_encoder
-
-    e = cfg.embed
-    encoder = encoder or make_encoder(e.encoder, device=e.device, batch_size=e.batch_size, num_threads=e.num_threads)
-    reps = build_representations(table, encoder=encoder, cache=EmbeddingCache(state / "cache"),
-                                 query_components=cfg.pca.query_components,
-                                 prompt_components=cfg.pca.prompt_components, device=e.device)
-    y = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    model = CausalRewardModel(model_y=cfg.model_y, model_t=cfg.model_t, featurizer=cfg.featurizer, cv=cfg.cv,
-                              device=e.device, random_state=cfg.seed)
+    rep = representer or Representer(cfg.embed, cache_dir=state / "cache")
+    reps = rep.represent(table, cfg.pca, show_progress=False)
+    y, w = scores_and_weights(table)
+    model = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is kept in model.diagnostics_.warnings
-        model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query)
+        model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
     return reps, model
 
 
@@ -183,18 +116,19 @@ def gate_problems(model: Any, gate: GateConfig) -> list[str]:
 # ------------------------------------------------------------------------------ search + compare
 
 
-def pool_search(reps: Any, model: Any, z: float) -> tuple[pa.Table, pa.Table]:
-    """Per-query best prompt among the logged ones, and each prompt's static effect (no LLM call)."""
-    from cpo_engine.search import CandidateScorer, pool_assign
+def pool_search(reps: Any, model: Any, cfg: NightlyConfig) -> tuple[pa.Table, pa.Table]:
+    """Per-query best prompt among the logged ones (the selection rule of `cpo run`: same reference,
+    trust region and z), and each prompt's static effect (no LLM call)."""
+    from cpo_engine.search import CandidateScorer, pool_assign, referenced_head
 
     def no_new_texts(texts: Any) -> np.ndarray:
-        raise ConfigError("nightly scores only the logged prompts (their representations are known)")
+        raise DataError("nightly scores only the logged prompts (their representations are known)")
 
-    scorer = CandidateScorer(model.linear_head(), reps.X, no_new_texts, z=z, device="cpu")
+    head, _ = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
+    scorer = CandidateScorer.from_selection(head, reps.X, no_new_texts, cfg.selection, reps.T, device="cpu")
     pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], list(reps.prompt_texts), T_pool=reps.T)
-    rows = np.arange(len(pool.choice))
-    assignment = pa.table({"query_id": [str(q) for q in reps.query_ids], "prompt_id": pool.chosen_ids,
-                           "effect": pool.effect[rows, pool.choice], "se": pool.se[rows, pool.choice]})
+    assignment = pool.assignment_table(reps.query_ids).rename_columns(
+        ["query_id", "prompt_id", "effect", "se", "source"])
     prompts = pa.table({"prompt_id": pool.prompt_ids, "static_effect": pool.effect.mean(axis=0),
                         "static_se": pool.se.mean(axis=0)})
     return assignment, prompts
@@ -236,7 +170,7 @@ def compare(prev_dir: Path, assignment: pa.Table, prompts: pa.Table, drift: Drif
 # ------------------------------------------------------------------------------------------ run
 
 
-def run_nightly(cfg: NightlyConfig, encoder: Any = None) -> dict[str, Any]:
+def run_nightly(cfg: NightlyConfig, representer: Representer | None = None) -> dict[str, Any]:
     """One night: append -> refit (cached embeddings) -> gate -> search -> compare -> report."""
     state = Path(cfg.state)
     date = cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
@@ -248,7 +182,7 @@ def run_nightly(cfg: NightlyConfig, encoder: Any = None) -> dict[str, Any]:
     report.update(rows=table.num_rows, dates=dates)
     current = _read_current(state)
     try:
-        reps, model = fit_night(table, cfg, state, encoder)
+        reps, model = fit_night(table, cfg, state, representer)
         problems = gate_problems(model, cfg.gate)
         report["diagnostics"] = model.diagnostics_.to_dict()
     except Exception as exc:  # noqa: BLE001 - a failed fit keeps the previous model live
@@ -259,7 +193,7 @@ def run_nightly(cfg: NightlyConfig, encoder: Any = None) -> dict[str, Any]:
         report["model_status"] = "kept_previous" if current else "no_model"
         report["live_run"] = current.get("run") if current else None
         return _finish(run_dir, report)
-    assignment, prompts = pool_search(reps, model, cfg.z)
+    assignment, prompts = pool_search(reps, model, cfg)
     model.save(run_dir / "model", {"dates": dates, "rows": table.num_rows})
     atomic_write_parquet(assignment, run_dir / "assignment.parquet")
     atomic_write_parquet(prompts, run_dir / "prompts.parquet")
@@ -288,5 +222,5 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["NightlyConfig", "GateConfig", "DriftConfig", "run_nightly", "append_triplets", "load_window",
+__all__ = ["run_nightly", "append_triplets", "load_window",
            "gate_problems", "pool_search", "compare", "predicted_uplift"]

@@ -1,11 +1,11 @@
-"""The end-to-end job behind `cpo run` and the Ray `jobs/`: one function per stage, a run folder
-with a manifest (config, versions, data hash, timings) rewritten atomically after every stage."""
+"""Steps every workflow shares: the run folder's manifest, reading the data, building representations."""
 
 from __future__ import annotations
 
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,20 +13,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_engine.config import DataConfig, RunConfig, to_dict
-from cpo_engine.embedding import EmbeddingCache, Representations, build_representations, make_encoder
+from cpo_engine.data.config import DataConfig
+from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, device_info, sha256_file, versions
 
 log = logging.getLogger(__name__)
 
 
-class Manifest:
-    """The run folder's manifest.json, rewritten after every stage so a crash leaves a true record."""
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-    def __init__(self, run_dir: Path, cfg: RunConfig) -> None:
+
+class Manifest:
+    """A run folder's manifest.json, rewritten after every stage so a crash leaves a true record; a run
+    that raises is recorded as ``failed`` with its error."""
+
+    def __init__(self, run_dir: Path, cfg: Any) -> None:
         self.run_dir = run_dir
-        self.data: dict[str, Any] = {"config": to_dict(cfg), "versions": versions(), "device": device_info(),
-                                     "started_at": _now(), "status": "running", "timings_s": {}, "outputs": {}}
+        self.data: dict[str, Any] = {"config": asdict(cfg), "versions": versions(), "device": device_info(),
+                                     "started_at": now(), "status": "running", "timings_s": {}, "outputs": {}}
         self.write()
 
     @contextmanager
@@ -38,15 +43,23 @@ class Manifest:
         log.info("stage %s done in %.1f s", name, self.data["timings_s"][name])
         self.write()
 
+    @contextmanager
+    def running(self) -> Iterator["Manifest"]:
+        """Mark the run ``ok`` when the block ends, ``failed`` (with the error) when it raises."""
+        try:
+            yield self
+        except BaseException as exc:
+            self.data.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
+            self.write()
+            raise
+        self.data.update(status="ok", finished_at=now())
+        self.write()
+
     def output(self, key: str, path: Path) -> None:
-        self.data["outputs"][key] = str(path.relative_to(self.run_dir))
+        self.data["outputs"][key] = str(Path(path).relative_to(self.run_dir))
 
     def write(self) -> None:
         atomic_write_json(self.run_dir / "manifest.json", self.data)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def load_data(cfg: DataConfig) -> tuple[pa.Table, dict[str, Any]]:
@@ -79,19 +92,48 @@ def _dir_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def embed_stage(table: pa.Table, cfg: RunConfig, show_progress: bool = True) -> Representations:
-    """Embeddings through the cache, then the two PCAs."""
-    e = cfg.embed
-    encoder = make_encoder(e.encoder, device=e.device, batch_size=e.batch_size, num_threads=e.num_threads)
-    cache = EmbeddingCache(e.cache_dir) if e.cache_dir else None
-    return build_representations(table, encoder=encoder, cache=cache,
-                                 query_components=cfg.pca.query_components,
-                                 prompt_components=cfg.pca.prompt_components,
-                                 query_prefix=e.query_prefix, prompt_prefix=e.prompt_prefix, device=e.device,
-                                 show_progress=show_progress)
+def scores_and_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+    """The score column as float64, and the ``weight`` column when the table has one (every workflow
+    that fits uses both)."""
+    y = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    if "weight" not in table.column_names:
+        return y, None
+    return y, np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def write_features(reps: Representations, out: Path) -> dict[str, Path]:
+class Representer:
+    """The run's encoder and embedding cache, built once and shared by every step that embeds (the
+    representations of the table, then the candidate prompts of the search)."""
+
+    def __init__(self, embed: EmbedConfig, cache_dir: Any = "config", encoder: Any = None) -> None:
+        from cpo_engine.embedding import encoder_and_cache
+
+        self.cfg = embed
+        self.encoder, self.cache = encoder_and_cache(embed, cache_dir)
+        if encoder is not None:  # an already loaded encoder of the same model (tests, long-lived workers)
+            self.encoder = encoder
+
+    def represent(self, table: pa.Table, pca: PCAConfig | None = None, *, query_pca: Any = None,
+                  prompt_pca: Any = None, show_progress: bool = True) -> Any:
+        """Embeddings through the cache, then the two PCAs (fitted here, or a bundle's fitted ones)."""
+        from cpo_engine.embedding import build_representations
+
+        pca = pca or PCAConfig()
+        e = self.cfg
+        return build_representations(table, encoder=self.encoder, cache=self.cache,
+                                     query_components=pca.query_components, prompt_components=pca.prompt_components,
+                                     query_prefix=e.query_prefix, prompt_prefix=e.prompt_prefix, device=e.device,
+                                     show_progress=show_progress, query_pca=query_pca, prompt_pca=prompt_pca)
+
+    def prompt_embedder(self, reps: Any) -> Any:
+        """texts -> T in the representations' prompt PCA space (for new candidate prompts)."""
+        from cpo_engine.embedding import text_embedder
+
+        prefix = reps.provenance.get("prompt_prefix", "") or ""
+        return text_embedder(self.encoder, self.cache, reps.prompt_pca, prefix)
+
+
+def write_features(reps: Any, out: Path) -> dict[str, Path]:
     """Query features X and prompt features T as Parquet, plus both PCA states (safetensors)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"query_features": out / "query_features.parquet", "prompt_features": out / "prompt_features.parquet"}
@@ -108,7 +150,7 @@ def _features_table(id_name: str, ids: np.ndarray, prefix: str, M: np.ndarray) -
     return pa.table(cols)
 
 
-def data_summary(table: pa.Table, reps: Representations) -> dict[str, Any]:
+def data_summary(table: pa.Table, reps: Any) -> dict[str, Any]:
     """Per-prompt mean scores and representation facts, for the report and the console."""
     by_prompt = table.group_by("prompt_id").aggregate([("score", "mean"), ("score", "count")])
     prompts = sorted(({"prompt_id": p, "mean_score": m, "rows": n} for p, m, n in zip(
@@ -117,48 +159,7 @@ def data_summary(table: pa.Table, reps: Representations) -> dict[str, Any]:
     return {"rows": table.num_rows, "representations": reps.summary(), "prompts": prompts}
 
 
-def run_job(cfg: RunConfig) -> dict[str, Any]:
-    """`cpo run`: data -> validation -> embeddings -> PCA -> summary -> search (split, fit, pool mode, generative
-    search, report), in a run folder."""
-    run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir, cfg)
-    with manifest.stage("data"):
-        table, info = load_data(cfg.data)
-        manifest.data["data"] = info
-    with manifest.stage("embed_pca"):
-        reps = embed_stage(table, cfg)
-        for key, path in write_features(reps, run_dir / "features").items():
-            manifest.output(key, path)
-    with manifest.stage("summary"):
-        summary = data_summary(table, reps)
-        atomic_write_json(run_dir / "summary.json", summary)
-        manifest.output("summary", run_dir / "summary.json")
-        _print_summary(summary)
-    search = search_stage(table, reps, cfg, run_dir, manifest)
-    manifest.data.update(status="ok", finished_at=_now())
-    manifest.write()
-    return {"run_dir": run_dir, "summary": summary, "representations": reps, "table": table, "search": search}
-
-
-def search_stage(table: pa.Table, reps: Representations, cfg: RunConfig, run_dir: Path,
-                 manifest: Manifest) -> dict[str, Any]:
-    """Query split -> causal fit -> pool mode on held-out queries -> generative search -> outputs + report."""
-    from cpo_engine.search.stage import print_findings, run_search_stage
-
-    with manifest.stage("search"):
-        search = run_search_stage(table, reps, cfg, run_dir, cfg.search)
-        for key, path in search["paths"].items():
-            manifest.output(f"search.{key}", path)
-        manifest.data["search"] = {k: search["evaluation"][k] for k in
-                                   ("static_prompt_id", "incumbent_prompt_id", "static_rank_agreement",
-                                    "n_train_queries", "n_test_queries")}
-        manifest.data["search"]["causal_diagnostics"] = search["evaluation"]["diagnostics"]
-        print_findings(search)
-    return search
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     r = summary["representations"]
     print(f"{summary['rows']:,} triplets: {r['n_queries']:,} queries x {r['n_prompts']} prompts; "
           f"X: {r['query_components']} PCs ({r['query_explained_variance']:.1%} var), "
@@ -167,4 +168,5 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  {p['prompt_id']:<12} mean score {p['mean_score']:.3f}  ({p['rows']:,} rows)")
 
 
-__all__ = ["run_job", "load_data", "embed_stage", "write_features", "data_summary", "Manifest"]
+__all__ = ["Manifest", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
+           "print_summary", "now"]

@@ -1,4 +1,4 @@
-"""The search stage of `cpo run` end to end on seeded synthetic data with a known per-query optimum."""
+"""The `cpo run` workflow's steps end to end on seeded synthetic data with a known per-query optimum."""
 
 from __future__ import annotations
 
@@ -11,26 +11,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpo_engine.search.stage import (SearchStageConfig, cell_means, fit_models, generative_stage, pool_stage,
-                                     split_queries, training_logs)
-from cpo_engine.search.trust import TrustRegion
+from cpo_engine.causal import CausalConfig
+from cpo_engine.data.grid import cell_means, split_queries
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.search import BeamConfig, ProposerConfig
+from cpo_engine.workflows.config import HoldoutConfig, RunConfig
+from cpo_engine.workflows.run import choose_pool, fit_models, generative_search, training_logs
+from cpo_engine.workflows.run_outputs import write_run_outputs
 from tests.search_helpers import SEEDS, hash_embed
 
 
 def test_split_keeps_identical_texts_together() -> None:
     texts = ["a", "b", "a", "c", "d", "b", "e", "f", "g", "h"]
-    train, test = split_queries(texts, 0.3, seed=0)
+    train, test = split_queries(texts, 0.3, 0)
     assert sorted(np.concatenate([train, test])) == list(range(10))
     for t in ("a", "b"):
         sides = {i in set(test) for i, x in enumerate(texts) if x == t}
         assert len(sides) == 1
-    with pytest.raises(ValueError):
-        SearchStageConfig(test_fraction=1.0)
+    with pytest.raises(ConfigError):
+        HoldoutConfig(test_fraction=1.0)
 
 
 def test_cell_means_with_missing_cells() -> None:
-    Y = cell_means(np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([1.0, 0.0, 1.0]), 2, 2)
+    Y, n = cell_means(np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([1.0, 0.0, 1.0]), 2, 2)
     np.testing.assert_allclose(Y, [[np.nan, 0.5], [1.0, np.nan]])
+    np.testing.assert_array_equal(n, [[0, 2], [1, 0]])
 
 
 def _synthetic(n_q: int = 400, seed: int = 0) -> tuple[SimpleNamespace, np.ndarray, pa.Table]:
@@ -47,86 +52,76 @@ def _synthetic(n_q: int = 400, seed: int = 0) -> tuple[SimpleNamespace, np.ndarr
     qids = np.array([f"q{i}" for i in range(n_q)], dtype=object)
     reps = SimpleNamespace(query_ids=qids, prompt_ids=np.array([f"p{j}" for j in range(5)], dtype=object),
                            query_texts=[f"question number {i}" for i in range(n_q)], prompt_texts=texts,
-                           X=X, T=T, row_query=rq, row_prompt=rp)
+                           X=X, T=T, row_query=rq, row_prompt=rp, provenance={})
     table = pa.table({"query_id": qids[rq].astype(str), "prompt_id": reps.prompt_ids[rp].astype(str), "score": y,
                       "task": ["synthetic"] * len(y)})
     return reps, y, table
 
 
-def test_pool_mode_beats_static_and_outputs_are_written(tmp_path: Path) -> None:
-    from cpo_engine.search._outputs import assemble_outputs
+def _cfg(**beam) -> RunConfig:
+    return RunConfig(causal=CausalConfig(cv=3), beam=BeamConfig(**({"rounds": 1, "beam_width": 2, "query_beams": 1,
+                                                                     "children_per_beam": 4} | beam)),
+                     proposer=ProposerConfig(edit_prior=None), device="cpu")
 
+
+def test_pool_mode_beats_static_and_outputs_are_written(tmp_path: Path) -> None:
     reps, y, table = _synthetic()
-    cfg = SearchStageConfig(cv=3, rounds=1, beam_width=2, query_beams=1, children_per_beam=4, device="cpu",
-                            edit_prior=None)
-    train, test = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
-    logs = training_logs(table, reps, y, train, cfg, seed=0)
-    assert set(np.unique(logs["q"])) == set(train)
-    causal, outcome = fit_models(reps, logs, cfg, seed=0)
-    trust = TrustRegion(slack=cfg.trust_slack).fit(reps.T)
-    pool = pool_stage(reps, y, logs, test, causal, outcome, cfg, trust)
+    cfg = _cfg()
+    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
+    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
+    assert set(np.unique(logs.q)) == set(train)
+    causal, outcome = fit_models(reps, logs, cfg)
+    pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
     for key in ("causal_point", "causal_lcb"):  # heterogeneous truth: the per-query choice must win
-        ev = pool["evaluations"][key]
+        ev = pool.evaluations[key]
         assert ev["vs_static"]["ci_low"] > 0, (key, ev)
         assert ev["policy_value"] <= ev["oracle_value"] + 1e-12
-    assert pool["static_rank_agreement"] > 0.5
-    result = generative_stage(table, reps, causal.linear_head(), trust, cfg, hash_embed, seed=0)
+    assert pool.static_rank_agreement > 0.5
+    result = generative_search(table, reps, pool.head, cfg, hash_embed)
     assert len(result.candidates) > 4
-    reps.provenance, reps.query_pca, reps.prompt_pca = {}, _FakePCA(), _FakePCA()
-    out = assemble_outputs(tmp_path, table, reps, cfg, causal, pool, result, train, test, {"fit_s": 1.0})
-    assign = pq.read_table(out["paths"]["assignment"])
+    evaluation, paths = write_run_outputs(tmp_path, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
+    assign = pq.read_table(paths["assignment"])
     assert assign.num_rows == len(reps.query_ids) and "search_candidate_id" in assign.column_names
-    best = json.loads(out["paths"]["best_static"].read_text())
+    assert {"recommended_prompt_id", "recommended_prompt_text", "effect", "se"} <= set(assign.column_names)
+    best = json.loads(paths["best_static"].read_text())
     assert best["logged"]["prompt_id"] in {"p0", "p1", "p2", "p3", "p4"} and "uplift_vs_best_logged" in best["search"]
-    page = out["paths"]["report"].read_text()
+    page = paths["report"].read_text()
     for png in ("prompt_effects", "policy_value", "uplift_by_tier", "causal_vs_noncausal"):
         assert f"plots/{png}.png" in page and (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
 
 
-class _FakePCA:
-    """Stands in for a fitted TorchPCA in the saved model's provenance (only its arrays are read)."""
-
-    mean_ = np.zeros(3)
-    components_ = np.eye(3)
-
-
 def test_simulated_confounding_draws_logs_from_training_queries() -> None:
     reps, y, table = _synthetic(n_q=60)
-    cfg = SearchStageConfig(simulate_confounding="latent", confounding_strength=3.0, logged_per_query=4)
-    train, _ = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
-    logs = training_logs(table, reps, y, train, cfg, seed=0)
-    assert len(logs["q"]) == 4 * len(train) and set(np.unique(logs["q"])) <= set(train)
-    assert set(np.unique(logs["y"])) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match="simulate_confounding"):
-        SearchStageConfig(simulate_confounding="strong")
+    holdout = HoldoutConfig(simulate_confounding="latent", confounding_strength=3.0, logged_per_query=4)
+    train, _ = split_queries(reps.query_texts, holdout.test_fraction, 0)
+    logs = training_logs(table, reps, train, holdout, seed=0)
+    assert len(logs.q) == 4 * len(train) and set(np.unique(logs.q)) <= set(train)
+    assert set(np.unique(logs.y)) <= {0.0, 1.0}
+    with pytest.raises(ConfigError, match="simulate_confounding"):
+        HoldoutConfig(simulate_confounding="strong")
 
 
 def test_sparse_logs_evaluate_what_they_can_and_still_write_outputs(tmp_path: Path) -> None:
     """One logged prompt per query (observational logs): held-out outcomes rarely cover the choice."""
-    from cpo_engine.search._outputs import assemble_outputs
-
     reps, y, table = _synthetic(n_q=200)
     logged = np.random.default_rng(3).integers(0, 5, size=200)
     keep = np.flatnonzero(reps.row_prompt == logged[reps.row_query])
     reps.row_query, reps.row_prompt, y, table = reps.row_query[keep], reps.row_prompt[keep], y[keep], table.take(keep)
-    cfg = SearchStageConfig(cv=3, rounds=1, beam_width=2, query_beams=0, children_per_beam=3, device="cpu",
-                            edit_prior=None)
-    train, test = split_queries(reps.query_texts, cfg.test_fraction, seed=0)
-    logs = training_logs(table, reps, y, train, cfg, seed=0)
-    causal, outcome = fit_models(reps, logs, cfg, seed=0)
-    trust = TrustRegion().fit(reps.T)
-    pool = pool_stage(reps, y, logs, test, causal, outcome, cfg, trust)
-    for ev in pool["evaluations"].values():
+    cfg = _cfg(query_beams=0, children_per_beam=3)
+    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
+    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
+    causal, outcome = fit_models(reps, logs, cfg)
+    pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
+    for ev in pool.evaluations.values():
         assert "skipped" in ev or ev["n_dropped"] > 0
-    result = generative_stage(table, reps, pool["head"], trust, cfg, hash_embed, seed=0)
-    reps.provenance, reps.query_pca, reps.prompt_pca = {}, _FakePCA(), _FakePCA()
-    out = assemble_outputs(tmp_path, table, reps, cfg, causal, pool, result, train, test, {"fit_s": 1.0})
-    assert out["paths"]["report"].exists() and pq.read_table(out["paths"]["assignment"]).num_rows == 200
+    result = generative_search(table, reps, pool.head, cfg, hash_embed)
+    _, paths = write_run_outputs(tmp_path, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
+    assert paths["report"].exists() and pq.read_table(paths["assignment"]).num_rows == 200
 
 
 def test_static_agreement_warns_when_model_and_data_disagree(caplog) -> None:
     from cpo_engine.causal.head import LinearHead
-    from cpo_engine.search.stage import static_agreement
+    from cpo_engine.workflows.run import static_agreement
 
     head = LinearHead(coef=np.array([[1.0, 0.0]]), cov=np.eye(2) * 1e-4, featurize=lambda X: np.ones((len(X), 1)),
                       t_ref=np.zeros(2))

@@ -1,0 +1,22 @@
+"""Workflows: orchestration, the one room that composes the library rooms.
+
+Each workflow is a function from a config (:mod:`cpo_engine.workflows.config`) to a run folder and a
+small typed result; `commands/` and the Ray Jobs entrypoints (`jobs/`) only turn flags into a config
+and call one of them. No library room imports this one (docs/ARCHITECTURE.md). The workflow functions
+are named after their modules: ``from cpo_engine.workflows.run import run`` (likewise ``fit``,
+``optimize``, ``evaluate``; ``nightly.run_nightly``).
+"""
+
+from __future__ import annotations
+
+from cpo_engine.utils import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "bundle": ("ModelBundle", "save_bundle"),
+    "config": ("DriftConfig", "EvaluateConfig", "FitConfig", "GateConfig", "HoldoutConfig", "NightlyConfig",
+               "OptimizeConfig", "RunConfig"),
+    "fit": ("FitResult",),
+    "nightly": ("run_nightly",),
+    "optimize": ("OptimizeResult",),
+    "run": ("RunResult",),
+})

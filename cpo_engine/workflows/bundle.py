@@ -1,0 +1,109 @@
+"""The model bundle: one folder with everything needed to score prompts for new queries.
+
+Written by `cpo fit` (OUT/model) and `cpo run` (RUN/model); read by `cpo optimize` and every other
+consumer of a fitted model::
+
+    bundle.json               format, encoder id and prefixes, the embedding settings, data hash, versions
+    model.json, model.safetensors   the causal reward model (its provenance names both PCAs)
+    query_pca.safetensors, prompt_pca.safetensors   the fitted PCAs (X and T coordinates)
+
+Loading checks that the PCAs are the ones the model was fitted in (a bundle assembled from two runs
+is refused) and, through the model's hash, that no array was edited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cpo_engine.embedding.config import EmbedConfig
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.utils import atomic_write_json, versions
+
+FORMAT = "cpo-model-bundle/1"
+MARKER = "bundle.json"
+
+
+def save_bundle(folder: str | Path, model: Any, reps: Any, embed: EmbedConfig, data_info: dict[str, Any],
+                *, keep_residuals: bool = False) -> Path:
+    """Write the model, both PCA states and ``bundle.json`` into ``folder``; returns it."""
+    from cpo_engine.causal import representation_provenance
+
+    folder = Path(folder)
+    prov = representation_provenance(reps)
+    model.save(folder, prov | {"data": data_info}, keep_residuals=keep_residuals)
+    reps.save(folder)
+    info = {"format": FORMAT, "encoder": reps.provenance.get("encoder"),
+            "query_prefix": reps.provenance.get("query_prefix"), "prompt_prefix": reps.provenance.get("prompt_prefix"),
+            "embed": {"encoder": embed.encoder, "query_prefix": reps.provenance.get("query_prefix"),
+                      "prompt_prefix": reps.provenance.get("prompt_prefix")},
+            "data": data_info, "versions": versions(),
+            "n_prompts": int(len(reps.prompt_ids)), "n_queries": int(len(reps.query_ids))}
+    atomic_write_json(folder / MARKER, info)
+    return folder
+
+
+def resolve(path: str | Path) -> Path:
+    """The bundle folder of ``path``: the folder itself, or the ``model/`` folder of a `cpo run` /
+    `cpo fit` output folder."""
+    p = Path(path)
+    for cand in (p, p / "model"):
+        if (cand / MARKER).is_file():
+            return cand
+    raise ConfigError(f"{p} is not a model bundle: no {MARKER} in it or in {p / 'model'}; pass the folder that "
+                      "`cpo run --out RUN` or `cpo fit --out OUT` wrote (RUN, OUT or their model/ folder)")
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle: the causal model, both fitted PCAs and what embedded the texts."""
+
+    path: Path
+    model: Any
+    query_pca: Any
+    prompt_pca: Any
+    info: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelBundle":
+        """Load and check a bundle (a bundle folder or a run folder holding one)."""
+        from types import SimpleNamespace
+
+        from cpo_engine.causal import CausalRewardModel, representation_provenance
+        from cpo_engine.embedding import TorchPCA
+
+        folder = resolve(path)
+        try:
+            info = json.loads((folder / MARKER).read_text())
+        except ValueError as exc:
+            raise DataError(f"{folder / MARKER} is not valid JSON: {exc}", fix="rewrite the bundle (`cpo fit`)") from exc
+        if info.get("format") != FORMAT:
+            raise DataError(f"{folder / MARKER} has format {info.get('format')!r}, expected {FORMAT!r}",
+                            fix="refit the model with this version (`cpo fit` or `cpo run`)")
+        qpca = TorchPCA.load(folder / "query_pca.safetensors", device="cpu")
+        ppca = TorchPCA.load(folder / "prompt_pca.safetensors", device="cpu")
+        prov = {"encoder": info.get("encoder"), "query_prefix": info.get("query_prefix"),
+                "prompt_prefix": info.get("prompt_prefix")}
+        expect = representation_provenance(SimpleNamespace(provenance=prov, query_pca=qpca, prompt_pca=ppca))
+        model = CausalRewardModel.load(folder, expect=expect)
+        return cls(folder, model, qpca, ppca, info)
+
+    def embed_config(self, user: EmbedConfig | None = None) -> EmbedConfig:
+        """The user's embedding settings (device, cache, batch size) with the bundle's encoder and prefixes:
+        texts must be embedded the way the model's training texts were."""
+        user = user or EmbedConfig()
+        e = self.info.get("embed", {})
+        if user.encoder != EmbedConfig.encoder and user.encoder != e.get("encoder"):
+            raise ConfigError(f"embed.encoder={user.encoder!r} but the model bundle {self.path} was fitted on "
+                              f"{e.get('encoder')!r} embeddings: drop embed.encoder or refit the model")
+        return replace(user, encoder=e.get("encoder", user.encoder), query_prefix=e.get("query_prefix"),
+                       prompt_prefix=e.get("prompt_prefix"))
+
+    def summary(self) -> dict[str, Any]:
+        return {"path": str(self.path), "encoder": self.info.get("encoder"), "data": self.info.get("data"),
+                "n_prompts": self.info.get("n_prompts"), "n_queries": self.info.get("n_queries")}
+
+
+__all__ = ["ModelBundle", "save_bundle", "resolve", "FORMAT"]

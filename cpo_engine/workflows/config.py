@@ -1,0 +1,186 @@
+"""Configurations of the workflows: each composes the rooms' own dataclasses, so a knob has one
+default wherever it is used (`cpo run`, `cpo fit`, `cpo optimize`, `cpo evaluate`, `cpo nightly`).
+
+Precedence everywhere: defaults < --config file < --set section.key=value < command-line flags
+(each flag is sugar for one --set key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cpo_engine.causal.config import CausalConfig
+from cpo_engine.causal.evaluation import EvaluationConfig
+from cpo_engine.data.config import DataConfig
+from cpo_engine.embedding.config import EmbedConfig, PCAConfig
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.search.config import BeamConfig, ProposerConfig, SelectionConfig
+
+@dataclass
+class HoldoutConfig:
+    """How `cpo run` holds queries out to check its choices against recorded outcomes."""
+
+    test_fraction: float = 0.3
+    """Share of query texts held out (never fitted on) to evaluate the per-query choice."""
+    simulate_confounding: str | None = None
+    """None: fit on the training queries' rows as logged. 'observable' or 'latent' (full-grid data
+    only): fit on logs drawn from them with a known query-dependent logging policy (elaborate prompts
+    for long or hard queries), to see the causal and non-causal models differ under confounding."""
+    confounding_strength: float = 2.0
+    """Logit scale of the simulated logging policy."""
+    logged_per_query: int = 4
+    """Simulated logged rows per training query."""
+    n_tiers: int = 3
+    """Query-difficulty tiers in the report (difficulty: the query's mean recorded score over prompts)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"holdout.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.simulate_confounding not in (None, "observable", "latent"):
+            raise ConfigError("holdout.simulate_confounding must be null, 'observable' or 'latent', got "
+                              f"'{self.simulate_confounding}'")
+        if self.logged_per_query < 1 or self.n_tiers < 1:
+            raise ConfigError("holdout.logged_per_query and holdout.n_tiers must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    """`cpo run`: data -> representations -> causal model -> selection and search -> report."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    out: str | None = None
+    """Run folder; None makes runs/<timestamp>."""
+    seed: int = 0
+    """Seed for every random step (splits, folds, proposers)."""
+    device: str = "auto"
+    """Where the causal model and the scoring run ('auto': CUDA when present)."""
+
+    def __post_init__(self) -> None:
+        if self.proposer.kind == "llm":
+            raise ConfigError("proposer.kind 'llm' is available in `cpo optimize` (it needs a running LLM server); "
+                              "use 'edit' or 'none' for `cpo run`")
+
+
+@dataclass
+class FitConfig:
+    """`cpo fit`: data -> representations -> causal model, saved as a model bundle."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    out: str | None = None
+    """Output folder (model bundle in OUT/model, diagnostics.json)."""
+    seed: int = 0
+    """Seed of the folds and nuisances."""
+    device: str = "auto"
+    """Where the causal model runs."""
+    keep_residuals: bool = False
+    """Also save out-of-fold residuals so refit_final works after loading."""
+
+
+@dataclass
+class OptimizeConfig:
+    """`cpo optimize`: a saved model bundle + a triplet table -> per-query choice and prompt search."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    model: str | None = None
+    """A model bundle folder, or a `cpo run` / `cpo fit` output folder holding one."""
+    out: str | None = None
+    """Output folder."""
+    mode: str = "both"
+    """'pool' (choose per query among the table's prompts), 'search' (beam search) or 'both'."""
+    seed: int = 0
+    """Seed of the proposers."""
+    device: str = "auto"
+    """Where the scoring runs."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("pool", "search", "both"):
+            raise ConfigError(f"mode must be 'pool', 'search' or 'both', got '{self.mode}'")
+
+
+@dataclass
+class EvaluateConfig:
+    """`cpo evaluate`: causal vs non-causal reward models on a full grid with injected confounding."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    out: str | None = None
+    """Folder for evaluation.json / .md / .png."""
+    device: str = "auto"
+    """Where the models run."""
+
+
+@dataclass
+class GateConfig:
+    """When a new nightly fit is not trusted (the previous model then stays live)."""
+
+    min_ess_share: float = 0.05
+    """Fail when the final stage's effective sample size is below this share of rows."""
+    max_condition: float = 1e8
+    """Fail when the final-stage Gram matrix is worse conditioned than this."""
+    min_overlap: float = 0.0
+    """Fail when any prompt-feature dimension keeps less than this share of its variance given X."""
+    fail_on_warnings: bool = False
+    """Also fail on any CausalDiagnosticWarning the fit raised."""
+
+
+@dataclass
+class DriftConfig:
+    """What counts as drift between the live run and tonight's."""
+
+    min_kendall_tau: float = 0.5
+    """Flag when the prompts' static-effect ranking correlates less than this with the live one."""
+    max_changed_share: float = 0.3
+    """Flag when more than this share of queries get a different prompt."""
+    max_uplift_change: float = 0.05
+    """Flag when the predicted per-query uplift moves by more than this (score units)."""
+
+
+@dataclass
+class NightlyConfig:
+    """`cpo nightly` / `jobs.nightly`: append, refit, re-select, compare, flag drift."""
+
+    state: str = "runs/nightly"
+    """State folder (kept across nights)."""
+    new: str | None = None
+    """Today's triplets: a triplet table, or a `cpo generate` run folder (its error-free rows)."""
+    date: str | None = None
+    """Label of tonight's run (default: today, UTC, YYYY-MM-DD)."""
+    window_days: int | None = None
+    """Fit on the last N dates only (None: every date)."""
+    seed: int = 0
+    """Seed of the folds."""
+    device: str = "auto"
+    """Where the causal model runs."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+    def __post_init__(self) -> None:
+        if self.window_days is not None and self.window_days < 1:
+            raise ConfigError(f"window_days must be >= 1 or unset, got {self.window_days}")
+        if self.date is not None and ("/" in self.date or self.date.startswith(".")):
+            raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
+
+
+__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig",
+           "HoldoutConfig", "GateConfig", "DriftConfig"]

@@ -1,0 +1,242 @@
+"""`cpo run`: load -> represent -> split -> fit -> choose per query (pool) -> search -> write.
+
+Pool mode is the part recorded outcomes can check: the causal model chooses, for every held-out
+query, one of the logged prompts; its value is the mean recorded score of those choices, compared
+per query with the best static prompt (best mean on the training queries), with a paired interval.
+The non-causal outcome model makes the same choice for comparison. Generative mode runs the beam
+search from the logged prompts with the configured proposer; its numbers are model predictions (no
+LLM ran the new prompts), reported with intervals and the trust region's verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cpo_engine.data.grid import cell_means, split_queries
+from cpo_engine.exceptions import DataError
+from cpo_engine.workflows.common import (Manifest, Representer, data_summary, load_data, print_summary,
+                                         scores_and_weights, write_features)
+from cpo_engine.workflows.config import HoldoutConfig, RunConfig
+
+log = logging.getLogger(__name__)
+
+POLICY_LABELS = {"causal_lcb": "per-query, causal (LCB)", "causal_point": "per-query, causal (point)",
+                 "non_causal": "per-query, non-causal"}
+
+
+@dataclass
+class Logs:
+    """The rows the models are fitted on (indices into the representations)."""
+
+    q: np.ndarray
+    p: np.ndarray
+    y: np.ndarray
+    w: np.ndarray | None = None
+
+
+@dataclass
+class PoolResult:
+    """The per-query choice among the logged prompts, and its check against held-out outcomes."""
+
+    policy: Any
+    """:class:`~cpo_engine.search.pool.PoolPolicy` over every query (train and held-out)."""
+    head: Any
+    """The causal model's head, referenced to the incumbent (or the mean prompt)."""
+    static_index: int
+    incumbent_index: int
+    train_means: np.ndarray
+    Y_test: np.ndarray
+    test_choices: dict[str, np.ndarray]
+    evaluations: dict[str, dict[str, Any]]
+    tiers: list[dict[str, Any]]
+    non_causal_mean_effect: np.ndarray
+    static_rank_agreement: float
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    representations: Any
+    table: pa.Table
+    pool: PoolResult
+    search: Any
+    evaluation: dict[str, Any]
+    paths: dict[str, Path]
+
+
+def training_logs(table: pa.Table, reps: Any, train: np.ndarray, holdout: HoldoutConfig, seed: int) -> Logs:
+    """The training queries' rows as logged (with their weights), or (``holdout.simulate_confounding``,
+    full-grid data only) logs drawn from them with a known query-dependent logging policy, so the
+    causal/non-causal comparison meets confounding."""
+    y, w = scores_and_weights(table)
+    if holdout.simulate_confounding is None:
+        rows = np.flatnonzero(np.isin(reps.row_query, train))
+        return Logs(reps.row_query[rows], reps.row_prompt[rows], y[rows], None if w is None else w[rows])
+    from cpo_engine.causal.evaluation import EvaluationConfig, build_grid, draw_logs, logging_policy
+
+    grid = build_grid(table, reps)
+    ecfg = EvaluationConfig(confounding=holdout.simulate_confounding, strength=holdout.confounding_strength)
+    logs = draw_logs(grid, logging_policy(grid, ecfg), train, holdout.logged_per_query, np.random.default_rng(seed))
+    return Logs(logs["q"], logs["p"], logs["y"])
+
+
+def fit_models(reps: Any, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
+    """Fit the causal model and the non-causal outcome model on training logs (query, prompt, score)."""
+    from cpo_engine.causal import OutcomeRewardModel
+
+    X, T, g = reps.X[logs.q], reps.T[logs.p], logs.q
+    causal = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)
+    causal.fit(logs.y, T, X=X, groups=g, sample_weight=logs.w)
+    outcome = OutcomeRewardModel(random_state=cfg.seed).fit(logs.y, T, X=X, groups=g)
+    return causal, outcome
+
+
+def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal: Any, outcome: Any,
+                cfg: RunConfig) -> PoolResult:
+    """Per-query choice among the logged prompts, checked on held-out queries against recorded outcomes.
+
+    The best static prompt is the one with the best mean score in the training logs (what a user
+    without a model would pick).
+    """
+    from cpo_engine.search import CandidateScorer, by_tier, pool_assign, referenced_head
+
+    n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
+    y, _ = scores_and_weights(table)
+    Y, _ = cell_means(reps.row_query, reps.row_prompt, y, n_q, n_p)
+    train = np.unique(logs.q)
+    with np.errstate(all="ignore"):
+        train_means = np.nanmean(cell_means(logs.q, logs.p, logs.y, n_q, n_p)[0][train], axis=0)
+    static = int(np.nanargmax(train_means))
+    head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.selection.reference)
+    scorer = CandidateScorer.from_selection(head, reps.X, lambda t: None, cfg.selection, reps.T, device="cpu")
+    policy = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
+    test_choices = {"causal_lcb": policy.choice[test], "causal_point": policy.point_choice()[test],
+                    "non_causal": np.argmax(outcome.effect_grid(reps.X[test], reps.T), axis=1)}
+    Yt = Y[test]
+    evals = {name: _evaluate(c, Yt, static) for name, c in test_choices.items()}
+    agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
+    return PoolResult(policy=policy, head=head, static_index=static, incumbent_index=incumbent,
+                      train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
+                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers),
+                      non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
+                      static_rank_agreement=agreement)
+
+
+def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
+    """:func:`evaluate_choice`, or ``{"skipped": why}`` when the held-out outcomes cannot score it
+    (e.g. observational logs with one prompt per query: the chosen prompt was rarely run)."""
+    from cpo_engine.search import evaluate_choice
+
+    try:
+        return evaluate_choice(choice, Y, static)
+    except DataError as exc:
+        log.warning("pool-mode evaluation skipped: %s", exc)
+        return {"skipped": str(exc)}
+
+
+def static_agreement(head: Any, X: np.ndarray, T: np.ndarray, observed: np.ndarray, prompt_ids: list[str]) -> float:
+    """Spearman correlation of the model's average effect per logged prompt with the observed means.
+
+    When the model's best prompt is not the best observed one, a warning names both: on unconfounded
+    logs that means the head cannot represent the logged prompts (typically fewer prompt PCA
+    components than logged prompts - 1, so a linear function of T cannot tell them apart); on
+    confounded logs the naive means may be the ones that are wrong.
+    """
+    from scipy.stats import spearmanr
+
+    eff, _ = head.static_effect(X, T)
+    ok = np.isfinite(observed)
+    rho = float(spearmanr(eff[ok], observed[ok]).statistic) if ok.sum() > 2 else float("nan")
+    model_best, seen_best = int(np.argmax(eff)), int(np.nanargmax(observed))
+    if model_best != seen_best:
+        log.warning("the causal model ranks prompt '%s' first (observed training mean %.3f) but '%s' has the best "
+                    "observed mean (%.3f); Spearman of model vs observed prompt means %.2f. Unless the logs are "
+                    "confounded, the linear head cannot tell the prompts apart: with %d logged prompts and %d "
+                    "prompt PCA components, raise pca.prompt_components (up to %d)",
+                    prompt_ids[model_best], observed[model_best], prompt_ids[seen_best], observed[seen_best], rho,
+                    len(T), T.shape[1], len(T) - 1)
+    return rho
+
+
+def majority_task(table: pa.Table) -> str | None:
+    """The most common value of the table's task column (None without one)."""
+    if "task" not in table.column_names:
+        return None
+    vc = table.column("task").value_counts().to_pylist()
+    return max(vc, key=lambda r: r["counts"])["values"] if vc else None
+
+
+def generative_search(table: pa.Table, reps: Any, head: Any, cfg: RunConfig, embed: Any) -> Any:
+    """Beam search from the logged prompts with the configured proposer, scored for every query."""
+    from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
+
+    proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
+    scorer = CandidateScorer.from_selection(head, reps.X, embed, cfg.selection, reps.T, device=cfg.device)
+    seeds = [Candidate.seed(t, id=str(pid)) for pid, t in zip(reps.prompt_ids, reps.prompt_texts)]
+    return BeamSearch(proposer, scorer, cfg.beam, query_texts=reps.query_texts).run(seeds)
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """`cpo run`: the whole pipeline in a run folder with a manifest (config, versions, data hash, timings)."""
+    from cpo_engine.workflows.bundle import save_bundle
+    from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
+
+    run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir, cfg)
+    with manifest.running():
+        with manifest.stage("data"):
+            table, info = load_data(cfg.data)
+            manifest.data["data"] = info
+        with manifest.stage("embed_pca"):
+            rep = Representer(cfg.embed)
+            reps = rep.represent(table, cfg.pca)
+            for key, path in write_features(reps, run_dir / "features").items():
+                manifest.output(key, path)
+        with manifest.stage("summary"):
+            summary = data_summary(table, reps)
+            from cpo_engine.utils import atomic_write_json
+
+            atomic_write_json(run_dir / "summary.json", summary)
+            manifest.output("summary", run_dir / "summary.json")
+            print_summary(summary)
+        timings: dict[str, float] = {}
+        with manifest.stage("fit"):
+            t0 = time.perf_counter()
+            train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, cfg.seed)
+            logs = training_logs(table, reps, train, cfg.holdout, cfg.seed)
+            causal, outcome = fit_models(reps, logs, cfg)
+            manifest.output("model", save_bundle(run_dir / "model", causal, reps, cfg.embed, info))
+            timings["fit"] = time.perf_counter() - t0
+        with manifest.stage("pool"):
+            t0 = time.perf_counter()
+            pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
+            timings["pool"] = time.perf_counter() - t0
+        result = None
+        if cfg.proposer.kind != "none":
+            with manifest.stage("search"):
+                t0 = time.perf_counter()
+                result = generative_search(table, reps, pool.head, cfg, rep.prompt_embedder(reps))
+                timings["search"] = time.perf_counter() - t0
+        with manifest.stage("report"):
+            evaluation, paths = write_run_outputs(run_dir, reps, cfg, causal, pool, result, train, test, timings)
+            for key, path in paths.items():
+                manifest.output(f"search.{key}", path)
+            manifest.data["search"] = {k: evaluation[k] for k in
+                                       ("static_prompt_id", "incumbent_prompt_id", "static_rank_agreement",
+                                        "n_train_queries", "n_test_queries")}
+            manifest.data["search"]["causal_diagnostics"] = evaluation["diagnostics"]
+        print_findings(evaluation, result, paths)
+    return RunResult(run_dir, summary, reps, table, pool, result, evaluation, paths)
+
+
+__all__ = ["run", "RunResult", "PoolResult", "Logs", "training_logs", "fit_models", "choose_pool",
+           "generative_search", "static_agreement", "majority_task", "POLICY_LABELS"]
