@@ -112,9 +112,8 @@ def _free_port() -> int:
 def bench_llamacpp(queries: Path, prompts: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import httpx
 
-    from cpo_engine.generation.backends.openai_http import OpenAIBackend
+    from cpo_engine.generation.backends import BackendConfig, OpenAIConfig, make_backend
     from cpo_engine.generation.local_models import smollm2_gguf
-    from cpo_engine.generation.types import BackendConfig
 
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
@@ -127,9 +126,9 @@ def bench_llamacpp(queries: Path, prompts: Path, args: argparse.Namespace, tmp: 
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        cfg = BackendConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1", max_concurrency=args.concurrency,
-                            timeout_s=300)
-        backend = OpenAIBackend(cfg)
+        cfg = BackendConfig(kind="openai", openai=OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1",
+                                                               max_concurrency=args.concurrency, timeout_s=300))
+        backend = make_backend(cfg)
         _warm(backend)
         return {"engine": "llama.cpp server (llama-cpp-python), SmolLM2-135M-Instruct Q4_1 GGUF",
                 "concurrency": args.concurrency, **run_orders(backend, cfg, queries, prompts, args, tmp)}
@@ -147,13 +146,12 @@ def _warm(backend: Any) -> None:
 
 def worker_vllm(args: argparse.Namespace) -> None:
     """Runs under .venv-vllm: one engine, both orders; prints one JSON line."""
-    from cpo_engine.generation.backends.vllm_engine import VLLMBackend
-    from cpo_engine.generation.types import BackendConfig, VLLMConfig
+    from cpo_engine.generation.backends import BackendConfig, VLLMConfig, make_backend
 
     cfg = BackendConfig(kind="vllm", model=args.model_hf,
                         vllm=VLLMConfig(dtype="bfloat16", enforce_eager=True, max_model_len=1024))
     t0 = time.perf_counter()
-    backend = VLLMBackend(cfg)
+    backend = make_backend(cfg)
     load_s = time.perf_counter() - t0
     _warm(backend)
     tmp = Path(args.tmp)

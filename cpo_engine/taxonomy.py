@@ -1,10 +1,16 @@
-"""Edit families: one vocabulary shared by edit analysis (cpo_engine.edits) and the proposers.
+"""The vocabulary shared by edit analysis (cpo_engine.edits) and the search (cpo_engine.search).
 
-Families follow arXiv 2605.26655's grouping of prompt edits. Names here are the keys used in edit
-prior files, search traces and reports.
+- Edit families follow arXiv 2605.26655's grouping of prompt edits. Names here are the keys used in
+  edit prior files, search traces and reports.
+- Prompt identity: :func:`dedup_key` decides when two prompt texts are the same prompt and
+  :func:`candidate_id` names it. It lives here, below both rooms, because edits reads search traces
+  (whose ids it must reproduce) and must not import the search.
 """
 
 from __future__ import annotations
+
+import hashlib
+import re
 
 EDIT_FAMILIES: dict[str, str] = {
     "step_by_step": "asks for explicit step-by-step reasoning",
@@ -19,4 +25,17 @@ EDIT_FAMILIES: dict[str, str] = {
     "recombination": "combines parts of two parent prompts",
 }
 
-__all__ = ["EDIT_FAMILIES"]
+_SPACE = re.compile(r"\s+")
+
+
+def dedup_key(text: str) -> str:
+    """Texts that differ only in case or whitespace are the same candidate."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def candidate_id(text: str) -> str:
+    """A stable id: ``c`` + 12 hex digits of the SHA-256 of the dedup key."""
+    return "c" + hashlib.sha256(dedup_key(text).encode("utf-8")).hexdigest()[:12]
+
+
+__all__ = ["EDIT_FAMILIES", "candidate_id", "dedup_key"]

@@ -1,7 +1,7 @@
 """Generate triplets (`cpo generate` flags): queries x prompts -> LLM -> grader -> resumable shards.
 
 With `--executor ray` templating and grading run as Ray Data CPU tasks and the engine as an actor
-pool on the cluster (`--set backend.gpus_per_engine=1` puts one vLLM engine on each GPU).
+pool on the cluster (`--set ray.gpus_per_engine=1` puts one vLLM engine on each GPU).
 """
 
 from __future__ import annotations

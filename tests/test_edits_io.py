@@ -68,6 +68,26 @@ def test_trajectory_csv_round_trip_recovers_sign(tmp_path: Path) -> None:
     assert fam.loc[("math", "persona"), "effect"] < -0.05
 
 
+def test_trajectory_without_ids_gets_the_search_candidate_ids(tmp_path: Path) -> None:
+    """Edits names unnamed prompts exactly as the search does (one helper, below both rooms)."""
+    from cpo_engine.search.candidates import Candidate
+
+    path = tmp_path / "traj.csv"
+    _trajectory(n_steps=3).to_csv(path, index=False)
+    traj = read_trajectories(path)
+    assert traj["prompt_id"].tolist() == [Candidate.seed(t).id for t in traj["prompt_text"]]
+
+
+def test_edits_do_not_import_the_search() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cpo_engine.edits, cpo_engine.edits.pairs, cpo_engine.edits.prior; "
+            "print([m for m in sys.modules if m.startswith('cpo_engine.search')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_trajectory_with_per_query_scores_is_paired(tmp_path: Path) -> None:
     path = tmp_path / "traj.jsonl"
     _trajectory(n_steps=20, per_query=True).to_json(path, orient="records", lines=True)

@@ -25,8 +25,8 @@ import pytest
 
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.generation import (
-    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, RowKey, SamplingConfig, TemplateConfig,
-    generate_triplets, read_generated,
+    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, OpenAIConfig, RayConfig, ReplayConfig,
+    RowKey, SamplingConfig, TemplateConfig, generate_triplets, read_generated,
 )
 from cpo_engine.generation.backends.openai_http import OpenAIBackend
 from cpo_engine.generation.design import budget_cut, plan_cells
@@ -60,7 +60,7 @@ def log_table(tmp_path_factory) -> Path:
 
 def _cfg(log: Path, out: Path, **kw) -> GenerateConfig:
     base = dict(queries=str(log), out=str(out), shard_size=5,
-                backend=BackendConfig(kind="replay", replay_path=str(log)))
+                backend=BackendConfig(kind="replay", replay=ReplayConfig(path=str(log))))
     base.update(kw)
     return GenerateConfig(**base)
 
@@ -163,6 +163,71 @@ def test_projected_cost_is_printed_before_any_call(log_table, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+# -------------------------------------------------------------------------------- backend configs
+
+def test_backend_registry_has_one_config_section_per_backend():
+    import dataclasses
+
+    from cpo_engine.generation.backends import BACKENDS, make_backend
+
+    fields = {f.name: f for f in dataclasses.fields(BackendConfig)}
+    for kind, spec in BACKENDS.items():
+        assert isinstance(getattr(BackendConfig(kind="openai"), kind), spec.config)
+        assert kind in fields and spec.backend.name == kind
+    backend = make_backend(BackendConfig(kind="openai", model="m", openai=OpenAIConfig(base_url="http://h/v1/")))
+    assert isinstance(backend, BACKENDS["openai"].backend) and backend.model == "m" and backend.base_url == "http://h/v1"
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"kind": "opnai"}, "did you mean 'openai'"),
+    ({"kind": "llamacpp"}, "openai, vllm, replay"),
+    ({"kind": "replay"}, r"backend.replay.path.*--replay"),
+])
+def test_backend_config_errors_name_the_key_and_the_fix(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        BackendConfig(**kw)
+
+
+@pytest.mark.parametrize("cls, kw, match", [
+    (OpenAIConfig, {"max_concurrency": 0}, "backend.openai.max_concurrency"),
+    (OpenAIConfig, {"timeout_s": 0}, "backend.openai.timeout_s"),
+    (RayConfig, {"num_engines": 0}, "ray.num_engines"),
+    (RayConfig, {"gpus_per_engine": -1}, "ray.gpus_per_engine"),
+])
+def test_section_errors_name_their_key(cls, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        cls(**kw)
+
+
+def test_generate_flags_map_to_the_backend_sections(tmp_path):
+    import argparse
+
+    from cpo_engine.commands.generate import add_generate_args, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_generate_args(p)
+    args = p.parse_args(["--base-url", "http://x/v1", "--concurrency", "3", "--api-key-env", "K", "--model", "m",
+                         "--set", "ray.gpus_per_engine=1", "--set", "ray.num_engines=2"])
+    cfg = config_from_args(args)
+    assert (cfg.backend.kind, cfg.backend.model) == ("openai", "m")
+    assert (cfg.backend.openai.base_url, cfg.backend.openai.max_concurrency, cfg.backend.openai.api_key_env) == (
+        "http://x/v1", 3, "K")
+    assert (cfg.ray.gpus_per_engine, cfg.ray.num_engines) == (1.0, 2)
+    replay = config_from_args(p.parse_args(["--backend", "replay", "--replay", str(tmp_path / "log.parquet")]))
+    assert replay.backend.replay.path == str(tmp_path / "log.parquet")
+    with pytest.raises(ConfigError, match="did you mean 'replay'"):
+        config_from_args(p.parse_args(["--backend", "replya"]))
+    with pytest.raises(ConfigError, match="num_engines"):  # the pre-split key is refused, not ignored
+        config_from_args(p.parse_args(["--set", "backend.num_engines=2"]))
+
+
+def test_manifest_records_only_the_chosen_backend(log_table, tmp_path):
+    generate_triplets(_cfg(log_table, tmp_path / "o", max_queries=1), echo=lambda _: None)
+    settings = json.loads((tmp_path / "o" / "manifest.json").read_text())["settings"]["backend"]
+    assert settings == {"kind": "replay", "model": "default",
+                        "replay": {"path": str(log_table), "text_column": "raw_answer"}}
+
+
 # ------------------------------------------------------------------------------- builder + store
 
 def test_replay_run_reproduces_the_log(log_table, tmp_path):
@@ -219,8 +284,8 @@ def test_missing_columns_name_the_file(tmp_path):
 
 def test_failed_calls_go_to_the_error_column(log_table, tmp_path):
     """A real connection failure (nothing listens on the port): rows are kept with an error, score NaN."""
-    backend = BackendConfig(kind="openai", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_s=0.01,
-                            timeout_s=2)
+    backend = BackendConfig(kind="openai", openai=OpenAIConfig(base_url="http://127.0.0.1:9/v1", max_retries=1,
+                                                               backoff_s=0.01, timeout_s=2))
     s = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
     t = read_generated(tmp_path / "o")
     assert s.errors == t.num_rows == 8
@@ -317,10 +382,9 @@ def fake_server():
 
 
 def _backend(srv, **kw) -> OpenAIBackend:
-    cfg = dict(kind="openai", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", model="m", backoff_s=0.01,
-               timeout_s=5.0)
+    cfg = dict(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", backoff_s=0.01, timeout_s=5.0)
     cfg.update(kw)
-    return OpenAIBackend(BackendConfig(**cfg))
+    return OpenAIBackend(OpenAIConfig(**cfg), model="m")
 
 
 def _reqs(n: int, chat: bool = True) -> list[GenerationRequest]:
@@ -369,12 +433,12 @@ def test_api_key_is_sent_but_never_logged_or_written(fake_server, log_table, tmp
     secret = "sk-test-SECRET-123"
     monkeypatch.setenv("CPO_TEST_KEY", secret)
     fake_server.script = [(401, 0.0)]
-    backend = BackendConfig(kind="openai", base_url=f"http://127.0.0.1:{fake_server.server_address[1]}/v1",
-                            api_key_env="CPO_TEST_KEY", max_concurrency=1)
+    backend = BackendConfig(kind="openai", openai=OpenAIConfig(
+        base_url=f"http://127.0.0.1:{fake_server.server_address[1]}/v1", api_key_env="CPO_TEST_KEY", max_concurrency=1))
     lines: list[str] = []
     generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=1), echo=lines.append)
     assert fake_server.auth[0] == f"Bearer {secret}"
-    assert secret not in repr(OpenAIBackend(backend))
+    assert secret not in repr(OpenAIBackend(backend.openai))
     written = "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert secret not in written and secret not in "".join(lines) + capsys.readouterr().out
     assert "CPO_TEST_KEY" in written  # the variable's name is recorded, not its value
@@ -382,8 +446,8 @@ def test_api_key_is_sent_but_never_logged_or_written(fake_server, log_table, tmp
 
 @pytest.mark.timeout(60)
 def test_retry_errors_reruns_only_the_failed_rows(fake_server, log_table, tmp_path):
-    backend = BackendConfig(kind="openai", base_url=f"http://127.0.0.1:{fake_server.server_address[1]}/v1",
-                            max_concurrency=1, max_retries=0)
+    backend = BackendConfig(kind="openai", openai=OpenAIConfig(
+        base_url=f"http://127.0.0.1:{fake_server.server_address[1]}/v1", max_concurrency=1, max_retries=0))
     fake_server.script = [(400, 0.0)] * 3
     first = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
     assert first.errors == 3 and read_generated(tmp_path / "o").num_rows == 8

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cpo_engine.edits.prior import EditPrior, default_prior_path
 from cpo_engine.exceptions import DataError
-from cpo_engine.search import OPERATORS, Candidate, EditPrior, EditProposer, LLMProposer, get_operators
+from cpo_engine.search import OPERATORS, Candidate, EditProposer, LLMProposer, get_operators
+from cpo_engine.search.config import ProposerConfig
 from cpo_engine.search.operators import recombine, remove_meta_instruction, sentences, shorten, simplify
-from cpo_engine.search.proposers import Feedback, meta_prompt, parse_rewrites
+from cpo_engine.search.proposers import Feedback, make_proposer, meta_prompt, parse_rewrites
 from cpo_engine.taxonomy import EDIT_FAMILIES
 from tests.search_helpers import SEEDS
 
@@ -106,14 +108,19 @@ class _CannedBackend:
 
     name, model = "canned", "canned"
 
-    def __init__(self, reply: str) -> None:
-        self.reply, self.requests = reply, []
+    def __init__(self, reply: str, *others: str | None) -> None:
+        # request i gets replies[i % len(replies)]; a None reply is a failed call
+        self.replies, self.requests = [reply, *others], []
 
     def generate(self, requests):  # noqa: ANN001, ANN201
         from cpo_engine.generation.types import GenerationResponse
 
-        self.requests.extend(requests)
-        return [GenerationResponse(key=r.key, text=self.reply) for r in requests]
+        out = []
+        for r in requests:
+            text = self.replies[len(self.requests) % len(self.replies)]
+            self.requests.append(r)
+            out.append(GenerationResponse(key=r.key, text=text, error=None if text is not None else "HTTP 503: busy"))
+        return out
 
     def close(self) -> None:
         pass
@@ -133,6 +140,38 @@ def test_llm_proposer_parses_dedups_and_keeps_lineage() -> None:
     assert len(backend.requests) == 4  # ceil(3 / 2) calls per parent
     user = backend.requests[0].messages[1]["content"]
     assert "long ratio problem" in user and "uplift +0.02" in user
+
+
+def test_llm_proposer_counts_failed_and_unusable_calls(caplog):
+    answer = "The answer is 42 because 6 times 7 is 42 and that is all there is to say about it."
+    backend = _CannedBackend("1. Think step by step, then check.", None, "42", answer)
+    proposer = LLMProposer(backend, per_call=1, max_words=12)
+    kids = proposer.propose(_parents()[:2], 4, round=1)  # 4 calls per parent
+    assert proposer.calls == len(backend.requests) == 8
+    assert (proposer.failed_calls, proposer.unusable_calls, proposer.usable_calls) == (2, 4, 2)
+    assert proposer.rewrites == 2 and proposer.accepted == len(kids) == 1  # the same rewrite twice: one child
+    assert "8 calls, 2 failed (first: HTTP 503: busy), 4 with no usable rewrite; 1 children" in caplog.text
+    proposer.propose(_parents()[:1], 1, round=2)
+    assert proposer.stats()["calls"] == 9  # counters add up over rounds
+
+
+def test_make_proposer_from_config(tmp_path: Path) -> None:
+    from cpo_engine.generation.backends.openai_http import OpenAIBackend
+
+    assert make_proposer(ProposerConfig(kind="none")) is None
+    uniform = make_proposer(ProposerConfig(edit_prior=None), task="math", seed=3)
+    assert isinstance(uniform, EditProposer) and uniform.prior is None and (uniform.task, uniform.seed) == ("math", 3)
+    auto = make_proposer(ProposerConfig(task="svamp"), task="math")
+    assert auto.task == "svamp"  # the configured task wins over the caller's default
+    assert (auto.prior is not None) == default_prior_path("math").is_file()
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps({"format": "cpo-edit-prior/1", "default": {"persona": 2.0}}))
+    assert make_proposer(ProposerConfig(edit_prior=str(path))).prior.weights(None)["persona"] == 2.0
+    with pytest.raises(DataError, match="missing.json"):
+        make_proposer(ProposerConfig(edit_prior=str(tmp_path / "missing.json")))
+    llm = make_proposer(ProposerConfig(kind="llm", llm_base_url="http://127.0.0.1:9/v1/", llm_model="m"), seed=5)
+    assert isinstance(llm, LLMProposer) and isinstance(llm.backend, OpenAIBackend) and llm.seed == 5
+    assert (llm.backend.base_url, llm.backend.model) == ("http://127.0.0.1:9/v1", "m")
 
 
 def test_meta_prompt_and_parse_rewrites() -> None:

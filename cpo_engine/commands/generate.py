@@ -11,9 +11,9 @@ from cpo_engine.commands import add_common, flag_overrides
 FLAG_KEYS = {
     "queries": "queries", "prompts": "prompts", "out": "out", "run_id": "run_id", "grader": "grader",
     "executor": "executor", "max_queries": "max_queries", "shard_size": "shard_size",
-    "backend": "backend.kind", "model": "backend.model", "base_url": "backend.base_url",
-    "api_key_env": "backend.api_key_env", "concurrency": "backend.max_concurrency",
-    "replay": "backend.replay_path", "design": "design.kind", "k": "design.k",
+    "backend": "backend.kind", "model": "backend.model", "base_url": "backend.openai.base_url",
+    "api_key_env": "backend.openai.api_key_env", "concurrency": "backend.openai.max_concurrency",
+    "replay": "backend.replay.path", "design": "design.kind", "k": "design.k",
     "samples": "design.samples_per_cell", "max_calls": "design.max_calls", "max_tokens_budget": "design.max_tokens",
     "temperature": "sampling.temperature", "max_tokens": "sampling.max_tokens", "seed": "sampling.seed",
     "position": "template.position", "mode": "template.mode", "ray_address": "ray.address",
@@ -26,7 +26,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", help="prompts table (prompt_id, prompt_text); default: prompts of --queries")
     p.add_argument("--out", help="run folder; rerunning the same command resumes it")
     p.add_argument("--run-id", help="run label stored in every row (default 'run')")
-    p.add_argument("--backend", choices=["vllm", "openai", "replay"], help="LLM backend (default openai)")
+    # No argparse choices: the backend registry is the one list, and a wrong name fails with a suggestion.
+    p.add_argument("--backend", help="LLM backend: openai (default), vllm or replay")
     p.add_argument("--model", help="model path/id (vllm) or model name sent to the server (openai)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", help="environment variable holding the API key (the key is never logged)")
@@ -62,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     for flag in ("overwrite", "retry_errors"):
         if getattr(args, flag, False):
             overrides.append(f"{flag}=true")
-    return load_config(getattr(args, "config", None), overrides, cls=GenerateConfig)
+    return load_config(GenerateConfig, getattr(args, "config", None), overrides)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

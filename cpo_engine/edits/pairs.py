@@ -28,7 +28,7 @@ import pyarrow as pa
 from cpo_engine.edits.extract import SURFACE_FEATURES, extract_edit
 from cpo_engine.edits.families import DetectorConfig, family_presence
 from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.taxonomy import EDIT_FAMILIES
+from cpo_engine.taxonomy import EDIT_FAMILIES, candidate_id
 
 FAMILIES: tuple[str, ...] = tuple(EDIT_FAMILIES)
 FAM_COLS: tuple[str, ...] = tuple(f"fam_{f}" for f in FAMILIES)
@@ -248,8 +248,6 @@ def read_trajectories(path: str | os.PathLike[str], score_column: str | None = N
 
 
 def _normalize_trajectory(raw: pd.DataFrame, text_col: str, score_col: str, src: str) -> pd.DataFrame:
-    from cpo_engine.search.candidates import candidate_id
-
     cols = list(raw.columns)
     out = pd.DataFrame({"prompt_text": raw[text_col].astype(str)})
     pid = _pick(cols, "prompt_id")

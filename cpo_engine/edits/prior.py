@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -142,5 +142,45 @@ def default_prior_path(task_group: str = "math") -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / f"edit_prior_{task_group}.json"
 
 
-__all__ = ["PRIOR_FORMAT", "PriorConfig", "default_prior_path", "edit_prior", "load_edit_prior", "prior_weights",
-           "shrink", "validate_edit_prior"]
+@dataclass(frozen=True)
+class EditPrior:
+    """Per-task sampling weights of edit families, as the edit-operator proposer reads them.
+
+    The in-memory form of a ``cpo-edit-prior/1`` document. A weight of 1 is neutral; above 1 the
+    family's operators are proposed more often, below 1 less (0 never). Operators that remove a
+    family's kind of instruction get the inverse weight.
+
+    Attributes
+    ----------
+    default : dict of str to float
+        Weights for tasks not listed in ``tasks``.
+    tasks : dict of str to dict of str to float
+        Weights per task.
+    source : str
+        Where the prior came from (a file path or ``"<memory>"``), for messages.
+    """
+
+    default: dict[str, float] = field(default_factory=dict)
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def weights(self, task: str | None) -> dict[str, float]:
+        """Family weights for ``task``: its table if listed, else ``default``; 1.0 where unlisted."""
+        return prior_weights({"default": self.default, "tasks": self.tasks}, task)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "EditPrior":
+        """Read and validate an edit-prior JSON file; errors name the file and the bad key."""
+        return cls.from_dict(load_edit_prior(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<memory>") -> "EditPrior":
+        """Validate a document (:func:`validate_edit_prior`) and keep its weight tables."""
+        doc = validate_edit_prior(raw, source)
+        return cls(default={k: float(v) for k, v in (doc.get("default") or {}).items()},
+                   tasks={t: {k: float(v) for k, v in w.items()} for t, w in (doc.get("tasks") or {}).items()},
+                   source=source)
+
+
+__all__ = ["PRIOR_FORMAT", "EditPrior", "PriorConfig", "default_prior_path", "edit_prior", "load_edit_prior",
+           "prior_weights", "shrink", "validate_edit_prior"]

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.generation.backends import BackendConfig
 from cpo_engine.generation.design import (
     CostProjection, DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost,
 )
@@ -27,29 +28,45 @@ from cpo_engine.generation.graders import get_grader
 from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, render
 from cpo_engine.generation.store import ShardStore
 from cpo_engine.generation.templating import TemplateConfig, prefix_order
-from cpo_engine.generation.types import BackendConfig, SamplingConfig
+from cpo_engine.generation.types import SamplingConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RayConfig:
-    """Where and how the Ray executor runs."""
+    """Where and how the Ray executor runs (the ``ray`` section): the cluster, the CPU stages and the
+    engine actor pool."""
 
     address: str | None = None
-    """Cluster to attach to ('auto' inside a Ray job); None starts a local Ray."""
+    """Cluster to attach to ('auto' inside a Ray job); None: RAY_ADDRESS if set, else a local Ray."""
     num_cpus: int | None = None
     """Logical CPUs of a local Ray (None: all). More logical CPUs than cores is fine for I/O-bound stages."""
     cpus_per_task: float = 0.25
     """CPUs reserved by each templating / grading task: fractional so they never starve the engines."""
     batch_size: int = 32
     """Rows per engine call (vLLM schedules them continuously)."""
+    num_engines: int = 1
+    """Engine actors in the engine stage (each builds its backend once); one per GPU for vLLM."""
+    gpus_per_engine: float = 0.0
+    """GPUs per engine actor (0 on CPU-only clusters; 1 puts one vLLM engine on each GPU)."""
+    cpus_per_engine: float = 1.0
+    """Logical CPUs each engine actor reserves; keep it below the node's CPUs so read and templating
+    tasks are never starved."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_engines", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ray.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_engine", "cpus_per_engine", "cpus_per_task"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ray.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
 class GenerateConfig:
     """Everything `cpo generate` and `jobs.generate` need; read with
-    ``cpo_engine.config.load_config(path, overrides, cls=GenerateConfig)``."""
+    ``cpo_engine.config.load_config(GenerateConfig, path, overrides)``."""
 
     queries: str | None = None
     """Table with query_id, query_text and the gold column (a triplet table works: deduplicated by
@@ -242,7 +259,7 @@ def generate_triplets(
     store = ShardStore.open(cfg.out, identity(cfg, queries, prompts), overwrite=cfg.overwrite)
     # Settings that do not decide the rows (endpoint, concurrency, executor): recorded, not enforced.
     # The API key's variable name is recorded; its value never is.
-    store.manifest["settings"] = {"backend": asdict(cfg.backend), "executor": cfg.executor,
+    store.manifest["settings"] = {"backend": cfg.backend.settings(), "executor": cfg.executor,
                                   "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
     pending = _pending(rows, store.done_keys(retry_errors=cfg.retry_errors))
     echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
@@ -314,7 +331,7 @@ def _run_local(cfg: GenerateConfig, todo: pa.Table, backend: Any) -> Iterator[pa
 def _run_ray(cfg: GenerateConfig, todo: pa.Table) -> Iterator[pa.Table]:
     if todo.num_rows == 0:
         return
-    from cpo_engine.distributed.generate import ray_generate
+    from cpo_engine.generation.ray_pipeline import ray_generate
 
     yield from ray_generate(todo, cfg)
 

@@ -15,11 +15,10 @@ from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
+from cpo_engine.generation.backends import BackendConfig
 from cpo_engine.generation.graders import get_grader
 from cpo_engine.generation.templating import TemplateConfig, build_request
-from cpo_engine.generation.types import (
-    BackendConfig, GenerationRequest, GenerationResponse, RowKey, SamplingConfig,
-)
+from cpo_engine.generation.types import GenerationRequest, GenerationResponse, RowKey, SamplingConfig
 
 #: Columns of a planned row (the input of ``render``).
 PLAN_COLUMNS = ("run_id", "query_id", "query_text", "prompt_id", "prompt_text", "sample", "gold_answer", "task")

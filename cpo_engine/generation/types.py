@@ -3,7 +3,7 @@
 A :class:`GenerationRequest` carries its row key (run, query, prompt, sample), the rendered input
 (completion text or chat messages) and the sampling parameters. A :class:`GenerationResponse`
 carries the text, token counts, latency and, instead of raising, any per-request error, so one
-bad row never fails a batch. Backends are constructed from a :class:`BackendConfig`.
+bad row never fails a batch. Backends and their configs live in :mod:`cpo_engine.generation.backends`.
 """
 
 from __future__ import annotations
@@ -127,113 +127,4 @@ class Backend(Protocol):
         ...
 
 
-@dataclass
-class VLLMConfig:
-    """Arguments of ``vllm.LLM`` (one engine per actor / GPU); ``None`` keeps vLLM's default.
-
-    Attributes
-    ----------
-    dtype : str
-        ``auto``, ``bfloat16``, ``float16`` or ``float32``.
-    max_model_len : int or None
-        Context length the engine reserves KV cache for.
-    enforce_eager : bool
-        Skip torch.compile / CUDA graphs: slower steady state, much faster start (tests, CPU).
-    enable_prefix_caching : bool
-        Reuse KV cache across requests that share a prefix (the builder orders requests for it).
-    gpu_memory_utilization : float or None
-        Share of GPU memory the engine may take.
-    tensor_parallel_size : int
-        GPUs one engine spans.
-    max_num_seqs : int or None
-        Sequences scheduled at once.
-    extra : dict
-        Further ``vllm.LLM`` keyword arguments, passed unchanged (Python API).
-    """
-
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    enforce_eager: bool = False
-    enable_prefix_caching: bool = True
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    max_num_seqs: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        kw = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
-        return kw | dict(self.extra)
-
-
-@dataclass
-class BackendConfig:
-    """Which LLM backend to run and how to reach it.
-
-    Attributes
-    ----------
-    kind : str
-        ``"vllm"`` (offline ``vllm.LLM`` engine in this process or in Ray actors), ``"openai"``
-        (any OpenAI-compatible HTTP server: vLLM serve, llama.cpp server, hosted APIs) or
-        ``"replay"`` (recorded outcomes from a triplet table).
-    model : str
-        Model name or path (vLLM: path or hub id; OpenAI: the ``model`` field sent; replay: label).
-    base_url : str
-        OpenAI-compatible endpoint root, e.g. ``http://127.0.0.1:8000/v1``.
-    api_key_env : str
-        Name of the environment variable that holds the API key. The key itself is never stored in
-        a config, logged or written to a manifest; an unset variable sends no Authorization header.
-    max_concurrency : int
-        Requests in flight at once (OpenAI backend).
-    timeout_s : float
-        Per-request timeout in seconds (OpenAI backend).
-    max_retries : int
-        Retries after a 429, a 5xx, a timeout or a connection error, with exponential backoff.
-    backoff_s : float
-        First backoff delay in seconds; doubles per retry (with jitter), capped at 30 s; a
-        ``Retry-After`` header takes precedence.
-    replay_path : str or None
-        Triplet file or folder the replay backend serves from.
-    replay_text_column : str
-        Column with the recorded answer text (replay); missing values replay as empty text.
-    vllm : VLLMConfig
-        Engine arguments of the vLLM backend.
-    num_engines : int
-        vLLM engines (Ray actors) in the Ray Data engine stage; one per GPU.
-    gpus_per_engine : float
-        GPUs per engine actor (0 on CPU-only clusters).
-    cpus_per_engine : float
-        Logical CPUs each engine actor reserves; keep it below the node's CPUs so read and
-        templating tasks are never starved.
-    """
-
-    kind: str = "openai"
-    model: str = "default"
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 4
-    backoff_s: float = 0.5
-    replay_path: str | None = None
-    replay_text_column: str = "raw_answer"
-    vllm: VLLMConfig = field(default_factory=VLLMConfig)
-    num_engines: int = 1
-    gpus_per_engine: float = 0.0
-    cpus_per_engine: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("vllm", "openai", "replay"):
-            raise ConfigError(f"backend.kind must be 'vllm', 'openai' or 'replay', got '{self.kind}'")
-        for name in ("max_concurrency", "num_engines"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"backend.{name} must be >= 1, got {getattr(self, name)}")
-        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_s < 0:
-            raise ConfigError("backend.timeout_s must be > 0, max_retries and backoff_s >= 0")
-        if self.kind == "replay" and not self.replay_path:
-            raise ConfigError("backend.kind='replay' needs backend.replay_path (a triplet file or folder)")
-
-
-__all__ = [
-    "SamplingConfig", "RowKey", "GenerationRequest", "GenerationResponse", "Backend", "BackendConfig",
-    "VLLMConfig",
-]
+__all__ = ["SamplingConfig", "RowKey", "GenerationRequest", "GenerationResponse", "Backend"]

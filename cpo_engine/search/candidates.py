@@ -1,23 +1,13 @@
-"""Candidate prompts with lineage, and the normalization that decides when two are duplicates."""
+"""Candidate prompts with lineage. When two texts are duplicates (:func:`dedup_key`) and a text's id
+(:func:`candidate_id`) are defined in :mod:`cpo_engine.taxonomy` and re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-_SPACE = re.compile(r"\s+")
-
-
-def dedup_key(text: str) -> str:
-    """Texts that differ only in case or whitespace are the same candidate."""
-    return _SPACE.sub(" ", text).strip().lower()
-
-
-def candidate_id(text: str) -> str:
-    """A stable id: ``c`` + 12 hex digits of the SHA-256 of the dedup key."""
-    return "c" + hashlib.sha256(dedup_key(text).encode("utf-8")).hexdigest()[:12]
+# The text-identity helpers live below both search and edits (edits reproduces search ids).
+from cpo_engine.taxonomy import candidate_id, dedup_key
 
 
 @dataclass(frozen=True)

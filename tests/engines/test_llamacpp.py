@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation import (
-    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, RowKey, SamplingConfig, generate_triplets,
-    read_generated,
+    BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, OpenAIConfig, RowKey, SamplingConfig,
+    generate_triplets, read_generated,
 )
 from cpo_engine.generation.backends.openai_http import OpenAIBackend
 from cpo_engine.generation.stages import DETERMINISTIC_COLUMNS
@@ -44,7 +44,7 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.timeout(300)
 def test_chat_and_completion_against_llama_cpp(llama_server):
-    backend = OpenAIBackend(BackendConfig(kind="openai", base_url=llama_server, max_concurrency=2, timeout_s=120))
+    backend = OpenAIBackend(OpenAIConfig(base_url=llama_server, max_concurrency=2, timeout_s=120))
     greedy = SamplingConfig(temperature=0.0, max_tokens=16)
     chat = ({"role": "user", "content": "What is 2 + 3?"},)
     out = backend.generate([
@@ -89,7 +89,8 @@ def test_end_to_end_on_real_model_output(llama_server, inputs, tmp_path):
     from cpo_engine.cli import main
 
     cfg = GenerateConfig(queries=str(inputs[0]), prompts=str(inputs[1]), out=str(tmp_path / "gen"),
-                         backend=BackendConfig(kind="openai", base_url=llama_server, max_concurrency=1),
+                         backend=BackendConfig(kind="openai", openai=OpenAIConfig(base_url=llama_server,
+                                                                                  max_concurrency=1)),
                          sampling=SamplingConfig(temperature=0.7, max_tokens=24, seed=0), shard_size=8,
                          design=DesignConfig(samples_per_cell=2))
     summary = generate_triplets(cfg, echo=lambda _: None)
@@ -99,12 +100,12 @@ def test_end_to_end_on_real_model_output(llama_server, inputs, tmp_path):
     assert 0 < sum(scores) < len(scores), "the real model should get some, not all, answers right"
     data = tmp_path / "triplets.parquet"
     pq.write_table(table, data)
-    common = ["--set", "pca.query_components=3", "--set", "pca.prompt_components=2",
-              "--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.num_threads=1"]
-    assert main(["fit", str(data), "--out", str(tmp_path / "fit"), "--cv", "2", *common]) == 0
+    common = ["--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.num_threads=1"]
+    pca = ["--set", "pca.query_components=3", "--set", "pca.prompt_components=2"]  # optimize reads the bundle's
+    assert main(["fit", str(data), "--out", str(tmp_path / "fit"), "--cv", "2", *pca, *common]) == 0
     assert main(["optimize", str(data), "--model", str(tmp_path / "fit" / "model"), "--out", str(tmp_path / "opt"),
                  "--rounds", "1", "--beam-width", "2", "--children", "4", *common]) == 0
     assignment = pq.read_table(tmp_path / "opt" / "assignment.parquet")
     assert assignment.num_rows == len(ARITHMETIC)
-    assert set(assignment.column("pool_prompt_id").to_pylist()) <= {p for p, _ in PROMPTS}
+    assert set(assignment.column("recommended_prompt_id").to_pylist()) <= {p for p, _ in PROMPTS}
     assert pq.read_table(tmp_path / "opt" / "candidates.parquet").num_rows > len(PROMPTS)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import sys
 
-from cpo_engine.generation.backends.vllm_engine import VLLMBackend
-from cpo_engine.generation.types import BackendConfig, GenerationRequest, RowKey, SamplingConfig, VLLMConfig
+from cpo_engine.generation.backends.vllm_engine import VLLMBackend, VLLMConfig
+from cpo_engine.generation.types import GenerationRequest, RowKey, SamplingConfig
 
 
 def main(model: str) -> None:
-    backend = VLLMBackend(BackendConfig(kind="vllm", model=model,
-                                        vllm=VLLMConfig(enforce_eager=True, max_model_len=256, dtype="bfloat16")))
+    backend = VLLMBackend(VLLMConfig(enforce_eager=True, max_model_len=256, dtype="bfloat16"), model=model)
     hot = SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=12, seed=5)
     greedy = SamplingConfig(temperature=0.0, max_tokens=12)
     chat = ({"role": "user", "content": "What is 2 + 3?"},)

@@ -14,13 +14,57 @@ import concurrent.futures
 import os
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from cpo_engine.generation.types import BackendConfig, GenerationRequest, GenerationResponse
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.generation.types import GenerationRequest, GenerationResponse
 from cpo_engine.utils import require
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class OpenAIConfig:
+    """Settings of the OpenAI-compatible backend (the ``backend.openai`` section).
+
+    Attributes
+    ----------
+    base_url : str
+        Endpoint root, e.g. ``http://127.0.0.1:8000/v1``.
+    api_key_env : str
+        Name of the environment variable that holds the API key. The key itself is never stored in
+        a config, logged or written to a manifest; an unset variable sends no Authorization header.
+    max_concurrency : int
+        Requests in flight at once.
+    timeout_s : float
+        Per-request timeout in seconds.
+    max_retries : int
+        Retries after a 429, a 5xx, a timeout or a connection error, with exponential backoff.
+    backoff_s : float
+        First backoff delay in seconds; doubles per retry (with jitter), capped at 30 s; a
+        ``Retry-After`` header takes precedence.
+    """
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError(f"backend.openai.max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"backend.openai.timeout_s must be > 0, got {self.timeout_s}")
+        if self.max_retries < 0 or self.backoff_s < 0:
+            raise ConfigError(f"backend.openai.max_retries and backoff_s must be >= 0, got {self.max_retries} "
+                              f"and {self.backoff_s}")
+
+    def check(self) -> None:
+        """Checks that apply only when this backend is the one chosen (none here)."""
 
 
 class OpenAIBackend:
@@ -28,17 +72,18 @@ class OpenAIBackend:
 
     Parameters
     ----------
-    config : BackendConfig
-        ``base_url``, ``model``, ``api_key_env``, ``max_concurrency``, ``timeout_s``,
-        ``max_retries`` and ``backoff_s`` are used.
+    config : OpenAIConfig
+        Endpoint, API-key variable, concurrency, timeout and retries.
+    model : str
+        The ``model`` field sent with every request.
     """
 
     name = "openai"
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: OpenAIConfig, model: str = "default") -> None:
         require("httpx", extra="generation")
         self.config = config
-        self.model = config.model
+        self.model = model
         self.base_url = config.base_url.rstrip("/")
         self._api_key = os.environ.get(config.api_key_env) or None
 
@@ -156,4 +201,4 @@ def _parse(req: GenerationRequest, data: Any, latency: float) -> GenerationRespo
     )
 
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "OpenAIConfig"]

@@ -2,8 +2,8 @@
 
 For evaluation (replaying a full-grid log under a simulated logging policy) and for tests. The
 ``sample``-th request for a (query, prompt) cell returns the cell's ``sample``-th recorded row (by
-the ``sample`` column when present, else file order): its answer text (``replay_text_column``,
-empty when missing) and its recorded ``score``, which the builder keeps instead of regrading.
+the ``sample`` column when present, else file order): its answer text (``text_column``, empty
+when missing) and its recorded ``score``, which the builder keeps instead of regrading.
 A cell that was never recorded, or asked for more samples than were recorded, fails loudly: a
 silent gap would bias every estimate built on the replay.
 """
@@ -11,10 +11,33 @@ silent gap would bias every estimate built on the replay.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from cpo_engine.exceptions import DataError
-from cpo_engine.generation.types import BackendConfig, GenerationRequest, GenerationResponse
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.generation.types import GenerationRequest, GenerationResponse
+
+
+@dataclass
+class ReplayConfig:
+    """Settings of the replay backend (the ``backend.replay`` section).
+
+    Attributes
+    ----------
+    path : str or None
+        Triplet file or folder to serve from; required when ``backend.kind`` is ``replay``.
+    text_column : str
+        Column with the recorded answer text; missing values replay as empty text.
+    """
+
+    path: str | None = None
+    text_column: str = "raw_answer"
+
+    def check(self) -> None:
+        """A replay needs a log: checked only when this backend is the one chosen."""
+        if not self.path:
+            raise ConfigError("backend.kind='replay' needs backend.replay.path (a triplet file or folder): "
+                              "pass --replay PATH or --set backend.replay.path=PATH")
 
 
 class ReplayBackend:
@@ -22,23 +45,26 @@ class ReplayBackend:
 
     Parameters
     ----------
-    config : BackendConfig
-        ``replay_path`` (a triplet file or folder) and ``replay_text_column``.
+    config : ReplayConfig
+        ``path`` (a triplet file or folder) and ``text_column``.
+    model : str
+        Label written in the ``model`` column.
     table : pyarrow.Table, optional
-        Use this table instead of reading ``replay_path``.
+        Use this table instead of reading ``config.path``.
     """
 
     name = "replay"
 
-    def __init__(self, config: BackendConfig, table: Any = None) -> None:
+    def __init__(self, config: ReplayConfig, model: str = "default", table: Any = None) -> None:
         self.config = config
-        self.model = config.model
-        self.source = config.replay_path or "<table>"
+        self.model = model
+        self.source = config.path or "<table>"
         if table is None:
+            config.check()
             from cpo_engine.data import read_triplets
 
-            table = read_triplets(config.replay_path)
-        self._cells = _index(table, config.replay_text_column)
+            table = read_triplets(config.path)
+        self._cells = _index(table, config.text_column)
 
     def close(self) -> None:
         return None
@@ -77,4 +103,4 @@ def _index(table: Any, text_column: str) -> dict[tuple[str, str], list[tuple[str
     return {k: [(t, y) for _, t, y in sorted(v, key=lambda r: r[0])] for k, v in cells.items()}
 
 
-__all__ = ["ReplayBackend"]
+__all__ = ["ReplayBackend", "ReplayConfig"]

@@ -11,10 +11,59 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from cpo_engine.generation.types import BackendConfig, GenerationRequest, GenerationResponse
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.generation.types import GenerationRequest, GenerationResponse
 from cpo_engine.utils import require
+
+
+@dataclass
+class VLLMConfig:
+    """Arguments of ``vllm.LLM`` (the ``backend.vllm`` section; one engine per actor / GPU); ``None``
+    keeps vLLM's default.
+
+    Attributes
+    ----------
+    dtype : str
+        ``auto``, ``bfloat16``, ``float16`` or ``float32``.
+    max_model_len : int or None
+        Context length the engine reserves KV cache for.
+    enforce_eager : bool
+        Skip torch.compile / CUDA graphs: slower steady state, much faster start (tests, CPU).
+    enable_prefix_caching : bool
+        Reuse KV cache across requests that share a prefix (the builder orders requests for it).
+    gpu_memory_utilization : float or None
+        Share of GPU memory the engine may take.
+    tensor_parallel_size : int
+        GPUs one engine spans.
+    max_num_seqs : int or None
+        Sequences scheduled at once.
+    extra : dict
+        Further ``vllm.LLM`` keyword arguments, passed unchanged (Python API).
+    """
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"backend.vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+
+    def check(self) -> None:
+        """Checks that apply only when this backend is the one chosen (none here)."""
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``vllm.LLM``: the set fields, then ``extra``."""
+        kw = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return kw | dict(self.extra)
 
 
 def _cpu_defaults() -> None:
@@ -36,19 +85,20 @@ class VLLMBackend:
 
     Parameters
     ----------
-    config : BackendConfig
-        ``model`` is a local path or hub id; ``config.vllm`` holds the engine arguments
-        (prefix caching on by default).
+    config : VLLMConfig
+        Engine arguments (prefix caching on by default).
+    model : str
+        Local path or hub id of the weights.
     """
 
     name = "vllm"
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: VLLMConfig, model: str) -> None:
         _cpu_defaults()
         vllm = require("vllm", extra="vllm")
         self.config = config
-        self.model = config.model
-        self._llm = vllm.LLM(model=config.model, **config.vllm.engine_kwargs())
+        self.model = model
+        self._llm = vllm.LLM(model=model, **config.engine_kwargs())
         self._sampling_cls = vllm.SamplingParams
 
     def close(self) -> None:
@@ -103,4 +153,4 @@ def _response(req: GenerationRequest, res: Any, latency: float) -> GenerationRes
     )
 
 
-__all__ = ["VLLMBackend"]
+__all__ = ["VLLMBackend", "VLLMConfig"]

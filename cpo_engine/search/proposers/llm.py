@@ -1,177 +1,24 @@
-"""Proposers: make child prompts from parent prompts, deduplicated, with lineage.
+"""The LLM proposer: children written by an LLM from a meta-prompt showing the parent and what the
+causal model found strong and weak about it.
 
-- :class:`EditProposer` applies edit operators (:mod:`cpo_engine.search.operators`), sampled with
-  weights from an edit prior (arXiv 2605.26655) for the task at hand. No LLM; deterministic under a
-  seed: the children of a parent depend only on (seed, round, parent id, donor pool).
-- :class:`LLMProposer` asks an LLM (any :class:`cpo_engine.generation.types.Backend`, e.g. the
-  OpenAI-compatible client for a local llama.cpp server) to rewrite a parent prompt, telling it what
-  the causal model found strong and weak about it.
+Any :class:`cpo_engine.generation.types.Backend` serves (vLLM, or the OpenAI-compatible client for
+a local llama.cpp server). An LLM may fail or answer with no usable rewrite (small models often
+answer the task instead of rewriting the prompt): neither is an error of the search, so both are
+counted on the proposer (:attr:`LLMProposer.failed_calls`, :attr:`LLMProposer.unusable_calls`)
+and logged, and the round goes on with the children that did parse.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
-from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.candidates import Candidate, unique
-from cpo_engine.search.operators import Operator, get_operators
+from cpo_engine.search.proposers.base import Feedback
 
-PRIOR_FORMAT = "cpo-edit-prior/1"  # see cpo_engine.edits.prior
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """What the causal model says about a parent prompt, for the LLM proposer's meta-prompt.
-
-    Attributes
-    ----------
-    summary : str
-        One line, e.g. "predicted uplift +0.031 (95% CI -0.004 to +0.066) over the reference".
-    strong : list of str
-        Example queries on which the prompt is predicted to do best.
-    weak : list of str
-        Example queries on which it is predicted to do worst.
-    hints : list of str
-        Edit families that tend to help or hurt on this task (from the edit prior).
-    """
-
-    summary: str = ""
-    strong: list[str] = field(default_factory=list)
-    weak: list[str] = field(default_factory=list)
-    hints: list[str] = field(default_factory=list)
-
-
-class Proposer(Protocol):
-    """Anything that turns parents into children (the beam search's only need)."""
-
-    def propose(self, parents: Sequence[Candidate], n_children: int, *, round: int,
-                seen: set[str] | None = None,
-                feedback: dict[str, Feedback] | None = None) -> list[Candidate]:
-        ...
-
-
-@dataclass(frozen=True)
-class EditPrior:
-    """Per-task sampling weights of edit families (file format ``cpo-edit-prior/1``, written by
-    :mod:`cpo_engine.edits.prior`, whose validation this reuses).
-
-    A weight of 1 is neutral; above 1 the family's operators are proposed more often, below 1 less
-    (0 never). Operators that remove a family's kind of instruction get the inverse weight.
-    """
-
-    default: dict[str, float] = field(default_factory=dict)
-    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
-    source: str = "<memory>"
-
-    def weights(self, task: str | None) -> dict[str, float]:
-        """Family weights for ``task``: its table if listed, else ``default``; 1.0 where unlisted."""
-        from cpo_engine.edits.prior import prior_weights
-
-        return prior_weights({"default": self.default, "tasks": self.tasks}, task)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "EditPrior":
-        """Read and validate an edit-prior JSON file; errors name the file and the bad key."""
-        from cpo_engine.edits.prior import load_edit_prior
-
-        return cls.from_dict(load_edit_prior(path), source=str(path))
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<memory>") -> "EditPrior":
-        from cpo_engine.edits.prior import validate_edit_prior
-
-        doc = validate_edit_prior(raw, source)
-        return cls(default={k: float(v) for k, v in (doc.get("default") or {}).items()},
-                   tasks={t: {k: float(v) for k, v in w.items()} for t, w in (doc.get("tasks") or {}).items()},
-                   source=source)
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
-
-
-class EditProposer:
-    """Children by edit operators sampled with edit-prior weights; no LLM.
-
-    Parameters
-    ----------
-    prior : EditPrior, optional
-        Family weights; None means every family weighs 1.
-    task : str, optional
-        Which task's weights of the prior to use.
-    operators : list of str, optional
-        Operator names to use (default: all of :data:`cpo_engine.search.operators.OPERATORS`).
-    seed : int
-        Base seed; the same seed, round and parents give the same children.
-    max_words : int
-        Children longer than this are dropped.
-    max_tries : int
-        Attempts per requested child before a parent is declared exhausted.
-    """
-
-    def __init__(self, prior: EditPrior | None = None, task: str | None = None,
-                 operators: list[str] | None = None, seed: int = 0, max_words: int = 120,
-                 max_tries: int = 8) -> None:
-        self.prior, self.task, self.operators = prior, task, operators
-        self.seed, self.max_words, self.max_tries = seed, max_words, max_tries
-
-    def operator_weights(self) -> tuple[tuple[Operator, ...], np.ndarray]:
-        """The operators and their normalized sampling probabilities."""
-        ops = get_operators(self.operators)
-        fam = (self.prior or EditPrior()).weights(self.task)
-        w = np.array([_op_weight(fam[op.family], op.direction) for op in ops])
-        if not np.any(w > 0):
-            raise ConfigError("every edit operator has weight 0 under the edit prior: nothing to propose")
-        return ops, w / w.sum()
-
-    def propose(self, parents: Sequence[Candidate], n_children: int, *, round: int,
-                seen: set[str] | None = None, feedback: dict[str, Feedback] | None = None) -> list[Candidate]:
-        """Up to ``n_children`` new, distinct children per parent (fewer if the parent is exhausted)."""
-        ops, p = self.operator_weights()
-        taken = set(seen or ()) | {c.key for c in parents}
-        out: list[Candidate] = []
-        for parent in parents:
-            rng = np.random.default_rng([self.seed, round, _stable_int(parent.id)])
-            donors = [c for c in parents if c.key != parent.key]
-            kids = self._children(parent, donors, ops, p, rng, n_children, round, taken)
-            taken.update(k.key for k in kids)
-            out.extend(kids)
-        return out
-
-    def _children(self, parent: Candidate, donors: list[Candidate], ops: tuple[Operator, ...], p: np.ndarray,
-                  rng: np.random.Generator, n: int, round: int, taken: set[str]) -> list[Candidate]:
-        kids: list[Candidate] = []
-        keys: set[str] = set()
-        for _ in range(n * self.max_tries):
-            if len(kids) >= n:
-                break
-            op = ops[int(rng.choice(len(ops), p=p))]
-            donor = donors[int(rng.integers(len(donors)))] if op.needs_donor and donors else None
-            if op.needs_donor and donor is None:
-                continue
-            text = op.fn(parent.text, rng, donor.text if donor else None)
-            if not text or not text.strip() or len(text.split()) > self.max_words:
-                continue
-            kid = Candidate.child(text.strip(), parent, op.name, op.family, round, second_parent=donor)
-            if kid.key not in taken and kid.key not in keys:
-                keys.add(kid.key)
-                kids.append(kid)
-        return kids
-
-
-def _op_weight(family_weight: float, direction: int) -> float:
-    if direction >= 0:
-        return family_weight
-    # removing a kind of instruction the prior disfavours is favoured in proportion, capped at 10x
-    return min(1.0 / family_weight, 10.0) if family_weight > 0 else 10.0
-
+log = logging.getLogger(__name__)
 
 META_SYSTEM = (
     "You improve instructions (prompts) that are given to an AI model together with a task. "
@@ -230,6 +77,23 @@ class LLMProposer:
         Base seed; requests are keyed (round, parent, call) so a rerun asks for the same samples.
     max_words : int
         Rewrites longer than this are dropped.
+
+    Attributes
+    ----------
+    calls : int
+        LLM requests sent so far (over every :meth:`propose`).
+    failed_calls : int
+        Requests the backend answered with an error (connection, HTTP status, timeout, ...).
+    unusable_calls : int
+        Requests answered without error whose reply held no rewrite :func:`parse_rewrites` accepts
+        (e.g. the model answered the example task instead of rewriting the prompt).
+    usable_calls : int
+        Requests whose reply gave at least one rewrite; ``calls == failed_calls + unusable_calls +
+        usable_calls``.
+    rewrites : int
+        Rewrites parsed from the usable replies, before deduplication.
+    accepted : int
+        Children returned (new, distinct, at most ``n_children`` per parent); ``accepted <= rewrites``.
     """
 
     operator = "llm_rewrite"
@@ -239,6 +103,13 @@ class LLMProposer:
                  max_words: int = 120) -> None:
         self.backend, self.sampling, self.per_call = backend, sampling, per_call
         self.seed, self.max_words = seed, max_words
+        self.calls = self.failed_calls = self.unusable_calls = self.usable_calls = 0
+        self.rewrites = self.accepted = 0
+
+    def stats(self) -> dict[str, int]:
+        """The counters as a dict (for traces and logs)."""
+        return {k: getattr(self, k) for k in ("calls", "failed_calls", "unusable_calls", "usable_calls",
+                                               "rewrites", "accepted")}
 
     def _sampling(self) -> Any:
         from cpo_engine.generation.types import SamplingConfig
@@ -262,24 +133,50 @@ class LLMProposer:
 
     def propose(self, parents: Sequence[Candidate], n_children: int, *, round: int,
                 seen: set[str] | None = None, feedback: dict[str, Feedback] | None = None) -> list[Candidate]:
-        """Rewrites of each parent; failed requests are skipped (their error is in the response)."""
+        """Rewrites of each parent. Failed and unusable requests give no child; they are counted on
+        the proposer and logged, never raised (the search goes on with what parsed)."""
         reqs = self.requests(parents, n_children, round, feedback)
         by_id = {p.id: p for p in parents}
         kids: dict[str, list[Candidate]] = {p.id: [] for p in parents}
+        failed, unusable, first_error = 0, 0, None
         for resp in self.backend.generate(reqs):
             parent = by_id[resp.key.prompt_id]
+            if resp.error is not None or resp.text is None:
+                failed += 1
+                first_error = first_error or resp.error
+                continue
             fb = (feedback or {}).get(parent.id)
             shown = [*fb.strong, *fb.weak] if fb else []
-            for text in parse_rewrites(resp.text or "", parent.text, self.max_words, exclude=shown):
-                kids[parent.id].append(Candidate.child(text, parent, self.operator, None, round))
+            texts = parse_rewrites(resp.text, parent.text, self.max_words, exclude=shown)
+            unusable += not texts
+            self.rewrites += len(texts)
+            kids[parent.id].extend(Candidate.child(t, parent, self.operator, None, round) for t in texts)
+        out = self._fresh(kids, seen, parents, n_children)
+        self._count(len(reqs), failed, unusable, len(out))
+        if failed or unusable:
+            log.warning("LLM proposer, round %d: %d calls, %d failed%s, %d with no usable rewrite; %d children",
+                        round, len(reqs), failed, f" (first: {first_error})" if first_error else "", unusable,
+                        len(out))
+        return out
+
+    @staticmethod
+    def _fresh(kids: dict[str, list[Candidate]], seen: set[str] | None, parents: Sequence[Candidate],
+               n_children: int) -> list[Candidate]:
+        """New, distinct children, at most ``n_children`` per parent, in parent order."""
         taken = set(seen or ()) | {p.key for p in parents}
         out: list[Candidate] = []
-        for pid, cands in kids.items():
+        for cands in kids.values():
             fresh = unique(cands, taken)[:n_children]
             taken.update(c.key for c in fresh)
             out.extend(fresh)
         return out
 
+    def _count(self, calls: int, failed: int, unusable: int, accepted: int) -> None:
+        self.calls += calls
+        self.failed_calls += failed
+        self.unusable_calls += unusable
+        self.usable_calls += calls - failed - unusable
+        self.accepted += accepted
 
-__all__ = ["EditPrior", "EditProposer", "Feedback", "LLMProposer", "Proposer", "meta_prompt", "parse_rewrites",
-           "PRIOR_FORMAT"]
+
+__all__ = ["LLMProposer", "META_SYSTEM", "meta_prompt", "parse_rewrites"]
