@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cpo_engine.commands import add_common, flag_overrides
+from cpo_engine.commands import add_causal_flags, add_common, config_from_args, flag
 
-FLAG_KEYS = {
-    "state": "state", "new": "new", "date": "date", "window_days": "window_days", "cv": "causal.cv",
-    "featurizer": "causal.featurizer", "model_y": "causal.model_y", "model_t": "causal.model_t", "z": "selection.z",
-    "min_kendall_tau": "drift.min_kendall_tau", "max_changed_share": "drift.max_changed_share",
-    "max_uplift_change": "drift.max_uplift_change",
-}
 DRIFT_EXIT = 3
 
 
@@ -23,35 +17,29 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "causal reward model on them (embeddings come from the state's cache), rerun the search, and "
                     "compare with the live run (Kendall tau, changed queries, predicted uplift). A fit that fails "
                     "its diagnostics gate leaves the previous model live.")
-    p.add_argument("--state", help="state folder kept across nights (default runs/nightly)")
-    p.add_argument("--new", help="today's triplets: a triplet table or a `cpo generate` run folder")
-    p.add_argument("--date", help="label of tonight's run (default: today, UTC)")
-    p.add_argument("--window-days", type=int, help="fit on the last N dates only (default: all)")
-    p.add_argument("--cv", type=int, help="cross-fitting folds (default 5)")
-    p.add_argument("--featurizer", choices=["constant", "linear", "poly2"], help="phi(X) (default linear)")
-    p.add_argument("--model-y", help="nuisance for E[Y|X] (default ridge)")
-    p.add_argument("--model-t", help="nuisance for E[T|X] (default ridge)")
-    p.add_argument("--z", type=float, help="lower-confidence-bound multiplier (default 1.645, as `cpo run`)")
-    p.add_argument("--min-kendall-tau", type=float, help="drift when the ranking tau is below (default 0.5)")
-    p.add_argument("--max-changed-share", type=float, help="drift when more queries change prompt (default 0.3)")
-    p.add_argument("--max-uplift-change", type=float, help="drift when the uplift moves more (default 0.05)")
+    flag(p, "--state", "state", "state folder kept across nights (default runs/nightly)")
+    flag(p, "--new", "new", "today's triplets: a triplet table or a `cpo generate` run folder")
+    flag(p, "--date", "date", "label of tonight's run (default: today, UTC)")
+    flag(p, "--window-days", "window_days", "fit on the last N dates only (default: all)", type=int)
+    add_causal_flags(p)
+    flag(p, "--z", "selection.z", "lower-confidence-bound multiplier (default 1.645, as `cpo run`)", type=float)
+    flag(p, "--min-kendall-tau", "drift.min_kendall_tau", "drift when the ranking tau is below this", type=float)
+    flag(p, "--max-changed-share", "drift.max_changed_share", "drift when a larger share of queries changes prompt",
+         type=float)
+    flag(p, "--max-uplift-change", "drift.max_uplift_change", "drift when the predicted uplift moves more",
+         type=float)
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT} when drift is flagged")
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from cpo_engine.config import load_config
-    from cpo_engine.workflows import NightlyConfig
-
-    return load_config(NightlyConfig, getattr(args, "config", None), flag_overrides(args, FLAG_KEYS))
-
-
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.workflows import run_nightly
 
-    report = run_nightly(config_from_args(args))
+    from cpo_engine.workflows import NightlyConfig
+
+    report = run_nightly(config_from_args(args, NightlyConfig))
     print(f"nightly {report['date']}: {report['rows']:,} triplets over {len(report['dates'])} date(s); "
           f"model {report['model_status']} (live: {report['live_run']})")
     for problem in report["gate_problems"]:
@@ -68,4 +56,4 @@ def run(args: argparse.Namespace) -> int:
     return DRIFT_EXIT if drift and getattr(args, "fail_on_drift", False) else 0
 
 
-__all__ = ["register", "run", "config_from_args"]
+__all__ = ["register", "run"]
