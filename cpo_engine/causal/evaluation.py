@@ -50,6 +50,17 @@ class EvaluationConfig:
     """Append simple text statistics of the query (log length, number count) to X."""
     with_forest: bool = False
     """Also fit econml CausalForestDML (slow; CPU)."""
+    exploration: float = 0.0
+    """Share of the logging policy that is uniform over the prompts: every prompt keeps a propensity
+    of at least exploration / n_prompts (what off-policy evaluation needs; 0: none)."""
+    ope: bool = True
+    """Check off-policy evaluation: draw held-out logs on test queries and compare each method's
+    estimated policy value (DM, IPW, SNIPS, DR, SNDR) with its true value."""
+    ope_logged_per_query: int | None = None
+    """Logged prompts per held-out query draw for the OPE check (None: logged_per_query)."""
+    train_queries: int | None = None
+    """Fit on at most this many (randomly chosen) training queries (None: the whole train split);
+    the data-budget sweep varies it."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -60,6 +71,11 @@ class EvaluationConfig:
             raise ConfigError(f"confounding must be one of {CONFOUNDING}, got {self.confounding!r}")
         if self.logged_per_query < 1 or self.seeds < 1:
             raise ConfigError("logged_per_query and seeds must be >= 1")
+        if not 0 <= self.exploration <= 1:
+            raise ConfigError(f"exploration must be in [0, 1], got {self.exploration}")
+        if (self.ope_logged_per_query is not None and self.ope_logged_per_query < 1) or \
+                (self.train_queries is not None and self.train_queries < 2):
+            raise ConfigError("ope_logged_per_query must be >= 1 and train_queries >= 2 (or unset)")
         if not 0 < self.test_fraction < 1 or not 0 < self.hard_fraction <= 1:
             raise ConfigError("test_fraction must be in (0, 1) and hard_fraction in (0, 1]")
         if not np.isfinite(self.strength):
@@ -124,7 +140,8 @@ def logging_policy(grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
     logits = cfg.strength * zq[:, None] * zp[None, :]
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    p /= p.sum(1, keepdims=True)
+    return (1 - cfg.exploration) * p + cfg.exploration / p.shape[1]
 
 
 def draw_logs(grid: Grid, policy: np.ndarray, train: np.ndarray, k: int,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cpo_engine.causal.config import CausalConfig
 from cpo_engine.causal.evaluation import EvaluationConfig
+from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.config import DataConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.exceptions import ConfigError
@@ -55,6 +56,7 @@ class RunConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     out: str | None = None
     """Run folder; None makes runs/<timestamp>."""
     seed: int = 0
@@ -95,6 +97,7 @@ class OptimizeConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     model: str | None = None
     """A model bundle folder, or a `cpo run` / `cpo fit` output folder holding one."""
     out: str | None = None
@@ -120,6 +123,7 @@ class EvaluateConfig:
     pca: PCAConfig = field(default_factory=PCAConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     out: str | None = None
     """Folder for evaluation.json / .md / .png."""
     device: str = "auto"

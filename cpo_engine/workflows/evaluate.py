@@ -20,7 +20,7 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print
         raise ConfigError("evaluate needs an output folder: pass --out DIR")
     table, info = load_data(cfg.data)
     reps = Representer(cfg.embed).represent(table, cfg.pca)
-    result = run_evaluation(table, cfg.evaluation, causal=cfg.causal, representations=reps, progress=progress,
+    result = run_evaluation(table, cfg.evaluation, causal=cfg.causal, ope=cfg.ope, representations=reps, progress=progress,
                             checkpoint_dir=Path(cfg.out) / "seeds")
     result["settings"]["data"] = info
     result["paths"] = write_evaluation(result, Path(cfg.out))

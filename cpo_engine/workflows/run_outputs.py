@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cpo_engine.causal.evidence import PREDICTED
+from cpo_engine.causal.policy_values import format_policy_values
 from cpo_engine.report import Interval, ReportData, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.run import POLICY_LABELS, PoolResult
@@ -65,11 +67,17 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
                                            "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high", "mahalanobis")}
         out["search"]["note"] = ("predicted by the causal model (no LLM ran this prompt); uplift is vs the best "
                                  "logged static prompt, interval 95%")
+        out["search"]["evidence"] = PREDICTED
     return out
 
 
 def policy_values(reps: Any, pool: PoolResult) -> dict[str, Interval]:
-    """Held-out value of each evaluated policy and of the baselines, with intervals."""
+    """Held-out value of each evaluated policy and of the baselines, with intervals and their evidence."""
+    if pool.policy_values is not None:
+        out = {f"{k} [{v.kind}]": Interval(v.value, v.ci_low, v.ci_high) for k, v in pool.policy_values.labelled().items()}
+        if "oracle_value" in pool.evaluations["causal_lcb"]:
+            out["oracle (peeks at outcomes)"] = Interval(pool.evaluations["causal_lcb"]["oracle_value"])
+        return out
     ev, Y, s = pool.evaluations, pool.Y_test, pool.static_index
     rows = np.arange(Y.shape[0])
     out = {POLICY_LABELS[k]: _interval_of(Y[rows, c]) for k, c in pool.test_choices.items() if "skipped" not in ev[k]}
@@ -96,7 +104,8 @@ def report_data(reps: Any, pool: PoolResult, test: np.ndarray, cands: pa.Table |
                                     for r in cands.slice(0, 15).to_pylist()]
     return ReportData(title="cpo run report", summary=summary, prompt_effects=effects,
                       policy_values=policy_values(reps, pool), tiers=pool.tiers, comparison=comparison,
-                      top_candidates=top, trace=[] if result is None else result.trace, notes=findings(pool, reps))
+                      top_candidates=top, trace=[] if result is None else result.trace,
+                      notes=findings(pool, reps) + ([] if pool.policy_values is None else pool.policy_values.lines()))
 
 
 def findings(pool: PoolResult, reps: Any) -> list[str]:
@@ -109,7 +118,7 @@ def findings(pool: PoolResult, reps: Any) -> list[str]:
             continue
         d = ev["vs_static"]
         verdict = ("wins" if d["ci_low"] > 0 else "loses" if d["ci_high"] < 0 else "is not distinguishable")
-        out.append(f"{POLICY_LABELS[key]}: held-out value {ev['policy_value']:.4f} vs best static prompt '{s}' "
+        out.append(f"{POLICY_LABELS[key]}: held-out value [measured] {ev['policy_value']:.4f} vs best static prompt '{s}' "
                    f"{ev['static_value']:.4f}; difference {d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to "
                    f"{d['ci_high']:+.4f}, {d['n']} queries): it {verdict}; it departs from the static prompt on "
                    f"{ev['share_not_static']:.0%} of queries.")
@@ -126,7 +135,8 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
                   "incumbent_prompt_id": str(reps.prompt_ids[pool.incumbent_index]),
                   "static_rank_agreement": pool.static_rank_agreement, "evaluations": pool.evaluations,
                   "tiers": pool.tiers, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
-                  "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict()}
+                  "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict(),
+                  "policy_values": None if pool.policy_values is None else pool.policy_values.to_dict()}
     files: dict[str, tuple[str, Any]] = {
         "assignment": ("assignment.parquet", assignment_table(reps, pool, result, test)),
         "best_static": ("best_static_prompt.json", best_static(reps, pool, cands)),
@@ -165,7 +175,7 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
     warnings = evaluation.get("diagnostics", {}).get("warnings", [])
     print("causal model diagnostics: " + ("; ".join(warnings) if warnings else "no warnings"))
     print(f"pool mode on {evaluation['n_test_queries']} held-out queries "
-          f"(best static prompt: {evaluation['static_prompt_id']}):")
+          f"(best static prompt: {evaluation['static_prompt_id']}) [measured: held-out recorded outcomes]:")
     for key, e in evaluation["evaluations"].items():
         if "skipped" in e:
             print(f"  {POLICY_LABELS[key]:<28} not evaluated: {e['skipped']}")
@@ -173,9 +183,12 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
         d = e["vs_static"]
         print(f"  {POLICY_LABELS[key]:<28} value {e['policy_value']:.4f} vs static {e['static_value']:.4f}: "
               f"{d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")
+    if evaluation.get("policy_values"):
+        print("\n".join(format_policy_values(evaluation["policy_values"])))
     if result is not None:
         best = result.candidates[result.best_static]
-        print(f"generative search: {len(result.candidates)} candidates scored; best static: {best.text!r}")
+        print(f"generative search: {len(result.candidates)} candidates scored; best static: {best.text!r} "
+              f"[predicted: reward model only, no LLM ran it]")
     print(f"report: {paths['report']}")
 
 
