@@ -99,7 +99,8 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
 
         choices = {name: np.broadcast_to(p, truth.shape).argmax(1) for name, p in preds.items()}
         out["ope"] = validate_seed(grid, X, T, policy, logs, test, causal, choices,
-                                   cfg.ope_logged_per_query or cfg.logged_per_query, ope or OPEConfig(), rng, seed)
+                                   cfg.ope_logged_per_query or cfg.logged_per_query, ope or OPEConfig(), rng, seed,
+                                   cfg.ope_draws)
     return out
 
 

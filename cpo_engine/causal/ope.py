@@ -59,6 +59,8 @@ class OPEConfig:
     'logistic' (multinomial) or 'hgb' (gradient boosting)."""
     propensity_c: float = 1.0
     """Inverse L2 penalty of the logistic propensity model (on standardized features)."""
+    propensity_text_features: bool = True
+    """Give the propensity model each query's log length and number count besides its features X."""
     min_ess: float = 30.0
     """Warn when the importance weights' effective sample size is below this many rows."""
     max_clipped_share: float = 0.05

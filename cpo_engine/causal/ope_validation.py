@@ -20,42 +20,47 @@ import numpy as np
 from cpo_engine.causal.evaluation import Grid, draw_logs
 from cpo_engine.causal.ope import (ESTIMATORS, BanditLogs, OPEConfig, OverlapWarning, causal_q_hat,
                                    estimate_policy_value, on_policy_value)
-from cpo_engine.causal.propensity import PropensityModel
+from cpo_engine.causal.propensity import PropensityModel, propensity_features
 
 SOURCES = ("known", "estimated")
 
 
 def validate_seed(grid: Grid, X: np.ndarray, T: np.ndarray, policy: np.ndarray, logs: dict, test: np.ndarray,
                   causal: Any, choices: dict[str, np.ndarray], k: int, ope: OPEConfig,
-                  rng: np.random.Generator, seed: int) -> dict[str, Any]:
-    """OPE of each method's choice (index per test query) on fresh held-out logs, against the truth.
+                  rng: np.random.Generator, seed: int, draws: int = 1) -> dict[str, Any]:
+    """OPE of each method's choice (index per test query) on ``draws`` fresh held-out logs, against the truth.
 
     ``logs`` are the training logs the causal model was fitted on (its ``folds_`` index them);
-    ``policy`` is the logging policy (n_queries, n_prompts).
+    ``policy`` is the logging policy (n_queries, n_prompts). The reward model and the propensity model
+    are fitted once; each draw is an independent sample of queries and logged outcomes given them.
     """
-    draw = rng.choice(len(test), size=len(test), replace=True)  # positions in `test`
-    held = draw_logs(grid, policy, test[draw], k, rng)
-    local = np.repeat(np.arange(len(draw)), k)  # each draw is its own query (cluster)
     truth = grid.truth[test]
-    q_hat = causal_q_hat(causal, X[test], T, (float(logs["y"].min()), float(logs["y"].max())))[draw]
+    q_hat = causal_q_hat(causal, X[test], T, (float(logs["y"].min()), float(logs["y"].max())))
+    F = propensity_features(X, grid.query_texts if ope.propensity_text_features else None)
     prop = PropensityModel(ope.propensity_model, ope.propensity_c, random_state=seed).fit(
-        X[logs["q"]], logs["p"], n_prompts=T.shape[0], folds=causal.folds_)
-    P_hat = prop.predict_proba(X[test])[draw]
-    matrices = {"known": policy[test][draw], "estimated": P_hat}
+        F[logs["q"]], logs["p"], n_prompts=T.shape[0], folds=causal.folds_)
+    P_hat = prop.predict_proba(F[test])
     rows = np.arange(len(test))
     out: dict[str, Any] = {"truth": {m: float(truth[rows, c].mean()) for m, c in choices.items()},
                            "logging_truth": float((policy[test] * truth).sum(1).mean()),
-                           "propensity_model": prop.diagnostics(), "estimates": {}, "weights": {}}
-    for source, P in matrices.items():
-        bandit = BanditLogs(local, held["p"], held["y"], P[local, held["p"]])
-        out["estimates"][source], out["weights"][source] = _estimate_all(bandit, choices, draw, q_hat, P, ope)
-    on = on_policy_value(BanditLogs(local, held["p"], held["y"], held["pi"]), ope.level)
-    out["logging_estimate"] = [on.value, on.ci_low, on.ci_high]
+                           "propensity_model": prop.diagnostics(), "draws": []}
+    for _ in range(draws):
+        draw = rng.choice(len(test), size=len(test), replace=True)  # positions in `test`
+        held = draw_logs(grid, policy, test[draw], k, rng)
+        local = np.repeat(np.arange(len(draw)), k)  # each draw is its own query (cluster)
+        one: dict[str, Any] = {"estimates": {}, "weights": {}}
+        for source, P in (("known", policy[test][draw]), ("estimated", P_hat[draw])):
+            bandit = BanditLogs(local, held["p"], held["y"], P[local, held["p"]])
+            one["estimates"][source], one["weights"][source] = _estimate_all(bandit, choices, draw, q_hat[draw], P, ope)
+        on = on_policy_value(BanditLogs(local, held["p"], held["y"], held["pi"]), ope.level)
+        one["logging_estimate"] = [on.value, on.ci_low, on.ci_high]
+        out["draws"].append(one)
     return out
 
 
 def _estimate_all(bandit: BanditLogs, choices: dict[str, np.ndarray], draw: np.ndarray, q_hat: np.ndarray,
                   P: np.ndarray, ope: OPEConfig) -> tuple[dict, dict]:
+    """Every estimator of every method's policy on one draw, and the DR weights' diagnostics."""
     est_out, weights = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OverlapWarning)
@@ -90,26 +95,28 @@ def error_stats(est: np.ndarray, lo: np.ndarray, hi: np.ndarray, truth: np.ndarr
 
 
 def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
-    """Per propensity source and estimator: error statistics per method and pooled over methods,
-    plus the bounds' coverage, the share of estimates that warned, and the logging policy's value."""
+    """Per propensity source and estimator: error statistics per method and pooled over methods, over
+    every (seed, draw); plus the bounds' coverage, the share of estimates that warned, the off-support
+    share, and the logging policy's (on-policy) value."""
     seeds = [s["ope"] for s in per_seed if s.get("ope")]
     if not seeds:
         return {}
+    runs = [(s, d) for s in seeds for d in s["draws"]]
     methods = list(seeds[0]["truth"])
-    out: dict[str, Any] = {"n_seeds": len(seeds), "by_method": {}, "pooled": {}, "bounds": {}, "warned_share": {}}
+    out: dict[str, Any] = {"n_seeds": len(seeds), "n_draws": len(runs), "by_method": {}, "pooled": {}, "bounds": {},
+                           "warned_share": {}, "off_support": {}}
     for source in SOURCES:
         out["by_method"][source], out["pooled"][source] = {}, {}
         for e in ESTIMATORS:
-            cols = {m: np.array([s["estimates"][source][m][e] + [s["truth"][m]] for s in seeds]) for m in methods}
+            cols = {m: np.array([d["estimates"][source][m][e] + [s["truth"][m]] for s, d in runs]) for m in methods}
             out["by_method"][source][e] = {m: error_stats(*c.T) for m, c in cols.items()}
             out["pooled"][source][e] = error_stats(*np.vstack(list(cols.values())).T)
-        b = np.array([s["weights"][source][m]["bounds"] + [s["truth"][m]] for s in seeds for m in methods])
+        w = [(d["weights"][source][m], s["truth"][m]) for s, d in runs for m in methods]
+        b = np.array([x["bounds"] + [t] for x, t in w])
         out["bounds"][source] = error_stats((b[:, 0] + b[:, 1]) / 2, b[:, 0], b[:, 1], b[:, 2])
-        out["warned_share"][source] = float(np.mean([s["weights"][source][m]["warned"] for s in seeds
-                                                     for m in methods]))
-        out.setdefault("off_support", {})[source] = float(np.mean(
-            [s["weights"][source][m]["off_support"] for s in seeds for m in methods]))
-    on = np.array([s["logging_estimate"] + [s["logging_truth"]] for s in seeds])
+        out["warned_share"][source] = float(np.mean([x["warned"] for x, _ in w]))
+        out["off_support"][source] = float(np.mean([x["off_support"] for x, _ in w]))
+    on = np.array([d["logging_estimate"] + [s["logging_truth"]] for s, d in runs])
     out["logging_policy"] = error_stats(*on.T)
     return out
 
@@ -118,8 +125,9 @@ def ope_markdown(summary: dict[str, Any]) -> str:
     """OPE error table: pooled over methods, per estimator and propensity source."""
     if not summary:
         return ""
-    lines = [f"\nOff-policy evaluation vs truth ({summary['n_seeds']} seeds, every method's policy; "
-             "coverage of the 95% interval with its Wilson 95% interval)\n",
+    lines = [f"\nOff-policy evaluation vs truth ({summary['n_seeds']} seeds x {summary['n_draws'] // summary['n_seeds']} "
+             "held-out log draws, pooled over every method's policy; coverage of the 95% interval, with a Wilson "
+             "95% interval that treats the estimates as independent)\n",
              "| propensities | estimator | bias | RMSE | coverage | mean CI width |", "|---|---|---|---|---|---|"]
     for source, by_est in summary["pooled"].items():
         for e, s in by_est.items():

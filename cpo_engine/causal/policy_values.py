@@ -76,7 +76,7 @@ class PolicyValues:
 def format_policy_values(d: dict[str, Any]) -> list[str]:
     """Lines of a :meth:`PolicyValues.to_dict` result: each policy's value, interval and evidence, its
     paired difference from the logging policy and the static policy, bounds and overlap warnings."""
-    out = [f"policy values on held-out queries, {d['method']} (95% intervals, clustered by query):"]
+    out = [f"policy values, {d['method']} (95% intervals, clustered by query):"]
     for name, v in d["values"].items():
         line = f"  {name:<34} {v['value']:.4f} ({v['ci_low']:.4f} to {v['ci_high']:.4f}) [{v['kind']}]"
         for short, diffs in (("logging policy", d["vs_logging"]), ("static", d["vs_static"])):

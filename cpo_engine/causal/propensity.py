@@ -153,6 +153,20 @@ class PropensityModel:
                 "n_rows": int(len(self.a_))}
 
 
+def propensity_features(X: np.ndarray, query_texts: list[str] | None) -> np.ndarray:
+    """The propensity model's features: the query features X and, with ``query_texts``, each query's
+    standardized log length and number count (routers often choose prompts by them, and an embedding's
+    first principal components carry them poorly)."""
+    X = np.asarray(X, dtype=np.float64)
+    if query_texts is None:
+        return X
+    from cpo_engine.causal.evaluation import text_features
+
+    f = text_features(list(query_texts))
+    sd = f.std(0)
+    return np.hstack([X, (f - f.mean(0)) / np.where(sd > 0, sd, 1.0)])
+
+
 def overlap_by_prompt(propensity: np.ndarray, prompt_ids: list[str], min_propensity: float) -> list[dict[str, Any]]:
     """Per prompt, over queries: mean, 1st and 5th percentile of its propensity and the share of
     queries where it is below ``min_propensity`` (where weights for it get clipped).
@@ -165,4 +179,4 @@ def overlap_by_prompt(propensity: np.ndarray, prompt_ids: list[str], min_propens
             for j, pid in enumerate(prompt_ids)]
 
 
-__all__ = ["ProbabilityRegressor", "PropensityModel", "overlap_by_prompt"]
+__all__ = ["ProbabilityRegressor", "PropensityModel", "overlap_by_prompt", "propensity_features"]

@@ -131,6 +131,36 @@ class EvaluateConfig:
 
 
 @dataclass
+class OffPolicyConfig:
+    """`cpo ope`: logged triplets + policies -> each policy's off-policy value with an interval."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    policies: list[str] | None = None
+    """Policies to value: assignment files (query_id + recommended_prompt_id, or query_id + prompt_id +
+    probability) or logged prompt ids (static policies). Empty: every logged prompt as a static policy."""
+    model: str | None = None
+    """A model bundle (or `cpo run`/`cpo fit` folder) as the reward model; default: the causal model
+    cross-fitted on the logs (the policies' queries must not have been used to fit a given bundle)."""
+    queries: str = "auto"
+    """Which queries to value on: 'auto' (the 'test' rows of an assignment that has a split column,
+    else all), 'test' or 'all'."""
+    out: str | None = None
+    """Output folder (ope.json, ope.md)."""
+    seed: int = 0
+    """Seed of the folds."""
+    device: str = "auto"
+    """Where the causal model runs."""
+
+    def __post_init__(self) -> None:
+        if self.queries not in ("auto", "test", "all"):
+            raise ConfigError(f"queries must be 'auto', 'test' or 'all', got '{self.queries}'")
+
+
+@dataclass
 class GateConfig:
     """When a new nightly fit is not trusted (the previous model then stays live)."""
 
@@ -186,5 +216,5 @@ class NightlyConfig:
             raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
 
 
-__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig",
+__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig", "OffPolicyConfig",
            "HoldoutConfig", "GateConfig", "DriftConfig"]

@@ -28,13 +28,14 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     from cpo_engine.search import (BeamSearch, Candidate, CandidateScorer, make_proposer, pool_assign,
                                    referenced_head)
     from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.workflows.ope import optimize_policy_values
     from cpo_engine.workflows.run import majority_task
     from cpo_engine.workflows.run_outputs import candidates_table
 
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
     bundle = ModelBundle.load(cfg.model)
-    table, _ = load_data(cfg.data)
+    table, data_info = load_data(cfg.data)
     rep = Representer(bundle.embed_config(cfg.embed))
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
     head, _ = referenced_head(bundle.model.linear_head(), reps.X, reps.T, cfg.selection.reference)
@@ -43,7 +44,9 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
     static = pool.static_choice()
     assignment = pool.assignment_table(reps.query_ids, reps.prompt_texts)
-    best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]}}
+    best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]},
+                            "policy_values": optimize_policy_values(reps, table, bundle, pool, static, cfg,
+                                                                    data_info).to_dict()}
     out, result = Path(cfg.out), None
     if cfg.mode in ("search", "both"):
         proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
