@@ -98,10 +98,17 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
         from cpo_engine.causal.ope_validation import validate_seed
 
         choices = {name: np.broadcast_to(p, truth.shape).argmax(1) for name, p in preds.items()}
+        others = {"non_causal": np.clip(baseline.predict(np.repeat(X[test], n_p, 0), np.tile(T, (len(test), 1)))
+                                        .reshape(len(test), n_p), logs["y"].min(), logs["y"].max()),
+                  "static": np.broadcast_to(_filled(static_naive(logs, n_p), logs["y"].mean()), (len(test), n_p))}
         out["ope"] = validate_seed(grid, X, T, policy, logs, test, causal, choices,
                                    cfg.ope_logged_per_query or cfg.logged_per_query, ope or OPEConfig(), rng, seed,
-                                   cfg.ope_draws)
+                                   cfg.ope_draws, others)
     return out
+
+
+def _filled(v: np.ndarray, fill: float) -> np.ndarray:
+    return np.where(np.isfinite(v), v, fill)
 
 
 def _forest_grid(causal_cfg, logs, X, T, test, seed) -> np.ndarray:

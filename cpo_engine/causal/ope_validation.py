@@ -27,15 +27,19 @@ SOURCES = ("known", "estimated")
 
 def validate_seed(grid: Grid, X: np.ndarray, T: np.ndarray, policy: np.ndarray, logs: dict, test: np.ndarray,
                   causal: Any, choices: dict[str, np.ndarray], k: int, ope: OPEConfig,
-                  rng: np.random.Generator, seed: int, draws: int = 1) -> dict[str, Any]:
+                  rng: np.random.Generator, seed: int, draws: int = 1,
+                  other_q_hats: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """OPE of each method's choice (index per test query) on ``draws`` fresh held-out logs, against the truth.
 
     ``logs`` are the training logs the causal model was fitted on (its ``folds_`` index them);
     ``policy`` is the logging policy (n_queries, n_prompts). The reward model and the propensity model
     are fitted once; each draw is an independent sample of queries and logged outcomes given them.
+    ``other_q_hats`` (name -> (n_test, n_prompts) predictions) are compared with the causal model as
+    the reward model of DM and DR (known propensities).
     """
     truth = grid.truth[test]
     q_hat = causal_q_hat(causal, X[test], T, (float(logs["y"].min()), float(logs["y"].max())))
+    reward_models = {"causal": q_hat} | (other_q_hats or {})
     F = propensity_features(X, grid.query_texts if ope.propensity_text_features else None)
     prop = PropensityModel(ope.propensity_model, ope.propensity_c, random_state=seed).fit(
         F[logs["q"]], logs["p"], n_prompts=T.shape[0], folds=causal.folds_)
@@ -52,7 +56,9 @@ def validate_seed(grid: Grid, X: np.ndarray, T: np.ndarray, policy: np.ndarray, 
         for source, P in (("known", policy[test][draw]), ("estimated", P_hat[draw])):
             bandit = BanditLogs(local, held["p"], held["y"], P[local, held["p"]])
             one["estimates"][source], one["weights"][source] = _estimate_all(bandit, choices, draw, q_hat[draw], P, ope)
-        on = on_policy_value(BanditLogs(local, held["p"], held["y"], held["pi"]), ope.level)
+        known = BanditLogs(local, held["p"], held["y"], held["pi"])
+        one["by_reward_model"] = {name: _dm_dr(known, choices, draw, qh[draw], ope) for name, qh in reward_models.items()}
+        on = on_policy_value(known, ope.level)
         one["logging_estimate"] = [on.value, on.ci_low, on.ci_high]
         out["draws"].append(one)
     return out
@@ -71,6 +77,15 @@ def _estimate_all(bandit: BanditLogs, choices: dict[str, np.ndarray], draw: np.n
             weights[method] = {"ess": w.ess, "clipped_share": w.clipped_share, "off_support": w.off_support,
                                "bounds": list(w.bounds), "warned": bool(w.warnings)}
     return est_out, weights
+
+
+def _dm_dr(bandit: BanditLogs, choices: dict[str, np.ndarray], draw: np.ndarray, q_hat: np.ndarray,
+           ope: OPEConfig) -> dict[str, dict[str, list[float]]]:
+    """DM and DR of every method's policy with one reward model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        return {m: {e: [v.value, v.ci_low, v.ci_high] for e, v in
+                    estimate_policy_value(bandit, c[draw], q_hat, ope, ("dm", "dr")).items()} for m, c in choices.items()}
 
 
 def _coverage_ci(hits: int, n: int) -> tuple[float, float]:
@@ -118,6 +133,9 @@ def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
         out["off_support"][source] = float(np.mean([x["off_support"] for x, _ in w]))
     on = np.array([d["logging_estimate"] + [s["logging_truth"]] for s, d in runs])
     out["logging_policy"] = error_stats(*on.T)
+    out["by_reward_model"] = {rm: {e: error_stats(*np.array([d["by_reward_model"][rm][m][e] + [s["truth"][m]]
+                                                             for s, d in runs for m in methods]).T)
+                                   for e in ("dm", "dr")} for rm in runs[0][1].get("by_reward_model", {})}
     return out
 
 
@@ -139,6 +157,14 @@ def ope_markdown(summary: dict[str, Any]) -> str:
     lp = summary["logging_policy"]
     lines.append(f"| (logged) | logging policy, on-policy mean | {lp['bias']:+.4f} | {lp['rmse']:.4f} | "
                  f"{lp['coverage']:.3f} | {lp['mean_width']:.4f} |")
+    if summary.get("by_reward_model"):
+        lines += ["\nReward model inside DM and DR (known propensities; pooled over methods):\n",
+                  "| reward model | DM bias | DM RMSE | DM coverage | DR bias | DR RMSE | DR coverage |",
+                  "|---|---|---|---|---|---|---|"]
+        for rm, st in summary["by_reward_model"].items():
+            dm, dr = st["dm"], st["dr"]
+            lines.append(f"| {rm} | {dm['bias']:+.4f} | {dm['rmse']:.4f} | {dm['coverage']:.3f} | {dr['bias']:+.4f} | "
+                         f"{dr['rmse']:.4f} | {dr['coverage']:.3f} |")
     lines.append("\noff-support share of the policies' choices (propensity < min_propensity): " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["off_support"].items()) + "; share of estimates with an overlap "
                  "warning: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["warned_share"].items()))
