@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="append query length and number count to X [--set evaluation.query_text_features]")
     p.add_argument("--forest", action="store_const", const=True, default=None,
                    help="also fit econml CausalForestDML (slow) [--set evaluation.with_forest]")
+    flag(p, "--sweep", "sweep.axes", "data-budget curves instead of the plain evaluation: comma-separated axes from "
+         "train_queries, logged_per_query, query_components, prompt_components")
+    flag(p, "--sweep-seeds", "sweep.seeds", "repetitions per sweep point", type=int)
     p.add_argument("--no-ope", dest="ope", action="store_const", const=False, default=None,
                    help="skip the off-policy evaluation check [--set evaluation.ope=false]")
     p._cpo_flag_keys.update(query_text_features="evaluation.query_text_features",  # type: ignore[attr-defined]
@@ -53,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from cpo_engine.workflows.evaluate import evaluate
 
     result = evaluate(config_from_args(args, EvaluateConfig))
-    print(table_markdown(result) + ope_markdown(result.get("ope", {})))
+    if "curves" in result:
+        from cpo_engine.causal.budget import budget_markdown
+
+        print(budget_markdown(result))
+    else:
+        print(table_markdown(result) + ope_markdown(result.get("ope", {})))
     print(f"wrote {', '.join(str(p) for p in result['paths'].values())}")
     return 0

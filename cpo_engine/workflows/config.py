@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cpo_engine.causal.config import CausalConfig
+from cpo_engine.causal.budget import SweepConfig
 from cpo_engine.causal.evaluation import EvaluationConfig
 from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.config import DataConfig
@@ -124,8 +125,9 @@ class EvaluateConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     ope: OPEConfig = field(default_factory=OPEConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     out: str | None = None
-    """Folder for evaluation.json / .md / .png."""
+    """Folder for evaluation.json / .md / .png (or, with sweep.axes, budget.json / .md / budget_*.png)."""
     device: str = "auto"
     """Where the models run."""
 
