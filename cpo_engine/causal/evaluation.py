@@ -218,9 +218,21 @@ def observational_logs(table: Any, cfg: EvaluationConfig, per_query: int = 1, se
     order = np.argsort(cell, kind="stable")  # draw_logs picks sample `pick` of the cell-sorted scores
     rows = order[logs["pick"]]
     out = table.take(pa.array(rows))
-    if "propensity" in out.column_names:
-        out = out.drop_columns(["propensity"])
+    # `sample` numbers the logged repeats of a cell (a cell drawn twice may repeat a recorded sample)
+    repeat = _occurrence(logs["q"] * len(pids) + logs["p"])
+    out = out.drop_columns([c for c in ("propensity", "sample") if c in out.column_names])
+    out = out.append_column("sample", pa.array(repeat, pa.int64()))
     if with_propensity:
         out = out.append_column("propensity", pa.array(logs["pi"], pa.float64()))
     return out
 
+
+def _occurrence(keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... for the successive rows with the same key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
+    run = np.arange(len(keys)) - np.repeat(start, np.diff(np.r_[start, len(keys)]))
+    out = np.empty(len(keys), dtype=np.int64)
+    out[order] = run
+    return out
