@@ -14,6 +14,7 @@ from cpo_engine.causal.ope import (BanditLogs, OPEConfig, OverlapWarning, estima
                                    paired_difference, policy_matrix)
 from cpo_engine.causal.policy_values import LOGGING, estimated_policy_values, measured_policy_values
 from cpo_engine.causal.propensity import PropensityModel
+from cpo_engine.causal.synthetic import bandit_cells, make_bandit
 from cpo_engine.exceptions import ConfigError, DataError
 
 # 3 queries, 2 prompts; query 0 has two logged rows
@@ -89,29 +90,14 @@ def test_policy_matrix_forms_and_errors():
         OPEConfig(min_propensity=0.0)
 
 
-def _bandit(rng, n_q=600, n_p=5, k=2, strength=1.5):
-    """A contextual bandit with known cell means, a confounded softmax logging policy and a
-    query-dependent target policy."""
-    x = rng.normal(size=n_q)
-    slope = np.linspace(-1, 1, n_p)
-    mu = 1 / (1 + np.exp(-(x[:, None] * slope[None, :] + np.linspace(0, 0.5, n_p)[None, :])))
-    logit = strength * x[:, None] * slope[None, :]
-    pi0 = np.exp(logit - logit.max(1, keepdims=True))
-    pi0 /= pi0.sum(1, keepdims=True)
-    q = np.repeat(np.arange(n_q), k)
-    a = (pi0[q].cumsum(1) < rng.random(len(q))[:, None]).sum(1)
-    y = (rng.random(len(q)) < mu[q, a]).astype(float)
-    target = np.argmax(mu + rng.normal(0, 0.1, mu.shape), axis=1)
-    truth = float(mu[np.arange(n_q), target].mean())  # the value the draws' population has (x ~ N(0, 1))
-    q_hat = np.clip(mu + 0.1 * x[:, None], 0, 1)  # a biased reward model
-    return BanditLogs(q, a, y, pi0[q, a]), target, q_hat, truth, mu, pi0
-
-
-def _population_truth(rng, n=200_000, n_p=5):
-    x = rng.normal(size=n)
-    slope = np.linspace(-1, 1, n_p)
-    mu = 1 / (1 + np.exp(-(x[:, None] * slope[None, :] + np.linspace(0, 0.5, n_p)[None, :])))
-    return mu
+def _bandit(rng, n_q=600, k=2, strength=1.5):
+    """A simulated bandit, a noisy-argmax target policy and a biased reward model; the truth is the
+    target's mean true value over the drawn queries."""
+    b = make_bandit(n_q, 5, k, strength, seed=rng)
+    target = np.argmax(b.mu + rng.normal(0, 0.1, b.mu.shape), axis=1)
+    truth = float(b.mu[np.arange(n_q), target].mean())
+    q_hat = np.clip(b.mu + 0.1 * b.x[:, None], 0, 1)
+    return BanditLogs(b.q, b.a, b.y, b.pi0[b.q, b.a]), target, q_hat, truth, b.mu, b.pi0
 
 
 def test_estimators_are_unbiased_on_a_simulated_bandit():
@@ -134,8 +120,7 @@ def test_interval_coverage_on_a_simulated_bandit(estimator):
     """Each draw of queries is a sample from the population (x ~ N(0, 1)); the 95% interval clustered by
     query must cover the population value about 95% of the time."""
     rng = np.random.default_rng(1)
-    mu_pop = _population_truth(np.random.default_rng(99))
-    pop = float(mu_pop.max(1).mean())  # value of the best prompt per query over the query population
+    pop = float(bandit_cells(np.random.default_rng(99).normal(size=200_000)).max(1).mean())  # population value
     hits, reps = 0, 300
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OverlapWarning)
