@@ -10,7 +10,6 @@ prompt_components)``.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -206,6 +205,8 @@ def budget_plot(result: dict[str, Any], axis: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cpo_engine.causal.harness import figure_png
+
     rows = result["curves"][axis]
     x = np.array([_x(axis, r) for r in rows], dtype=float)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
@@ -232,11 +233,7 @@ def budget_plot(result: dict[str, Any], axis: str) -> bytes:
     base = result["settings"]["base"]
     fig.suptitle(f"confounding={base['confounding']} strength={base['strength']} exploration={base['exploration']}, "
                  f"{result['settings']['sweep']['seeds']} seeds per point")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=100)
 
 
 def write_budget(result: dict[str, Any], out: Any) -> dict[str, Path]:

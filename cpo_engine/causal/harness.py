@@ -293,9 +293,16 @@ def plot_png(result: dict) -> bytes:
     strength = "" if s["confounding"] == "none" else f" strength={s['strength']}"
     fig.suptitle(f"confounding={s['confounding']}{strength} K={s['logged_per_query']} "
                  f"seeds={s['seeds']}")
+    return figure_png(fig)
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (laid out, then closed)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
 
