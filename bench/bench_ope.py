@@ -3,7 +3,9 @@
 Simulated contextual bandits with known cell means (cpo_engine.causal.synthetic.make_bandit): queries
 x ~ N(0, 1), a confounded softmax logging policy, a per-query target policy (the best prompt per
 query) and a static one, a deliberately biased reward model. Each replication draws fresh queries and
-logs; each estimator's 95% interval is checked against the population value (a mean over 200,000
+logs; each estimator's 95% interval (and the static policy's DR interval and bounds: the static
+prompt is rarely logged for half of the queries when the logging is confounded) is checked against
+the population value (a mean over 200,000
 fresh queries), so the intervals' query-sampling part is checked too. Also checked: the paired
 difference (per-query minus static), the bounds, the on-policy (logging policy) interval, and the same
 estimators with propensities from the cross-fitted propensity model instead of the true ones.
@@ -65,6 +67,9 @@ def _one(rng, strength, exploration, n_queries, rows, n_prompts, estimated: bool
         st = estimate_policy_value(logs, 0, q_hat, OPEConfig(), propensity_matrix=P, y_range=(0, 1))
     for name, e in pq.items():
         out[name] = [e.ci_low, e.ci_high, e.value]
+    out["dr_static"] = [st["dr"].ci_low, st["dr"].ci_high, st["dr"].value]
+    out["dr_static_bounds"] = [st["dr"].bounds[0], st["dr"].bounds[1], st["dr"].value]
+    out["off_support_static"] = [st["dr"].off_support or 0.0]
     d = paired_difference(pq["dr"], st["dr"])
     out["dr_difference"] = [d["ci_low"], d["ci_high"], d["diff"]]
     out["dr_bounds"] = [pq["dr"].bounds[0], pq["dr"].bounds[1], pq["dr"].value]
@@ -84,10 +89,11 @@ def run(reps: int, n_queries: int, rows: int, n_prompts: int, estimated: bool) -
         pop_logging = _population_logging(strength, exploration, n_prompts)
         res = {}
         for key in runs[0]:
-            if key == "off_support":
+            if key.startswith("off_support"):
                 res[key] = float(np.mean([r[key][0] for r in runs]))
                 continue
-            truth = pop_logging if key == "on_policy" else pop["difference"] if key == "dr_difference" else pop["per_query"]
+            truth = {"on_policy": pop_logging, "dr_difference": pop["difference"], "dr_static": pop["static"],
+                     "dr_static_bounds": pop["static"]}.get(key, pop["per_query"])
             arr = np.array([r[key][:3] for r in runs])
             hits = int(((arr[:, 0] <= truth) & (truth <= arr[:, 1])).sum())
             res[key] = {"coverage": hits / reps, "coverage_ci": _wilson(hits, reps),
@@ -127,7 +133,8 @@ def main() -> None:
                                             True)}
     atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
-    print(json.dumps({k: {s: {e: r[e]["coverage"] for e in ("dr", "snips", "sndr", "ipw", "dr_difference", "dr_bounds")}
+    print(json.dumps({k: {s: {e: r[e]["coverage"] for e in ("dr", "snips", "sndr", "ipw", "dr_difference", "dr_bounds",
+                                                             "dr_static", "dr_static_bounds")}
                           for s, r in v["scenarios"].items()} for k, v in result.items()
                       if k.endswith("propensities")}, indent=1))
 
