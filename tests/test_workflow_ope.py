@@ -108,3 +108,23 @@ def test_cpo_ope_values_policies_on_logs_from_the_bundled_example(small_example,
     assert "| assignment |" in printed and "ope.md" in printed
     assert main(["ope", str(path), "--policy", "no-such-prompt", "--out", str(tmp_path / "x"), *common]) == 2
     assert "neither a file nor a logged prompt id" in capsys.readouterr().err
+
+
+def test_ope_settings_reach_every_workflow_and_flags_parse():
+    from cpo_engine.cli import build_parser
+    from cpo_engine.commands import config_from_args
+    from cpo_engine.workflows.config import EvaluateConfig, OffPolicyConfig, OptimizeConfig, RunConfig
+
+    for command, cls in (("run", RunConfig), ("optimize", OptimizeConfig), ("evaluate", EvaluateConfig),
+                         ("ope", OffPolicyConfig)):
+        args = build_parser().parse_args([command, "--set", "ope.min_propensity=0.05", "--set", "ope.estimator=sndr"])
+        cfg = config_from_args(args, cls)
+        assert cfg.ope.min_propensity == 0.05 and cfg.ope.estimator == "sndr"
+    args = build_parser().parse_args(["ope", "--policy", "a.parquet", "--policy", "CoT", "--min-propensity", "0.02"])
+    cfg = config_from_args(args, OffPolicyConfig)
+    assert cfg.policies == ["a.parquet", "CoT"] and cfg.ope.min_propensity == 0.02
+    args = build_parser().parse_args(["evaluate", "--sweep", "train_queries,prompt_components", "--sweep-seeds", "2",
+                                      "--exploration", "0.2", "--no-ope"])
+    cfg = config_from_args(args, EvaluateConfig)
+    assert cfg.sweep.axes == ["train_queries", "prompt_components"] and cfg.sweep.seeds == 2
+    assert cfg.evaluation.exploration == 0.2 and cfg.evaluation.ope is False
