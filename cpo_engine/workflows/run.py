@@ -128,7 +128,8 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
     return PoolResult(policy=policy, head=head, static_index=static, incumbent_index=incumbent,
                       train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
-                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers),
+                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers)
+                      if np.isfinite(Yt).all() else [],  # sparse outcomes would tier a selected subset
                       non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
                       static_rank_agreement=agreement,
                       policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg))

@@ -101,7 +101,7 @@ def report_data(reps: Any, pool: PoolResult, test: np.ndarray, cands: pa.Table |
                   "non-causal (outcome model)": (nc - nc.mean(), measured - measured.mean(), labels)}
     top = [] if cands is None else [{k: r[k] for k in ("id", "text", "uplift_vs_best_logged", "uplift_ci_low",
                                                         "uplift_ci_high", "mahalanobis", "query_wins", "lineage")}
-                                    for r in cands.slice(0, 15).to_pylist()]
+                                    | {"evidence": PREDICTED} for r in cands.slice(0, 15).to_pylist()]
     return ReportData(title="cpo run report", summary=summary, prompt_effects=effects,
                       policy_values=policy_values(reps, pool), tiers=pool.tiers, comparison=comparison,
                       top_candidates=top, trace=[] if result is None else result.trace,
@@ -160,6 +160,9 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
                **{f"{k} (s)": f"{v:.1f}" for k, v in timings.items()}}
     if result is not None:
         summary["candidates scored"] = len(result.candidates)
+    if pool.policy_values is not None:
+        summary["policy values"] = f"{pool.policy_values.evidence}: {pool.policy_values.method}"
+    summary["prompt effects, search uplifts"] = PREDICTED
     data = report_data(reps, pool, test, cands, result, summary)
     data.diagnostics = causal.diagnostics_.summary()
     paths["report"] = write_report(run_dir, data)
