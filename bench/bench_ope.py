@@ -69,6 +69,7 @@ def _one(rng, strength, exploration, n_queries, rows, n_prompts, estimated: bool
         out[name] = [e.ci_low, e.ci_high, e.value]
     out["dr_static"] = [st["dr"].ci_low, st["dr"].ci_high, st["dr"].value]
     out["dr_static_bounds"] = [st["dr"].bounds[0], st["dr"].bounds[1], st["dr"].value]
+    out["dr_static_reported"] = [*st["dr"].reported, st["dr"].value]  # the bounds when off support
     out["off_support_static"] = [st["dr"].off_support or 0.0]
     d = paired_difference(pq["dr"], st["dr"])
     out["dr_difference"] = [d["ci_low"], d["ci_high"], d["diff"]]
@@ -93,7 +94,7 @@ def run(reps: int, n_queries: int, rows: int, n_prompts: int, estimated: bool) -
                 res[key] = float(np.mean([r[key][0] for r in runs]))
                 continue
             truth = {"on_policy": pop_logging, "dr_difference": pop["difference"], "dr_static": pop["static"],
-                     "dr_static_bounds": pop["static"]}.get(key, pop["per_query"])
+                     "dr_static_bounds": pop["static"], "dr_static_reported": pop["static"]}.get(key, pop["per_query"])
             arr = np.array([r[key][:3] for r in runs])
             hits = int(((arr[:, 0] <= truth) & (truth <= arr[:, 1])).sum())
             res[key] = {"coverage": hits / reps, "coverage_ci": _wilson(hits, reps),
@@ -134,7 +135,7 @@ def main() -> None:
     atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
     print(json.dumps({k: {s: {e: r[e]["coverage"] for e in ("dr", "snips", "sndr", "ipw", "dr_difference", "dr_bounds",
-                                                             "dr_static", "dr_static_bounds")}
+                                                             "dr_static", "dr_static_bounds", "dr_static_reported")}
                           for s, r in v["scenarios"].items()} for k, v in result.items()
                       if k.endswith("propensities")}, indent=1))
 

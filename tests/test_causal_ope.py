@@ -13,7 +13,7 @@ from cpo_engine.causal.evidence import ESTIMATED, MEASURED, PREDICTED, LabelledV
 from cpo_engine.causal.ope import (BanditLogs, OPEConfig, OverlapWarning, estimate_policy_value, on_policy_value,
                                    paired_difference, policy_matrix)
 from cpo_engine.causal.policy_values import LOGGING, estimated_policy_values, measured_policy_values
-from cpo_engine.causal.propensity import PropensityModel
+from cpo_engine.causal.propensity import SMOOTHING_GRID, PropensityModel
 from cpo_engine.causal.synthetic import bandit_cells, make_bandit
 from cpo_engine.exceptions import ConfigError, DataError
 
@@ -132,18 +132,26 @@ def test_interval_coverage_on_a_simulated_bandit(estimator):
     assert 0.90 <= hits / reps <= 0.98, hits / reps
 
 
-def test_off_support_choices_warn_and_bounds_hold():
+def test_off_support_choices_warn_and_are_reported_as_bounds():
     rng = np.random.default_rng(2)
-    logs, _, q_hat, _, mu, pi0 = _bandit(rng, strength=6.0)  # near-deterministic logging: no overlap
+    logs, _, q_hat, _, mu, pi0 = _bandit(rng, strength=8.0)  # near-deterministic logging: no overlap
     target = np.argmin(pi0, axis=1)  # the prompt each query was least likely to get
     truth = float(mu[np.arange(len(mu)), target].mean())
-    with pytest.warns(OverlapWarning, match="logging propensity < 0.01"):
+    with pytest.warns(OverlapWarning, match="logging propensity < 0.001"):
         est = estimate_policy_value(logs, target, q_hat, OPEConfig(), name="rarely logged", propensity_matrix=pi0,
                                     y_range=(0.0, 1.0))
     dr = est["dr"]
-    assert dr.off_support > 0.5 and dr.warnings and "rarely logged" in dr.warnings[0]
+    assert dr.off_support > 0.5 and dr.bounded and dr.warnings and "rarely logged" in dr.warnings[0]
     assert dr.bounds[0] <= truth <= dr.bounds[1]
     assert dr.bounds[1] - dr.bounds[0] >= dr.off_support * 0.99  # the off-support part is only bounded
+    labelled = dr.labelled()
+    assert (labelled.ci_low, labelled.ci_high) == dr.bounds and "interval = bounds" in labelled.note
+    on = on_policy_value(logs)
+    d = paired_difference(dr, on)
+    assert d["bounded"] and d["ci_high"] - d["ci_low"] >= dr.off_support * 0.99
+    supported = estimate_policy_value(logs, np.argmax(pi0, axis=1), q_hat, propensity_matrix=pi0)["dr"]
+    assert supported.off_support == 0 and not supported.bounded and supported.reported == (supported.ci_low,
+                                                                                           supported.ci_high)
 
 
 def test_propensity_model_recovers_a_known_policy_on_the_dml_folds():
@@ -169,7 +177,7 @@ def test_propensity_model_recovers_a_known_policy_on_the_dml_folds():
     same = PropensityModel(cv=3, random_state=0).fit(X[q], a, n_prompts=n_p, groups=q)
     assert all(np.array_equal(f[1], g[1]) for f, g in zip(same.folds_, causal.folds_))  # same folds by construction
     diag = model.diagnostics()
-    assert diag["log_loss"] < diag["log_loss_marginal"]
+    assert diag["log_loss"] < diag["log_loss_marginal"] and diag["smoothing"] in SMOOTHING_GRID
     assert model.predict_proba(X[:5]).shape == (5, n_p)
 
 
@@ -201,3 +209,20 @@ def test_evidence_labels():
     assert LabelledValue(float("nan"), None, None, PREDICTED).to_dict()["value"] is None
     with pytest.raises(ValueError, match="evidence must be one of"):
         LabelledValue(0.5, 0.4, 0.6, "guessed")
+
+
+def test_propensity_smoothing_recovers_an_exploration_floor():
+    """A router that explores uniformly: the chosen uniform mix puts the floor back under the logistic fit."""
+    rng = np.random.default_rng(6)
+    n_q, n_p = 3000, 4
+    X = rng.normal(size=(n_q, 2))
+    logit = 4 * X @ rng.normal(size=(2, n_p))
+    greedy = np.exp(logit - logit.max(1, keepdims=True))
+    pi0 = 0.7 * greedy / greedy.sum(1, keepdims=True) + 0.3 / n_p
+    a = (pi0.cumsum(1) < rng.random(n_q)[:, None]).sum(1)
+    q = np.arange(n_q)
+    model = PropensityModel(cv=3).fit(X, a, n_prompts=n_p, groups=q)
+    assert model.smoothing_ > 0  # the uniform mix fits the held-out rows better than the logistic alone
+    assert model.oof_.min() >= model.smoothing_ / n_p - 1e-12
+    plain = PropensityModel(cv=3).fit(X, np.argmax(logit, axis=1), n_prompts=n_p, groups=q)  # no exploration
+    assert plain.smoothing_ <= 0.01

@@ -65,13 +65,18 @@ class OPEConfig:
     """Warn when the importance weights' effective sample size is below this many rows."""
     max_clipped_share: float = 0.05
     """Warn when more than this share of the target's weighted rows had their propensity clipped."""
+    support_floor: float = 0.001
+    """A choice whose logging propensity is below this is off support: the logs essentially never make
+    it, so its value is only bounded (known only with a propensity model or a known policy matrix)."""
     max_off_support: float = 0.05
-    """Warn when more than this share of the target's choices have a logging propensity below
-    min_propensity (known only with a propensity model or a known policy matrix)."""
+    """When more than this share of a policy's choices are off support, warn and report the bounds as
+    its interval (the reward model alone would decide the rest)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_propensity < 1:
             raise ConfigError(f"ope.min_propensity must be in (0, 1), got {self.min_propensity}")
+        if not 0 <= self.support_floor < 1:
+            raise ConfigError(f"ope.support_floor must be in [0, 1), got {self.support_floor}")
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"ope.estimator must be one of {ESTIMATORS}, got '{self.estimator}'")
         if not 0 < self.level < 1:
@@ -128,15 +133,24 @@ class PolicyEstimate:
     """Share of rows with a positive target probability whose propensity was clipped."""
     max_weight: float | None = None
     off_support: float | None = None
-    """Share of the target's choices whose logging propensity is below ``min_propensity``: the
+    """Share of the target's choices whose logging propensity is below ``support_floor``: the
     logs (almost) never made them, so their value rests on the reward model."""
     bounds: tuple[float, float] | None = None
     """Worst/best-case value: the on-support part estimated (its 95% interval), the off-support part
     anywhere in the score range. It holds without trusting the reward model off support."""
+    bounded: bool = False
+    """More than ``max_off_support`` of the choices are off support: the reported interval is ``bounds``."""
     warnings: list[str] = field(default_factory=list)
     queries: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     pseudo: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     """Per-query influence values (their mean is ``value``): what intervals and paired differences use."""
+    bound_pseudo: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    """Per-query values of the lower and upper bound."""
+
+    @property
+    def reported(self) -> tuple[float, float]:
+        """The interval to report: the 95% interval, or the bounds when the estimate is ``bounded``."""
+        return self.bounds if self.bounded and self.bounds is not None else (self.ci_low, self.ci_high)
 
     @property
     def evidence(self) -> str:
@@ -145,13 +159,17 @@ class PolicyEstimate:
     def labelled(self) -> LabelledValue:
         """The value as a :class:`~cpo_engine.causal.evidence.LabelledValue`."""
         note = "interval covers query sampling only, not the reward model's error" if self.estimator == "dm" else ""
-        return LabelledValue(self.value, self.ci_low, self.ci_high, self.evidence,
+        if self.bounded:
+            note = (f"interval = bounds: {self.off_support:.1%} of the choices are off the logs' support, where only "
+                    "the score range is known (the point value extrapolates the reward model there)")
+        lo, hi = self.reported
+        return LabelledValue(self.value, lo, hi, self.evidence,
                              ESTIMATOR_LABELS[self.estimator], n=self.n_queries,
                              note="; ".join([note] * bool(note) + self.warnings))
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("estimator", "value", "se", "ci_low", "ci_high", "n_rows", "n_queries",
-                                              "ess", "clipped_share", "max_weight", "off_support", "warnings")}
+                                              "ess", "clipped_share", "max_weight", "off_support", "bounded", "warnings")}
         out["bounds"] = None if self.bounds is None else list(self.bounds)
         return out | {"evidence": self.evidence}
 
@@ -283,19 +301,20 @@ def _estimates(logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None, cf
 
 def _add_support(out: dict[str, PolicyEstimate], logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None,
                  cfg: OPEConfig, P: np.ndarray, y_range: tuple[float, float]) -> None:
-    """Off-support share and bounds: the on-support part of the policy (cells with P >= min_propensity,
-    whose weights are never clipped) by DR (IPW without a reward model), the rest anywhere in y_range."""
+    """Off-support share and bounds: the on-support part of the policy (cells with P >= support_floor) by
+    DR (IPW without a reward model), the rest anywhere in y_range; ``bounded`` past max_off_support."""
     if P.shape != probs.shape:
         raise DataError(f"propensity_matrix must be {probs.shape}, got {P.shape}")
-    off = probs * (P < cfg.min_propensity)
+    off = probs * (P < cfg.support_floor)
     est = "dr" if q_hat is not None else "ipw"
     on = _estimates(logs, probs - off, q_hat, cfg, (est,))[est]
     off_q = off.sum(1)[on.queries]
-    lo = _interval(on.pseudo + y_range[0] * off_q, cfg.level)[2]
-    hi = _interval(on.pseudo + y_range[1] * off_q, cfg.level)[3]
+    low, high = on.pseudo + y_range[0] * off_q, on.pseudo + y_range[1] * off_q
+    bounds = (_interval(low, cfg.level)[2], _interval(high, cfg.level)[3])
     for e in out.values():
         if e.estimator != "dm":
-            e.off_support, e.bounds = float(off_q.mean()), (lo, hi)
+            e.off_support, e.bounds, e.bound_pseudo = float(off_q.mean()), bounds, (low, high)
+            e.bounded = e.off_support > cfg.max_off_support
 
 
 def _policy_shape(policy: Any, logs: BanditLogs, q_hat: np.ndarray | None) -> tuple[int, int]:
@@ -338,8 +357,9 @@ def _warn_overlap(out: dict[str, PolicyEstimate], cfg: OPEConfig, name: str) -> 
         problems.append(f"{e.clipped_share:.1%} of its weighted rows had propensity < {cfg.min_propensity:g} "
                         "(clipped)")
     if e.off_support is not None and e.off_support > cfg.max_off_support:
-        problems.append(f"{e.off_support:.1%} of its choices have logging propensity < {cfg.min_propensity:g} "
-                        f"(bounds without the reward model there: {e.bounds[0]:.3f} to {e.bounds[1]:.3f})")
+        problems.append(f"{e.off_support:.1%} of its choices have logging propensity < {cfg.support_floor:g}: "
+                        f"its interval is the bounds {e.bounds[0]:.3f} to {e.bounds[1]:.3f}, which do not trust the "
+                        "reward model there")
     if problems:
         msg = (f"off-policy estimate of '{name}' is fragile: {'; '.join(problems)}. The logs rarely chose what this "
                "policy chooses; trust it only with the reward model (DR) and check it by running the policy "
@@ -357,11 +377,19 @@ def on_policy_value(logs: BanditLogs, level: float = 0.95) -> PolicyEstimate:
 
 def paired_difference(a: PolicyEstimate, b: PolicyEstimate, level: float = 0.95) -> dict[str, float]:
     """``a - b`` with a Student-t interval of the per-query differences of their influence values (both
-    must come from the same logs)."""
+    must come from the same logs); when either is ``bounded``, the interval is the difference's bounds."""
     if a.queries is None or b.queries is None or not np.array_equal(a.queries, b.queries):
         raise DataError("a paired difference needs two estimates over the same logged queries")
     diff, se, lo, hi = _interval(a.pseudo - b.pseudo, level)
-    return {"diff": diff, "se": se, "ci_low": lo, "ci_high": hi, "n": int(len(a.queries)), "level": level}
+    if a.bounded or b.bounded:  # the bounds of the difference: lower of a minus upper of b, and back
+        (a_lo, a_hi), (b_lo, b_hi) = _bound_pseudo(a), _bound_pseudo(b)
+        lo, hi = _interval(a_lo - b_hi, level)[2], _interval(a_hi - b_lo, level)[3]
+    return {"diff": diff, "se": se, "ci_low": lo, "ci_high": hi, "n": int(len(a.queries)), "level": level,
+            "bounded": bool(a.bounded or b.bounded)}
+
+
+def _bound_pseudo(e: PolicyEstimate) -> tuple[np.ndarray, np.ndarray]:
+    return e.bound_pseudo if e.bounded and e.bound_pseudo is not None else (e.pseudo, e.pseudo)
 
 
 # ---------------------------------------------------------------------------------------------- reward model

@@ -74,8 +74,9 @@ def _estimate_all(bandit: BanditLogs, choices: dict[str, np.ndarray], draw: np.n
             est = estimate_policy_value(bandit, choice[draw], q_hat, ope, name=method, propensity_matrix=P)
             est_out[method] = {e: [v.value, v.ci_low, v.ci_high] for e, v in est.items()}
             w = est["dr"]
+            est_out[method]["dr_reported"] = [w.value, *w.reported]
             weights[method] = {"ess": w.ess, "clipped_share": w.clipped_share, "off_support": w.off_support,
-                               "bounds": list(w.bounds), "warned": bool(w.warnings)}
+                               "bounds": list(w.bounds), "bounded": w.bounded, "warned": bool(w.warnings)}
     return est_out, weights
 
 
@@ -122,7 +123,7 @@ def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
                            "warned_share": {}, "off_support": {}}
     for source in SOURCES:
         out["by_method"][source], out["pooled"][source] = {}, {}
-        for e in ESTIMATORS:
+        for e in ESTIMATORS + ("dr_reported",):
             cols = {m: np.array([d["estimates"][source][m][e] + [s["truth"][m]] for s, d in runs]) for m in methods}
             out["by_method"][source][e] = {m: error_stats(*c.T) for m, c in cols.items()}
             out["pooled"][source][e] = error_stats(*np.vstack(list(cols.values())).T)
@@ -131,6 +132,7 @@ def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
         out["bounds"][source] = error_stats((b[:, 0] + b[:, 1]) / 2, b[:, 0], b[:, 1], b[:, 2])
         out["warned_share"][source] = float(np.mean([x["warned"] for x, _ in w]))
         out["off_support"][source] = float(np.mean([x["off_support"] for x, _ in w]))
+        out.setdefault("bounded_share", {})[source] = float(np.mean([x["bounded"] for x, _ in w]))
     on = np.array([d["logging_estimate"] + [s["logging_truth"]] for s, d in runs])
     out["logging_policy"] = error_stats(*on.T)
     out["by_reward_model"] = {rm: {e: error_stats(*np.array([d["by_reward_model"][rm][m][e] + [s["truth"][m]]
@@ -165,9 +167,11 @@ def ope_markdown(summary: dict[str, Any]) -> str:
             dm, dr = st["dm"], st["dr"]
             lines.append(f"| {rm} | {dm['bias']:+.4f} | {dm['rmse']:.4f} | {dm['coverage']:.3f} | {dr['bias']:+.4f} | "
                          f"{dr['rmse']:.4f} | {dr['coverage']:.3f} |")
-    lines.append("\noff-support share of the policies' choices (propensity < min_propensity): " + ", ".join(
+    lines.append("\noff-support share of the policies' choices (propensity < support_floor): " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["off_support"].items()) + "; share of estimates with an overlap "
-                 "warning: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["warned_share"].items()))
+                 "warning: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["warned_share"].items())
+                 + "; share reported as bounds (dr_reported): " + ", ".join(
+                     f"{k} {v:.2f}" for k, v in summary.get("bounded_share", {}).items()))
     return "\n".join(lines) + "\n"
 
 

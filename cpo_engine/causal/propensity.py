@@ -95,7 +95,12 @@ class PropensityModel:
     Attributes
     ----------
     oof_ : ndarray (n, n_prompts)
-        Out-of-fold probabilities of every prompt for every fitted row.
+        Out-of-fold probabilities of every prompt for every fitted row (after smoothing).
+    smoothing_ : float
+        Weight of the uniform distribution mixed into every prediction, chosen from
+        :data:`SMOOTHING_GRID` by out-of-fold log-likelihood. A router that explores uniformly
+        (epsilon-greedy) has such a floor, which a logistic model alone cannot represent: without it
+        the model puts near-zero probability on choices the router still makes.
     models_ : list of ProbabilityRegressor
         One per fold; :meth:`predict_proba` on new queries averages them.
     """
@@ -128,7 +133,9 @@ class PropensityModel:
         data = {"X": X, "Y": np.zeros(len(a)), "T": one_hot}
         results = run_folds(data, self.folds_, DummyRegressor(), ProbabilityRegressor(self.kind, self.C, self.random_state),
                             self.random_state, "cpu", self.backend)
-        _, self.oof_ = assemble(results, len(a), n_prompts)
+        _, raw = assemble(results, len(a), n_prompts)
+        self.smoothing_ = _best_smoothing(raw, a)
+        self.oof_ = _smooth(raw, self.smoothing_)
         self.models_ = [r.model_t for r in results]
         self.n_prompts_, self.a_ = n_prompts, a
         return self
@@ -138,7 +145,7 @@ class PropensityModel:
         if not hasattr(self, "models_"):
             raise NotFittedError(type(self).__name__)
         X = as_float_array(X, "X", (2,))
-        return np.mean([m.predict(X) for m in self.models_], axis=0)
+        return _smooth(np.mean([m.predict(X) for m in self.models_], axis=0), self.smoothing_)
 
     def logged_propensity(self) -> np.ndarray:
         """Out-of-fold probability of each fitted row's own logged prompt."""
@@ -150,7 +157,21 @@ class PropensityModel:
         p = np.clip(self.logged_propensity(), eps, 1)
         freq = np.bincount(self.a_, minlength=self.n_prompts_) / len(self.a_)
         return {"log_loss": float(-np.log(p).mean()), "log_loss_marginal": float(-np.log(freq[self.a_]).mean()),
-                "n_rows": int(len(self.a_))}
+                "smoothing": self.smoothing_, "n_rows": int(len(self.a_))}
+
+
+SMOOTHING_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def _smooth(P: np.ndarray, eps: float) -> np.ndarray:
+    return (1 - eps) * P + eps / P.shape[1]
+
+
+def _best_smoothing(oof: np.ndarray, a: np.ndarray) -> float:
+    """The uniform mixing weight with the best out-of-fold log-likelihood of the logged prompts."""
+    p = oof[np.arange(len(a)), a]
+    loss = [-np.log(np.clip((1 - e) * p + e / oof.shape[1], 1e-300, None)).mean() for e in SMOOTHING_GRID]
+    return float(SMOOTHING_GRID[int(np.argmin(loss))])
 
 
 def propensity_features(X: np.ndarray, query_texts: list[str] | None) -> np.ndarray:
@@ -167,16 +188,17 @@ def propensity_features(X: np.ndarray, query_texts: list[str] | None) -> np.ndar
     return np.hstack([X, (f - f.mean(0)) / np.where(sd > 0, sd, 1.0)])
 
 
-def overlap_by_prompt(propensity: np.ndarray, prompt_ids: list[str], min_propensity: float) -> list[dict[str, Any]]:
-    """Per prompt, over queries: mean, 1st and 5th percentile of its propensity and the share of
-    queries where it is below ``min_propensity`` (where weights for it get clipped).
+def overlap_by_prompt(propensity: np.ndarray, prompt_ids: list[str], min_propensity: float,
+                      support_floor: float) -> list[dict[str, Any]]:
+    """Per prompt, over queries: mean, 1st and 5th percentile of its propensity, the share of queries
+    where it is clipped (below ``min_propensity``) and where it is off support (below ``support_floor``).
 
     ``propensity`` is (n_queries, n_prompts): P(prompt | query) under the logging policy.
     """
     P = np.asarray(propensity, dtype=np.float64)
     return [{"prompt_id": str(pid), "mean": float(P[:, j].mean()), "p01": float(np.quantile(P[:, j], 0.01)),
-             "p05": float(np.quantile(P[:, j], 0.05)), "share_below_min": float(np.mean(P[:, j] < min_propensity))}
-            for j, pid in enumerate(prompt_ids)]
+             "p05": float(np.quantile(P[:, j], 0.05)), "share_clipped": float(np.mean(P[:, j] < min_propensity)),
+             "share_off_support": float(np.mean(P[:, j] < support_floor))} for j, pid in enumerate(prompt_ids)]
 
 
-__all__ = ["ProbabilityRegressor", "PropensityModel", "overlap_by_prompt", "propensity_features"]
+__all__ = ["SMOOTHING_GRID", "ProbabilityRegressor", "PropensityModel", "overlap_by_prompt", "propensity_features"]

@@ -75,8 +75,9 @@ def _propensity_diagnostics(model: Any, P: np.ndarray, prompt_ids: list[str], so
                             ope: OPEConfig) -> dict[str, Any]:
     from cpo_engine.causal.propensity import overlap_by_prompt
 
-    return {"propensity_source": source, "propensity_model": model.diagnostics(),
-            "min_propensity": ope.min_propensity, "overlap_by_prompt": overlap_by_prompt(P, prompt_ids, ope.min_propensity)}
+    return {"propensity_source": source, "propensity_model": model.diagnostics(), "min_propensity": ope.min_propensity,
+            "support_floor": ope.support_floor,
+            "overlap_by_prompt": overlap_by_prompt(P, prompt_ids, ope.min_propensity, ope.support_floor)}
 
 
 def _values(held: HeldOut, policies: dict[str, Any], static_name: str | None, q_hat: np.ndarray | None,
