@@ -15,14 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpo_engine.embedding.encoders import Encoder
-from cpo_engine.utils import atomic_write_parquet, sha256_text
+from cpo_engine.utils import atomic_write_parquet, progress_bar, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,23 @@ class EmbeddingCache:
         self.stats.misses += len(unique_missing)
         if unique_missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            # one bar over every text to embed (not one per shard), with rate and ETA
+            name = encoder.model_id.split("/")[-1]
+            bar = progress_bar(len(unique_missing), f"embed {name}", " texts", show_progress)
             for start in range(0, len(unique_missing), self.shard_rows):
                 chunk = unique_missing[start:start + self.shard_rows]
-                vecs = encoder.encode([texts[first[k]] for k in chunk], prefix=prefix,
-                                      show_progress=show_progress)
+                vecs = np.concatenate([self._encode(encoder, [texts[first[k]] for k in chunk[i:i + 512]], prefix, bar)
+                                       for i in range(0, len(chunk), 512)])
                 self._write_shard(encoder.model_id, prefix, chunk, vecs)
+            bar.close()
             index = self._refresh(encoder.model_id)
         return self._gather(index, keys, encoder.dim)
+
+    @staticmethod
+    def _encode(encoder: Encoder, texts: list[str], prefix: str, bar: Any) -> np.ndarray:
+        vecs = encoder.encode(texts, prefix=prefix, show_progress=False)
+        bar.update(len(texts))
+        return vecs
 
     def _model_dir(self, model_id: str) -> Path:
         return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
@@ -106,7 +116,7 @@ class EmbeddingCache:
         }).replace_schema_metadata({"model_id": model_id, "prefix": prefix, "dim": str(dim)})
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         atomic_write_parquet(table, self._model_dir(model_id) / name)
-        log.info("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
+        log.debug("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
 
     def _gather(self, index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(keys), dim), dtype=np.float32)
