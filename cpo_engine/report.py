@@ -36,7 +36,7 @@ class Interval:
 @dataclass
 class Column:
     """A table column: the row key, its header, and how values are shown ('text', 'num', 'signed',
-    'pct', 'int', 'code')."""
+    'pct', 'int', 'code', 'range': an interval "a to b" that may wrap)."""
 
     key: str
     label: str
@@ -211,9 +211,9 @@ def tiers_table(tiers: list[dict[str, Any]]) -> Table:
                  range=f"{t['difficulty_low']:.2f} to {t['difficulty_high']:.2f}",
                  ci=(f"{t['uplift_ci_low']:+.4f} to {t['uplift_ci_high']:+.4f}" if "uplift_ci_low" in t else ""))
             for t in tiers]
-    return Table([Column("name", "queries"), Column("n", "n", "int"), Column("range", "difficulty", "num"),
+    return Table([Column("name", "queries"), Column("n", "n", "int"), Column("range", "difficulty", "range"),
                   Column("policy_value", "per-query choice", "num"), Column("static_value", "best static", "num"),
-                  Column("uplift_diff", "difference", "signed"), Column("ci", "95% CI", "num")], rows)
+                  Column("uplift_diff", "difference", "signed"), Column("ci", "95% CI", "range")], rows)
 
 
 def tier_name(tier: int, n_tiers: int) -> str:
@@ -279,7 +279,8 @@ pre{background:#f5f5f5;padding:.6em .8em;white-space:pre-wrap;overflow-wrap:anyw
 table{border-collapse:collapse;font-size:13px;margin:.5em 0;width:100%;table-layout:auto}
 th,td{border:1px solid #d5d5d5;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:#f3f3f3}td.num,td.signed,td.pct,td.int{text-align:right;white-space:nowrap}
-td.code{white-space:nowrap}td.text{min-width:10em;overflow-wrap:anywhere}code{font-size:12px}
+td.code{white-space:nowrap}td.text{min-width:7em;overflow-wrap:anywhere}td.range{text-align:right;min-width:5em}
+code{font-size:12px}
 img{max-width:100%;height:auto;border:1px solid #eee;display:block;margin:.5em 0}
 .muted,.note{color:#666;font-size:13px}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.2em}
 """

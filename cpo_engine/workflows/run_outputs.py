@@ -214,7 +214,7 @@ def prompts_table(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray,
     rows.sort(key=lambda r: -r["effect"])
     return Table([Column("id", "id", "code"), Column("text", "prompt text"),
                   Column("train_mean", "mean score (training)", "num"),
-                  Column("effect", "predicted effect vs static", "signed"), Column("ci", "95% CI", "num"),
+                  Column("effect", "predicted effect vs static", "signed"), Column("ci", "95% CI", "range"),
                   Column("share", "queries assigned", "pct")], rows,
                  note="Predicted effects are averaged over the held-out queries; 'queries assigned' is the share of "
                       "the run's queries the policy recommends the prompt for.")
@@ -236,7 +236,7 @@ def policy_table(ho: dict[str, Any]) -> Table:
     if "oracle_value" in ho:
         rows.append({"policy": "oracle (peeks at the outcomes; an upper bound)", "value": ho["oracle_value"]})
     return Table([Column("policy", "policy"), Column("value", "held-out value", "num"),
-                  Column("diff", "vs best static", "signed"), Column("ci", "95% CI of the difference", "num"),
+                  Column("diff", "vs best static", "signed"), Column("ci", "95% CI of the difference", "range"),
                   Column("depart", "departs from static", "pct")], rows,
                  note=f"{ho['n_queries']:,} held-out queries; differences are paired per query.")
 
@@ -248,7 +248,7 @@ def candidates_section(cands: pa.Table | None) -> Table | None:
              "ci": f"{r['uplift_ci_low']:+.4f} to {r['uplift_ci_high']:+.4f}", "inside": r["in_support"],
              "wins": r["query_wins"], "lineage": r["lineage"]} for r in cands.slice(0, 15).to_pylist()]
     return Table([Column("id", "id", "code"), Column("text", "prompt text"),
-                  Column("uplift", "predicted vs best logged", "signed"), Column("ci", "95% CI", "num"),
+                  Column("uplift", "predicted vs best logged", "signed"), Column("ci", "95% CI", "range"),
                   Column("inside", "inside trust region"), Column("wins", "queries where best", "int"),
                   Column("lineage", "how it was made")], rows,
                  note="Model predictions: no LLM has run these prompts. Ranked by static objective (lower bound).")
