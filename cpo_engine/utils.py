@@ -295,3 +295,28 @@ def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ConfigError(f"cannot open {path}: {exc} (is pyarrow built with this file system, e.g. S3 or GCS, "
                           "and are its credentials set?)") from exc
+
+
+def put_bytes(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` of a pyarrow file system so no reader sees half of it: through a temp
+    file and a rename on local disks (and NFS), in one upload on object stores (an object becomes
+    visible when its stream closes)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic_write_bytes(path, data)
+        return
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def put_parquet(fs: Any, path: str, table: Any) -> None:
+    """:func:`put_bytes` of a zstd Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    put_bytes(fs, path, buf.getvalue().to_pybytes())

@@ -196,3 +196,89 @@ def test_triplet_validator_warns_on_ids_that_read_as_missing(tiny_table):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate_triplets(tiny_table)  # real ids: no warning
+
+
+def test_cache_and_outputs_on_an_object_store(fitted, tmp_path, monkeypatch):
+    """A file system other than the local disk (fsspec's in-memory store standing in for s3:// or
+    gs://): the embedding cache and both kinds of assignment output go through pyarrow's interface."""
+    import pyarrow.fs as pafs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from cpo_engine.embedding import cache as cache_mod
+    from cpo_engine.workflows import assign as assign_mod
+
+    store = pafs.PyFileSystem(pafs.FSSpecHandler(MemoryFileSystem()))
+    fake = lambda uri: (store, str(uri).split("://", 1)[1])  # noqa: E731
+    monkeypatch.setattr(cache_mod, "filesystem", fake)
+    monkeypatch.setattr(assign_mod, "filesystem", fake)
+
+    class Encoder:
+        model_id, dim = "fake/enc", 3
+
+        def encode(self, texts, prefix="", show_progress=False):
+            return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+    cache = cache_mod.EmbeddingCache("mem://bucket/cache", shard_rows=2)
+    first = cache.embed(Encoder(), ["a", "bb", "aaa", "a"])
+    again = cache_mod.EmbeddingCache("mem://bucket/cache", shard_rows=2)
+    np.testing.assert_array_equal(again.embed(Encoder(), ["aaa", "bb"]), first[[2, 1]])
+    assert (again.stats.hits, again.stats.misses) == (2, 0)
+    assert len([f for f in store.get_file_info(pafs.FileSelector("/bucket/cache", recursive=True))
+                if f.base_name.startswith("shard-")]) == 2
+
+    reps, causal, _, state = fitted
+    policy = Policy(causal, state, query_features=_features(reps), device="cpu")
+    src = _queries(reps, tmp_path)
+    assign(AssignConfig(model="m", queries=str(src), out="mem://bucket/out/a.parquet", batch_size=50), policy)
+    assign(AssignConfig(model="m", queries=str(src), out="mem://bucket/out/parts", batch_size=50), policy)
+    one = pq.read_table("/bucket/out/a.parquet", filesystem=store)
+    parts = pq.read_table("/bucket/out/parts", filesystem=store)
+    assert one.num_rows == parts.num_rows == 120
+    assert one.column("recommended_prompt_id").equals(parts.column("recommended_prompt_id"))
+
+
+def test_ray_job_warns_about_paths_that_vanish_with_its_working_dir(caplog):
+    from jobs._entry import warn_lost_paths
+
+    job = Path("/tmp/ray/session_1/runtime_resources/working_dir_files/_ray_pkg_abc")
+    lost = warn_lost_paths(["--model", "s3://b/run", "--out", "assignments.parquet"], job)
+    assert len(lost) == 2 and "--out assignments.parquet is relative" in lost[0] and "embedding cache" in lost[1]
+    assert warn_lost_paths(["--out=/nfs/a.parquet", "--set", "embed.cache_dir=s3://b/cache"], job) == []
+    assert warn_lost_paths(["--out", "runs/x"], Path("/home/me/project")) == []  # not a Ray job
+    assert warn_lost_paths(["--out", "/nfs/gen"], job, embeds=False) == []
+
+
+def test_top_level_api_is_lazy_and_the_model_summary_has_intervals():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; before = dict(os.environ); import cpo_engine; "
+            "assert 'torch' not in sys.modules and dict(os.environ) == before; "
+            "from cpo_engine import CausalRewardModel, Policy, read_triplets, read_queries, assign, RunConfig; "
+            "assert CausalRewardModel().final_alpha == RunConfig().causal.final_alpha == 'cv'; print('ok')")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "HF_HUB_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+    from cpo_engine import CausalRewardModel
+    from cpo_engine.causal.synthetic import make_synthetic
+
+    d = make_synthetic(n_groups=100, seed=1)
+    m = CausalRewardModel(cv=3, device="cpu").fit(d.Y, d.T, X=d.X, groups=d.groups)
+    text = m.summary()
+    assert "[95% CI]" in text and "phi[0] x T[0]:" in text and "OOF R2" in text
+    first = next(line for line in text.splitlines() if line.startswith("phi[0] x T[0]"))
+    lo, hi = (float(x) for x in first.split("[")[-1].rstrip("]").split(", "))
+    assert lo < m.coef_[0, 0] < hi
+
+
+def test_bundled_example_names_the_bare_trigger_plain():
+    import pyarrow.compute as pc
+
+    from cpo_engine.data import example_path
+    from cpo_engine.data.validate import MISSING_LIKE
+
+    ids = pc.unique(pq.read_table(example_path(), columns=["prompt_id"])["prompt_id"]).to_pylist()
+    assert "plain" in ids and not {i.strip().lower() for i in ids} & set(MISSING_LIKE)
+    assert example_path().stat().st_size < 400_000  # it ships inside the package

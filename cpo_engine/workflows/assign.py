@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.utils import filesystem, is_uri, progress_bar
+from cpo_engine.utils import filesystem, is_uri, progress_bar, put_bytes, put_parquet
 from cpo_engine.workflows.config import AssignConfig
 from cpo_engine.workflows.policy import ASSIGNMENT_COLUMNS, Policy
 
@@ -207,22 +207,11 @@ class _PartsWriter:
                                   "differ): pass --overwrite, or another --out")
             if old != ident:
                 self.fs.delete_dir_contents(self.root)
-        self._put(marker, json.dumps(ident, indent=2).encode())
+        put_bytes(self.fs, marker, json.dumps(ident, indent=2).encode())
         self.done = {f.base_name for f in self.fs.get_file_info(pafs.FileSelector(self.root))}
 
     def _name(self, i: int) -> str:
         return f"part-{i:05d}.parquet"
-
-    def _put(self, path: str, data: bytes) -> None:
-        import pyarrow.fs as pafs
-
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            from cpo_engine.utils import atomic_write_bytes
-
-            atomic_write_bytes(path, data)
-        else:  # object stores commit an object when its stream closes: never half-visible
-            with self.fs.open_output_stream(path) as f:
-                f.write(data)
 
     def existing(self, i: int) -> pa.Table | None:
         import pyarrow.parquet as pq
@@ -233,11 +222,7 @@ class _PartsWriter:
                              columns=["recommended_prompt_id", "departs_from_static"])
 
     def write(self, i: int, table: pa.Table) -> None:
-        import pyarrow.parquet as pq
-
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
-        self._put(f"{self.root}/{self._name(i)}", buf.getvalue().to_pybytes())
+        put_parquet(self.fs, f"{self.root}/{self._name(i)}", table)
 
     def close(self) -> None:
         pass
