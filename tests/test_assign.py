@@ -282,3 +282,23 @@ def test_bundled_example_names_the_bare_trigger_plain():
     ids = pc.unique(pq.read_table(example_path(), columns=["prompt_id"])["prompt_id"]).to_pylist()
     assert "plain" in ids and not {i.strip().lower() for i in ids} & set(MISSING_LIKE)
     assert example_path().stat().st_size < 400_000  # it ships inside the package
+
+
+def test_failed_run_says_failed_with_its_error_and_files_follow_the_umask(tmp_path, capsys):
+    import os
+    import stat
+
+    from cpo_engine.cli import main
+
+    bad = tmp_path / "logs.csv"
+    bad.write_text("query_id,query_text,prompt_id,prompt_text,score\nq1,What?,p1,Answer:,maybe\n")
+    old = os.umask(0o027)
+    try:
+        assert main(["--quiet", "run", "--data", str(bad), "--out", str(tmp_path / "run")]) == 2
+    finally:
+        os.umask(old)
+    manifest = tmp_path / "run" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    assert doc["status"] == "failed" and "score must be a number" in doc["error"] and doc["finished_at"]
+    assert stat.S_IMODE(manifest.stat().st_mode) == 0o640  # 0666 & ~umask, not mkstemp's 0600
+    assert "Traceback" not in capsys.readouterr().err

@@ -21,12 +21,25 @@ def run_dir(small_example, tmp_path_factory):
     import contextlib
     import io
 
+    from unittest import mock
+
+    import sentence_transformers
+
     root = tmp_path_factory.mktemp("e2e")
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    loads = []
+    real = sentence_transformers.SentenceTransformer
+
+    def counting(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    with contextlib.redirect_stdout(out), mock.patch.object(sentence_transformers, "SentenceTransformer", counting):
         assert main(["--quiet", "run", "--data", str(small_example), "--out", str(root / "run"), "--rounds", "1",
-                     "--children", "4", "--z", "0", "--set", f"embed.cache_dir={root / 'cache'}", "--set", "embed.device=cpu",
+                     "--children", "4", "--z", "0", "--set", f"embed.cache_dir={root / 'cache'}",
+                     "--set", "embed.device=cpu",
                      "--set", "policy.fallback=false"]) == 0  # 80 queries are too few: keep the per-query choice
+    assert len(loads) == 1  # one encoder per run: the table's texts, then the searched candidates
     return root / "run", out.getvalue(), root / "cache"
 
 

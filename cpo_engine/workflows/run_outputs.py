@@ -265,22 +265,22 @@ def trace_section(trace: list[dict[str, Any]]) -> Table | None:
 
 
 def diagnostics_section(d: dict[str, Any]) -> Table:
+    """The causal fit's diagnostics, one row per quantity with what it means."""
     over = d.get("overlap") or [float("nan")]
-    rows = [
-        {"q": "rows / queries / folds", "v": f"{d['n_rows']:,} / {d['n_groups']:,} / {d['n_folds']}",
-         "m": "triplets fitted, distinct queries (folds never split one), cross-fitting folds"},
-        {"q": "outcome R^2 (out of fold)", "v": f"{d['r2_y']:.3f}",
-         "m": "share of the score's variance the query alone explains; near 0: the query features say little"},
-        {"q": "prompt-feature R^2 (median)", "v": f"{np.median(d['r2_t']):.3f}",
-         "m": "how well the query predicts which prompt it got (high: confounded logs)"},
-        {"q": "overlap (smallest)", "v": f"{min(over):.3f}",
-         "m": "share of a prompt feature's variance left given the query; near 0: its effect is not identified"},
-        {"q": "effective sample size", "v": f"{d['ess']:,.0f} ({d['ess_share']:.1%} of rows)",
-         "m": "how many equally informative rows the fit is worth"},
-        {"q": "final-stage condition number", "v": f"{float(d['gram_condition']):.3g}",
-         "m": "above 1e8 the effect estimates are numerically unstable"},
-    ]
-    return Table([Column("q", "quantity"), Column("v", "value", "num"), Column("m", "what it means")], rows)
+    rows = (("rows / queries / folds", f"{d['n_rows']:,} / {d['n_groups']:,} / {d['n_folds']}",
+             "triplets fitted, distinct queries (folds never split one), cross-fitting folds"),
+            ("outcome R^2 (out of fold)", f"{d['r2_y']:.3f}",
+             "share of the score's variance the query alone explains; near 0: the query features say little"),
+            ("prompt-feature R^2 (median)", f"{np.median(d['r2_t']):.3f}",
+             "how well the query predicts which prompt it got (high: confounded logs)"),
+            ("overlap (smallest)", f"{min(over):.3f}",
+             "share of a prompt feature's variance left given the query; near 0: its effect is not identified"),
+            ("effective sample size", f"{d['ess']:,.0f} ({d['ess_share']:.1%} of rows)",
+             "how many equally informative rows the fit is worth"),
+            ("final-stage condition number", f"{float(d['gram_condition']):.3g}",
+             "above 1e8 the effect estimates are numerically unstable"))
+    return Table([Column("q", "quantity"), Column("v", "value", "num"), Column("m", "what it means")],
+                 [dict(zip("qvm", r)) for r in rows])
 
 
 def run_details(reps: Any, cfg: Any, pool: PoolResult, train: np.ndarray, test: np.ndarray,
