@@ -279,7 +279,8 @@ pre{background:#f5f5f5;padding:.6em .8em;white-space:pre-wrap;overflow-wrap:anyw
 table{border-collapse:collapse;font-size:13px;margin:.5em 0;width:100%;table-layout:auto}
 th,td{border:1px solid #d5d5d5;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:#f3f3f3}td.num,td.signed,td.pct,td.int{text-align:right;white-space:nowrap}
-td.code{white-space:nowrap}td.text{min-width:7em;overflow-wrap:anywhere}td.range{text-align:right;min-width:5em}
+td.code{white-space:nowrap}td.text{min-width:7em;overflow-wrap:anywhere}td.range{text-align:right;white-space:nowrap}
+@media (max-width:1000px){td.range{white-space:normal;min-width:5em}}
 code{font-size:12px}
 img{max-width:100%;height:auto;border:1px solid #eee;display:block;margin:.5em 0}
 .muted,.note{color:#666;font-size:13px}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.2em}
