@@ -132,6 +132,7 @@ class OptimizeConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     model: str | None = None
     """A model bundle folder, or a `cpo run` / `cpo fit` output folder holding one."""
     out: str | None = None

@@ -177,17 +177,33 @@ def heterogeneity_p_value(head: Any) -> float | None:
     return float(chi2.sf(stat, np.linalg.matrix_rank(V, hermitian=True)))
 
 
-def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
-                       config: PolicyConfig | None = None) -> PolicyState:
-    """The policy of a model fitted on every row of a table (`cpo fit`): incumbent over all its queries,
-    prompts' mean scores over all rows; saved into the bundle, warning when the checks fail."""
+def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig) -> PolicyState:
+    """The policy state over every query and prompt of a table (`cpo fit`, `cpo optimize`): incumbent over
+    all its queries, each prompt's mean score over all its rows."""
     n_p = len(reps.prompt_ids)
     with np.errstate(all="ignore"):
         means = np.bincount(reps.row_prompt, weights=y, minlength=n_p) / np.bincount(reps.row_prompt, minlength=n_p)
-    state = learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection)
+    return learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection)
+
+
+def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
+                       config: PolicyConfig | None = None) -> PolicyState:
+    """:func:`table_state` of a model fitted on every row of a table, saved into its bundle; warns when
+    the checks fail."""
+    state = table_state(model, reps, y, selection)
     state.save(bundle_dir)
     Policy(model, state, config, source=str(bundle_dir)).warn()
     return state
+
+
+def searched_from_result(result: Any, logged_texts: Sequence[str], n: int) -> tuple[list[str], list[str], np.ndarray]:
+    """The best ``n`` candidates of a beam search (static objective, inside the trust region), logged
+    prompts left out: the searched candidates a policy may recommend."""
+    logged = set(logged_texts)
+    keep = [int(i) for i in result.ranking() if np.isfinite(result.static_objective[i])
+            and result.candidates[i].text not in logged][:n]
+    return ([result.candidates[i].id for i in keep], [result.candidates[i].text for i in keep],
+            np.asarray(result.T)[keep].reshape(len(keep), -1))
 
 
 def reliability_problems(evidence: dict[str, Any], cfg: PolicyConfig) -> list[str]:
@@ -482,5 +498,5 @@ def _ids_and_texts(queries: Any, query_ids: Sequence[Any] | None) -> tuple[list[
 
 
 __all__ = ["Policy", "PolicyState", "UnreliablePolicyWarning", "learn_state", "reliability_problems", "fetch_run",
-           "save_fitted_policy", "heterogeneity_p_value",
+           "save_fitted_policy", "heterogeneity_p_value", "table_state", "searched_from_result",
            "ASSIGNMENT_COLUMNS", "SOURCES", "STATE_FILE"]

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from cpo_engine.report import Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.policy import Policy, learn_state
+from cpo_engine.workflows.policy import Policy, learn_state, searched_from_result
 from cpo_engine.workflows.run import POLICY_LABELS, PoolResult
 
 _Z95 = NormalDist().inv_cdf(0.975)
@@ -68,11 +68,7 @@ def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResul
     state.save(Path(run_dir) / "model")
     searched = None
     if result is not None and cfg.policy.candidates == "searched":
-        logged = set(reps.prompt_texts)
-        keep = [int(i) for i in result.ranking() if np.isfinite(result.static_objective[i])
-                and result.candidates[i].text not in logged][:cfg.policy.max_searched]
-        searched = ([result.candidates[i].id for i in keep], [result.candidates[i].text for i in keep],
-                    result.T[keep].reshape(len(keep), -1))
+        searched = searched_from_result(result, reps.prompt_texts, cfg.policy.max_searched)
     policy = Policy(causal, state, cfg.policy, searched=searched, device="cpu", source=str(Path(run_dir) / "model"))
     policy.warn()
     return policy
