@@ -30,7 +30,8 @@ def main() -> None:
     df["sample"] = df.groupby(["query_id", "prompt_id"]).cumcount().astype("int64")
     missing = sorted(set(df["prompt_id"].astype(str)) & {"nan", "None", "", "null"})
     if missing:
-        raise SystemExit(f"{SRC}: prompt ids {missing} read as missing; use the dev data that names them (e.g. 'plain')")
+        raise SystemExit(f"{SRC}: prompt ids {missing} read as missing; use the dev data that names them "
+                         "(e.g. 'plain')")
     df["score"] = df["score"].astype("int8")
     out = pa.Table.from_pandas(df[KEEP], preserve_index=False)
     out = out.replace_schema_metadata({

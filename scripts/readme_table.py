@@ -38,9 +38,9 @@ def render(rec: dict) -> str:
     """The README block (between the markers) for a record."""
     ho, s = rec["held_out"], rec["held_out"]["static_prompt"]
     n_test = ho["n_queries"]
-    lines = [f"`bash scripts/run.sh` on the bundled example ({rec['n_queries']:,} queries x {rec['n_prompts']} prompts, "
-             f"{rec['rows']:,} graded answers; {rec['n_queries'] - n_test:,} training and {n_test:,} held-out queries, "
-             "seed 0), default settings. Value = mean recorded score of each held-out query's chosen prompt; "
+    lines = [f"`bash scripts/run.sh` on the bundled example ({rec['n_queries']:,} queries x {rec['n_prompts']} "
+             f"prompts, {rec['rows']:,} graded answers; {rec['n_queries'] - n_test:,} training and {n_test:,} "
+             "held-out queries, seed 0), default settings. Value = mean recorded score of each held-out query's chosen prompt; "
              "differences are paired per query against the best static prompt, with a 95% interval:", "",
              f"| policy on held-out queries | value | vs best static ('{s['id']}': \"{s['text']}\", {s['value']:.4f}) "
              "| departs from static (share of held-out queries) |", "|---|---|---|---|"]
@@ -53,8 +53,8 @@ def render(rec: dict) -> str:
                      f"| {p['share_not_static']:.0%} |")
     if "logging_policy" in ho:
         lg = ho["logging_policy"]
-        lines.append(f"| logging policy (the prompts as logged) | {lg['value']:.4f} | {-lg['static_minus_logging']:+.4f} "
-                     f"({-lg['ci_high']:+.4f} to {-lg['ci_low']:+.4f}) | |")
+        lines.append(f"| logging policy (the prompts as logged) | {lg['value']:.4f} | "
+                     f"{-lg['static_minus_logging']:+.4f} ({-lg['ci_high']:+.4f} to {-lg['ci_low']:+.4f}) | |")
     if "oracle_value" in ho:
         lines.append(f"| oracle that peeks at the outcomes (upper bound) | {ho['oracle_value']:.4f} | | |")
     lines += ["", f"The run's recommendation (first line of its report): {rec['recommendation']['headline']}"]

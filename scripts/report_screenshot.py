@@ -26,7 +26,8 @@ window.addEventListener('load', () => {
   const doc = document.documentElement, wide = [];
   for (const el of document.querySelectorAll('table, pre, img, p, li')) {
     const r = el.getBoundingClientRect();
-    if (r.right > doc.clientWidth + 1) wide.push(el.tagName + ':' + Math.round(r.right) + ':' + el.innerText.slice(0, 60));
+    if (r.right > doc.clientWidth + 1)
+      wide.push(el.tagName + ':' + Math.round(r.right) + ':' + el.innerText.slice(0, 60));
   }
   const imgs = [...document.images].map(i => i.complete && i.naturalWidth > 0);
   const rec = document.getElementById('recommendation');

@@ -55,12 +55,14 @@ def test_policy_recommends_one_prompt_per_query_with_evidence(fitted):
     assert out.column_names == list(ASSIGNMENT_COLUMNS) and out.num_rows == 50
     df = out.to_pandas()
     assert df.query_id.tolist() == [f"new{i}" for i in range(50)]
-    assert df.verified.all() and (df.source == "logged").all() and (df.static_prompt_id == policy.static_prompt_id).all()
+    assert df.verified.all() and (df.source == "logged").all()
+    assert (df.static_prompt_id == policy.static_prompt_id).all()
     # the same choice as the run's pool mode, which the held-out check scored
     assert df.recommended_prompt_id.tolist() == [pool.policy.prompt_ids[i] for i in pool.policy.choice[:50]]
     moved = df[df.departs_from_static]
     assert 0 < len(moved) < 50 and (moved.effect_ci_low <= moved.effect).all() and (moved.effect > 0).all()
-    assert moved.reason.str.contains(f"over '{policy.static_prompt_id}'").all() and df.reason[~df.departs_from_static].isna().all()
+    assert moved.reason.str.contains(f"over '{policy.static_prompt_id}'").all()
+    assert df.reason[~df.departs_from_static].isna().all()
     kept = df[~df.departs_from_static]
     assert (kept.effect == 0).all() and (kept.recommended_prompt_id == policy.static_prompt_id).all()
     meta = json.loads(out.schema.metadata[b"cpo_engine.policy"])

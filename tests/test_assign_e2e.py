@@ -48,7 +48,8 @@ def new_queries(small_example, tmp_path_factory):
     """Unscored queries: ids and texts only (no prompt, no score), as CSV."""
     import pyarrow.csv as pacsv
 
-    t = pq.read_table(small_example, columns=["query_id", "query_text"]).group_by(["query_id", "query_text"]).aggregate([])
+    t = pq.read_table(small_example, columns=["query_id", "query_text"])
+    t = t.group_by(["query_id", "query_text"]).aggregate([])
     path = tmp_path_factory.mktemp("q") / "new_queries.csv"
     pacsv.write_csv(t, path)
     return path, t.num_rows
@@ -88,7 +89,8 @@ def test_python_api_in_three_lines_matches_the_run(run_dir, small_example):
     out = policy.assign(table)
     # the run's own assignment of the same queries is the same policy applied to the same texts
     run_assign = pq.read_table(run / "search" / "assignment.parquet")
-    expect = dict(zip(run_assign.column("query_id").to_pylist(), run_assign.column("recommended_prompt_id").to_pylist()))
+    expect = dict(zip(run_assign.column("query_id").to_pylist(),
+                      run_assign.column("recommended_prompt_id").to_pylist()))
     assert {q: p for q, p in zip(out.column("query_id").to_pylist(), out.column("recommended_prompt_id").to_pylist())} \
         == expect
     assert len(set(expect.values())) > 1  # a per-query choice, not one prompt everywhere

@@ -373,8 +373,11 @@ class Policy:
         depart = choice != self.state.incumbent
         static = self.state.static_id
         lcb = e - z * s
-        rule = (lambda i: f"its lower bound effect - {z:g} x se = {lcb[i]:+.3f} is the best of the candidates"
-                if z > 0 else "the best point estimate of the candidates")
+
+        def rule(i: int) -> str:
+            return (f"its lower bound effect - {z:g} x se = {lcb[i]:+.3f} is the best of the candidates" if z > 0
+                    else "the best point estimate of the candidates")
+
         reasons = [None if not d else (
             f"predicted {e[i]:+.3f} over '{static}' on this query (95% CI {lo[i]:+.3f} to {hi[i]:+.3f}); {rule(i)}"
             + ("; unverified: no LLM has run this prompt yet" if c.source[choice[i]] == "searched" else ""))
