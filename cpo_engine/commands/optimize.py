@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if result.search is not None:
         s = result.best["search_static"]
         print(f"searched {len(result.search.candidates)} candidates; best static: {s['text']!r} "
-              f"(uplift vs '{result.best['pool_static']['prompt_id']}' {s['uplift_vs_best_logged']:+.4f})")
+              f"(predicted uplift vs '{result.best['pool_static']['prompt_id']}' {s['uplift_vs_best_logged']:+.4f})")
+    src = result.assignment.column("source").to_pylist()
+    print(f"recommended a prompt for {len(src)} queries ({src.count('searched')} of them a searched, unverified one)")
     print(f"wrote {result.out}/assignment.parquet, best_static_prompt.json"
           + (", candidates.parquet, search_trace.json" if result.search is not None else ""))
     return 0

@@ -32,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_workflow(config_from_args(args, RunConfig))
     print(f"run folder: {result.run_dir}")
+    print("next: recommend a prompt for each of your new queries (a table of query_id, query_text):\n"
+          f"  cpo assign --model {result.run_dir} --queries NEW_QUERIES.parquet --out assignments.parquet")
     return 0

@@ -43,6 +43,40 @@ class HoldoutConfig:
             raise ConfigError("holdout.logged_per_query and holdout.n_tiers must be >= 1")
 
 
+CANDIDATE_SETS = ("logged", "searched")
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class PolicyConfig:
+    """How the learned policy recommends a prompt per query (`cpo run`'s assignment, `cpo assign`,
+    :class:`~cpo_engine.workflows.policy.Policy`), and when it is not trusted."""
+
+    candidates: str = "logged"
+    """'logged': choose among the logged prompts (an LLM ran them: verified); 'searched': also among the
+    run's best searched candidates (predicted by the model only: unverified until an LLM runs them)."""
+    max_searched: int = 50
+    """With candidates='searched': how many of the run's searched candidates (best static objective
+    first, inside the trust region) compete."""
+    fallback: bool = True
+    """When the data are too small or too noisy to learn a per-query policy (see the three checks
+    below), recommend the best static prompt for every query instead, with an
+    UnreliablePolicyWarning. False: warn, but keep the per-query choice."""
+    min_queries: int = 100
+    """Check 1: fewer training queries than this, or than the model's heterogeneity coefficients
+    ((d_phi - 1) x d_T), is too few."""
+    min_outcome_r2: float = 0.005
+    """Check 2: an out-of-fold R^2 of E[Y|X] below this means the query features say next to nothing
+    about the score; with no detectable variation of the effects with the query either (joint Wald test
+    p >= 0.05), they cannot say which prompt suits which query."""
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATE_SETS:
+            raise ConfigError(f"policy.candidates must be one of {CANDIDATE_SETS}, got '{self.candidates}'")
+        if self.max_searched < 1 or self.min_queries < 1:
+            raise ConfigError("policy.max_searched and policy.min_queries must be >= 1")
+
+
 @dataclass
 class RunConfig:
     """`cpo run`: data -> representations -> causal model -> selection and search -> report."""
@@ -55,6 +89,7 @@ class RunConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     out: str | None = None
     """Run folder; None makes runs/<timestamp>."""
     seed: int = 0
@@ -76,6 +111,8 @@ class FitConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     out: str | None = None
     """Output folder (model bundle in OUT/model, diagnostics.json)."""
     seed: int = 0
@@ -95,6 +132,7 @@ class OptimizeConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     model: str | None = None
     """A model bundle folder, or a `cpo run` / `cpo fit` output folder holding one."""
     out: str | None = None
@@ -109,6 +147,57 @@ class OptimizeConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("pool", "search", "both"):
             raise ConfigError(f"mode must be 'pool', 'search' or 'both', got '{self.mode}'")
+
+
+@dataclass
+class AssignRayConfig:
+    """Ray Data resources of `cpo assign --executor ray` (one actor = one loaded policy and encoder)."""
+
+    address: str | None = None
+    """Cluster to attach to (None: RAY_ADDRESS inside a Ray job, else a local Ray)."""
+    num_actors: int = 1
+    """Actors embedding and scoring batches in parallel (one per GPU on a GPU cluster)."""
+    cpus_per_actor: float = 1.0
+    """Logical CPUs each actor reserves."""
+    gpus_per_actor: float | None = None
+    """GPUs each actor reserves; None: 1 when the cluster has GPUs, else 0."""
+    num_cpus: int | None = None
+    """Logical CPUs of a local Ray started here (None: all)."""
+
+    def __post_init__(self) -> None:
+        if self.num_actors < 1 or self.cpus_per_actor <= 0 or (self.gpus_per_actor or 0) < 0:
+            raise ConfigError("ray.num_actors must be >= 1, ray.cpus_per_actor > 0 and ray.gpus_per_actor >= 0")
+
+
+@dataclass
+class AssignConfig:
+    """`cpo assign`: a fitted run or model bundle + unscored queries -> one recommended prompt per query."""
+
+    model: str | None = None
+    """A `cpo run` / `cpo fit` folder, or its model/ bundle (a local path or a file system URI)."""
+    queries: str | None = None
+    """Table of query_id, query_text: Parquet file or folder of shards, CSV/TSV, JSONL; local or a URI
+    (s3://, gs://, ...). Other columns are ignored."""
+    out: str | None = None
+    """Output: a .parquet, .csv or .jsonl file, or a folder (no suffix) of Parquet parts, which a rerun
+    resumes. None: <queries>.assignment.parquet beside a local input."""
+    batch_size: int = 4096
+    """Queries embedded and scored per batch (memory stays bounded by the batch, not the input)."""
+    executor: str = "local"
+    """'local' (stream in this process) or 'ray' (Ray Data map_batches over an actor pool)."""
+    device: str = "auto"
+    """Where the scoring runs ('auto': CUDA when present). The encoder's device is embed.device."""
+    overwrite: bool = False
+    """Replace an existing output (a folder output of a different model or input is otherwise refused)."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ray: AssignRayConfig = field(default_factory=AssignRayConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {EXECUTORS}, got '{self.executor}'")
 
 
 @dataclass
@@ -182,5 +271,5 @@ class NightlyConfig:
             raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
 
 
-__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig",
-           "HoldoutConfig", "GateConfig", "DriftConfig"]
+__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig", "AssignConfig",
+           "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig"]
