@@ -11,7 +11,7 @@ import sys
 from cpo_engine import __version__
 from cpo_engine.exceptions import CPOError
 
-COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "generate", "nightly", "edits")
+COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "verify", "generate", "nightly", "loop", "edits")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ class OptimizeResult:
     assignment: pa.Table
     best: dict[str, Any]
     search: Any
+    verification: Any = None
 
 
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
@@ -34,16 +35,17 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
     bundle = ModelBundle.load(cfg.model)
-    table, _ = load_data(cfg.data)
+    table, data_info = load_data(cfg.data)
     rep = Representer(bundle.embed_config(cfg.embed))
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
-    head, _ = referenced_head(bundle.model.linear_head(), reps.X, reps.T, cfg.selection.reference)
+    head, incumbent = referenced_head(bundle.model.linear_head(), reps.X, reps.T, cfg.selection.reference)
     scorer = CandidateScorer.from_selection(head, reps.X, rep.prompt_embedder(reps), cfg.selection, reps.T,
                                             device=cfg.device)
     pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
     static = pool.static_choice()
     assignment = pool.assignment_table(reps.query_ids, reps.prompt_texts)
-    best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]}}
+    best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]},
+                            "incumbent": {"prompt_id": pool.prompt_ids[incumbent], "text": reps.prompt_texts[incumbent]}}
     out, result = Path(cfg.out), None
     if cfg.mode in ("search", "both"):
         proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
@@ -66,7 +68,15 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
         assignment = assignment.select(["query_id"] + [c for c in assignment.column_names if c.startswith("search_")])
     atomic_write_parquet(assignment, out / "assignment.parquet")
     atomic_write_json(out / "best_static_prompt.json", best)
-    return OptimizeResult(out, assignment, best, result)
+    atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),
+                                            "tasks": cfg.data.tasks})
+    verification = None
+    if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+        from cpo_engine.workflows.verify import print_verification, verify_optimize
+
+        verification = verify_optimize(out, cfg, table, representer=rep)
+        print_verification(verification.report)
+    return OptimizeResult(out, assignment, best, result, verification)
 
 
 __all__ = ["optimize", "OptimizeResult"]
