@@ -302,6 +302,8 @@ class DriftConfig:
     """Flag when more than this share of queries get a different prompt."""
     max_uplift_change: float = 0.05
     """Flag when the predicted per-query uplift moves by more than this (score units)."""
+    fail_on_drift: bool = False
+    """A drifted model is not promoted (the live one stays) and `cpo nightly` exits 3."""
 
 
 @dataclass
@@ -326,6 +328,12 @@ class NightlyConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    """The generative search from the logged prompts ('edit' or 'llm'; 'none': the logged pool only)."""
+    generation: LLMConfig | None = None
+    """The LLM that verifies tonight's prompts before one goes live; None: nothing new goes live."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     def __post_init__(self) -> None:
         if self.window_days is not None and self.window_days < 1:

@@ -341,9 +341,11 @@ def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray) -> dict
     if ok.sum() >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
         out["spearman"] = float(spearmanr(p, m).statistic)
         out["kendall_tau"] = float(kendalltau(p, m).statistic)
+    has_se = np.isfinite(s)
+    covered = (p - _Z95 * s <= m) & (m <= p + _Z95 * s)
     out.update(mean_abs_error=float(np.mean(np.abs(p - m))), mean_predicted=float(np.mean(p)),
                mean_measured=float(np.mean(m)),
-               interval_coverage=float(np.mean((p - _Z95 * s <= m) & (m <= p + _Z95 * s))),
+               interval_coverage=float(np.mean(covered[has_se])) if has_se.any() else None,
                sign_agreement=float(np.mean(np.sign(p) == np.sign(m))))
     return out
 
@@ -365,31 +367,53 @@ def promotable(uplift: LabelledValue | None, margin: float) -> bool:
             and uplift.ci_low >= margin)
 
 
-def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str) -> dict[str, Any]:
-    """Per arm: measured value and uplift over the baseline (arm 0) with intervals, predicted uplift;
-    the per-query policy's measured value and uplift; the calibration."""
-    base = Y[:, 0]
-    rows = []
-    for j, arm in enumerate(arms):
-        up = labelled(Y[:, j], base, MEASURED, method) if j else None
-        p_up = LabelledValue(float(pred.static_effect[j]), float(pred.static_effect[j] - _Z95 * pred.static_se[j]),
-                             float(pred.static_effect[j] + _Z95 * pred.static_se[j]), PREDICTED, "causal model")
-        val = labelled(Y[:, j], None, MEASURED, method)
-        rows.append({"id": arm.id, "text": arm.text, "role": arm.role, "status": VERIFIED,
-                     "value": _d(val), "uplift_vs_baseline": _d(up), "predicted_uplift": p_up.to_dict() if j else None,
-                     "verdict": "baseline" if j == 0 else verdict(up)})
+def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str,
+              baseline_route: np.ndarray | None = None) -> dict[str, Any]:
+    """Per arm: measured value and uplift over the baseline with intervals, predicted uplift; the
+    per-query policy's measured value and uplift; the calibration.
+
+    The baseline is arm 0, or with ``baseline_route`` (an arm index per query) a per-query policy
+    (the live one in `cpo nightly`): its outcome on query q is ``Y[q, baseline_route[q]]``.
+    """
     n = Y.shape[0]
-    routed = Y[np.arange(n), pred.choice]
+    q = np.arange(n)
+    b = np.zeros(n, dtype=np.int64) if baseline_route is None else np.asarray(baseline_route, dtype=np.int64)
+    base, base_eff = Y[q, b], pred.effect[q, b]
+    rows, p_vals, p_ses, m_vals = [], [], [], []
+    for j, arm in enumerate(arms):
+        is_base = baseline_route is None and j == 0
+        up = None if is_base else labelled(Y[:, j], base, MEASURED, method)
+        if baseline_route is None:
+            p_val, p_se = float(pred.static_effect[j]), float(pred.static_se[j])
+        else:  # vs a routed baseline: the mean per-query difference (no interval)
+            p_val, p_se = float(np.mean(pred.effect[:, j] - base_eff)), float("nan")
+        p_up = LabelledValue(p_val, _lo(p_val, p_se), _hi(p_val, p_se), PREDICTED, "causal model")
+        rows.append({"id": arm.id, "text": arm.text, "role": arm.role, "status": VERIFIED,
+                     "value": _d(labelled(Y[:, j], None, MEASURED, method)), "uplift_vs_baseline": _d(up),
+                     "predicted_uplift": None if is_base else p_up.to_dict(),
+                     "verdict": "baseline" if is_base else verdict(up)})
+        if not is_base:
+            p_vals.append(p_val)
+            p_ses.append(p_se)
+            m_vals.append(up.value if up else np.nan)
+    routed = Y[q, pred.choice]
     pol_up = labelled(routed, base, MEASURED, method)
     policy = {"value": _d(labelled(routed, None, MEASURED, method)), "uplift_vs_baseline": _d(pol_up),
-              "predicted_uplift": LabelledValue(float(np.mean(pred.effect[np.arange(n), pred.choice])), None, None,
+              "predicted_uplift": LabelledValue(float(np.mean(pred.effect[q, pred.choice] - base_eff)), None, None,
                                                 PREDICTED, "causal model, mean over queries").to_dict(),
-              "share_not_baseline": float(np.mean(pred.choice != 0)),
+              "share_not_baseline": float(np.mean(pred.choice != b)),
               "prompts_used": {arms[j].id: int(c) for j, c in enumerate(np.bincount(pred.choice, minlength=len(arms)))
                                if c}, "verdict": verdict(pol_up), "status": VERIFIED}
-    meas = np.array([r["uplift_vs_baseline"]["value"] if r["uplift_vs_baseline"] else np.nan for r in rows[1:]])
-    cal = calibration(pred.static_effect[1:], pred.static_se[1:], meas)
+    cal = calibration(np.array(p_vals), np.array(p_ses), np.array(m_vals))
     return {"arms": rows, "policy": policy, "calibration": cal, "headline": headline(arms, Y, method)}
+
+
+def _lo(v: float, se: float) -> float | None:
+    return v - _Z95 * se if math.isfinite(se) else None
+
+
+def _hi(v: float, se: float) -> float | None:
+    return v + _Z95 * se if math.isfinite(se) else None
 
 
 def headline(arms: Sequence[Arm], Y: np.ndarray, method: str) -> dict[str, Any] | None:
@@ -416,8 +440,8 @@ def _d(v: LabelledValue | None) -> dict[str, Any] | None:
 
 def best_arm(report: dict[str, Any], margin: float) -> dict[str, Any] | None:
     """The promotable challenger (a prompt or the policy) with the largest measured uplift, or None."""
-    cands = [a | {"kind": "static"} for a in report["arms"][1:]] + [report["policy"] | {"kind": "per_query",
-                                                                                         "id": "per-query policy"}]
+    cands = [a | {"kind": "static"} for a in report["arms"] if a["verdict"] != "baseline"]
+    cands.append(report["policy"] | {"kind": "per_query", "id": "per-query policy"})
     ok = [c for c in cands if promotable(_lv(c["uplift_vs_baseline"]), margin)]
     return max(ok, key=lambda c: c["uplift_vs_baseline"]["value"]) if ok else None
 
@@ -433,7 +457,8 @@ def _lv(d: dict[str, Any] | None) -> LabelledValue | None:
 
 def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMConfig, cfg: VerifyConfig,
            out: str | Path, *, selection_z: float = 1.645, embed: Any = None, representer: Any = None,
-           backend: Any = None, echo: Callable[[str], None] = print) -> VerifyResult:
+           backend: Any = None, echo: Callable[[str], None] = print,
+           baseline: tuple[dict[str, Any], Callable[[Sequence[str]], np.ndarray]] | None = None) -> VerifyResult:
     """Run ``arms`` (baseline first) on ``queries`` with the LLM, measure, compare with the model's
     predictions, and write ``verification.json``/``.md`` and ``verified_triplets.parquet`` in ``out``.
 
@@ -449,6 +474,9 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
         The backend, template and grader; the budget.
     selection_z : float
         The per-query policy's lower-confidence-bound multiplier (the run's ``selection.z``).
+    baseline : (description, route), optional
+        A per-query baseline instead of ``arms[0]``: ``route(query_texts)`` gives each query's arm
+        index (`cpo nightly`: the live per-query policy), ``description`` names it in the report.
     backend : Backend, optional
         A ready backend instead of building one from ``llm.backend``.
     """
@@ -463,7 +491,9 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
     pred = predict(model, queries.column("query_text").to_pylist(), arms, selection_z, embed, representer)
     method = (f"LLM run: {llm.backend.kind} '{llm.backend.model}', {len(qids)} held-out queries x {cfg.samples} "
               f"sample(s), max {cfg.max_tokens} tokens, grader {llm.grader}")
-    report = {"format": FORMAT, "baseline": asdict(arms[0]), **summarize(arms, Y, pred, method),
+    route = None if baseline is None else np.asarray(baseline[1](queries.column("query_text").to_pylist()))
+    report = {"format": FORMAT, "baseline": asdict(arms[0]) if baseline is None else baseline[0],
+              **summarize(arms, Y, pred, method, route),
               "budget": {"queries": len(qids), "samples": cfg.samples, "max_tokens": cfg.max_tokens,
                          "prompts": len(arms), "calls": len(qids) * len(arms) * cfg.samples},
               "generation": gen, "config": {"verify": asdict(cfg), "generation": asdict(llm)},
@@ -552,8 +582,9 @@ def calibration_line(report: dict[str, Any]) -> str:
             else f"Spearman {c['spearman']:+.2f}, Kendall tau {c['kendall_tau']:+.2f}")
     return (f"Calibration of the reward model on these {c['n_prompts']} prompts: rank correlation of predicted "
             f"and measured uplift {rank}; mean absolute error {c['mean_abs_error']:.3f}; mean predicted "
-            f"{c['mean_predicted']:+.3f} vs measured {c['mean_measured']:+.3f}; the predicted 95% interval "
-            f"covered the measured uplift for {c['interval_coverage']:.0%} of prompts.")
+            f"{c['mean_predicted']:+.3f} vs measured {c['mean_measured']:+.3f}"
+            + ("." if c["interval_coverage"] is None else f"; the predicted 95% interval covered the measured "
+               f"uplift for {c['interval_coverage']:.0%} of prompts."))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
