@@ -317,7 +317,14 @@ def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], 
 
 
 def labelled(values: np.ndarray, base: np.ndarray | None, evidence: str, method: str) -> LabelledValue | None:
-    """Mean of ``values`` (minus ``base``, paired by query) with its 95% interval, labelled."""
+    """Mean of ``values`` (minus ``base``, paired by query) with its 95% interval, labelled.
+
+    The interval is the normal one computed with two pseudo-queries added at the ends of the score
+    range (0 and 1 for a value, -1 and +1 for a difference; Agresti-Min style). Graded answers are
+    often identical across prompts, so few queries differ; the plain interval then collapses to a
+    point (all differences 0 gives "+0.000 (+0.000 to +0.000)") and misses a small true uplift most
+    of the time (bench/bench_verify_mc.py). The value itself is the plain mean.
+    """
     from cpo_engine.search import paired_interval
 
     a = np.asarray(values, dtype=np.float64)
@@ -325,8 +332,12 @@ def labelled(values: np.ndarray, base: np.ndarray | None, evidence: str, method:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 2:
         return None
-    r = paired_interval(a[ok], b[ok])
-    return LabelledValue(r["diff"], r["ci_low"], r["ci_high"], evidence, method, n=int(ok.sum()))
+    d = a[ok] - b[ok]
+    top = max(1.0, float(np.max(np.abs(d))))
+    ends = np.array([-top, top]) if base is not None else np.array([min(0.0, float(d.min())), max(1.0, float(d.max()))])
+    aug = np.concatenate([d, ends])
+    r = paired_interval(aug, np.zeros_like(aug))
+    return LabelledValue(float(d.mean()), r["ci_low"], r["ci_high"], evidence, method, n=int(ok.sum()))
 
 
 def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray) -> dict[str, Any]:
