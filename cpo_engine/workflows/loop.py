@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpo_engine.causal.evidence import MEASURED
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text
 from cpo_engine.workflows.config import LLMConfig, LoopConfig, RunConfig
-from cpo_engine.workflows.verify import calibration_line, generate_config, verified_triplets
+from cpo_engine.workflows.verify import calibration_line, generate_config, labelled, verified_triplets
 
 
 @dataclass
@@ -158,26 +159,46 @@ def seed_scores(train: pa.Table) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["train_mean"])
 
 
-def outcome(verification: dict[str, Any]) -> dict[str, Any]:
-    """Win, tie or loss of the top searched prompt against the best static seed prompt, measured."""
-    head = verification.get("headline")
-    if not head or not head["vs_best_static"]["uplift"]:
+def outcome(run_dir: Path, verification: dict[str, Any], seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Win, tie or loss of the round's top searched prompt (the model's first choice, fixed before the
+    LLM ran it) against the seed prompts, measured on the round's held-out queries: against the seed
+    with the best training mean (what one picks without a model) and against the seed that scored
+    best on these very queries (chosen after seeing them: it favours the seeds)."""
+    from cpo_engine.search import outcome_matrix
+
+    searched = [a for a in verification["arms"] if a["role"] == "searched"]
+    if not searched:
         return {"verdict": "no searched prompt was verified"}
-    up = head["vs_best_static"]["uplift"]
-    verdict = "win" if up["ci_low"] > 0 else "loss" if up["ci_high"] < 0 else "tie"
-    return {"verdict": verdict, "searched": head["searched"], "vs_best_static": head["vs_best_static"],
-            "vs_best_measured_logged": head["vs_best_measured_logged"],
+    top = searched[0]
+    rows = pq.read_table(Path(run_dir) / "verify" / "verified_triplets.parquet")
+    qids = sorted(set(rows.column("query_id").to_pylist()))
+    ids = [top["id"]] + [s["id"] for s in seeds]
+    Y = outcome_matrix(rows, qids, ids)
+    with np.errstate(all="ignore"):
+        here = 1 + int(np.nanargmax(np.nanmean(Y[:, 1:], axis=0)))
+    method = (top["uplift_vs_baseline"] or {}).get("method", "LLM run")
+    vs_train = labelled(Y[:, 0], Y[:, 1], MEASURED, method)
+    vs_here = labelled(Y[:, 0], Y[:, here], MEASURED, method)
+    verdict = ("not measured" if vs_train is None else "win" if vs_train.ci_low > 0 else
+               "loss" if vs_train.ci_high < 0 else "tie")
+    return {"verdict": verdict, "searched": {"id": top["id"], "text": top["text"],
+                                             "predicted_uplift_vs_incumbent": top["predicted_uplift"],
+                                             "measured_value": top["value"]},
+            "vs_best_seed_by_training_mean": {"against": seeds[0], "uplift": vs_train.to_dict() if vs_train else None},
+            "vs_best_seed_on_these_queries": {"against": next(s for s in seeds if s["id"] == ids[here]),
+                                              "uplift": vs_here.to_dict() if vs_here else None},
             "calibration": verification["calibration"]}
 
 
 def loop_report(cfg: LoopConfig, train: pa.Table, rounds: list[dict[str, Any]],
                 timings: dict[str, float]) -> dict[str, Any]:
     n_calls = int(train.num_rows) + sum(r["verification"]["budget"]["calls"] for r in rounds)
+    seeds = seed_scores(train)
     return {"format": "cpo-loop/1", "task": asdict(cfg.task), "model": cfg.generation.backend.model,
             "budget": {"max_tokens": cfg.verify.max_tokens, "samples": cfg.verify.samples,
                        "temperature": cfg.generation.temperature, "llm_calls": n_calls},
-            "seeds": seed_scores(train), "rounds": rounds,
-            "outcome": [outcome(r["verification"]) | {"round": r["round"]} for r in rounds],
+            "seeds": seeds, "rounds": rounds,
+            "outcome": [outcome(r["run"], r["verification"], seeds) | {"round": r["round"]} for r in rounds],
             "timings_s": {k: round(v, 1) for k, v in timings.items()}}
 
 
@@ -210,11 +231,11 @@ def render_loop(report: dict[str, Any]) -> str:
                      f"uplift {_ci(p['uplift_vs_baseline'])}")
         lines += ["", f"**Outcome: {o['verdict']}.**"]
         if "searched" in o:
-            lines += [f"Top searched prompt {o['searched']['text']!r} vs the best static seed prompt "
-                      f"{o['vs_best_static']['against']['text']!r} (best training mean): "
-                      f"{_ci(o['vs_best_static']['uplift'])}; vs the seed that scored best on these very queries "
-                      f"{o['vs_best_measured_logged']['against']['text']!r}: "
-                      f"{_ci(o['vs_best_measured_logged']['uplift'])}."]
+            lines += [f"The model's top searched prompt {o['searched']['text']!r} vs the seed prompt with the best "
+                      f"training mean {o['vs_best_seed_by_training_mean']['against']['text']!r}: "
+                      f"{_ci(o['vs_best_seed_by_training_mean']['uplift'])}; vs the seed that scored best on these "
+                      f"very queries {o['vs_best_seed_on_these_queries']['against']['text']!r}: "
+                      f"{_ci(o['vs_best_seed_on_these_queries']['uplift'])}."]
         lines += ["", calibration_line(v)]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)

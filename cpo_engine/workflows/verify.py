@@ -57,7 +57,7 @@ class Arm:
     id: str
     text: str
     role: str
-    """'incumbent', 'best_static', 'searched', 'seed' (another logged prompt) or 'live' (nightly)."""
+    """'incumbent', 'best_static', 'searched', 'logged' (another logged prompt) or 'live' (nightly)."""
 
 
 @dataclass
@@ -105,7 +105,7 @@ def pick_arms(pool_ids: Sequence[str], pool_texts: Sequence[str], incumbent: int
     if static != incumbent:
         arms.append(Arm(str(pool_ids[static]), pool_texts[static], "best_static"))
     if cfg.seeds == "all":
-        arms += [Arm(str(i), t, "seed") for i, t in zip(pool_ids, pool_texts)]
+        arms += [Arm(str(i), t, "logged") for i, t in zip(pool_ids, pool_texts)]
     seen = {dedup_key(a.text) for a in arms}
     logged = {dedup_key(t) for t in pool_texts}
     if searched is not None and cfg.top_k:
@@ -435,7 +435,7 @@ def headline(arms: Sequence[Arm], Y: np.ndarray, method: str) -> dict[str, Any] 
     if s is None:
         return None
     static = next((j for j, a in enumerate(arms) if a.role == "best_static"), 0)
-    logged = [j for j, a in enumerate(arms) if a.role in ("incumbent", "best_static", "seed")]
+    logged = [j for j, a in enumerate(arms) if a.role in ("incumbent", "best_static", "logged")]
     with np.errstate(all="ignore"):
         best = max(logged, key=lambda j: float(np.nan_to_num(np.nanmean(Y[:, j]), nan=-np.inf)))
     return {"searched": asdict(arms[s]),
