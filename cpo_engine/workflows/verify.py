@@ -435,9 +435,9 @@ def headline(arms: Sequence[Arm], Y: np.ndarray, method: str) -> dict[str, Any] 
     if s is None:
         return None
     static = next((j for j, a in enumerate(arms) if a.role == "best_static"), 0)
-    logged = [j for j, a in enumerate(arms) if a.role in ("incumbent", "best_static", "logged")]
+    logged = [j for j, a in enumerate(arms) if a.role != "searched"]
     with np.errstate(all="ignore"):
-        best = max(logged, key=lambda j: float(np.nan_to_num(np.nanmean(Y[:, j]), nan=-np.inf)))
+        best = max(logged, key=lambda j: float(np.nan_to_num(np.nanmean(Y[:, j]), nan=-np.inf)), default=static)
     return {"searched": asdict(arms[s]),
             "vs_best_static": {"against": asdict(arms[static]), "uplift": _d(labelled(Y[:, s], Y[:, static], MEASURED,
                                                                                      method))},
