@@ -141,44 +141,47 @@ def read_run(run_dir: str | Path, table: pa.Table, cfg: VerifyConfig) -> Recomme
     run_dir = Path(run_dir)
     search = run_dir / "search"
     ev_path = search / "pool_evaluation.json"
-    if not ev_path.is_file():
-        raise ConfigError(f"{run_dir} is not a finished `cpo run` folder: {ev_path} is missing")
-    ev = json.loads(ev_path.read_text())
-    ids, texts = _pool(table)
-    index = {p: i for i, p in enumerate(ids)}
-    for key in ("incumbent_prompt_id", "static_prompt_id"):
-        if ev[key] not in index:
-            raise DataError(f"the run's {key} '{ev[key]}' is not a prompt of the data", source=str(ev_path),
-                            fix="verify a run with the table it was run on (data.path of its manifest)")
-    cands = search / "candidates.parquet"
-    searched = pq.read_table(cands) if cands.is_file() else None
-    arms = pick_arms(ids, texts, index[ev["incumbent_prompt_id"]], index[ev["static_prompt_id"]], searched, cfg)
+    ev = _folder_json(ev_path, "finished `cpo run`")
+    arms = _arms(table, ev["incumbent_prompt_id"], ev["static_prompt_id"], search / "candidates.parquet", cfg,
+                 str(ev_path))
     assignment = pq.read_table(search / "assignment.parquet", columns=["query_id", "split"])
     held_out = [q for q, s in zip(assignment["query_id"].to_pylist(), assignment["split"].to_pylist()) if s == "test"]
-    report = run_dir / "report.html"
     return Recommendations(model=run_dir / "model", arms=arms, assignment=search / "assignment.parquet",
-                           candidates=cands if cands.is_file() else None,
-                           report=report if report.is_file() else None, held_out=held_out)
+                           candidates=_existing(search / "candidates.parquet"),
+                           report=_existing(run_dir / "report.html"), held_out=held_out)
 
 
 def read_optimize(out: str | Path, model: str | Path, table: pa.Table, cfg: VerifyConfig) -> Recommendations:
     """The recommendations of a `cpo optimize` folder (``model``: the bundle it used)."""
     out = Path(out)
-    best_path = out / "best_static_prompt.json"
-    if not best_path.is_file():
-        raise ConfigError(f"{out} is not a `cpo optimize` output folder: {best_path} is missing")
-    best = json.loads(best_path.read_text())
+    best = _folder_json(out / "best_static_prompt.json", "`cpo optimize` output")
+    incumbent = best.get("incumbent", best["pool_static"])["prompt_id"]
+    arms = _arms(table, incumbent, best["pool_static"]["prompt_id"], out / "candidates.parquet", cfg,
+                 str(out / "best_static_prompt.json"))
+    return Recommendations(model=Path(model), arms=arms, assignment=out / "assignment.parquet",
+                           candidates=_existing(out / "candidates.parquet"))
+
+
+def _folder_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path.parent} is not a {what} folder: {path} is missing")
+    return json.loads(path.read_text())
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _arms(table: pa.Table, incumbent: str, static: str, candidates: Path, cfg: VerifyConfig, source: str) -> list[Arm]:
+    """:func:`pick_arms` for prompt ids named by a run's outputs (checked against the table)."""
     ids, texts = _pool(table)
     index = {p: i for i, p in enumerate(ids)}
-    static = index.get(best["pool_static"]["prompt_id"])
-    incumbent = index.get(best.get("incumbent", best["pool_static"])["prompt_id"])
-    if static is None or incumbent is None:
-        raise DataError("the optimize output names prompts the data does not hold", source=str(best_path),
-                        fix="verify with the table `cpo optimize` was run on")
-    cands = out / "candidates.parquet"
-    searched = pq.read_table(cands) if cands.is_file() else None
-    return Recommendations(model=Path(model), arms=pick_arms(ids, texts, incumbent, static, searched, cfg),
-                           assignment=out / "assignment.parquet", candidates=cands if cands.is_file() else None)
+    missing = [p for p in (incumbent, static) if p not in index]
+    if missing:
+        raise DataError(f"the recommendations name prompt(s) {missing} the data does not hold", source=source,
+                        fix="verify with the table the folder was made from (its manifest or inputs.json names it)")
+    searched = pq.read_table(candidates) if candidates.is_file() else None
+    return pick_arms(ids, texts, index[incumbent], index[static], searched, cfg)
 
 
 def _pool(table: pa.Table) -> tuple[list[str], list[str]]:
