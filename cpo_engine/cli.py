@@ -11,7 +11,8 @@ import warnings
 from cpo_engine import __version__
 from cpo_engine.exceptions import CPOError
 
-COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "assign", "generate", "nightly", "edits")
+COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "assign", "verify", "generate", "nightly",
+            "loop", "edits")
 
 
 def build_parser() -> argparse.ArgumentParser:

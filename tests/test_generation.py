@@ -470,7 +470,7 @@ def test_openai_generate_works_inside_a_running_event_loop(fake_server):
     assert [r.text for r in asyncio.run(inside())] == ["The answer is 11."] * 2
 
 
-@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "assign", "nightly"])
+@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "assign", "nightly", "loop"])
 def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     import importlib
 

@@ -13,6 +13,7 @@ import argparse
 
 from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags, apply_positional_data,
                                  config_from_args, flag)
+from cpo_engine.commands.verify import add_verify_flags
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_beam_flags(p)
     flag(p, "--device", "device", "scoring device: auto, cpu, cuda")
     flag(p, "--seed", "seed", "seed of the proposers", type=int)
+    add_verify_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p

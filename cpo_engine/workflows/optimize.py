@@ -22,6 +22,7 @@ class OptimizeResult:
     assignment: pa.Table
     best: dict[str, Any]
     search: Any
+    verification: Any = None
 
 
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
@@ -37,12 +38,14 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
     bundle = ModelBundle.load(cfg.model)
-    table, _ = load_data(cfg.data)
+    table, data_info = load_data(cfg.data)
     rep = Representer(bundle.embed_config(cfg.embed))
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
     state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection)
     static = state.incumbent
-    best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static]}}
+    best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static]},
+                            "incumbent": {"prompt_id": str(reps.prompt_ids[state.incumbent]),
+                                          "text": reps.prompt_texts[state.incumbent]}}
     out, result, searched = Path(cfg.out), None, None
     if cfg.mode in ("search", "both"):
         proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
@@ -65,7 +68,15 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     assignment = policy.assign_features(reps.X, reps.query_ids)
     atomic_write_parquet(assignment, out / "assignment.parquet")
     atomic_write_json(out / "best_static_prompt.json", best)
-    return OptimizeResult(out, assignment, best, result)
+    atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),
+                                            "tasks": cfg.data.tasks})
+    verification = None
+    if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+        from cpo_engine.workflows.verify import print_verification, verify_optimize
+
+        verification = verify_optimize(out, cfg, table, representer=rep)
+        print_verification(verification.report)
+    return OptimizeResult(out, assignment, best, result, verification)
 
 
 __all__ = ["optimize", "OptimizeResult"]
