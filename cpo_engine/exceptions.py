@@ -52,4 +52,13 @@ class MissingExtraError(CPOError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError"]
+class BusyError(CPOError, RuntimeError):
+    """A run folder or cache is being written by another process (its lock file is held)."""
+
+
+class BackendError(CPOError, RuntimeError):
+    """An LLM backend failed every call it was given: the message names the endpoint, the first error
+    and the fix (nothing usable came back, so going on would report an empty result as a success)."""
+
+
+__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError", "BusyError", "BackendError"]

@@ -20,8 +20,9 @@ def attach_to_cluster() -> None:
 
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` with the ``cpo NAME`` parser and run it; CPOError -> message and exit 1."""
-    from cpo_engine.exceptions import CPOError
+    """Parse ``argv`` with the ``cpo NAME`` parser and run it; exit 0, or 1 with one message for an error
+    the user can fix (bad input, a path, a busy folder) and with a traceback for a bug."""
+    from cpo_engine.commands._errors import run_guarded
     from cpo_engine.utils import process_defaults
 
     process_defaults()
@@ -30,9 +31,10 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     parser.prog = f"python -m jobs.{name}"
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+
+    def call() -> int:
         attach_to_cluster()
         return 0 if int(args.func(args) or 0) == 0 else 1
-    except CPOError as exc:
-        print(f"jobs.{name}: error: {exc}", file=sys.stderr)
-        return 1
+
+    # A Ray job exits 0 or 1 (retries belong to the scheduler): user errors print one message, bugs a traceback.
+    return 0 if run_guarded(f"jobs.{name}", call, args, user_exit=1) == 0 else 1

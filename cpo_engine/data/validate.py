@@ -1,4 +1,9 @@
-"""The triplet validator: every check names the source, column, first offending rows and a fix."""
+"""The triplet validator: every check names the source, column, first offending rows and a fix.
+
+Scores are any finite numbers: 0/1 correctness, rates in [0, 1], and continuous grades such as a
+rubric 1-5 or BLEU 0-100 are all valid. Every estimate the engine reports (effects, uplift, intervals)
+is in the score's own units; nothing assumes [0, 1] (:func:`score_scale` says which case a table is).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
     table = _cast_optional(table, source)
     for col in REQUIRED:
         _check_no_nulls(table, col, source)
+    for col in TEXT_COLUMNS:
+        _check_not_blank(table, col, source)
     _check_finite_scores(table, source)
     for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
         _check_one_text_per_id(table, id_col, text_col, source)
@@ -184,6 +191,18 @@ def _check_no_nulls(table: pa.Table, col: str, source: str) -> None:
                         rows=_rows(pc.is_null(arr)), fix=f"fill or drop the rows with an empty '{col}'")
 
 
+def _check_not_blank(table: pa.Table, col: str, source: str) -> None:
+    """Empty or whitespace-only texts embed to one meaningless point and break text edits."""
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table.column(col))), 0)
+    n = pc.sum(blank).as_py() or 0
+    if n:
+        what = "prompt" if col == "prompt_text" else "query"
+        fix = ("write the instruction out; for a 'no instruction' baseline use a short neutral text such as "
+               "'Answer the question.'" if what == "prompt" else "drop the rows or fill in the query text")
+        raise DataError(f"{n} empty or whitespace-only {what} text(s) {_ROWS_NOTE}", source=source, column=col,
+                        rows=_rows(blank), fix=fix)
+
+
 def _check_finite_scores(table: pa.Table, source: str) -> None:
     y = table.column("score").to_numpy()
     bad = ~np.isfinite(y)
@@ -252,6 +271,18 @@ def _check_optional_ranges(table: pa.Table, source: str) -> None:
             if bad.any():
                 raise DataError(f"{int(bad.sum())} value(s) {rule} {_ROWS_NOTE}", source=source, column=col,
                                 rows=_rows(bad), fix=fix)
+    if "weight" in table.column_names and not pc.max(table.column("weight")).as_py() > 0:
+        raise DataError("every weight is 0: no row would count in any fit", source=source, column="weight",
+                        fix="give the rows that should count a positive weight, or drop the weight column")
 
 
-__all__ = ["read_triplets", "validate_triplets"]
+def score_scale(table: pa.Table) -> dict[str, float | str]:
+    """What kind of scores a validated table holds: ``kind`` is 'binary' (only 0 and 1), 'unit' (within
+    [0, 1]) or 'continuous' (anything else, e.g. a rubric 1-5), with ``min``, ``max`` and ``range``."""
+    y = table.column("score").to_numpy(zero_copy_only=False).astype(float)
+    lo, hi = float(y.min()), float(y.max())
+    kind = "binary" if np.isin(y, (0.0, 1.0)).all() else "unit" if lo >= 0 and hi <= 1 else "continuous"
+    return {"kind": kind, "min": lo, "max": hi, "range": hi - lo}
+
+
+__all__ = ["read_triplets", "validate_triplets", "score_scale"]

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.common import Representer, load_data
+from cpo_engine.workflows.common import load_data
 from cpo_engine.workflows.config import OptimizeConfig
 
 
@@ -35,7 +35,7 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
     bundle = ModelBundle.load(cfg.model)
     table, _ = load_data(cfg.data)
-    rep = Representer(bundle.embed_config(cfg.embed))
+    rep = bundle.representer(cfg.embed)  # refuses an encoder that is not the model's
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
     head, _ = referenced_head(bundle.model.linear_head(), reps.X, reps.T, cfg.selection.reference)
     scorer = CandidateScorer.from_selection(head, reps.X, rep.prompt_embedder(reps), cfg.selection, reps.T,
