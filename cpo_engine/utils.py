@@ -188,7 +188,7 @@ class FolderLock:
         False: raise :class:`BusyError` at once when another process holds the lock. True: wait for it,
         logging once who holds it.
     fix : str
-        What to do instead of waiting, appended to the BusyError message.
+        What else to do, appended to "fix: wait for it to finish" (e.g. " or pass another --out").
     """
 
     def __init__(self, folder: str | os.PathLike[str], what: str, *, wait: bool = False, fix: str = "") -> None:
@@ -207,8 +207,8 @@ class FolderLock:
             holder = _lock_holder(path)
             if not self.wait:
                 os.close(fd)
-                raise BusyError(f"the {self.what} {self.folder} is in use by another cpo process ({holder}); "
-                                f"wait for it to finish{self.fix}") from None
+                raise BusyError(f"the {self.what} {self.folder} is in use by another cpo process ({holder})\n  "
+                                f"fix: wait for it to finish{self.fix}") from None
             log.warning("waiting for another cpo process (%s) that is writing the %s %s", holder, self.what,
                         self.folder)
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -68,8 +68,8 @@ class ShardStore:
         """Create or resume the run folder ``root``, holding its lock until :meth:`close`."""
         root = Path(root)
         if root.exists() and not root.is_dir():
-            raise ConfigError(f"--out {root} is a file, not a folder: pass a folder for the generation run")
-        lock = FolderLock(root, "generation run folder", fix=", or pass another --out").acquire()
+            raise ConfigError(f"--out {root} is a file, not a folder\n  fix: pass a folder for the generation run")
+        lock = FolderLock(root, "generation run folder", fix=" or pass another --out").acquire()
         try:
             store = cls(root=root, identity=identity, _lock=lock)
             store._open(overwrite)

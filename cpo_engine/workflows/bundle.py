@@ -85,8 +85,8 @@ class ModelBundle:
         for owner in dict.fromkeys((folder, folder.parent)):
             holder = lock_holder(owner)
             if holder:
-                raise BusyError(f"the model bundle {folder} is being written by another cpo process ({holder}); "
-                                "wait for it to finish, then load it")
+                raise BusyError(f"the model bundle {folder} is being written by another cpo process ({holder})\n"
+                                "  fix: wait for it to finish, then load it")
         try:
             info = json.loads((folder / MARKER).read_text())
         except ValueError as exc:
@@ -130,7 +130,7 @@ class ModelBundle:
         if have != want:
             raise ConfigError(
                 f"the encoder {getattr(encoder, 'path', encoder.model_id)} is not the one the model bundle {self.path} "
-                f"was fitted with: its weights or config differ (identity {have}, the bundle's {want}). Point "
+                f"was fitted with: its weights or config differ (identity {have}, the bundle's {want})\n  fix: point "
                 "embed.encoder at the model folder used for fitting, or refit the model with this encoder (`cpo fit`)")
 
     def representer(self, user: EmbedConfig | None = None) -> Any:

@@ -93,7 +93,7 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
         Top-level names the workflow writes in the folder (files or folders).
     """
     run_dir = usable_folder(run_dir, flag)
-    lock = FolderLock(run_dir, "run folder", fix=f", or pass another {flag}").acquire()
+    lock = FolderLock(run_dir, "run folder", fix=f" or pass another {flag}").acquire()
     try:
         replaces = clear_previous_run(run_dir, owned, flag)
         manifest = Manifest(run_dir, cfg, workflow=workflow, replaces=replaces)
@@ -107,14 +107,14 @@ def usable_folder(path: str | Path, flag: str = "--out") -> Path:
     """``path`` as a folder that exists and can be written, or a ConfigError naming it and ``flag``."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag} {p} is a file, not a folder: pass a folder path (it is created when missing)")
+        raise ConfigError(f"{flag} {p} is a file, not a folder\n  fix: pass a folder path (it is created when missing)")
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{flag} {p}: cannot create this folder ({exc.strerror or exc}): pass a folder you can "
-                          "write, e.g. runs/mine") from exc
+        raise ConfigError(f"{flag} {p}: cannot create this folder ({exc.strerror or exc})\n  fix: pass a folder you "
+                          "can write, e.g. runs/mine") from exc
     if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {p} is not writable: pass a folder you can write, e.g. runs/mine")
+        raise ConfigError(f"{flag} {p} is not writable\n  fix: pass a folder you can write, e.g. runs/mine")
     return p
 
 
@@ -130,7 +130,7 @@ def clear_previous_run(run_dir: Path, owned: tuple[str, ...], flag: str = "--out
     if previous is None:
         if present:
             raise ConfigError(f"{flag} {run_dir} already holds {', '.join(present)} but no cpo {MANIFEST}: it does "
-                              f"not look like a cpo run folder; pass a new or empty folder")
+                              "not look like a cpo run folder\n  fix: pass a new or empty folder")
         remove_stale_temps(run_dir)
         return None
     listed = {Path(p).parts[0] for p in (previous.get("outputs") or {}).values() if p and not Path(p).is_absolute()}
@@ -160,11 +160,11 @@ def _read_previous(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} cannot be read ({exc}): the folder's earlier run is unknown, so it is not "
-                          "cleared; pass another folder, or delete the folder if it is yours") from exc
+                          "cleared\n  fix: pass another folder, or delete the folder if it is yours") from exc
     if not (isinstance(data, dict) and "status" in data and "config" in data):
         kind = data.get("format") if isinstance(data, dict) else None
         raise ConfigError(f"{path} is not the manifest of a cpo run/fit ({kind or 'unknown kind'}): this folder "
-                          "belongs to something else (e.g. a `cpo generate` run); pass another folder")
+                          "belongs to something else (e.g. a `cpo generate` run)\n  fix: pass another folder")
     return data
 
 
