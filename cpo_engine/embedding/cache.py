@@ -84,27 +84,26 @@ class EmbeddingCache:
         texts = list(texts)
         ident = encoder_identity(encoder)
         keys = [cache_key(ident, prefix, t) for t in texts]
-        index = self._refresh(ident)
         unique = set(keys)
-        missing = unique - index.keys()
-        self.stats.hits += len(unique) - len(missing)
-        self.stats.misses += len(missing)
+        # Hits and misses count what this call found and what it embedded: a text another process embedded
+        # while this one waited for the lock is a hit.
+        missing = len(unique - self._refresh(ident).keys())
         for _ in range(3):  # a shard found unreadable is set aside and its texts embedded again
-            if missing:
-                self._fill(encoder, ident, prefix, texts, keys, show_progress)
+            embedded = self._fill(encoder, ident, prefix, texts, keys, show_progress) if missing else 0
+            self.stats.misses += embedded
+            self.stats.hits += len(unique) - embedded
             try:
                 return self._gather(self._refresh(ident), keys, encoder.dim)
             except _Unreadable as bad:
-                lost = self._set_aside(ident, bad)
-                missing = unique & lost
-                self.stats.hits -= len(missing)
-                self.stats.misses += len(missing)
+                missing = len(unique & self._set_aside(ident, bad))
+                self.stats.hits -= len(unique)  # recounted on the next pass
+                self.stats.misses -= embedded
         raise DataError("cache shards keep turning out unreadable", source=str(self._model_dir(ident)),
                         fix="delete this cache folder (it is rebuilt on the next run)")
 
     def _fill(self, encoder: Encoder, ident: str, prefix: str, texts: list[str], keys: list[str],
-              show_progress: bool) -> None:
-        """Embed and commit what is still missing, holding the model folder's lock."""
+              show_progress: bool) -> int:
+        """Embed and commit what is still missing, holding the model folder's lock; returns how many texts."""
         folder = self._model_dir(ident)
         with FolderLock(folder, "embedding cache", wait=True):
             remove_stale_temps(folder, ".shard-*.tmp")
@@ -118,6 +117,7 @@ class EmbeddingCache:
                 chunk = todo[start:start + self.shard_rows]
                 vecs = encoder.encode([texts[first[k]] for k in chunk], prefix=prefix, show_progress=show_progress)
                 self._write_shard(ident, prefix, chunk, vecs)
+        return len(todo)
 
     def _model_dir(self, model_id: str) -> Path:
         return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)

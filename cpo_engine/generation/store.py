@@ -168,7 +168,10 @@ class ShardStore:
         if table.num_rows == 0:
             return
         table = table.cast(ROW_SCHEMA) if table.schema != ROW_SCHEMA else table
-        name = f"shards/part-{len(self.manifest['shards']):06d}.parquet"
+        # After the index of the last listed shard (not the count: a deleted shard leaves a gap, and reusing a
+        # listed shard's name would overwrite its rows).
+        used = [int(Path(sh["file"]).stem.split("-")[-1]) for sh in self.manifest["shards"]]
+        name = f"shards/part-{max(used, default=-1) + 1:06d}.parquet"
         atomic_write_parquet(table, self.root / name)
         n_err = table.num_rows - table.column("error").null_count
         self.manifest["shards"].append({"file": name, "rows": table.num_rows, "errors": n_err,
