@@ -33,8 +33,25 @@ def slow_server():
     yield from serve(delay_s=0.25)
 
 
-def _engine_actor_pids() -> list[int]:
-    """Processes whose title Ray set to the engine stage's actor (ray::MapWorker(MapBatches(EngineStage)))."""
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        pid = _parent(pid)
+    return False
+
+
+def _engine_actor_pids(driver: int) -> list[int]:
+    """The engine stage's actor processes of *this* run: titled ray::MapWorker(MapBatches(EngineStage)) by Ray
+    and descended from the run's driver (the local Ray it started), never another job's on the machine."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -43,7 +60,7 @@ def _engine_actor_pids() -> list[int]:
             cmd = (d / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "EngineStage" in cmd and "ray::" in cmd:
+        if "EngineStage" in cmd and "ray::" in cmd and _descends_from(int(d.name), driver):
             pids.append(int(d.name))
     return pids
 
@@ -77,7 +94,7 @@ def test_engine_actor_killed_mid_generation(tmp_path, slow_server):
     proc = _generate(queries, out, slow_server.url)
     killed, deadline = [], time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not killed:
-        pids = _engine_actor_pids()
+        pids = _engine_actor_pids(proc.pid)
         if pids and 4 <= _committed(out) < planned - 8:  # mid-run: some shards committed, most rows to go
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
