@@ -184,3 +184,29 @@ def test_optimize_with_the_llm_proposer_against_a_dead_server(capsys, tmp_path, 
                             "--mode", "search", "--proposer", "llm", "--llm-base-url", "http://127.0.0.1:9/v1",
                             "--rounds", "1", "--beam-width", "1", "--query-beams", "0", "--children", "2"],
                    "calls of the LLM proposer failed", "connection error", "--proposer edit")
+
+
+def test_hostile_ids_write_nothing_outside_the_output_folder(tmp_path, capsys):
+    """What already held (issue 12): ids are data, never path parts."""
+    rows = [{"query_id": f"../../etc/q{q}", "query_text": f"What is {q} plus 10?", "prompt_id": f"/tmp/../p{p}",
+             "prompt_text": f"Prompt {p}.", "score": float((q + p) % 2), "gold_answer": float(q + 10),
+             "raw_answer": f"The answer is {q + 10}."} for q in range(4) for p in range(2)]
+    (tmp_path / "work").mkdir()
+    log = tmp_path / "work" / "log.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), log)
+    before = {p for p in tmp_path.rglob("*")}
+    assert main(["generate", "--queries", str(log), "--backend", "replay", "--replay", str(log),
+                 "--out", str(tmp_path / "work" / "gen")]) == 0
+    capsys.readouterr()
+    new = {p for p in tmp_path.rglob("*")} - before
+    gen = tmp_path / "work" / "gen"
+    assert new and all(p == gen or gen in p.parents for p in new)
+
+
+def test_the_report_escapes_every_text(tmp_path):
+    from cpo_engine.report import ReportData, write_report
+
+    evil = "<script>alert(1)</script>"
+    page = write_report(tmp_path, ReportData(title=evil, summary={evil: evil}, notes=[evil],
+                                             top_candidates=[{"text": evil}], trace=[{evil: 1}])).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
