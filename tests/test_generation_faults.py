@@ -20,7 +20,7 @@ from cpo_engine.cli import main
 from cpo_engine.exceptions import BackendError, BusyError, ConfigError, DataError
 from cpo_engine.generation import (BackendConfig, DesignConfig, GenerateConfig, OpenAIConfig, ReplayConfig,
                                    generate_triplets, read_generated)
-from tests.fake_openai import serve
+from tests.test_generation import fake_server  # noqa: F401 (the OpenAI-compatible test double, a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(120)
@@ -39,9 +39,8 @@ def log(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def server():
-    yield from serve()
+def _url(srv) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
 
 
 def _replay(log: Path, out: Path, **kw) -> GenerateConfig:
@@ -68,7 +67,7 @@ def _raw_keys(out: Path) -> list[tuple]:
     return keys
 
 
-def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, capsys, server):
+def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, capsys, fake_server):
     out = tmp_path / "o"
     argv = ["generate", "--queries", str(log), "--out", str(out), "--max-queries", "2", "--set",
             "backend.openai.max_retries=0"]
@@ -78,25 +77,21 @@ def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, cap
     assert "Traceback" not in err
     m = _manifest(out)
     assert not m["complete"] and m["errors"] == m["rows"] == 6 and m["summary"]["failed_rows"] == 6
-    assert main(argv + ["--base-url", server.url, "--retry-errors"]) == 0
+    assert main(argv + ["--base-url", _url(fake_server), "--retry-errors"]) == 0
     m = _manifest(out)
     assert m["complete"] and m["summary"]["failed_rows"] == 0
     assert read_generated(out).column("error").null_count == 6
 
 
-def test_some_calls_failed_is_reported_and_not_complete(log, tmp_path):
-    gen = serve(fail_first=2)
-    srv = next(gen)
-    try:
-        lines: list[str] = []
-        s = generate_triplets(_live(log, tmp_path / "o", srv.url, executor="local"), echo=lines.append)
-        assert s.errors == 2 and s.generated == 6
-        assert any("warning: 2 planned row(s) have no result without error" in ln for ln in lines)
-        assert not _manifest(tmp_path / "o")["complete"]
-        generate_triplets(_live(log, tmp_path / "o", srv.url, retry_errors=True), echo=lambda _: None)
-        assert _manifest(tmp_path / "o")["complete"]
-    finally:
-        next(gen, None)
+def test_some_calls_failed_is_reported_and_not_complete(log, tmp_path, fake_server):
+    fake_server.script = [(400, 0.0)] * 2  # a 400 is not retried: two rows fail
+    lines: list[str] = []
+    s = generate_triplets(_live(log, tmp_path / "o", _url(fake_server)), echo=lines.append)
+    assert s.errors == 2 and s.generated == 6
+    assert any("warning: 2 planned row(s) have no result without error" in ln for ln in lines)
+    assert not _manifest(tmp_path / "o")["complete"]
+    generate_triplets(_live(log, tmp_path / "o", _url(fake_server), retry_errors=True), echo=lambda _: None)
+    assert _manifest(tmp_path / "o")["complete"]
 
 
 def test_the_replayed_log_is_part_of_the_run_identity(log, tmp_path):
@@ -117,8 +112,8 @@ def test_the_replayed_log_is_part_of_the_run_identity(log, tmp_path):
         generate_triplets(_replay(copy, tmp_path / "c", max_queries=4), echo=lambda _: None)
 
 
-def test_credentials_in_the_base_url_never_reach_a_file(log, tmp_path, server, capsys):
-    url = server.url.replace("http://", "http://alice:s3cret-key@")
+def test_credentials_in_the_base_url_never_reach_a_file(log, tmp_path, fake_server, capsys):
+    url = _url(fake_server).replace("http://", "http://alice:s3cret-key@")
     assert main(["generate", "--queries", str(log), "--out", str(tmp_path / "o"), "--max-queries", "1",
                  "--base-url", url]) == 0
     written = "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "o").rglob("*") if p.is_file())

@@ -3,7 +3,7 @@
 the actor and retries its batch, or the run fails and the same command resumes it; either way the run
 ends complete with every planned triplet exactly once (no lost and no duplicated row in the shards).
 
-The LLM is the OpenAI-compatible test double (tests/fake_openai.py), slowed so the kill lands mid-run.
+The LLM is the OpenAI-compatible test double of tests/test_generation.py, slowed so the kill lands mid-run.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation import read_generated
-from tests.fake_openai import serve
+from tests.test_generation import fake_server  # noqa: F401 (the OpenAI-compatible test double, a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 N_QUERIES, N_PROMPTS = 12, 3
-
-
-@pytest.fixture
-def slow_server():
-    yield from serve(delay_s=0.25)
 
 
 def _parent(pid: int) -> int:
@@ -82,8 +78,10 @@ def _committed(out: Path) -> int:
         return 0
 
 
-def test_engine_actor_killed_mid_generation(tmp_path, slow_server):
+def test_engine_actor_killed_mid_generation(tmp_path, fake_server):
     pytest.importorskip("ray")
+    fake_server.script = [(200, 0.25)] * 1000  # every answer takes 0.25 s
+    url = f"http://127.0.0.1:{fake_server.server_address[1]}/v1"
     rows = [{"query_id": f"q{q}", "query_text": f"What is {q} plus 10?", "gold_answer": float(q + 10),
              "prompt_id": f"p{p}", "prompt_text": f"Prompt {p}: think carefully."}
             for q in range(N_QUERIES) for p in range(N_PROMPTS)]
@@ -91,7 +89,7 @@ def test_engine_actor_killed_mid_generation(tmp_path, slow_server):
     pq.write_table(pa.Table.from_pylist(rows), queries)
     out, planned = tmp_path / "run", N_QUERIES * N_PROMPTS
 
-    proc = _generate(queries, out, slow_server.url)
+    proc = _generate(queries, out, url)
     killed, deadline = [], time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not killed:
         pids = _engine_actor_pids(proc.pid)
@@ -105,7 +103,7 @@ def test_engine_actor_killed_mid_generation(tmp_path, slow_server):
     assert 0 < _committed(out) or proc.returncode == 0
     resumed = None
     if proc.returncode != 0:  # Ray gave up on the actor: the same command resumes the run
-        resumed = _generate(queries, out, slow_server.url)
+        resumed = _generate(queries, out, url)
         log2, _ = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, log2[-3000:]
 
@@ -117,5 +115,5 @@ def test_engine_actor_killed_mid_generation(tmp_path, slow_server):
         keys += list(zip(*(t.column(c).to_pylist() for c in t.column_names)))
     assert len(keys) == len(set(keys)) == planned  # no duplicated and no lost triplet
     t = read_generated(out, verify=True)
-    assert t.column("error").null_count == planned and set(t.column("score").to_pylist()) == {1.0}
+    assert t.column("error").null_count == planned and not np.isnan(t.column("score").to_numpy()).any()
     print(f"killed engine actor(s) {killed} after {len(keys)} planned rows; resumed: {resumed is not None}")
