@@ -18,8 +18,15 @@ import pytest
 
 from cpo_engine.cli import main
 from cpo_engine.exceptions import BackendError, BusyError, ConfigError, DataError
-from cpo_engine.generation import (BackendConfig, DesignConfig, GenerateConfig, OpenAIConfig, ReplayConfig,
-                                   generate_triplets, read_generated)
+from cpo_engine.generation import (
+    BackendConfig,
+    DesignConfig,
+    GenerateConfig,
+    OpenAIConfig,
+    ReplayConfig,
+    generate_triplets,
+    read_generated,
+)
 from tests.test_generation import fake_server  # noqa: F401 (the OpenAI-compatible test double, a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

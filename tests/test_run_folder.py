@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -132,14 +131,13 @@ def test_a_folder_that_is_not_a_run_folder_is_never_emptied(tmp_path):
         out: str
 
     (tmp_path / "mine" / "model").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="does not look like a cpo run folder"):
-        with open_run(tmp_path / "mine", Cfg("x"), "fit", ("model",)):
-            pass
+    with pytest.raises(ConfigError, match="does not look like a cpo run folder"), \
+            open_run(tmp_path / "mine", Cfg("x"), "fit", ("model",)):
+        pass
     (tmp_path / "gen").mkdir()
     (tmp_path / "gen" / "manifest.json").write_text(json.dumps({"format": "cpo-generation/1", "shards": []}))
-    with pytest.raises(ConfigError, match="cpo-generation/1"):
-        with open_run(tmp_path / "gen", Cfg("x"), "fit", ("model",)):
-            pass
+    with pytest.raises(ConfigError, match="cpo-generation/1"), open_run(tmp_path / "gen", Cfg("x"), "fit", ("model",)):
+        pass
     assert (tmp_path / "mine" / "model").is_dir() and (tmp_path / "gen" / "manifest.json").exists()
 
 
