@@ -89,18 +89,43 @@ def test_a_bug_shows_its_traceback_and_exits_1(capsys):
     assert "Traceback" in err and "this is a bug in cpo_engine" in err and "broadcast" in err
 
 
-def test_blank_prompt_text_is_refused_before_any_embedding(capsys, tmp_path, grid):
+def test_blank_query_text_is_refused_before_any_embedding(capsys, tmp_path, grid):
     def blank(t: pa.Table) -> pa.Table:
-        first = t["prompt_id"][0].as_py()
-        texts = pc.if_else(pc.equal(t["prompt_id"], first), "   ", t["prompt_text"])
-        return t.set_column(t.column_names.index("prompt_text"), "prompt_text", texts)
+        texts = pc.if_else(pc.equal(t["query_id"], t["query_id"][0].as_py()), "  ", t["query_text"])
+        return t.set_column(t.column_names.index("query_text"), "query_text", texts)
 
     path = _variant(grid, tmp_path, "blank", blank)
-    _fails_cleanly(capsys, ["validate", str(path)], "prompt_text", "empty or whitespace-only", "rows 0")
+    _fails_cleanly(capsys, ["validate", str(path)], "query_text", "empty or whitespace-only", "rows 0")
     # the cache folder is never created: the table is refused before the encoder runs
     _fails_cleanly(capsys, ["run", "--data", str(path), "--out", str(tmp_path / "r"), "--set",
-                            f"embed.cache_dir={tmp_path / 'cache'}"], "prompt_text")
+                            f"embed.cache_dir={tmp_path / 'cache'}"], "query_text")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_prompt_is_the_no_instruction_baseline(capsys, tmp_path, grid, blank):
+    """An empty prompt_text (the query alone) runs end to end; before, the edit operators crashed on it."""
+    def with_blank(t: pa.Table) -> pa.Table:
+        texts = pc.if_else(pc.equal(t["prompt_id"], t["prompt_id"][0].as_py()), blank, t["prompt_text"])
+        return t.set_column(t.column_names.index("prompt_text"), "prompt_text", texts)
+
+    path = _variant(grid, tmp_path, "blank_prompt", with_blank)
+    assert main(["run", "--data", str(path), "--out", str(tmp_path / "r"), "--cv", "2", "--rounds", "2",
+                 "--set", "embed.device=cpu", "--set", f"embed.cache_dir={tmp_path / 'cache'}",
+                 "--set", "pca.query_components=4"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "r" / "search" / "candidates.parquet").exists()
+
+
+def test_every_edit_operator_handles_blank_texts():
+    from cpo_engine.search.operators import OPERATORS
+
+    rng = np.random.default_rng(0)
+    for op in OPERATORS:
+        for text in ("", "   ", "Solve it."):
+            for donor in ("", " ", "Let's think step by step. Then answer.", None):
+                for _ in range(5):
+                    out = op.fn(text, rng, donor)
+                    assert out is None or isinstance(out, str)
 
 
 def test_all_zero_weights_are_refused(capsys, tmp_path, grid):

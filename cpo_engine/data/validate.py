@@ -1,7 +1,8 @@
 """The triplet validator: every check names the source, column, first offending rows and a fix.
 
 Scores are any finite numbers: 0/1 correctness, rates in [0, 1], and continuous grades such as a
-rubric 1-5 or BLEU 0-100 are all valid. Every estimate the engine reports (effects, uplift, intervals)
+rubric 1-5 or BLEU 0-100 are all valid. An empty ``prompt_text`` is valid too (the no-instruction
+baseline: the query alone); an empty ``query_text`` is not. Every estimate the engine reports (effects, uplift, intervals)
 is in the score's own units; nothing assumes [0, 1] (:func:`score_scale` says which case a table is).
 """
 
@@ -44,8 +45,7 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
     table = _cast_optional(table, source)
     for col in REQUIRED:
         _check_no_nulls(table, col, source)
-    for col in TEXT_COLUMNS:
-        _check_not_blank(table, col, source)
+    _check_not_blank(table, "query_text", source)  # an empty prompt_text is valid: the no-instruction baseline
     _check_finite_scores(table, source)
     for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
         _check_one_text_per_id(table, id_col, text_col, source)
@@ -192,15 +192,12 @@ def _check_no_nulls(table: pa.Table, col: str, source: str) -> None:
 
 
 def _check_not_blank(table: pa.Table, col: str, source: str) -> None:
-    """Empty or whitespace-only texts embed to one meaningless point and break text edits."""
+    """A query with no text is a lost question (every such query would embed to the same point)."""
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table.column(col))), 0)
     n = pc.sum(blank).as_py() or 0
     if n:
-        what = "prompt" if col == "prompt_text" else "query"
-        fix = ("write the instruction out; for a 'no instruction' baseline use a short neutral text such as "
-               "'Answer the question.'" if what == "prompt" else "drop the rows or fill in the query text")
-        raise DataError(f"{n} empty or whitespace-only {what} text(s) {_ROWS_NOTE}", source=source, column=col,
-                        rows=_rows(blank), fix=fix)
+        raise DataError(f"{n} empty or whitespace-only text(s) {_ROWS_NOTE}", source=source, column=col,
+                        rows=_rows(blank), fix="fill in the text of these queries or drop their rows")
 
 
 def _check_finite_scores(table: pa.Table, source: str) -> None:
