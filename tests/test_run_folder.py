@@ -84,18 +84,41 @@ def test_a_bundle_being_written_is_not_loaded(grid, tmp_path):
     assert ModelBundle.load(tmp_path / "fit").model is not None
 
 
-def test_reusing_out_after_a_failed_run_never_mixes_two_runs(grid, tmp_path, capsys):
+def test_a_rerun_that_fails_before_writing_keeps_the_earlier_run(grid, tmp_path, capsys):
     out = tmp_path / "fit"
     assert _fit(grid, out) == 0
-    first = json.loads((out / "manifest.json").read_text())
-    assert first["status"] == "ok" and (out / "model" / "model.json").exists()
-    # the second fit fails after the folder was opened (an unknown column in the data section of the config)
-    assert _fit(grid, out, "--set", "data.tasks=[no_such_task]") == 2
+    first = (out / "manifest.json").read_text()
+    model = (out / "model" / "model.json").read_text()
+    assert _fit(grid, out, "--set", "data.tasks=[no_such_task]") == 2  # fails reading the data
+    assert "no_such_task" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == first and (out / "model" / "model.json").read_text() == model
+    assert not (out / ".cpo-previous").exists()
+
+
+def test_reusing_out_after_a_failed_run_never_mixes_two_runs(grid, tmp_path, capsys, monkeypatch):
+    """An earlier run's search outputs must not survive next to a later run that failed after writing."""
+    import cpo_engine.workflows.run as run_module
+    from cpo_engine.exceptions import DataError
+
+    out = tmp_path / "run"
+    for name in ("search", "plots"):
+        (out / name).mkdir(parents=True)
+        (out / name / "old.bin").write_bytes(b"earlier run")
+    (out / "report.html").write_text("earlier run")
+    (out / "manifest.json").write_text(json.dumps({"status": "ok", "config": {}, "started_at": "t0",
+                                                   "outputs": {"trace": "search/search_trace.json"}}))
+
+    def fails(*args, **kwargs):
+        raise DataError("the fit failed", fix="none")
+
+    monkeypatch.setattr(run_module, "fit_models", fails)
+    assert main(["run", "--data", str(grid), "--out", str(out), "--set", "embed.device=cpu", "--set",
+                 f"embed.cache_dir={tmp_path / 'cache'}", "--set", "pca.query_components=4"]) == 2
     capsys.readouterr()
-    second = json.loads((out / "manifest.json").read_text())
-    assert second["status"] == "failed" and "no_such_task" in second["error"]
-    assert second["replaces"]["status"] == "ok" and second["replaces"]["started_at"] == first["started_at"]
-    assert not (out / "model").exists() and not (out / "features").exists()  # nothing left from the first run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "the fit failed" in manifest["error"]
+    assert manifest["replaces"] == {"started_at": "t0", "status": "ok"}
+    assert sorted(p.name for p in out.iterdir()) == [".cpo.lock", "features", "manifest.json", "summary.json"]
 
 
 def test_a_killed_run_is_recorded_as_interrupted_and_cleared(tmp_path):
@@ -115,9 +138,11 @@ def test_a_killed_run_is_recorded_as_interrupted_and_cleared(tmp_path):
     (out / "notes.txt").write_text("mine")  # not the engine's: kept
     (out / "manifest.json").write_text(json.dumps({"status": "running", "config": {}, "started_at": "t0",
                                                    "outputs": {"trace": "search/search_trace.json"}}))
+    (out / ".cpo-previous").mkdir()  # left by a run killed while it held an earlier run's outputs
     with open_run(out, Cfg(str(out)), "run", ("features", "search", "plots", "summary.json")) as manifest:
         assert manifest.data["replaces"] == {"started_at": "t0", "status": "interrupted"}
-        assert sorted(p.name for p in out.iterdir()) == [".cpo.lock", "manifest.json", "notes.txt"]
+        assert not (out / "search").exists() and not (out / "plots").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".cpo.lock", "manifest.json", "notes.txt"]
     assert json.loads((out / "manifest.json").read_text())["status"] == "ok"
 
 

@@ -84,8 +84,11 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
     Before anything runs: ``run_dir`` must be (or become) a writable folder, else a
     :class:`ConfigError` names it and ``flag``; its lock is taken, so a second process writing the
     same folder is refused (:class:`~cpo_engine.exceptions.BusyError`) instead of interleaving; and what
-    a previous run left there is removed (its listed outputs, the names in ``owned``, temp files of a
-    killed write), so the folder never mixes two runs. The new manifest records the run it replaced.
+    a previous run left there (its listed outputs, the names in ``owned``) is moved into ``.cpo-previous``
+    and temp files of a killed write are removed, so the folder never mixes two runs. The new manifest
+    records the run it replaced. When the new run ends ``ok``, the earlier outputs are deleted; when it
+    fails before writing any output (a typo in a path, bad data), they are put back with their manifest,
+    so a failed rerun never destroys a good run; when it fails later, they are deleted.
 
     Parameters
     ----------
@@ -95,10 +98,15 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
     run_dir = usable_folder(run_dir, flag)
     lock = FolderLock(run_dir, "run folder", fix=f" or pass another {flag}").acquire()
     try:
-        replaces = clear_previous_run(run_dir, owned, flag)
+        replaces, moved = set_aside_previous_run(run_dir, owned, flag)
         manifest = Manifest(run_dir, cfg, workflow=workflow, replaces=replaces)
-        with manifest.running():
-            yield manifest
+        try:
+            with manifest.running():
+                yield manifest
+        except BaseException:
+            _restore_or_drop(run_dir, moved, owned, manifest)
+            raise
+        shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
     finally:
         lock.release()
 
@@ -118,37 +126,51 @@ def usable_folder(path: str | Path, flag: str = "--out") -> Path:
     return p
 
 
-def clear_previous_run(run_dir: Path, owned: tuple[str, ...], flag: str = "--out") -> dict[str, Any] | None:
-    """Remove what an earlier run wrote in ``run_dir`` (call it holding the folder's lock); returns what
-    the earlier manifest said about that run, or None when the folder held none.
+PREVIOUS = ".cpo-previous"
+
+
+def set_aside_previous_run(run_dir: Path, owned: tuple[str, ...],
+                           flag: str = "--out") -> tuple[dict[str, Any] | None, list[str]]:
+    """Move what an earlier run wrote in ``run_dir`` into ``run_dir/.cpo-previous`` (call it holding the
+    folder's lock); returns what the earlier manifest said about that run (None when the folder held
+    none) and the names moved.
 
     A folder that holds names the workflow writes but no cpo manifest is not a run folder: it is refused
     rather than emptied, so user files are never deleted.
     """
+    shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)  # left by a run killed before it ended
     previous = _read_previous(run_dir / MANIFEST)
     present = [n for n in owned if (run_dir / n).exists()]
+    remove_stale_temps(run_dir)
     if previous is None:
         if present:
             raise ConfigError(f"{flag} {run_dir} already holds {', '.join(present)} but no cpo {MANIFEST}: it does "
                               "not look like a cpo run folder\n  fix: pass a new or empty folder")
-        remove_stale_temps(run_dir)
-        return None
+        return None, []
     listed = {Path(p).parts[0] for p in (previous.get("outputs") or {}).values() if p and not Path(p).is_absolute()}
-    for name in sorted(set(present) | {n for n in listed if ".." not in n}):
-        target = run_dir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-    remove_stale_temps(run_dir)
+    moved = [n for n in sorted(set(present) | listed) if ".." not in n and (run_dir / n).exists()]
+    (run_dir / PREVIOUS).mkdir()
+    for name in [*moved, MANIFEST]:
+        os.replace(run_dir / name, run_dir / PREVIOUS / name)
     status = previous.get("status")
     if status == "running":
         status = "interrupted"  # it never recorded an end: killed (its lock is free, so it is not running)
     replaced = {k: previous.get(k) for k in ("workflow", "started_at", "finished_at", "error") if previous.get(k)}
     replaced["status"] = status
-    log.warning("%s held an earlier %s run (status %s, started %s): its outputs were removed", run_dir,
-                previous.get("workflow") or "cpo", status, previous.get("started_at"))
-    return replaced
+    log.warning("%s holds an earlier %s run (status %s, started %s): its outputs are replaced by this run's",
+                run_dir, previous.get("workflow") or "cpo", status, previous.get("started_at"))
+    return replaced, moved
+
+
+def _restore_or_drop(run_dir: Path, moved: list[str], owned: tuple[str, ...], manifest: Manifest) -> None:
+    """After a failed run: put the earlier run back when this one wrote nothing, else delete it."""
+    stash = run_dir / PREVIOUS
+    wrote = manifest.data["outputs"] or any((run_dir / n).exists() for n in {*owned, *moved})
+    if stash.is_dir() and not wrote:
+        for name in [*moved, MANIFEST]:
+            os.replace(stash / name, run_dir / name)
+        log.warning("the run failed before writing any output: the earlier run in %s is kept as it was", run_dir)
+    shutil.rmtree(stash, ignore_errors=True)
 
 
 def _read_previous(path: Path) -> dict[str, Any] | None:
@@ -268,5 +290,5 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {p['prompt_id']:<12} mean score {p['mean_score']:.3f}  ({p['rows']:,} rows)")
 
 
-__all__ = ["Manifest", "open_run", "usable_folder", "clear_previous_run", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
+__all__ = ["Manifest", "open_run", "usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
            "print_summary", "now"]
