@@ -44,11 +44,13 @@ def _variant(grid: Path, tmp_path: Path, name: str, fn) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "fit", "edits"])
+@pytest.mark.parametrize("command", ["run", "fit", "edits", "optimize"])
 def test_out_that_is_a_file(capsys, tmp_path, grid, command):
     (tmp_path / "afile").write_text("not a folder")
     out = str(tmp_path / "afile")
     argv = [command, "--data", str(grid), "--out", out] + (["--set", "embed.device=cpu"] if command != "edits" else [])
+    if command == "optimize":
+        argv += ["--model", str(tmp_path / "no_model")]  # --out is checked first
     _fails_cleanly(capsys, argv, out, "--out")
 
 
