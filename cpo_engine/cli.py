@@ -9,7 +9,6 @@ import sys
 import warnings
 
 from cpo_engine import __version__
-from cpo_engine.exceptions import CPOError
 
 COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "assign", "verify", "generate", "nightly",
             "loop", "edits")
@@ -58,14 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_console(args.log_level, args.quiet)
-    try:
-        return int(args.func(args) or 0)
-    except CPOError as exc:
-        print(f"cpo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"cpo {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    from cpo_engine.commands._errors import run_guarded
+
+    # User errors (CPOError, OSError on a path) -> message + exit 2; anything else is a bug: traceback, exit 1.
+    return run_guarded(f"cpo {args.command}", lambda: args.func(args), args)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,22 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import platform
+import re
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from cpo_engine.exceptions import ConfigError, MissingExtraError
+from cpo_engine.exceptions import BusyError, ConfigError, MissingExtraError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -142,6 +149,151 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_tree(root: str | os.PathLike[str], pattern: str = "*", skip_suffixes: tuple[str, ...] = ()) -> str:
+    """Hash of the files under ``root`` matching ``pattern`` (recursively): each file's path relative
+    to ``root`` and its sha256, in sorted order; hidden files and folders are skipped."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob(pattern)):
+        rel = f.relative_to(root)
+        if not f.is_file() or any(part.startswith(".") for part in rel.parts) or f.suffix.lower() in skip_suffixes:
+            continue
+        h.update(rel.as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|auth|sig", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log or write: ``user:password@`` becomes ``***@`` and the values of query
+    parameters that look like credentials (``api_key=``, ``token=``, ...) become ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = "***@" + parts.netloc.rsplit("@", 1)[1] if "@" in parts.netloc else parts.netloc
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+LOCK_FILE = ".cpo.lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder: ``flock`` on its ``.cpo.lock`` file, held until :meth:`release`.
+
+    The kernel drops an flock when its holder dies (kill -9 included), so a crashed job never leaves a
+    stale lock behind. The lock file names its holder (pid, host, command) for the message another
+    process gets; it is left in place (removing it would race with the next holder).
+
+    Parameters
+    ----------
+    folder : path
+        The folder to lock (created if missing).
+    what : str
+        What the folder is, for messages ("run folder", "embedding cache").
+    wait : bool
+        False: raise :class:`BusyError` at once when another process holds the lock. True: wait for it,
+        logging once who holds it.
+    fix : str
+        What else to do, appended to "fix: wait for it to finish" (e.g. " or pass another --out").
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], what: str, *, wait: bool = False, fix: str = "") -> None:
+        self.folder, self.what, self.wait, self.fix = Path(folder), what, wait, fix
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(path)
+            if not self.wait:
+                os.close(fd)
+                raise BusyError(f"the {self.what} {self.folder} is in use by another cpo process ({holder})\n  "
+                                f"fix: wait for it to finish{self.fix}") from None
+            log.warning("waiting for another cpo process (%s) that is writing the %s %s", holder, self.what,
+                        self.folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                time.gmtime()), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_holder(folder: str | os.PathLike[str]) -> str | None:
+    """Who holds ``folder``'s :class:`FolderLock` now (another process), or None when nobody does.
+
+    For readers: a reader checks that no writer is at work instead of taking the lock, so reading
+    never makes a writer wait or fail.
+    """
+    import fcntl
+
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(path)
+        return None if holder.startswith(f"pid {os.getpid()} ") else holder  # this process's own lock
+    finally:
+        os.close(fd)
+    return None
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"pid {info['pid']} on {info['host']} since {info['since']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> int:
+    """Delete temp files that :func:`atomic_path` left in ``folder`` when its process was killed.
+
+    Call it only while holding the folder's :class:`FolderLock`: a live writer's temp file would go too.
+    """
+    n = 0
+    for f in Path(folder).glob(pattern):
+        try:
+            f.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    if n:
+        log.info("removed %d temp file(s) left by a killed process in %s", n, folder)
+    return n
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:

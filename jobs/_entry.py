@@ -55,9 +55,10 @@ def _durable(path: str) -> bool:
 
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` with the ``cpo NAME`` parser and run it; CPOError -> message and exit 2."""
+    """Parse ``argv`` with the ``cpo NAME`` parser and run it with the CLI's exit codes (0 done, 2 a problem
+    the user can fix: one message, no traceback; 1 a bug: traceback; 130 interrupted)."""
     from cpo_engine.cli import add_console_flags, setup_console
-    from cpo_engine.exceptions import CPOError
+    from cpo_engine.commands._errors import run_guarded
     from cpo_engine.utils import process_defaults
 
     process_defaults()
@@ -68,12 +69,9 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setup_console(args.log_level, args.quiet)
     warn_lost_paths(sys.argv[1:] if argv is None else argv, embeds=name != "generate")
-    try:
+
+    def call() -> int:
         attach_to_cluster()
         return int(args.func(args) or 0)
-    except CPOError as exc:
-        print(f"jobs.{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"jobs.{name}: interrupted; resubmit the same job to resume", file=sys.stderr)
-        return 130
+
+    return run_guarded(f"jobs.{name}", call, args)

@@ -1,4 +1,10 @@
-"""The triplet validator: every check names the source, column, first offending rows and a fix."""
+"""The triplet validator: every check names the source, column, first offending rows and a fix.
+
+Scores are any finite numbers: 0/1 correctness, rates in [0, 1], and continuous grades such as a
+rubric 1-5 or BLEU 0-100 are all valid. An empty ``prompt_text`` is valid too (the no-instruction
+baseline: the query alone); an empty ``query_text`` is not. Every estimate the engine reports (effects, uplift, intervals)
+is in the score's own units; nothing assumes [0, 1] (:func:`score_scale` says which case a table is).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
         _check_no_nulls(table, col, source)
     for col in ID_COLUMNS:
         warn_missing_like_ids(table, col, source)
+    _check_not_blank(table, "query_text", source)  # an empty prompt_text is valid: the no-instruction baseline
     _check_finite_scores(table, source)
     for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
         _check_one_text_per_id(table, id_col, text_col, source)
@@ -210,6 +217,15 @@ def warn_missing_like_ids(table: pa.Table, col: str, source: str, offset: int = 
     return True
 
 
+def _check_not_blank(table: pa.Table, col: str, source: str) -> None:
+    """A query with no text is a lost question (every such query would embed to the same point)."""
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table.column(col))), 0)
+    n = pc.sum(blank).as_py() or 0
+    if n:
+        raise DataError(f"{n} empty or whitespace-only text(s) {_ROWS_NOTE}", source=source, column=col,
+                        rows=_rows(blank), fix="fill in the text of these queries or drop their rows")
+
+
 def _check_finite_scores(table: pa.Table, source: str) -> None:
     y = table.column("score").to_numpy()
     bad = ~np.isfinite(y)
@@ -278,6 +294,9 @@ def _check_optional_ranges(table: pa.Table, source: str) -> None:
             if bad.any():
                 raise DataError(f"{int(bad.sum())} value(s) {rule} {_ROWS_NOTE}", source=source, column=col,
                                 rows=_rows(bad), fix=fix)
+    if "weight" in table.column_names and not pc.max(table.column("weight")).as_py() > 0:
+        raise DataError("every weight is 0: no row would count in any fit", source=source, column="weight",
+                        fix="give the rows that should count a positive weight, or drop the weight column")
 
 
-__all__ = ["read_triplets", "validate_triplets", "warn_missing_like_ids", "MISSING_LIKE"]
+__all__ = ["read_triplets", "validate_triplets", "warn_missing_like_ids", "MISSING_LIKE", "score_scale"]

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.common import Representer, load_data
+from cpo_engine.workflows.common import load_data, usable_folder
 from cpo_engine.workflows.config import OptimizeConfig
 
 
@@ -37,9 +37,10 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
 
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
+    usable_folder(cfg.out)  # a bad --out fails now, not after the search
     bundle = ModelBundle.load(cfg.model)
     table, data_info = load_data(cfg.data)
-    rep = Representer(bundle.embed_config(cfg.embed))
+    rep = bundle.representer(cfg.embed)  # refuses an encoder that is not the model's
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
     state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection)
     static = state.incumbent
