@@ -165,7 +165,7 @@ def test_edits_unknown_learner(capsys, tmp_path, grid):
 def test_job_entrypoint_user_error_and_bug(capsys, tmp_path, monkeypatch):
     from jobs.fit import main as job
 
-    assert job(["--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o")]) == 1
+    assert job(["--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o")]) == 2  # the CLI's code
     err = capsys.readouterr().err
     assert "nope.parquet" in err and "Traceback" not in err
 
@@ -231,9 +231,11 @@ def test_hostile_ids_write_nothing_outside_the_output_folder(tmp_path, capsys):
 
 
 def test_the_report_escapes_every_text(tmp_path):
-    from cpo_engine.report import ReportData, write_report
+    from cpo_engine.report import Column, ReportData, Table, write_report
 
     evil = "<script>alert(1)</script>"
-    page = write_report(tmp_path, ReportData(title=evil, summary={evil: evil}, notes=[evil],
-                                             top_candidates=[{"text": evil}], trace=[{evil: 1}])).read_text()
+    table = Table([Column("text", evil)], [{"text": evil}], note=evil)
+    page = write_report(tmp_path, ReportData(title=evil, headline=evil, headline_details=[evil], commands=[evil],
+                                             prompts=table, summary={evil: evil}, notes=[evil], candidates=table,
+                                             trace=table, glossary={evil: evil})).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page

@@ -299,4 +299,13 @@ def _check_optional_ranges(table: pa.Table, source: str) -> None:
                         fix="give the rows that should count a positive weight, or drop the weight column")
 
 
+def score_scale(table: pa.Table) -> dict[str, float | str]:
+    """What kind of scores a validated table holds: ``kind`` is 'binary' (only 0 and 1), 'unit' (within
+    [0, 1]) or 'continuous' (anything else, e.g. a rubric 1-5), with ``min``, ``max`` and ``range``."""
+    y = table.column("score").to_numpy(zero_copy_only=False).astype(float)
+    lo, hi = float(y.min()), float(y.max())
+    kind = "binary" if np.isin(y, (0.0, 1.0)).all() else "unit" if lo >= 0 and hi <= 1 else "continuous"
+    return {"kind": kind, "min": lo, "max": hi, "range": hi - lo}
+
+
 __all__ = ["read_triplets", "validate_triplets", "warn_missing_like_ids", "MISSING_LIKE", "score_scale"]
