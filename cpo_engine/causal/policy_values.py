@@ -68,6 +68,14 @@ class PolicyValues:
                 "estimators": {p: {e: v.to_dict() for e, v in ests.items()} for p, ests in self.all_estimates.items()},
                 "diagnostics": self.diagnostics}
 
+    def sentence(self, name: str) -> str:
+        """One sentence on policy ``name``: its value and its difference from the logging policy."""
+        v, d = self.labelled()[name], self.vs_logging.get(name)
+        vs = "" if d is None else (f"; vs the logging policy ({self.estimates[LOGGING].value:.4f}) {d['diff']:+.4f} "
+                                   f"(95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")
+        return (f"{v.kind.capitalize()}, {self.method}: {name} {v.value:.4f} (95% CI {v.ci_low:.4f} to "
+                f"{v.ci_high:.4f}){vs}.")
+
     def lines(self) -> list[str]:
         """Plain-text lines for the console and the report (see :func:`format_policy_values`)."""
         return format_policy_values(self.to_dict())

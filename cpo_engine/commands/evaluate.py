@@ -30,17 +30,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--train-queries", "evaluation.train_queries", "fit on at most this many training queries", type=int)
     flag(p, "--min-propensity", "ope.min_propensity", "propensity clipping floor of the off-policy estimators",
          type=float)
-    p.add_argument("--query-text-features", action="store_const", const=True, default=None,
-                   help="append query length and number count to X [--set evaluation.query_text_features]")
-    p.add_argument("--forest", action="store_const", const=True, default=None,
-                   help="also fit econml CausalForestDML (slow) [--set evaluation.with_forest]")
+    flag(p, "--query-text-features", "evaluation.query_text_features", "append query length and number count to X",
+         action="store_const", const=True)
+    flag(p, "--forest", "evaluation.with_forest", "also fit econml CausalForestDML (slow)", action="store_const",
+         const=True)
+    flag(p, "--no-ope", "evaluation.ope", "skip the off-policy evaluation check", action="store_const", const=False)
     flag(p, "--sweep", "sweep.axes", "data-budget curves instead of the plain evaluation: comma-separated axes from "
          "train_queries, logged_per_query, query_components, prompt_components")
     flag(p, "--sweep-seeds", "sweep.seeds", "repetitions per sweep point", type=int)
-    p.add_argument("--no-ope", dest="ope", action="store_const", const=False, default=None,
-                   help="skip the off-policy evaluation check [--set evaluation.ope=false]")
-    p._cpo_flag_keys.update(query_text_features="evaluation.query_text_features",  # type: ignore[attr-defined]
-                            forest="evaluation.with_forest", ope="evaluation.ope")
     flag(p, "--prompt-components", "pca.prompt_components",
          "prompt PCA size (default 32, capped at n_prompts - 1)", type=int)
     add_causal_flags(p)

@@ -181,16 +181,23 @@ def run_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarray, c
 
 
 
-def optimize_policy_values(reps: Any, table: pa.Table, bundle: Any, pool: Any, static: int, cfg: Any,
+def optimize_policy_values(reps: Any, table: pa.Table, bundle: Any, state: Any, assignment: pa.Table, cfg: Any,
                            data_info: dict[str, Any]) -> PolicyValues:
-    """`cpo optimize`'s call: the pool's per-query choices and its static prompt, valued on the table's
-    queries. When the bundle was fitted on this very table the values are in-sample (optimistic), and
-    the method says so."""
+    """`cpo optimize`'s call: the per-query choice among the table's (logged) prompts and the static prompt,
+    valued on the table's queries. Searched prompts no LLM ran cannot be valued from logs: when the
+    assignment recommends some, the logged-prompt policy is valued instead. When the bundle was fitted
+    on this very table the values are in-sample (optimistic), and the method says so."""
     from dataclasses import replace
 
-    static_name = f"best static ({pool.prompt_ids[static]})"
-    policies = {"per-query, causal (LCB)": pool.choice, "per-query, causal (point)": pool.point_choice(),
-                static_name: static}
+    if not all(s == "logged" for s in assignment.column("source").to_pylist()):
+        from cpo_engine.workflows.policy import Policy
+
+        assignment = Policy(bundle.model, state, replace(cfg.policy, candidates="logged"),
+                            device=cfg.device).assign_features(reps.X, reps.query_ids)
+    index = {str(p): j for j, p in enumerate(reps.prompt_ids)}
+    choice = np.array([index[p] for p in assignment.column("recommended_prompt_id").to_pylist()], dtype=np.int64)
+    static_name = f"best static ({reps.prompt_ids[state.incumbent]})"
+    policies = {"per-query (logged prompts)": choice, static_name: int(state.incumbent)}
     values = table_policy_values(reps, table, bundle.model, policies, static_name, cfg.ope, seed=cfg.seed)
     fitted_on = (bundle.info.get("data") or {}).get("sha256")
     if fitted_on and fitted_on == data_info.get("sha256"):

@@ -21,11 +21,14 @@ import pyarrow as pa
 
 from cpo_engine.data.grid import cell_means, split_queries
 from cpo_engine.exceptions import DataError
-from cpo_engine.workflows.common import (Manifest, Representer, data_summary, load_data, print_summary,
+from cpo_engine.workflows.common import (Representer, data_summary, load_data, open_run, print_summary,
                                          scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
 
 log = logging.getLogger(__name__)
+
+#: What `cpo run` writes in its run folder (cleared when a later run reuses the folder).
+RUN_OUTPUTS = ("features", "model", "search", "plots", "summary.json", "report.html")
 
 POLICY_LABELS = {"causal_lcb": "per-query, causal (LCB)", "causal_point": "per-query, causal (point)",
                  "non_causal": "per-query, non-causal"}
@@ -198,9 +201,7 @@ def run(cfg: RunConfig) -> RunResult:
     from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
 
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir, cfg)
-    with manifest.running():
+    with open_run(run_dir, cfg, "run", RUN_OUTPUTS) as manifest:
         with manifest.stage("data"):
             table, info = load_data(cfg.data)
             manifest.data["data"] = info
@@ -243,6 +244,15 @@ def run(cfg: RunConfig) -> RunResult:
                                         "n_train_queries", "n_test_queries")}
             manifest.data["search"]["causal_diagnostics"] = evaluation["diagnostics"]
         print_findings(evaluation, result, paths)
+        if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+            from cpo_engine.workflows.verify import print_verification, verify_run
+
+            with manifest.stage("verify"):
+                verified = verify_run(run_dir, cfg.verify, cfg.generation, table, selection_z=cfg.selection.z,
+                                      embed=cfg.embed, representer=rep)
+                manifest.output("verification", verified.out / "verification.json")
+                evaluation["verification"] = verified.report
+            print_verification(verified.report)
     return RunResult(run_dir, summary, reps, table, pool, result, evaluation, paths)
 
 
