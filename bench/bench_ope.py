@@ -47,8 +47,8 @@ def _population(n_prompts: int) -> dict[str, float]:
 
 
 def _one(rng, strength, exploration, n_queries, rows, n_prompts, estimated: bool) -> dict[str, list]:
-    from cpo_engine.causal.ope import BanditLogs, OPEConfig, OverlapWarning, estimate_policy_value, \
-        on_policy_value, paired_difference
+    from cpo_engine.causal import ope
+    from cpo_engine.causal.ope import BanditLogs, OPEConfig, estimate_policy_value
     from cpo_engine.causal.propensity import PropensityModel
     from cpo_engine.causal.synthetic import make_bandit
 
@@ -62,7 +62,7 @@ def _one(rng, strength, exploration, n_queries, rows, n_prompts, estimated: bool
     logs = BanditLogs(b.q, b.a, b.y, P[b.q, b.a])
     out: dict[str, list] = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OverlapWarning)
+        warnings.simplefilter("ignore", ope.OverlapWarning)
         pq = estimate_policy_value(logs, target, q_hat, OPEConfig(), propensity_matrix=P, y_range=(0, 1))
         st = estimate_policy_value(logs, 0, q_hat, OPEConfig(), propensity_matrix=P, y_range=(0, 1))
     for name, e in pq.items():
@@ -71,11 +71,11 @@ def _one(rng, strength, exploration, n_queries, rows, n_prompts, estimated: bool
     out["dr_static_bounds"] = [st["dr"].bounds[0], st["dr"].bounds[1], st["dr"].value]
     out["dr_static_reported"] = [*st["dr"].reported, st["dr"].value]  # the bounds when off support
     out["off_support_static"] = [st["dr"].off_support or 0.0]
-    d = paired_difference(pq["dr"], st["dr"])
+    d = ope.paired_difference(pq["dr"], st["dr"])
     out["dr_difference"] = [d["ci_low"], d["ci_high"], d["diff"]]
     out["dr_bounds"] = [pq["dr"].bounds[0], pq["dr"].bounds[1], pq["dr"].value]
     out["off_support"] = [pq["dr"].off_support or 0.0]
-    on = on_policy_value(BanditLogs(b.q, b.a, b.y, b.pi0[b.q, b.a]))
+    on = ope.on_policy_value(BanditLogs(b.q, b.a, b.y, b.pi0[b.q, b.a]))
     out["on_policy"] = [on.ci_low, on.ci_high, on.value, float((b.pi0 * b.mu).sum(1).mean())]
     return out
 

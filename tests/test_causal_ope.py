@@ -10,8 +10,15 @@ import pytest
 from scipy.stats import t as student_t
 
 from cpo_engine.causal.evidence import ESTIMATED, MEASURED, PREDICTED, LabelledValue, evidence_kind
-from cpo_engine.causal.ope import (BanditLogs, OPEConfig, OverlapWarning, estimate_policy_value, on_policy_value,
-                                   paired_difference, policy_matrix)
+from cpo_engine.causal.ope import (
+    BanditLogs,
+    OPEConfig,
+    OverlapWarning,
+    estimate_policy_value,
+    on_policy_value,
+    paired_difference,
+    policy_matrix,
+)
 from cpo_engine.causal.policy_values import LOGGING, estimated_policy_values, measured_policy_values
 from cpo_engine.causal.propensity import SMOOTHING_GRID, PropensityModel
 from cpo_engine.causal.synthetic import bandit_cells, make_bandit

@@ -46,7 +46,7 @@ def test_error_stats_counts_coverage():
 
 
 def test_observational_logs_one_prompt_per_query_with_propensities():
-    table, reps, _ = _grid_table(n_q=60, seed=1)
+    table, _, _ = _grid_table(n_q=60, seed=1)
     cfg = EvaluationConfig(confounding="observable", strength=2.0, exploration=0.1)
     logs = observational_logs(table, cfg, per_query=1, seed=0)
     assert logs.num_rows == 60 and len(set(logs.column("query_id").to_pylist())) == 60

@@ -11,9 +11,10 @@ prompt_components)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -177,9 +178,9 @@ def _x(axis: str, row: dict[str, Any]) -> float:
 def budget_markdown(result: dict[str, Any]) -> str:
     """One table per axis: policy value and tau-b per method, OPE RMSE (DR, DM) per reward model."""
     base = result["settings"]["base"]
-    out = [f"Data-budget curves: confounding={base['confounding']} strength={base['strength']} "
-           f"exploration={base['exploration']}, {result['settings']['sweep']['seeds']} seeds per point "
-           "(mean [95% CI over seeds])\n"]
+    out = [(f"Data-budget curves: confounding={base['confounding']} strength={base['strength']} "
+            f"exploration={base['exploration']}, {result['settings']['sweep']['seeds']} seeds per point "
+            "(mean [95% CI over seeds])\n")]
     for axis, rows in result["curves"].items():
         out += [f"\n### {AXIS_LABELS[axis]}\n",
                 "| x | " + " | ".join(f"{CURVES[m]}: value / tau-b" for m in CURVES) + " | OPE RMSE, DR / DM: "

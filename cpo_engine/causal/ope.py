@@ -384,7 +384,7 @@ def paired_difference(a: PolicyEstimate, b: PolicyEstimate, level: float = 0.95)
     if a.bounded or b.bounded:  # the bounds of the difference: lower of a minus upper of b, and back
         (a_lo, a_hi), (b_lo, b_hi) = _bound_pseudo(a), _bound_pseudo(b)
         lo, hi = _interval(a_lo - b_hi, level)[2], _interval(a_hi - b_lo, level)[3]
-    return {"diff": diff, "se": se, "ci_low": lo, "ci_high": hi, "n": int(len(a.queries)), "level": level,
+    return {"diff": diff, "se": se, "ci_low": lo, "ci_high": hi, "n": len(a.queries), "level": level,
             "bounded": bool(a.bounded or b.bounded)}
 
 
@@ -406,6 +406,17 @@ def causal_q_hat(model: Any, X: np.ndarray, T: np.ndarray, y_range: tuple[float,
     return q_hat if y_range is None else np.clip(q_hat, *y_range)
 
 
-__all__ = ["BanditLogs", "ESTIMATORS", "ESTIMATOR_LABELS", "OPEConfig", "OverlapWarning", "PolicyEstimate",
-           "causal_q_hat", "estimate_policy_value", "on_policy_value", "paired_difference", "policy_matrix",
-           "weight_diagnostics"]
+__all__ = [
+    "ESTIMATORS",
+    "ESTIMATOR_LABELS",
+    "BanditLogs",
+    "OPEConfig",
+    "OverlapWarning",
+    "PolicyEstimate",
+    "causal_q_hat",
+    "estimate_policy_value",
+    "on_policy_value",
+    "paired_difference",
+    "policy_matrix",
+    "weight_diagnostics",
+]

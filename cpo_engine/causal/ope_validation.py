@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal.evaluation import Grid, draw_logs
-from cpo_engine.causal.ope import (ESTIMATORS, BanditLogs, OPEConfig, OverlapWarning, causal_q_hat,
-                                   estimate_policy_value, on_policy_value)
+from cpo_engine.causal.ope import (
+    ESTIMATORS,
+    BanditLogs,
+    OPEConfig,
+    OverlapWarning,
+    causal_q_hat,
+    estimate_policy_value,
+    on_policy_value,
+)
 from cpo_engine.causal.propensity import PropensityModel, propensity_features
 
 SOURCES = ("known", "estimated")
@@ -107,7 +114,7 @@ def error_stats(est: np.ndarray, lo: np.ndarray, hi: np.ndarray, truth: np.ndarr
     sd = float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else float("nan")
     return {"bias": float(err.mean()), "bias_se": sd, "rmse": float(np.sqrt((err ** 2).mean())),
             "coverage": hits / len(err), "coverage_ci_low": c_lo, "coverage_ci_high": c_hi,
-            "mean_width": float((hi - lo).mean()), "n": int(len(err))}
+            "mean_width": float((hi - lo).mean()), "n": len(err)}
 
 
 def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
@@ -146,9 +153,10 @@ def ope_markdown(summary: dict[str, Any]) -> str:
     """OPE error table: pooled over methods, per estimator and propensity source."""
     if not summary:
         return ""
-    lines = [f"\nOff-policy evaluation vs truth ({summary['n_seeds']} seeds x {summary['n_draws'] // summary['n_seeds']} "
-             "held-out log draws, pooled over every method's policy; coverage of the 95% interval, with a Wilson "
-             "95% interval that treats the estimates as independent)\n",
+    draws = summary["n_draws"] // summary["n_seeds"]
+    lines = [(f"\nOff-policy evaluation vs truth ({summary['n_seeds']} seeds x {draws} held-out log draws, pooled "
+              "over every method's policy; coverage of the 95% interval, with a Wilson 95% interval that treats "
+              "the estimates as independent)\n"),
              "| propensities | estimator | bias | RMSE | coverage | mean CI width |", "|---|---|---|---|---|---|"]
     for source, by_est in summary["pooled"].items():
         for e, s in by_est.items():
@@ -176,4 +184,4 @@ def ope_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SOURCES", "validate_seed", "summarize_ope", "ope_markdown", "error_stats"]
+__all__ = ["SOURCES", "error_stats", "ope_markdown", "summarize_ope", "validate_seed"]

@@ -21,8 +21,17 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
-from cpo_engine.causal.ope import (ESTIMATOR_LABELS, BanditLogs, OPEConfig, PolicyEstimate, _estimate,
-                                   _per_query, estimate_policy_value, on_policy_value, paired_difference)
+from cpo_engine.causal.ope import (
+    ESTIMATOR_LABELS,
+    BanditLogs,
+    OPEConfig,
+    PolicyEstimate,
+    _estimate,
+    _per_query,
+    estimate_policy_value,
+    on_policy_value,
+    paired_difference,
+)
 
 LOGGING = "logging policy (as logged)"
 
@@ -156,4 +165,4 @@ def logged_means(q: np.ndarray, y: np.ndarray, n_queries: int) -> np.ndarray:
     return m
 
 
-__all__ = ["LOGGING", "PolicyValues", "format_policy_values", "estimated_policy_values", "logged_means", "measured_policy_values"]
+__all__ = ["LOGGING", "PolicyValues", "estimated_policy_values", "format_policy_values", "logged_means", "measured_policy_values"]

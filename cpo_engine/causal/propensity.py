@@ -40,7 +40,7 @@ class ProbabilityRegressor(BaseEstimator):
         self.C = C
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "ProbabilityRegressor":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> ProbabilityRegressor:
         Y = np.asarray(Y)
         self.n_classes_ = Y.shape[1]
         labels = Y.argmax(1)
@@ -113,7 +113,7 @@ class PropensityModel:
         self.random_state = random_state
         self.backend = backend
 
-    def fit(self, X: Any, a: Any, *, n_prompts: int, groups: Any = None, folds: Any = None) -> "PropensityModel":
+    def fit(self, X: Any, a: Any, *, n_prompts: int, groups: Any = None, folds: Any = None) -> PropensityModel:
         """Cross-fit on rows (query features ``X``, logged prompt index ``a``); returns self.
 
         ``folds``: explicit (train, test) pairs, e.g. ``causal_model.folds_`` of a fit on the same rows.
@@ -157,7 +157,7 @@ class PropensityModel:
         p = np.clip(self.logged_propensity(), eps, 1)
         freq = np.bincount(self.a_, minlength=self.n_prompts_) / len(self.a_)
         return {"log_loss": float(-np.log(p).mean()), "log_loss_marginal": float(-np.log(freq[self.a_]).mean()),
-                "smoothing": self.smoothing_, "n_rows": int(len(self.a_))}
+                "smoothing": self.smoothing_, "n_rows": len(self.a_)}
 
 
 SMOOTHING_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_causal_flags, add_common, add_data_flags, apply_positional_data, config_from_args, flag
+from cpo_engine.commands import (
+    add_causal_flags,
+    add_common,
+    add_data_flags,
+    apply_positional_data,
+    config_from_args,
+    flag,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

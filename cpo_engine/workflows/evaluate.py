@@ -3,9 +3,10 @@ the off-policy estimators checked against the truth, and (``sweep.axes``) data-b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.workflows.common import Representer, load_data
@@ -57,4 +58,4 @@ def budget(cfg: EvaluateConfig, table: Any, info: dict[str, Any], rep: Represent
     return result
 
 
-__all__ = ["evaluate", "budget"]
+__all__ = ["budget", "evaluate"]

@@ -14,18 +14,18 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cpo_engine.causal.ope import BanditLogs, OPEConfig, OverlapWarning, causal_q_hat
-from cpo_engine.causal.policy_values import (PolicyValues, estimated_policy_values, logged_means,
-                                             measured_policy_values)
+from cpo_engine.causal.policy_values import PolicyValues, estimated_policy_values, logged_means, measured_policy_values
 from cpo_engine.data.grid import cell_means
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.workflows.common import scores_and_weights
@@ -333,18 +333,18 @@ def run_ope(cfg: Any) -> OffPolicyResult:
                                                     else p_logged), named, None if q_hat is None else q_hat[qs],
                                          cfg.ope, P[qs], None, diag, "the logs")
     out = Path(cfg.out)
-    result = {"format": "cpo-ope/1", "data": info, "n_queries": int(len(qs)), "n_rows": int(len(held.y)),
+    result = {"format": "cpo-ope/1", "data": info, "n_queries": len(qs), "n_rows": len(held.y),
               "config": asdict(cfg)} | values.to_dict()
     paths = {"json": atomic_write_json(out / "ope.json", json.loads(json.dumps(result, default=json_default_str))),
              "table": atomic_write_text(out / "ope.md", ope_table(values))}
-    return OffPolicyResult(out, values, int(len(qs)), paths)
+    return OffPolicyResult(out, values, len(qs), paths)
 
 
 def ope_table(values: PolicyValues) -> str:
     """Markdown: one row per policy, the headline value with its interval, the difference from the
     logging policy, every estimator, and the weight diagnostics."""
-    head = ["| policy | value (95% CI) | evidence | vs logging policy | DR | SNDR | IPW | SNIPS | DM (predicted) "
-            "| ESS | clipped | off-support |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    head = [("| policy | value (95% CI) | evidence | vs logging policy | DR | SNDR | IPW | SNIPS | DM (predicted) "
+             "| ESS | clipped | off-support |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for name, e in values.estimates.items():
         ests, d = values.all_estimates.get(name, {}), values.vs_logging.get(name)
@@ -352,14 +352,27 @@ def ope_table(values: PolicyValues) -> str:
         cells = [f"{ests[k].value:.4f}" if k in ests else "" for k in ("dr", "sndr", "ipw", "snips", "dm")]
         diag = [f"{e.ess:.0f}" if e.ess is not None else "", f"{e.clipped_share:.1%}" if e.clipped_share is not None
                 else "", f"{e.off_support:.1%}" if e.off_support is not None else ""]
-        rows.append(f"| {name} | {e.value:.4f} ({e.ci_low:.4f} to {e.ci_high:.4f}) | {e.evidence} | {vs} | "
+        lo, hi = e.reported  # the bounds when the policy is mostly off the logs' support
+        rows.append(f"| {name} | {e.value:.4f} ({lo:.4f} to {hi:.4f}) | {e.evidence} | {vs} | "
                     + " | ".join(cells + diag) + " |")
-    notes = [f"\n{values.method}; propensities: {values.diagnostics.get('propensity_source')}; reward model: "
-             f"{values.diagnostics.get('reward_model')}."]
+    notes = [(f"\n{values.method}; propensities: {values.diagnostics.get('propensity_source')}; reward model: "
+              f"{values.diagnostics.get('reward_model')}.")]
     notes += [f"- {name}: {w}" for name, e in values.estimates.items() for w in e.warnings]
     return "\n".join(head + rows + notes) + "\n"
 
 
-__all__ = ["HeldOut", "OffPolicyResult", "Policy", "crossfit_q_hat", "held_out_rows", "held_out_policy_values",
-           "logged_propensity", "ope_table", "optimize_policy_values", "read_policy", "run_ope", "run_policy_values",
-           "table_policy_values"]
+__all__ = [
+    "HeldOut",
+    "OffPolicyResult",
+    "Policy",
+    "crossfit_q_hat",
+    "held_out_policy_values",
+    "held_out_rows",
+    "logged_propensity",
+    "ope_table",
+    "optimize_policy_values",
+    "read_policy",
+    "run_ope",
+    "run_policy_values",
+    "table_policy_values",
+]
