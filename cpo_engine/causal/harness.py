@@ -186,7 +186,14 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalC
 
     return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X) | {
         "causal": asdict(causal), "ope": asdict(ope)}, "methods": summarize(per_seed),
-        "ope": summarize_ope(per_seed), "per_seed": per_seed, "notes": _notes(cfg)}
+        "ope": summarize_ope(per_seed), "per_seed": [_without_draws(s) for s in per_seed], "notes": _notes(cfg)}
+
+
+def _without_draws(seed: dict) -> dict:
+    """A seed's result without the OPE check's raw draws (kept in the checkpoints; the summary has them)."""
+    if not seed.get("ope"):
+        return seed
+    return seed | {"ope": {k: v for k, v in seed["ope"].items() if k != "draws"}}
 
 
 def _checkpoint_key(cfg: EvaluationConfig, causal: CausalConfig, ope: OPEConfig, grid: Grid, X: np.ndarray,
