@@ -128,10 +128,18 @@ class LinearHead:
         -------
         effect, se : ndarray of shape (n_candidates,)
         """
-        from cpo_engine import kernels  # the batched scorer (torch, imported on first use)
-
-        phibar = self.featurize(np.asarray(X, dtype=np.float64)).mean(0, keepdims=True)
+        phibar = self.featurize(np.asarray(X, dtype=np.float64)).mean(0)
         base = self.t_ref if t_base is None else np.asarray(t_base, dtype=np.float64)
-        eff, se = kernels.score_dense(phibar, np.asarray(T, dtype=np.float64) - base, self.coef, self.cov)
-        return eff[0], se[0]
+        return self.effect_at(phibar, np.asarray(T, dtype=np.float64) - base)
+
+    def effect_at(self, phi: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Effect ``phi^T B dt_c`` and its standard error for one feature row ``phi`` (d_phi,) and many
+        candidate moves ``dt`` (n, d_T), through the (d_T, d_T) covariance of ``theta = B^T phi``: cost
+        O(n d_T^2) however many candidates."""
+        phi = np.asarray(phi, dtype=np.float64)
+        cov4 = self.cov.reshape(self.d_phi, self.d_t, self.d_phi, self.d_t)
+        v_theta = np.einsum("f,ftgs,g->ts", phi, cov4, phi)
+        eff = dt @ (phi @ self.coef)
+        var = np.einsum("ct,ts,cs->c", dt, v_theta, dt)
+        return eff, np.sqrt(np.clip(var, 0.0, None))
 

@@ -234,7 +234,11 @@ def _cv_blocks(held: list[Block], total: Block, d_t: int, grid: tuple[float, ...
     for f in held:
         g_tr, r_tr, sw_tr = total.gram - f.gram, total.rhs - f.rhs, total.sw - f.sw
         A = torch.stack([g_tr / sw_tr + _penalty(p, d_t, a, g_tr, sw_tr) for a in grid])
-        b = torch.linalg.lstsq(A, (r_tr / sw_tr).expand(len(grid), p)[:, :, None]).solution[:, :, 0]
+        rhs = (r_tr / sw_tr).expand(len(grid), p)[:, :, None]
+        b, info = torch.linalg.solve_ex(A, rhs)
+        if bool((info != 0).any()):  # a singular unpenalized fold: least squares instead
+            b = torch.linalg.lstsq(A, rhs).solution
+        b = b[:, :, 0]
         loss += (f.yy - 2 * b @ f.rhs + ((b @ f.gram) * b).sum(1)).cpu().numpy()
     loss /= float(total.sw)
     return float(grid[int(np.argmin(loss))]), loss.tolist()

@@ -180,9 +180,8 @@ class CandidateScorer:
                                  memory_budget_bytes=self.memory_budget_bytes)
         if self.report_head is not rank:
             top = self._reported(top, dt)
-        s_eff, s_se = kernels.score_dense(self.phibar, dt, rank.coef, rank.cov)
+        s_eff, s_se = rank.effect_at(self.phibar[0], dt)
         seconds = time.perf_counter() - t0
-        s_eff, s_se = s_eff[0], s_se[0]
         return ScoredBatch(T=T, distance=dist, bias=bias, static_effect=s_eff, static_se=s_se,
                            static_objective=s_eff - self.z * s_se + bias, topk=top, seconds=seconds)
 
