@@ -66,7 +66,9 @@ def test_fdr_held_under_the_null(inference: str, prompt_sd: float) -> None:
         units = units_from_triplets(simulate_grid(null, n_queries=80, prompt_sd=prompt_sd, seed=100 + rep))
         fam = analyze_edits(units, cfg).families
         fdp.append(float(fam["significant"].any()))  # under the global null FDP = 1{any rejection}
-    assert np.mean(fdp) <= 0.25  # nominal 0.05: 3+ of 8 has p = 0.006 at the nominal rate
+    # nominal 0.05 (measured 0.013 with 200 replications, docs/edits.md): 2+ of 8 has p = 0.06 at the
+    # nominal rate; these seeds give 0, and 2 (query) / 1 (jackknife) without BH
+    assert sum(fdp) <= 1
 
 
 def test_prompt_jackknife_inference_uses_t_quantiles_and_bh_over_the_table() -> None:
