@@ -33,6 +33,9 @@ class NullDesign:
     """Generated candidates scored beside the logged prompts."""
     spread: float = 0.3
     """Noise around the generated points, in units of the logged prompts' per-dimension spread."""
+    effect: float = 0.0
+    """0: the global null. Otherwise prompts do matter (a power check): the logit gains
+    ``effect * x_q0 * t_p0 / sd(t_0)``, so which prompt is best depends on the query."""
 
 
 def null_data(design: NullDesign, seed: int) -> dict[str, np.ndarray]:
@@ -48,8 +51,10 @@ def null_data(design: NullDesign, seed: int) -> dict[str, np.ndarray]:
     q = np.repeat(np.arange(design.n_queries), design.n_prompts)
     p = np.tile(np.arange(design.n_prompts), design.n_queries)
     logit = Xq @ rng.normal(size=design.d_x) * 0.5 / np.sqrt(design.d_x) + rng.normal(size=design.n_queries)
-    y = (rng.random(len(q)) < 1 / (1 + np.exp(-logit[q]))).astype(float)  # the prompt plays no part
-    return {"X": Xq, "T": T, "candidates": np.vstack([T, gen]), "q": q, "p": p, "y": y}
+    gain = design.effect * Xq[:, 0] / T[:, 0].std()  # true logit gain per unit of t_0, per query
+    eta = logit[q] + gain[q] * T[p, 0]  # under the null (effect 0) the prompt plays no part
+    y = (rng.random(len(q)) < 1 / (1 + np.exp(-eta))).astype(float)
+    return {"X": Xq, "T": T, "candidates": np.vstack([T, gen]), "q": q, "p": p, "y": y, "gain": gain}
 
 
 def null_replication(design: NullDesign, seed: int, rules: dict[str, SelectionConfig],
@@ -86,6 +91,8 @@ def null_replication(design: NullDesign, seed: int, rules: dict[str, SelectionCo
         j = np.where(left, 0, 1)
         rows = np.arange(len(j))
         pick_z = batch.topk.effect[rows, j] / batch.topk.se[rows, j]
+        chosen = batch.topk.indices[:, 0]
+        true_up = d["gain"] * (d["candidates"][chosen, 0] - d["T"][inc, 0])  # logit scale, 0 under the null
         pool = pool_assign(scorer, [str(i) for i in range(len(d["T"]))], texts[:len(d["T"])], T_pool=d["T"])
         best = int(np.argmax(batch.static_objective))
         s_eff, s_se = scorer.report_head.static_effect(d["X"], d["candidates"][best:best + 1])
@@ -94,6 +101,7 @@ def null_replication(design: NullDesign, seed: int, rules: dict[str, SelectionCo
                      "uplift_z_sum": float((eff / np.where(se > 0, se, np.nan)).sum()),
                      "static_excludes_0": float(abs(s_eff[0]) > 1.959964 * s_se[0]) if best != inc else 0.0,
                      "pick_z_sum": float(np.nansum(pick_z)), "n_pick": int(np.isfinite(pick_z).sum()),
+                     "true_uplift": float(true_up.mean()), "harmful": int((true_up[left] < 0).sum()),
                      "multiplier": scorer.z}
     return out
 
@@ -119,6 +127,8 @@ def summarize(reps: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
             "mean_reported_uplift_z_mc_se": _ratio_se(z, k) if n else float("nan"),
             "mean_reported_uplift": float(sum(r["uplift_sum"] for r in rows) / n) if n else float("nan"),
             "best_static_ci_excludes_0": float(stat.mean()), "best_static_ci_excludes_0_mc_se": _se(stat),
+            "mean_true_uplift": float(np.mean([r["true_uplift"] for r in rows])),
+            "harmful_share_of_departures": _ratio(rows, "harmful", "n_departed"),
             "pick_reported_uplift_z": _ratio(rows, "pick_z_sum", "n_pick"),
             "pick_reported_uplift_z_mc_se": _ratio_se(np.array([r["pick_z_sum"] for r in rows]),
                                                       np.array([r["n_pick"] for r in rows])),
