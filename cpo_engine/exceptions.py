@@ -52,4 +52,8 @@ class MissingExtraError(CPOError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError"]
+class DataWarning(UserWarning):
+    """Data that is valid but probably not what the user meant (e.g. an id that reads as missing)."""
+
+
+__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError", "DataWarning"]

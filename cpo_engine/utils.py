@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, devices, threads, optional imports, hashing, versions."""
+"""Small shared helpers: atomic writes, devices, threads, optional imports, hashing, versions, logging and
+progress bars, file systems named by URI."""
 
 from __future__ import annotations
 
@@ -29,10 +30,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600 whatever the umask; the finished file gets the mode any
+        # plainly created file would (0666 minus the umask), so teammates and web servers can read it.
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status; elsewhere set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -188,10 +205,118 @@ def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any
 #: scikit-learn each bring an OpenMP runtime: spinning waiters of one starve the others on small machines
 #: (a 0.7 s LightGBM fit took 10.5 s beside torch). Weights are never fetched from a hub at run time.
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                    "TOKENIZERS_PARALLELISM": "false"}
+                    "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def process_defaults() -> None:
     """Set :data:`PROCESS_DEFAULTS` where the user has not (entry points only, never at import)."""
     for key, value in PROCESS_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# console: logging, progress bars
+
+#: Loggers of cpo_engine: INFO by default; everything else (torch, transformers, ray, httpx, ...) only
+#: shows WARNING and above unless the level is DEBUG.
+LOGGER = "cpo_engine"
+_progress = {"enabled": True}
+
+
+def configure_logging(level: str = "INFO", quiet: bool = False) -> None:
+    """One logging setup for the CLI and the Ray Jobs entrypoints.
+
+    cpo_engine's loggers log at ``level``; third-party loggers stay at WARNING (their INFO lines are
+    noise to a user) unless ``level`` is DEBUG. ``quiet`` keeps warnings and errors only and turns
+    progress bars off.
+    """
+    import logging
+    import sys
+
+    level = "WARNING" if quiet else level.upper()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.getLogger().setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    for name in (LOGGER, "jobs"):
+        logging.getLogger(name).setLevel(level)
+    show_progress(not quiet)
+
+
+def show_progress(enabled: bool) -> None:
+    """Turn every progress bar of :func:`progress_bar` on or off (``--quiet`` turns them off)."""
+    _progress["enabled"] = bool(enabled)
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True) -> Any:
+    """A tqdm bar on stderr with count, rate and ETA (one per long stage); a no-op bar when disabled
+    here or by :func:`show_progress`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _progress["enabled"]),
+                dynamic_ncols=True, mininterval=0.5, leave=True)
+
+
+def rate_eta(done: int, total: int, elapsed_s: float, unit: str = "rows") -> str:
+    """'12.3 rows/s, ETA 4m05s' for log lines where a bar does not fit (e.g. committed shards)."""
+    if done <= 0 or elapsed_s <= 0:
+        return f"0 {unit}/s"
+    rate = done / elapsed_s
+    left = max(total - done, 0) / rate
+    return f"{rate:.3g} {unit}/s, ETA {format_seconds(left)}"
+
+
+def format_seconds(s: float) -> str:
+    """Seconds as '42s', '4m05s' or '2h03m'."""
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+# ----------------------------------------------------------------------------------------------
+# file systems: local paths, NFS mounts and object stores (s3://, gs://, ...) through pyarrow
+
+
+def is_uri(path: str | os.PathLike[str]) -> bool:
+    """True for 'scheme://...' (s3://, gs://, hdfs://, file://); False for plain local paths."""
+    return "://" in str(path)
+
+
+def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path inside it) for a local path or any URI pyarrow understands."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), str(Path(path).resolve())
+    try:
+        return pafs.FileSystem.from_uri(str(path))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot open {path}: {exc} (is pyarrow built with this file system, e.g. S3 or GCS, "
+                          "and are its credentials set?)") from exc
+
+
+def put_bytes(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` of a pyarrow file system so no reader sees half of it: through a temp
+    file and a rename on local disks (and NFS), in one upload on object stores (an object becomes
+    visible when its stream closes)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic_write_bytes(path, data)
+        return
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def put_parquet(fs: Any, path: str, table: Any) -> None:
+    """:func:`put_bytes` of a zstd Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    put_bytes(fs, path, buf.getvalue().to_pybytes())

@@ -470,7 +470,7 @@ def test_openai_generate_works_inside_a_running_event_loop(fake_server):
     assert [r.text for r in asyncio.run(inside())] == ["The answer is 11."] * 2
 
 
-@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "nightly"])
+@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "assign", "nightly", "loop"])
 def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     import importlib
 
@@ -479,8 +479,8 @@ def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     assert exc.value.code == 0 and f"python -m jobs.{name}" in capsys.readouterr().out
 
 
-def test_generate_job_exits_1_with_the_error_message(tmp_path, capsys):
+def test_generate_job_exits_2_with_the_error_message_like_the_cli(tmp_path, capsys):
     from jobs.generate import main
 
-    assert main(["--queries", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["--queries", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "nope.csv" in capsys.readouterr().err

@@ -371,14 +371,21 @@ class CausalRewardModel:
         pred = ((self._phi(X) @ self.coef_) * (T - t_hat)).sum(1)
         return float(np.average((Y - y_hat - pred) ** 2, weights=w))
 
-    def summary(self) -> str:
-        """Coefficients with standard errors, then the diagnostics."""
+    def summary(self, alpha: float = 0.05, max_rows: int = 50) -> str:
+        """Coefficients of ``theta(X) = B^T phi(X)`` with standard errors and ``1 - alpha`` intervals
+        (row 0 of phi is the constant: the average effect of each prompt feature), then the diagnostics."""
         self._check_fitted()
         se = np.sqrt(np.clip(np.diag(self.cov_), 0, None)).reshape(self.coef_.shape)
-        b = self._inference_coef()  # the unpenalized estimate its se belongs to
-        rows = [f"phi[{f}] x T[{t}]: {b[f, t]:+.4f} (se {se[f, t]:.4f})"
+        z = self._quantile(alpha)
+        b = self._inference_coef()  # the unpenalized estimate the se belongs to (coef_ may be shrunk)
+        head = [f"{type(self).__name__}: {self.diagnostics_.n_rows} rows, {self.diagnostics_.n_groups} queries; "
+                f"final_alpha_={self.final_alpha_!r} (point estimates; intervals unpenalized); "
+                f"unpenalized coefficient (se) [{1 - alpha:.0%} CI]"]
+        rows = [f"phi[{f}] x T[{t}]: {b[f, t]:+.4f} ({se[f, t]:.4f}) "
+                f"[{b[f, t] - z * se[f, t]:+.4f}, {b[f, t] + z * se[f, t]:+.4f}]"
                 for f in range(b.shape[0]) for t in range(self.d_t_)]
-        return "\n".join(rows[:50] + [self.diagnostics_.summary()])
+        more = [f"... {len(rows) - max_rows} more rows (inference_coef_, cov_)"] if len(rows) > max_rows else []
+        return "\n".join(head + rows[:max_rows] + more + [self.diagnostics_.summary()])
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any, provenance: dict | None = None, *, keep_residuals: bool = False) -> Any:

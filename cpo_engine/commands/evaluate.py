@@ -23,12 +23,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--seeds", "evaluation.seeds", "repetitions for the 95%% CIs", type=int)
     flag(p, "--first-seed", "evaluation.first_seed", "seed of the first repetition", type=int)
     flag(p, "--test-fraction", "evaluation.test_fraction", "share of queries held out", type=float)
-    p.add_argument("--query-text-features", action="store_const", const=True, default=None,
-                   help="append query length and number count to X [--set evaluation.query_text_features]")
-    p.add_argument("--forest", action="store_const", const=True, default=None,
-                   help="also fit econml CausalForestDML (slow) [--set evaluation.with_forest]")
-    p._cpo_flag_keys.update(query_text_features="evaluation.query_text_features",  # type: ignore[attr-defined]
-                            forest="evaluation.with_forest")
+    flag(p, "--query-text-features", "evaluation.query_text_features", "append query length and number count to X",
+         action="store_const", const=True)
+    flag(p, "--forest", "evaluation.with_forest", "also fit econml CausalForestDML (slow)", action="store_const",
+         const=True)
     flag(p, "--prompt-components", "pca.prompt_components",
          "prompt PCA size (default 32, capped at n_prompts - 1)", type=int)
     add_causal_flags(p)

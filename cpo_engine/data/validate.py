@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pyarrow.compute as pc
 
 from cpo_engine.data.io import read_table
 from cpo_engine.data.schema import ALIASES, ID_COLUMNS, OPTIONAL, REQUIRED, TEXT_COLUMNS
-from cpo_engine.exceptions import DataError
+from cpo_engine.exceptions import DataError, DataWarning
 
 _ROWS_NOTE = "(row numbers count data rows from 0)"
 
@@ -39,6 +40,8 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
     table = _cast_optional(table, source)
     for col in REQUIRED:
         _check_no_nulls(table, col, source)
+    for col in ID_COLUMNS:
+        warn_missing_like_ids(table, col, source)
     _check_finite_scores(table, source)
     for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
         _check_one_text_per_id(table, id_col, text_col, source)
@@ -184,6 +187,29 @@ def _check_no_nulls(table: pa.Table, col: str, source: str) -> None:
                         rows=_rows(pc.is_null(arr)), fix=f"fill or drop the rows with an empty '{col}'")
 
 
+#: Id values that are almost always a missing value written out as text by some tool (pandas writes NaN
+#: as 'nan', Python None as 'None', SQL NULL as 'NULL'), not a name someone chose.
+MISSING_LIKE = ("", "nan", "none", "null", "na", "n/a", "<na>", "nat", "undefined")
+
+
+def warn_missing_like_ids(table: pa.Table, col: str, source: str, offset: int = 0) -> bool:
+    """Warn (:class:`~cpo_engine.exceptions.DataWarning`) when ids in ``col`` read as a missing value:
+    they are valid, but reports and assignments would show e.g. 'nan' as the best prompt. ``offset``
+    numbers the rows of a batch from the start of its input. Returns whether it warned."""
+    norm = pc.utf8_lower(pc.utf8_trim_whitespace(table.column(col)))
+    bad = pc.fill_null(pc.is_in(norm, pa.array(MISSING_LIKE)), False)
+    rows = [offset + r for r in _rows(bad)]
+    if not rows:
+        return False
+    values = sorted({repr(v) for v in pc.unique(pc.filter(table.column(col), bad)).to_pylist()})
+    more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+    warnings.warn(f"in {source}, column '{col}': {len(rows)} row(s) have ids that read as missing "
+                  f"({', '.join(values)}), rows {', '.join(map(str, rows[:5]))}{more} {_ROWS_NOTE}. They are kept, "
+                  f"but outputs will name them so; fix: give them real ids (e.g. 'plain' for a bare answer trigger), "
+                  f"or fill the missing values before writing the table", DataWarning, stacklevel=3)
+    return True
+
+
 def _check_finite_scores(table: pa.Table, source: str) -> None:
     y = table.column("score").to_numpy()
     bad = ~np.isfinite(y)
@@ -254,4 +280,4 @@ def _check_optional_ranges(table: pa.Table, source: str) -> None:
                                 rows=_rows(bad), fix=fix)
 
 
-__all__ = ["read_triplets", "validate_triplets"]
+__all__ = ["read_triplets", "validate_triplets", "warn_missing_like_ids", "MISSING_LIKE"]

@@ -15,14 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpo_engine.embedding.encoders import Encoder
-from cpo_engine.utils import atomic_write_parquet, sha256_text
+from cpo_engine.utils import filesystem, is_uri, progress_bar, put_parquet, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ class EmbeddingCache:
 
     Parameters
     ----------
-    root : path
-        Cache folder; created on first write.
+    root : path or URI
+        Cache folder; created on first write. A URI (s3://, gs://, ...) puts the cache on any file
+        system pyarrow reaches, so the actors of a cluster share it.
     shard_rows : int
         New vectors are committed every `shard_rows` texts, so a job killed while embedding
         resumes from its last committed shard instead of starting over.
@@ -57,11 +58,12 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike[str], shard_rows: int = 2048) -> None:
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
-        self.root = Path(root)
+        self.root = root if is_uri(root) else Path(root)
+        self._fs, self._base = filesystem(root)
         self.shard_rows = shard_rows
         self.stats = CacheStats()
-        self._index: dict[str, dict[str, tuple[Path, int]]] = {}
-        self._seen_shards: dict[str, set[Path]] = {}
+        self._index: dict[str, dict[str, tuple[str, int]]] = {}
+        self._seen_shards: dict[str, set[str]] = {}
 
     def embed(self, encoder: Encoder, texts: Sequence[str], *, prefix: str = "",
               show_progress: bool = False) -> np.ndarray:
@@ -74,27 +76,42 @@ class EmbeddingCache:
         self.stats.misses += len(unique_missing)
         if unique_missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            # one bar over every text to embed (not one per shard), with rate and ETA
+            name = encoder.model_id.split("/")[-1]
+            bar = progress_bar(len(unique_missing), f"embed {name}", " texts", show_progress)
             for start in range(0, len(unique_missing), self.shard_rows):
                 chunk = unique_missing[start:start + self.shard_rows]
-                vecs = encoder.encode([texts[first[k]] for k in chunk], prefix=prefix,
-                                      show_progress=show_progress)
+                vecs = np.concatenate([self._encode(encoder, [texts[first[k]] for k in chunk[i:i + 512]], prefix, bar)
+                                       for i in range(0, len(chunk), 512)])
                 self._write_shard(encoder.model_id, prefix, chunk, vecs)
+            bar.close()
             index = self._refresh(encoder.model_id)
         return self._gather(index, keys, encoder.dim)
 
-    def _model_dir(self, model_id: str) -> Path:
-        return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+    @staticmethod
+    def _encode(encoder: Encoder, texts: list[str], prefix: str, bar: Any) -> np.ndarray:
+        vecs = encoder.encode(texts, prefix=prefix, show_progress=False)
+        bar.update(len(texts))
+        return vecs
 
-    def _refresh(self, model_id: str) -> dict[str, tuple[Path, int]]:
+    def _model_dir(self, model_id: str) -> str:
+        return f"{self._base}/{re.sub(r'[^A-Za-z0-9._-]+', '__', model_id)}"
+
+    def _shards(self, folder: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        infos = self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        return sorted(i.path for i in infos if i.base_name.startswith("shard-") and i.base_name.endswith(".parquet"))
+
+    def _refresh(self, model_id: str) -> dict[str, tuple[str, int]]:
         index = self._index.setdefault(model_id, {})
         seen = self._seen_shards.setdefault(model_id, set())
-        folder = self._model_dir(model_id)
-        if folder.is_dir():
-            for shard in sorted(folder.glob("shard-*.parquet")):
-                if shard not in seen:
-                    for row, key in enumerate(pq.read_table(shard, columns=["key"])["key"].to_pylist()):
-                        index.setdefault(key, (shard, row))
-                    seen.add(shard)
+        for shard in self._shards(self._model_dir(model_id)):
+            if shard not in seen:
+                keys = pq.read_table(shard, columns=["key"], filesystem=self._fs)["key"].to_pylist()
+                for row, key in enumerate(keys):
+                    index.setdefault(key, (shard, row))
+                seen.add(shard)
         return index
 
     def _write_shard(self, model_id: str, prefix: str, keys: list[str], vecs: np.ndarray) -> None:
@@ -105,17 +122,17 @@ class EmbeddingCache:
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         }).replace_schema_metadata({"model_id": model_id, "prefix": prefix, "dim": str(dim)})
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        atomic_write_parquet(table, self._model_dir(model_id) / name)
-        log.info("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
+        put_parquet(self._fs, f"{self._model_dir(model_id)}/{name}", table)
+        log.debug("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
 
-    def _gather(self, index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
+    def _gather(self, index: dict[str, tuple[str, int]], keys: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(keys), dim), dtype=np.float32)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        by_shard: dict[str, list[tuple[int, int]]] = {}
         for i, k in enumerate(keys):
             shard, row = index[k]
             by_shard.setdefault(shard, []).append((i, row))
         for shard, pairs in by_shard.items():
-            vec = pq.read_table(shard, columns=["vector"])["vector"].combine_chunks()
+            vec = pq.read_table(shard, columns=["vector"], filesystem=self._fs)["vector"].combine_chunks()
             mat = vec.flatten().to_numpy().reshape(len(vec), vec.type.list_size)
             if mat.shape[1] != dim:
                 raise ValueError(f"cache shard {shard} holds {mat.shape[1]}-dim vectors, the encoder makes {dim}: "

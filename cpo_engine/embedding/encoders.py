@@ -122,9 +122,9 @@ class SentenceTransformerEncoder:
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from cpo_engine.utils import progress_bar
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="text", leave=False)
+    return progress_bar(total, desc, " texts", enabled)
 
 
 def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:

@@ -29,6 +29,7 @@ from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, rende
 from cpo_engine.generation.store import ShardStore
 from cpo_engine.generation.templating import TemplateConfig, prefix_order
 from cpo_engine.generation.types import SamplingConfig
+from cpo_engine.utils import rate_eta
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +266,13 @@ def generate_triplets(
     echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
     order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
     todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))
-    stats = _Stats()
+    stats, t_gen = _Stats(), time.perf_counter()
     batches = _run_local(cfg, todo, backend) if cfg.executor == "local" else _run_ray(cfg, todo)
     for table in batches:
         store.append(table)
         stats.add(table)
-        echo(f"  committed {stats.rows}/{len(pending)} rows ({stats.errors} errors)")
+        echo(f"  committed {stats.rows}/{len(pending)} rows ({stats.errors} errors; "
+             f"{rate_eta(stats.rows, len(pending), time.perf_counter() - t_gen)})")
     summary = GenerationSummary(out=cfg.out, planned=n_fit, already_done=n_fit - len(pending), generated=stats.rows,
                                 errors=stats.errors, prompt_tokens=stats.prompt_tokens,
                                 completion_tokens=stats.completion_tokens, wall_s=time.perf_counter() - t0,

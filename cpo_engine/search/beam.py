@@ -22,6 +22,7 @@ from cpo_engine.search.candidates import Candidate, unique
 from cpo_engine.search.config import BeamConfig
 from cpo_engine.search.proposers import Feedback, Proposer
 from cpo_engine.search.scoring import CandidateScorer, ScoredBatch
+from cpo_engine.utils import progress_bar
 
 
 @dataclass
@@ -143,7 +144,9 @@ class BeamSearch:
         if not seeds:
             raise ConfigError("beam search needs at least one seed prompt")
         arch = _Archive(self.config.top_k)
+        bar = progress_bar(self.config.rounds + 1, "search", " rounds")  # seeds, then each round
         self._score_into(arch, seeds, round=0, proposed=len(seeds), t0=time.perf_counter())
+        bar.update(1)
         beams = self._select(arch)
         for r in range(1, self.config.rounds + 1):
             t0 = time.perf_counter()
@@ -154,7 +157,10 @@ class BeamSearch:
                 arch_trace_empty(arch, r, len(kids))
                 break
             self._score_into(arch, fresh, round=r, proposed=len(kids), t0=t0)
+            bar.set_postfix(candidates=len(arch.cands), refresh=False)
+            bar.update(1)
             beams = self._select(arch)
+        bar.close()
         return self._result(arch)
 
     def _score_into(self, arch: _Archive, cands: list[Candidate], round: int, proposed: int, t0: float) -> None:

@@ -24,6 +24,7 @@ def fit(cfg: FitConfig) -> FitResult:
     """Fit on every row of the table (query-grouped folds, the ``weight`` column when present) and write
     OUT/model (the bundle), OUT/features and OUT/diagnostics.json."""
     from cpo_engine.workflows.bundle import save_bundle
+    from cpo_engine.workflows.policy import save_fitted_policy
 
     if not cfg.out:
         raise ConfigError("fit needs an output folder: pass --out DIR")
@@ -35,6 +36,7 @@ def fit(cfg: FitConfig) -> FitResult:
     model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
     write_features(reps, out / "features")
     bundle = save_bundle(out / "model", model, reps, cfg.embed, info, keep_residuals=cfg.keep_residuals)
+    save_fitted_policy(bundle, model, reps, y, cfg.selection, cfg.policy)  # what `cpo assign` applies
     atomic_write_json(out / "diagnostics.json", model.diagnostics_.to_dict())
     return FitResult(out, bundle, model, reps)
 

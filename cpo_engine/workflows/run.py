@@ -235,6 +235,15 @@ def run(cfg: RunConfig) -> RunResult:
                                         "n_train_queries", "n_test_queries")}
             manifest.data["search"]["causal_diagnostics"] = evaluation["diagnostics"]
         print_findings(evaluation, result, paths)
+        if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+            from cpo_engine.workflows.verify import print_verification, verify_run
+
+            with manifest.stage("verify"):
+                verified = verify_run(run_dir, cfg.verify, cfg.generation, table, selection_z=cfg.selection.z,
+                                      embed=cfg.embed, representer=rep)
+                manifest.output("verification", verified.out / "verification.json")
+                evaluation["verification"] = verified.report
+            print_verification(verified.report)
     return RunResult(run_dir, summary, reps, table, pool, result, evaluation, paths)
 
 
