@@ -183,8 +183,8 @@ class PairedEditDML:
         ``memberships[a]`` is a boolean mask of the units that involve group ``a`` (e.g. every unit
         whose edit has prompt ``a`` as parent or child). NaN where fewer than 3 groups are usable.
         The number of delete-one fits behind each column is kept in ``jackknife_n_``: intervals and
-        p-values from these errors use t quantiles with ``jackknife_n_ - 1`` degrees of freedom (with
-        8 prompts, normal quantiles gave a realized FDR of 0.14 at a nominal 0.05; docs/edits.md).
+        p-values from these errors use t quantiles with ``jackknife_n_ - 1`` degrees of freedom
+        (calibration in docs/edits.md).
         """
         self._check()
         R, y, w = self.d_res_, self.y_res_, self.weight_

@@ -30,7 +30,8 @@ class SelectionConfig:
     directions: multiplier sqrt of the chi-square quantile with d_T degrees of freedom at level Phi(z),
     3.08 for d_T = 4), valid however many candidates the search scores or how it generated them.
     False: z itself, one prompt at a time; choosing the best of thousands then leaves the incumbent by
-    chance (measured: on 39% of queries under a global null with 5,016 candidates; docs/causal.md)."""
+    chance (measured: on 84% of queries under a global null with 5,016 candidates at d_T = 15;
+    docs/causal.md)."""
     split: bool = True
     """Honest selection: choose (and decide to leave the incumbent) with the final stage fitted on one
     half of the training queries; report the chosen prompt's uplift and interval from the other half,
