@@ -54,7 +54,10 @@ def crossfit_residuals(
     k = min(cv, n_groups) if n_groups >= 2 else min(cv, len(Y))
     if k < 2:
         raise ValueError("cross-fitting needs at least 2 units")
-    folds = folds_from_ids(fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed), k)
+    ids = fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed)
+    if len(np.unique(ids)) < 2:  # every group hashed into one fold (2-3 queries): deal them out round-robin
+        ids = np.unique(groups, return_inverse=True)[1] % k
+    folds = folds_from_ids(ids, k)
     D2 = D.reshape(len(D), -1)
     # The nuisances' own inner CV (torch ridge) is not grouped here: "groups" stays out of the data.
     data = {"X": X, "Y": Y, "T": D2, "groups": None, "w": sample_weight}
