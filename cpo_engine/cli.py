@@ -10,8 +10,8 @@ import warnings
 
 from cpo_engine import __version__
 
-COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "optimize", "assign", "verify", "generate", "nightly",
-            "loop", "edits")
+COMMANDS = ("validate", "embed", "run", "fit", "evaluate", "ope", "optimize", "assign", "verify", "generate",
+            "nightly", "loop", "edits")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,10 +39,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.workflows import OptimizeConfig
+    from cpo_engine.causal.policy_values import format_policy_values
     from cpo_engine.workflows.optimize import optimize
 
     apply_positional_data(args)
     result = optimize(config_from_args(args, OptimizeConfig))
+    print("\n".join(format_policy_values(result.best["policy_values"])))
     if result.search is not None:
         s = result.best["search_static"]
         print(f"searched {len(result.search.candidates)} candidates; best static: {s['text']!r} "

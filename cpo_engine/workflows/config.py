@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cpo_engine.causal.config import CausalConfig
+from cpo_engine.causal.budget import SweepConfig
 from cpo_engine.causal.evaluation import EvaluationConfig
+from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.config import DataConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.exceptions import ConfigError
@@ -235,6 +237,7 @@ class RunConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generation: LLMConfig | None = None
     """The LLM of the verify stage; None: no verify stage (every searched uplift stays predicted)."""
@@ -281,6 +284,7 @@ class OptimizeConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generation: LLMConfig | None = None
     """The LLM of the verify stage; None: no verify stage."""
@@ -361,10 +365,42 @@ class EvaluateConfig:
     pca: PCAConfig = field(default_factory=PCAConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     out: str | None = None
-    """Folder for evaluation.json / .md / .png."""
+    """Folder for evaluation.json / .md / .png (or, with sweep.axes, budget.json / .md / budget_*.png)."""
     device: str = "auto"
     """Where the models run."""
+
+
+@dataclass
+class OffPolicyConfig:
+    """`cpo ope`: logged triplets + policies -> each policy's off-policy value with an interval."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    policies: list[str] | None = None
+    """Policies to value: assignment files (query_id + recommended_prompt_id, or query_id + prompt_id +
+    probability) or logged prompt ids (static policies). Empty: every logged prompt as a static policy."""
+    model: str | None = None
+    """A model bundle (or `cpo run`/`cpo fit` folder) as the reward model; default: the causal model
+    cross-fitted on the logs (the policies' queries must not have been used to fit a given bundle)."""
+    queries: str = "auto"
+    """Which queries to value on: 'auto' (the 'test' rows of an assignment that has a split column,
+    else all), 'test' or 'all'."""
+    out: str | None = None
+    """Output folder (ope.json, ope.md)."""
+    seed: int = 0
+    """Seed of the folds."""
+    device: str = "auto"
+    """Where the causal model runs."""
+
+    def __post_init__(self) -> None:
+        if self.queries not in ("auto", "test", "all"):
+            raise ConfigError(f"queries must be 'auto', 'test' or 'all', got '{self.queries}'")
 
 
 @dataclass
@@ -431,6 +467,6 @@ class NightlyConfig:
             raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
 
 
-__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig", "AssignConfig",
-           "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig", "LLMConfig", "VerifyConfig",
-           "VerifyJobConfig", "LoopConfig"]
+__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig", "OffPolicyConfig",
+           "AssignConfig", "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig", "LLMConfig",
+           "VerifyConfig", "VerifyJobConfig", "LoopConfig"]

@@ -31,6 +31,7 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
     from cpo_engine.workflows.bundle import ModelBundle
     from cpo_engine.workflows.common import scores_and_weights
+    from cpo_engine.workflows.ope import optimize_policy_values
     from cpo_engine.workflows.policy import Policy, searched_from_result, table_state
     from cpo_engine.workflows.run import majority_task
     from cpo_engine.workflows.run_outputs import candidates_table
@@ -67,6 +68,7 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
                     device=cfg.device, source=str(bundle.path))
     policy.warn()
     assignment = policy.assign_features(reps.X, reps.query_ids)
+    best["policy_values"] = optimize_policy_values(reps, table, bundle, state, assignment, cfg, data_info).to_dict()
     atomic_write_parquet(assignment, out / "assignment.parquet")
     atomic_write_json(out / "best_static_prompt.json", best)
     atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),

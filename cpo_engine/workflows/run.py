@@ -61,6 +61,8 @@ class PoolResult:
     tiers: list[dict[str, Any]]
     non_causal_mean_effect: np.ndarray
     static_rank_agreement: float
+    policy_values: Any = None
+    """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
 
 
 @dataclass
@@ -110,6 +112,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     without a model would pick).
     """
     from cpo_engine.search import CandidateScorer, by_tier, pool_assign, referenced_head
+    from cpo_engine.workflows.ope import run_policy_values
 
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     y, _ = scores_and_weights(table)
@@ -128,9 +131,11 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
     return PoolResult(policy=policy, head=head, static_index=static, incumbent_index=incumbent,
                       train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
-                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers),
+                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers)
+                      if np.isfinite(Yt).all() else [],  # sparse outcomes would tier a selected subset
                       non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
-                      static_rank_agreement=agreement)
+                      static_rank_agreement=agreement,
+                      policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg))
 
 
 def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
@@ -138,6 +143,9 @@ def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
     (e.g. observational logs with one prompt per query: the chosen prompt was rarely run)."""
     from cpo_engine.search import evaluate_choice
 
+    if not np.isfinite(Y).all():  # a subset of queries would be a selected one: the off-policy estimate covers all
+        return {"skipped": "held-out outcomes do not cover every query's prompts (observational logs); see the "
+                           "off-policy estimate in policy values"}
     try:
         return evaluate_choice(choice, Y, static)
     except DataError as exc:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cpo_engine.causal.evidence import ESTIMATED, PREDICTED
+from cpo_engine.causal.policy_values import format_policy_values
 from cpo_engine.report import Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.policy import Policy, learn_state, searched_from_result
@@ -108,6 +110,7 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
                                            "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high", "mahalanobis")}
         out["search"]["note"] = ("predicted by the causal model (no LLM ran this prompt); uplift is vs the best "
                                  "logged static prompt, interval 95%; " + pool.policy.estimate)
+        out["search"]["evidence"] = PREDICTED
     return out
 
 
@@ -322,6 +325,9 @@ def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, c
     with np.errstate(all="ignore"):
         values["logging policy"] = _interval_of(np.nanmean(pool.Y_test, axis=1))
     values = {k: v for k, v in values.items() if v is not None}
+    if pool.policy_values is not None:  # every policy's value with its evidence, measured or estimated
+        values = {f"{k} [{v.kind}]": Interval(v.value, v.ci_low, v.ci_high)
+                  for k, v in pool.policy_values.labelled().items()}
     return ReportData(
         title=f"cpo run report: {run_dir.name}", headline=rec["headline"], headline_details=rec["details"],
         commands=[f"cpo assign --model {run_dir} --queries NEW_QUERIES.parquet --out assignments.parquet",
@@ -329,7 +335,8 @@ def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, c
                   "text']).to_pandas())\""],
         prompts=prompts_table(reps, pool, policy, test, assignment), prompt_effects=effects, policy_values=values,
         policy_table=policy_table(ho), tiers=pool.tiers, comparison=comparison, candidates=candidates_section(cands),
-        trace=trace_section([] if result is None else result.trace), notes=findings(pool, reps),
+        trace=trace_section([] if result is None else result.trace),
+        notes=findings(pool, reps) + ([] if pool.policy_values is None else pool.policy_values.lines()),
         glossary=GLOSSARY)
 
 
@@ -365,12 +372,15 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     cands = None if result is None else candidates_table(result, reps.X, reps.T[pool.static_index], pool.head)
     ho = held_out(reps, pool)
     rec = recommendation(policy, assignment, ho, cands)
+    if pool.policy_values is not None and pool.policy_values.evidence == ESTIMATED:  # no held-out grid to measure on
+        rec["details"].append(pool.policy_values.sentence(POLICY_LABELS["causal_lcb"]))
     evaluation = {"static_prompt_id": str(reps.prompt_ids[pool.static_index]),
                   "incumbent_prompt_id": str(reps.prompt_ids[pool.incumbent_index]),
                   "static_rank_agreement": pool.static_rank_agreement, "evaluations": pool.evaluations,
                   "tiers": pool.tiers, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
                   "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict(),
-                  "recommendation": rec, "held_out": ho, "policy": policy.describe()}
+                  "recommendation": rec, "held_out": ho, "policy": policy.describe(),
+                  "policy_values": None if pool.policy_values is None else pool.policy_values.to_dict()}
     files: dict[str, tuple[str, Any]] = {
         "assignment": ("assignment.parquet", assignment),
         "best_static": ("best_static_prompt.json", best_static(reps, pool, cands)),
@@ -389,7 +399,8 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     data.diagnostic_warnings = ([f"Per-query policy not trusted: {p}" for p in policy.problems]
                                 + [f"Causal fit: {w}" for w in causal.diagnostics_.warnings])
     paths["report"] = write_report(run_dir, data)
-    paths["summary"] = _update_summary(run_dir / "summary.json", {"held_out": ho, "recommendation": rec})
+    paths["summary"] = _update_summary(run_dir / "summary.json", {"held_out": ho, "recommendation": rec,
+                                                                  "policy_values": evaluation["policy_values"]})
     return evaluation, paths
 
 
@@ -408,7 +419,7 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
     warnings = evaluation.get("diagnostics", {}).get("warnings", [])
     print("causal model diagnostics: " + ("; ".join(warnings) if warnings else "no warnings"))
     print(f"pool mode on {evaluation['n_test_queries']} held-out queries "
-          f"(best static prompt: {evaluation['static_prompt_id']}):")
+          f"(best static prompt: {evaluation['static_prompt_id']}) [measured: held-out recorded outcomes]:")
     for key, e in evaluation["evaluations"].items():
         if "skipped" in e:
             print(f"  {POLICY_LABELS[key]:<28} not evaluated: {e['skipped']}")
@@ -421,6 +432,8 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
         print(f"generative search: {len(result.candidates)} candidates scored; " + (
             f"none beats the logged prompt '{best.id}' on average" if best.round == 0 else
             f"best static: {best.text!r} (predicted only: no LLM ran it)"))
+    if evaluation.get("policy_values"):
+        print("\n".join(format_policy_values(evaluation["policy_values"])))
     print(f"recommendation: {evaluation['recommendation']['headline']}")
     print(f"report: {paths['report']}")
 
