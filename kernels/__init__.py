@@ -10,7 +10,12 @@ would not fit the memory budget. Backends:
 - ``"torch"``: :mod:`cpo_engine.kernels.score_topk_torch`, the reference; runs on CPU or CUDA.
 - ``"triton"``: :mod:`cpo_engine.kernels.score_topk_triton`, a fused tile kernel; CUDA + Triton only, imported
   lazily here and nowhere else.
-- ``"auto"``: Triton when the device is CUDA, the dtype float32 and Triton importable; else torch.
+- ``"numba"``: :mod:`cpo_engine.kernels.score_topk_numba`, the CPU twin: computes a cheap bound for every pair
+  and the exact objective only where the bound can reach a query's top-k (exact result, faster than
+  a bare matmul of the same shape); CPU only, imported lazily here and nowhere else.
+- ``"auto"``: Triton when the device is CUDA, the dtype float32 and Triton importable; Numba on the CPU
+  for rounds of at least :data:`NUMBA_MIN_PAIRS` pairs (its first call in a process loads or compiles
+  the kernel, a second or more); else torch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ import torch
 from .score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
 
 _DEFAULT_CPU_BUDGET = 32 * 1024**2
+NUMBA_MIN_PAIRS = 1 << 26
+"""Smallest round (queries x candidates) that ``backend='auto'`` scores with Numba on the CPU: below it the
+torch reference takes well under a second, less than the Numba kernel's one-time load."""
+BACKENDS = ("auto", "torch", "triton", "numba")
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class TopK:
     effect, se : ndarray
         Predicted effect and its standard error at those pairs (NaN where the index is -1).
     backend : str
-        The backend that ran ("torch" or "triton").
+        The backend that ran ("torch", "numba" or "triton").
     """
 
     values: np.ndarray
@@ -54,6 +63,11 @@ class TopK:
 def triton_available(device: str | torch.device) -> bool:
     """True when the Triton kernel can run on ``device``."""
     return torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def numba_available(device: str | torch.device) -> bool:
+    """True when the Numba kernel can run on ``device`` (the CPU)."""
+    return torch.device(device).type == "cpu" and importlib.util.find_spec("numba") is not None
 
 
 def choose_chunks(n_q: int, n_c: int, itemsize: int, budget_bytes: int) -> tuple[int, int]:
@@ -126,7 +140,7 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
     b = None if bias is None else _as_tensor(bias, dev, dtype)
     budget = memory_budget_bytes or default_budget(dev)
     chunk_q, chunk_c = choose_chunks(ph.phi.shape[0], ph.G.shape[1], ph.phi.element_size(), budget)
-    name = _backend(backend, dev, dtype)
+    name = choose_backend(backend, dev, dtype, ph.phi.shape[0] * ph.G.shape[1])
     if ph.G.shape[1] == 0:  # no candidates: every slot is empty
         n_q = ph.phi.shape[0]
         return TopK(values=np.full((n_q, k), -np.inf), indices=np.full((n_q, k), -1, dtype=np.int64),
@@ -136,6 +150,10 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
             from .score_topk_triton import topk_triton
 
             vals, idx = topk_triton(ph, k, z, b, chunk_c=max(chunk_c, budget // max(1, 8 * ph.phi.shape[0])))
+        elif name == "numba":
+            from .score_topk_numba import topk_numba
+
+            vals, idx = topk_numba(ph, k, z, b)
         else:
             vals, idx = topk_chunked(ph, k, z, b, chunk_q, chunk_c)
         est, se = _gather(ph, idx)
@@ -166,15 +184,26 @@ def _resolve(device: str) -> str:
     return device
 
 
-def _backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got '{backend}'")
+def choose_backend(backend: str, device: str | torch.device, dtype: torch.dtype, pairs: int) -> str:
+    """The backend :func:`score_topk` runs for ``backend`` ('auto' resolved; see the module docstring) on
+    ``device`` for a round of ``pairs`` (queries x candidates); an unavailable explicit choice raises."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
     if backend == "triton" and not triton_available(device):
         raise ValueError(f"backend='triton' needs a CUDA device and the triton package (device is {device}); "
                          "use backend='torch' or 'auto'")
+    if backend == "numba" and not numba_available(device):
+        raise ValueError(f"backend='numba' needs the CPU and the numba package (device is {device}); "
+                         "use backend='torch' or 'auto'")
     if backend == "auto":
-        return "triton" if triton_available(device) and dtype == torch.float32 else "torch"
+        if triton_available(device) and dtype == torch.float32:
+            return "triton"
+        if numba_available(device) and pairs >= NUMBA_MIN_PAIRS:
+            return "numba"
+        return "torch"
     return backend
 
 
-__all__ = ["TopK", "score_topk", "score_dense", "prepare", "choose_chunks", "default_budget", "triton_available"]
+__all__ = ["BACKENDS", "NUMBA_MIN_PAIRS", "TopK", "choose_backend", "choose_chunks", "default_budget", "numba_available",
+           "prepare", "score_dense", "score_topk", "triton_available"]
