@@ -118,9 +118,15 @@ def text_embedder(encoder: Encoder, cache: EmbeddingCache | None, pca: TorchPCA,
 
 
 def _embed(encoder: Encoder, cache: EmbeddingCache | None, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
-    if cache is None:
+    """Each distinct text is encoded once (the cache deduplicates by key; without a cache, here)."""
+    if cache is not None:
+        return cache.embed(encoder, texts, prefix=prefix, show_progress=progress)
+    first = dict.fromkeys(texts)
+    if len(first) == len(texts):
         return encoder.encode(texts, prefix=prefix, show_progress=progress)
-    return cache.embed(encoder, texts, prefix=prefix, show_progress=progress)
+    uniq = list(first)
+    where = {t: i for i, t in enumerate(uniq)}
+    return encoder.encode(uniq, prefix=prefix, show_progress=progress)[[where[t] for t in texts]]
 
 
 def _cap(k: int | float | None, n: int) -> int | float | None:
