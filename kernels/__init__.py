@@ -30,6 +30,9 @@ import torch
 from .score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
 
 _DEFAULT_CPU_BUDGET = 32 * 1024**2
+QUERY_BLOCK = 1 << 18
+"""Queries scored per pass of :func:`score_topk`: the packed query features (d_phi(d_phi+1)/2 floats a
+query) are built a block at a time, so memory beyond the (n_queries, k) result stays bounded."""
 NUMBA_MIN_PAIRS = 1 << 26
 """Smallest round (queries x candidates) that ``backend='auto'`` scores with Numba on the CPU: below it the
 torch reference takes well under a second, less than the Numba kernel's one-time load."""
@@ -135,6 +138,13 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    n_q = len(phi)
+    if n_q > QUERY_BLOCK:
+        backend = choose_backend(backend, _resolve(device), dtype, n_q * len(dt))  # one backend for every block
+        parts = [score_topk(phi[q0:q0 + QUERY_BLOCK], dt, coef, cov, k, z=z, bias=bias, device=device, backend=backend,
+                            dtype=dtype, memory_budget_bytes=memory_budget_bytes) for q0 in range(0, n_q, QUERY_BLOCK)]
+        return TopK(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("values", "indices", "effect", "se")),
+                    backend=parts[0].backend)
     dev = torch.device(_resolve(device))
     ph = prepare(phi, dt, coef, cov, device=str(dev), dtype=dtype)
     b = None if bias is None else _as_tensor(bias, dev, dtype)
@@ -169,10 +179,18 @@ def score_dense(phi: Any, dt: Any, coef: Any, cov: Any, *, device: str = "cpu",
     return est.double().cpu().numpy(), se.double().cpu().numpy()
 
 
-def _gather(ph: PackedHead, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    est, se = gather_pairs(ph, torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx),
-                           idx.clamp_min(0))
-    est_np, se_np = est.double().cpu().numpy(), se.double().cpu().numpy()
+def _gather(ph: PackedHead, idx: torch.Tensor, rows_per_step: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Effect and se at each query's kept candidates, a block of queries at a time: the gathered rows of
+    P and W are (rows, k, d_phi(d_phi+1)/2) each, gigabytes for a million queries if taken at once."""
+    n_q = idx.shape[0]
+    est_np = np.empty(tuple(idx.shape), dtype=np.float64)
+    se_np = np.empty(tuple(idx.shape), dtype=np.float64)
+    for q0 in range(0, n_q, rows_per_step):
+        block = idx[q0:q0 + rows_per_step]
+        rows = torch.arange(q0, q0 + block.shape[0], device=idx.device)[:, None].expand_as(block)
+        est, se = gather_pairs(ph, rows, block.clamp_min(0))
+        est_np[q0:q0 + block.shape[0]] = est.double().cpu().numpy()
+        se_np[q0:q0 + block.shape[0]] = se.double().cpu().numpy()
     missing = idx.cpu().numpy() < 0
     est_np[missing], se_np[missing] = np.nan, np.nan
     return est_np, se_np
@@ -205,5 +223,5 @@ def choose_backend(backend: str, device: str | torch.device, dtype: torch.dtype,
     return backend
 
 
-__all__ = ["BACKENDS", "NUMBA_MIN_PAIRS", "TopK", "choose_backend", "choose_chunks", "default_budget", "numba_available",
+__all__ = ["BACKENDS", "NUMBA_MIN_PAIRS", "QUERY_BLOCK", "TopK", "choose_backend", "choose_chunks", "default_budget", "numba_available",
            "prepare", "score_dense", "score_topk", "triton_available"]

@@ -226,3 +226,15 @@ def test_auto_backend_picks_numba_only_for_big_cpu_rounds(monkeypatch) -> None:
         assert kernels.score_topk(*args, device="cpu").backend == "numba"
     with pytest.raises(ValueError, match="backend must be one of"):
         kernels.score_topk(*args, device="cpu", backend="cuda")
+
+
+def test_query_blocks_give_the_same_result(monkeypatch) -> None:
+    """Queries are scored a block at a time (bounded memory); the result is the one-pass result."""
+    head, X, T = _problem(50, 40, seed=9)
+    args = (head.featurize(X), T - head.t_ref, head.coef, head.cov, 3)
+    whole = kernels.score_topk(*args, z=1.0, device="cpu", dtype=torch.float64)
+    monkeypatch.setattr(kernels, "QUERY_BLOCK", 7)
+    blocks = kernels.score_topk(*args, z=1.0, device="cpu", dtype=torch.float64)
+    np.testing.assert_array_equal(blocks.indices, whole.indices)
+    for f in ("values", "effect", "se"):  # BLAS may block the products differently: equal up to rounding
+        np.testing.assert_allclose(getattr(blocks, f), getattr(whole, f), rtol=1e-12, atol=1e-14)

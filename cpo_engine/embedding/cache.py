@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpo_engine.embedding.encoders import Encoder
+from cpo_engine.embedding.encoders import Encoder, encode_stream
 from cpo_engine.utils import atomic_write_parquet, sha256_text
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,12 @@ class EmbeddingCache:
         self.stats.misses += len(unique_missing)
         if unique_missing:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            for start in range(0, len(unique_missing), self.shard_rows):
-                chunk = unique_missing[start:start + self.shard_rows]
-                vecs = encoder.encode([texts[first[k]] for k in chunk], prefix=prefix,
-                                      show_progress=show_progress)
-                self._write_shard(encoder.model_id, prefix, chunk, vecs)
+            todo = [texts[first[k]] for k in unique_missing]
+            start = 0
+            # one shard per `shard_rows` vectors, committed as they arrive (a Ray encoder streams them)
+            for vecs in encode_stream(encoder, todo, prefix=prefix, rows=self.shard_rows, show_progress=show_progress):
+                self._write_shard(encoder.model_id, prefix, unique_missing[start:start + len(vecs)], vecs)
+                start += len(vecs)
             index = self._refresh(encoder.model_id)
         return self._gather(index, keys, encoder.dim)
 

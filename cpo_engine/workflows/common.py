@@ -106,10 +106,12 @@ class Representer:
     representations of the table, then the candidate prompts of the search)."""
 
     def __init__(self, embed: EmbedConfig, cache_dir: Any = "config", encoder: Any = None) -> None:
+        from cpo_engine.distributed import ensure_ray
         from cpo_engine.embedding import encoder_and_cache
 
         self.cfg = embed
-        self.encoder, self.cache = encoder_and_cache(embed, cache_dir)
+        # embed.executor 'auto' sends big batches to Ray only when this process runs on a Ray cluster
+        self.encoder, self.cache = encoder_and_cache(embed, cache_dir, connect=ensure_ray)
         if encoder is not None:  # an already loaded encoder of the same model (tests, long-lived workers)
             self.encoder = encoder
 
