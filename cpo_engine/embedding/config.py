@@ -61,6 +61,15 @@ class PCAConfig:
     """int: components for T, capped at n_prompts - 1 (so a small prompt set is represented
     exactly: with fewer components a linear effect model cannot tell its prompts apart); float:
     explained-variance target; None: n_prompts - 1."""
+    backend: str = "torch"
+    """'torch' (TorchPCA on CPU or CUDA) or 'cuml' (its cuML twin on the GPU, the ``cuml`` extra; the
+    fitted state is a TorchPCA either way, so bundles never need cuML)."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("torch", "cuml"):
+            from cpo_engine.exceptions import ConfigError
+
+            raise ConfigError(f"pca.backend must be 'torch' or 'cuml', got '{self.backend}'")
 
 
 __all__ = ["EmbedConfig", "PCAConfig"]

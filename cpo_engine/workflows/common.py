@@ -125,7 +125,8 @@ class Representer:
         return build_representations(table, encoder=self.encoder, cache=self.cache,
                                      query_components=pca.query_components, prompt_components=pca.prompt_components,
                                      query_prefix=e.query_prefix, prompt_prefix=e.prompt_prefix, device=e.device,
-                                     show_progress=show_progress, query_pca=query_pca, prompt_pca=prompt_pca)
+                                     show_progress=show_progress, query_pca=query_pca, prompt_pca=prompt_pca,
+                                     pca_backend=pca.backend)
 
     def prompt_embedder(self, reps: Any) -> Any:
         """texts -> T in the representations' prompt PCA space (for new candidate prompts)."""
