@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--encoder", default="minilm", help="'minilm' (the packaged weights) or a local sentence-transformers folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ray-actors", type=int, nargs="*", default=[1, 2], help="actor-pool sizes to time (none: skip Ray)")
     ap.add_argument("--ray-cpus-per-actor", type=float, default=1.0)
@@ -92,7 +93,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     texts = texts_from_example(args.n, args.duplicate_share, args.seed)
-    enc = make_encoder(device=args.device, batch_size=args.batch_size, num_threads=args.threads)
+    enc = make_encoder(args.encoder, device=args.device, batch_size=args.batch_size, num_threads=args.threads)
     model = enc.model  # load once, outside the timings
     model.encode(texts[:64], batch_size=args.batch_size)  # warm-up
 

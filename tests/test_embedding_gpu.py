@@ -1,4 +1,5 @@
-"""The cuML PCA twin against TorchPCA, and the CuPy/DLPack hand-off (GPU tests skip without CUDA/cuML)."""
+"""Representations on the GPU against the CPU reference: TorchPCA on CUDA, its cuML twin, and the CuPy/DLPack
+hand-off between torch and cuML (GPU tests skip without CUDA, cuML or CuPy)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ def test_cuml_missing_is_a_clear_error():
     except ImportError:
         with pytest.raises(MissingExtraError, match="cuml"):
             fit_pca(3, _data(), backend="cuml")
+
+
+@pytest.mark.gpu
+def test_torch_pca_on_cuda_matches_cpu():
+    Z = _data(n=5000, d=48)
+    cpu = TorchPCA(8, device="cpu", batch_size=1000).fit(Z)
+    gpu = TorchPCA(8, device="cuda", batch_size=1000).fit(Z)
+    np.testing.assert_allclose(gpu.components_, cpu.components_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(gpu.explained_variance_, cpu.explained_variance_, rtol=1e-10)
+    np.testing.assert_allclose(gpu.transform(Z[:100]), cpu.transform(Z[:100]), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.gpu
