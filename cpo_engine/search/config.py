@@ -61,16 +61,27 @@ class SelectionConfig:
 
 @dataclass
 class BeamConfig:
-    """Sizes of the batched beam search."""
+    """Sizes of the batched beam search.
+
+    A round aims for ``beam_width * children_per_beam`` new candidates (2,048 by default), all
+    embedded through the cache and scored for every query in one pass: thousands of candidates per
+    round cost seconds, since scoring needs no LLM call. With an LLM proposer every child is a
+    rewrite request: lower ``children_per_beam`` (or ``--children``) to bound the calls.
+    """
 
     rounds: int = 3
     """Proposal rounds after scoring the seeds."""
-    beam_width: int = 8
+    beam_width: int = 32
     """Beams kept by static objective each round."""
     query_beams: int = 4
     """Extra beams: the candidates that are top-1 for the most queries (0 disables)."""
-    children_per_beam: int = 24
+    children_per_beam: int = 64
     """Children each beam asks its proposer for per round."""
+    refills: int = 2
+    """Extra proposal steps a round may take to reach ``beam_width * children_per_beam`` new candidates
+    when its beams run out of distinct children first (few or short parents, as in round 1 from a
+    small logged prompt set): the round scores what it has, re-selects beams from everything scored
+    so far (its own new children included) and asks them for the rest. 0: one step per round."""
     top_k: int = 5
     """Candidates kept per query."""
     feedback_examples: int = 2
@@ -80,9 +91,14 @@ class BeamConfig:
         for name in ("beam_width", "children_per_beam", "top_k"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"beam.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("rounds", "query_beams", "feedback_examples"):
+        for name in ("rounds", "query_beams", "feedback_examples", "refills"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"beam.{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def round_budget(self) -> int:
+        """New candidates a round aims for."""
+        return self.beam_width * self.children_per_beam
 
 
 @dataclass
