@@ -3,7 +3,8 @@
 Measures, for one round of n_queries x n_candidates with a linear effect head:
 
 - ``fused``: :func:`cpo_engine.kernels.score_topk` (effect - z*se, running per-query top-k, chunked), the path
-  the search uses; on CUDA both the Triton kernel and the torch reference.
+  the search uses: every available backend is timed (torch reference; the pruned Numba kernel on the
+  CPU; Triton on CUDA) and the ratios use the one ``backend='auto'`` picks at this size.
 - ``matmul``: one plain torch matmul with the same output shape and the same inner width
   (d_phi + d_pp): the hardware limit for this work, since scoring is two skinny matmuls.
 - ``python_loop``: one query at a time in a Python loop (numpy over candidates, then argpartition),
@@ -46,19 +47,22 @@ def make_problem(n_q: int, n_c: int, d_x: int, d_t: int, seed: int) -> tuple[Lin
     return head, rng.normal(size=(n_q, d_x)), rng.normal(size=(n_c, d_t))
 
 
-def timed(fn: Callable[[], Any], repeats: int, sync: bool, warmup: bool = True) -> tuple[float, Any]:
-    """Best-of-``repeats`` wall time, after one warm-up call when ``warmup``."""
+def timed(fn: Callable[[], Any], repeats: int, sync: bool, warmup: bool = True) -> tuple[float, float, Any]:
+    """Best-of-``repeats`` wall time and the process CPU time of that run, after one warm-up call when
+    ``warmup``. On a shared machine wall time includes waiting for a core and CPU time does not; with
+    one thread (the default) CPU-time ratios are the load-free comparison."""
     out = fn() if warmup else None
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         if sync:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         if sync:
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        if time.perf_counter() - t0 < best:
+            best, best_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return best, best_cpu, out
 
 
 def python_loop(head: LinearHead, X: np.ndarray, T: np.ndarray, k: int, z: float) -> np.ndarray:
@@ -95,7 +99,7 @@ def bandwidth(res: dict[str, Any], args: argparse.Namespace, device: str) -> dic
     move (inputs + per-tile partial top-k) over its time; the fused kernel is compute-bound when the
     second is far below the first."""
     x = torch.empty(256 * 2**20, dtype=torch.float32, device=device)
-    sec, _ = timed(lambda: x.clone(), args.repeats, True)
+    sec, _, _ = timed(lambda: x.clone(), args.repeats, True)
     d_phi = args.d_x + 1
     d_in = d_phi + d_phi * (d_phi + 1) // 2
     moved = 4 * d_in * (args.n_queries + args.n_candidates) + 8 * args.n_queries * (args.n_candidates // 128 + 1) * args.k
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     # first, so the peak-RSS growth is this run's own
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    sec, _ = timed(lambda: kernels.score_topk(phi, dt, head.coef, head.cov, args.k, z=args.z, device=device,
+    sec, _, _ = timed(lambda: kernels.score_topk(phi, dt, head.coef, head.cov, args.k, z=args.z, device=device,
                                               backend="torch", memory_budget_bytes=args.small_budget_mb << 20),
                    1, sync, warmup=False)
     res["chunked_small_budget"] = {
@@ -124,30 +128,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "chunks": kernels.choose_chunks(args.n_queries, args.n_candidates, 4, args.small_budget_mb << 20),
         "full_matrix_mb": pairs * 4 / 2**20, "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                                                     - rss0) / 1024}
-    backends = ["torch"] + (["triton"] if kernels.triton_available(device) else [])
+    backends = (["torch"] + (["numba"] if kernels.numba_available(device) else [])
+                + (["triton"] if kernels.triton_available(device) else []))
     for be in backends:
-        sec, _ = timed(lambda: kernels.score_topk(phi, dt, head.coef, head.cov, args.k, z=args.z, device=device,
-                                                  backend=be, memory_budget_bytes=args.budget_mb << 20),
-                       args.repeats, sync)
-        res[f"fused_{be}"] = {"seconds": sec, "pairs_per_second": pairs / sec}
+        def run_be(be: str = be) -> Any:
+            return kernels.score_topk(phi, dt, head.coef, head.cov, args.k, z=args.z, device=device, backend=be,
+                                      memory_budget_bytes=args.budget_mb << 20)
+
+        first, _, _ = timed(run_be, 1, sync, warmup=False)  # includes loading / compiling a JIT kernel
+        sec, cpu, _ = timed(run_be, args.repeats, sync, warmup=False)
+        res[f"fused_{be}"] = {"seconds": sec, "cpu_seconds": cpu, "pairs_per_second": pairs / sec,
+                              "first_call_seconds": first}
+    auto = kernels.choose_backend("auto", device, torch.float32, pairs)
     d_in = head.d_phi + head.d_phi * (head.d_phi + 1) // 2
     A = torch.randn(args.n_queries, d_in, device=device)
     B = torch.randn(d_in, args.n_candidates, device=device)
-    sec, _ = timed(lambda: A @ B, args.repeats, sync)
-    res["matmul"] = {"seconds": sec, "pairs_per_second": pairs / sec, "inner_dim": d_in}
+    sec, cpu, _ = timed(lambda: A @ B, args.repeats, sync)
+    res["matmul"] = {"seconds": sec, "cpu_seconds": cpu, "pairs_per_second": pairs / sec, "inner_dim": d_in}
     n_loop = min(args.loop_queries, args.n_queries)
-    sec, _ = timed(lambda: python_loop(head, X[:n_loop], T, args.k, args.z), 1, False, warmup=False)
+    sec, _, _ = timed(lambda: python_loop(head, X[:n_loop], T, args.k, args.z), 1, False, warmup=False)
     res["python_loop"] = {"seconds_for_subset": sec, "queries_timed": n_loop,
                           "pairs_per_second": n_loop * args.n_candidates / sec}
-    fused = res["fused_" + backends[-1]]["pairs_per_second"]
+    fused = res["fused_" + auto]["pairs_per_second"]
+    res["auto_backend"] = auto
     res["ratios"] = {"fused_vs_matmul": fused / res["matmul"]["pairs_per_second"],
-                     "fused_vs_python_loop": fused / res["python_loop"]["pairs_per_second"]}
+                     "fused_vs_python_loop": fused / res["python_loop"]["pairs_per_second"],
+                     "torch_reference_vs_matmul": res["fused_torch"]["pairs_per_second"]
+                     / res["matmul"]["pairs_per_second"]}
+    if not sync:
+        res["ratios"]["fused_vs_matmul_cpu_time"] = res["matmul"]["cpu_seconds"] / res["fused_" + auto]["cpu_seconds"]
+    if "fused_numba" in res:
+        res["ratios"]["numba_vs_torch"] = res["fused_numba"]["pairs_per_second"] / res["fused_torch"]["pairs_per_second"]
     if "fused_triton" in res:
         res["ratios"]["triton_vs_torch"] = res["fused_triton"]["pairs_per_second"] / res["fused_torch"]["pairs_per_second"]
     if sync:
         res["bandwidth"] = bandwidth(res, args, device)
     q = min(args.quality_queries, args.n_queries)
-    res["quality"] = quality(head, X[:q], T, args.k, args.z, device, backends[-1], args.budget_mb << 20)
+    res["quality"] = {be: quality(head, X[:q], T, args.k, args.z, device, be, args.budget_mb << 20) for be in backends}
     return res
 
 

@@ -139,6 +139,34 @@ def require(module: str, extra: str) -> Any:
         ) from exc
 
 
+def to_cupy(array: Any) -> Any:
+    """A CuPy view of a CUDA torch tensor (or a CuPy array as is) through DLPack: no copy, no host trip.
+
+    The hand-off from torch to cuML (the ``cuml`` extra brings CuPy). A CPU array is moved to the GPU
+    (one host-to-device copy)."""
+    cp = require("cupy", extra="cuml")
+    if isinstance(array, cp.ndarray):
+        return array
+    if type(array).__module__.startswith("torch") and array.is_cuda:
+        return cp.from_dlpack(array.detach().contiguous())
+    return cp.asarray(array)
+
+
+def to_torch(array: Any, device: str | None = None) -> Any:
+    """A torch tensor sharing memory with ``array``: CuPy (and any DLPack producer on the GPU) through
+    DLPack with no copy, NumPy through ``torch.from_numpy``; the hand-off from cuML back to torch."""
+    import numpy as np
+    import torch
+
+    if isinstance(array, torch.Tensor):
+        out = array
+    elif hasattr(array, "__dlpack__") and not isinstance(array, np.ndarray):
+        out = torch.from_dlpack(array)
+    else:
+        out = torch.from_numpy(np.ascontiguousarray(array))
+    return out if device is None else out.to(device)
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

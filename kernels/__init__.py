@@ -10,7 +10,12 @@ would not fit the memory budget. Backends:
 - ``"torch"``: :mod:`cpo_engine.kernels.score_topk_torch`, the reference; runs on CPU or CUDA.
 - ``"triton"``: :mod:`cpo_engine.kernels.score_topk_triton`, a fused tile kernel; CUDA + Triton only, imported
   lazily here and nowhere else.
-- ``"auto"``: Triton when the device is CUDA, the dtype float32 and Triton importable; else torch.
+- ``"numba"``: :mod:`cpo_engine.kernels.score_topk_numba`, the CPU twin: computes a cheap bound for every pair
+  and the exact objective only where the bound can reach a query's top-k (exact result, faster than
+  a bare matmul of the same shape); CPU only, imported lazily here and nowhere else.
+- ``"auto"``: Triton when the device is CUDA, the dtype float32 and Triton importable; Numba on the CPU
+  for rounds of at least :data:`NUMBA_MIN_PAIRS` pairs (its first call in a process loads or compiles
+  the kernel, a second or more); else torch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ import torch
 from .score_topk_torch import PackedHead, gather_pairs, pack, score_block, topk_chunked
 
 _DEFAULT_CPU_BUDGET = 32 * 1024**2
+QUERY_BLOCK = 1 << 18
+"""Queries scored per pass of :func:`score_topk`: the packed query features (d_phi(d_phi+1)/2 floats a
+query) are built a block at a time, so memory beyond the (n_queries, k) result stays bounded."""
+NUMBA_MIN_PAIRS = 1 << 26
+"""Smallest round (queries x candidates) that ``backend='auto'`` scores with Numba on the CPU: below it the
+torch reference takes well under a second, less than the Numba kernel's one-time load."""
+BACKENDS = ("auto", "torch", "triton", "numba")
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,7 @@ class TopK:
     effect, se : ndarray
         Predicted effect and its standard error at those pairs (NaN where the index is -1).
     backend : str
-        The backend that ran ("torch" or "triton").
+        The backend that ran ("torch", "numba" or "triton").
     """
 
     values: np.ndarray
@@ -54,6 +66,11 @@ class TopK:
 def triton_available(device: str | torch.device) -> bool:
     """True when the Triton kernel can run on ``device``."""
     return torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def numba_available(device: str | torch.device) -> bool:
+    """True when the Numba kernel can run on ``device`` (the CPU)."""
+    return torch.device(device).type == "cpu" and importlib.util.find_spec("numba") is not None
 
 
 def choose_chunks(n_q: int, n_c: int, itemsize: int, budget_bytes: int) -> tuple[int, int]:
@@ -121,12 +138,19 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    n_q = len(phi)
+    if n_q > QUERY_BLOCK:
+        backend = choose_backend(backend, _resolve(device), dtype, n_q * len(dt))  # one backend for every block
+        parts = [score_topk(phi[q0:q0 + QUERY_BLOCK], dt, coef, cov, k, z=z, bias=bias, device=device, backend=backend,
+                            dtype=dtype, memory_budget_bytes=memory_budget_bytes) for q0 in range(0, n_q, QUERY_BLOCK)]
+        return TopK(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("values", "indices", "effect", "se")),
+                    backend=parts[0].backend)
     dev = torch.device(_resolve(device))
     ph = prepare(phi, dt, coef, cov, device=str(dev), dtype=dtype)
     b = None if bias is None else _as_tensor(bias, dev, dtype)
     budget = memory_budget_bytes or default_budget(dev)
     chunk_q, chunk_c = choose_chunks(ph.phi.shape[0], ph.G.shape[1], ph.phi.element_size(), budget)
-    name = _backend(backend, dev, dtype)
+    name = choose_backend(backend, dev, dtype, ph.phi.shape[0] * ph.G.shape[1])
     if ph.G.shape[1] == 0:  # no candidates: every slot is empty
         n_q = ph.phi.shape[0]
         return TopK(values=np.full((n_q, k), -np.inf), indices=np.full((n_q, k), -1, dtype=np.int64),
@@ -136,6 +160,10 @@ def score_topk(phi: Any, dt: Any, coef: Any, cov: Any, k: int, *, z: float = 0.0
             from .score_topk_triton import topk_triton
 
             vals, idx = topk_triton(ph, k, z, b, chunk_c=max(chunk_c, budget // max(1, 8 * ph.phi.shape[0])))
+        elif name == "numba":
+            from .score_topk_numba import topk_numba
+
+            vals, idx = topk_numba(ph, k, z, b)
         else:
             vals, idx = topk_chunked(ph, k, z, b, chunk_q, chunk_c)
         est, se = _gather(ph, idx)
@@ -151,10 +179,18 @@ def score_dense(phi: Any, dt: Any, coef: Any, cov: Any, *, device: str = "cpu",
     return est.double().cpu().numpy(), se.double().cpu().numpy()
 
 
-def _gather(ph: PackedHead, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    est, se = gather_pairs(ph, torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx),
-                           idx.clamp_min(0))
-    est_np, se_np = est.double().cpu().numpy(), se.double().cpu().numpy()
+def _gather(ph: PackedHead, idx: torch.Tensor, rows_per_step: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Effect and se at each query's kept candidates, a block of queries at a time: the gathered rows of
+    P and W are (rows, k, d_phi(d_phi+1)/2) each, gigabytes for a million queries if taken at once."""
+    n_q = idx.shape[0]
+    est_np = np.empty(tuple(idx.shape), dtype=np.float64)
+    se_np = np.empty(tuple(idx.shape), dtype=np.float64)
+    for q0 in range(0, n_q, rows_per_step):
+        block = idx[q0:q0 + rows_per_step]
+        rows = torch.arange(q0, q0 + block.shape[0], device=idx.device)[:, None].expand_as(block)
+        est, se = gather_pairs(ph, rows, block.clamp_min(0))
+        est_np[q0:q0 + block.shape[0]] = est.double().cpu().numpy()
+        se_np[q0:q0 + block.shape[0]] = se.double().cpu().numpy()
     missing = idx.cpu().numpy() < 0
     est_np[missing], se_np[missing] = np.nan, np.nan
     return est_np, se_np
@@ -166,15 +202,26 @@ def _resolve(device: str) -> str:
     return device
 
 
-def _backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got '{backend}'")
+def choose_backend(backend: str, device: str | torch.device, dtype: torch.dtype, pairs: int) -> str:
+    """The backend :func:`score_topk` runs for ``backend`` ('auto' resolved; see the module docstring) on
+    ``device`` for a round of ``pairs`` (queries x candidates); an unavailable explicit choice raises."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
     if backend == "triton" and not triton_available(device):
         raise ValueError(f"backend='triton' needs a CUDA device and the triton package (device is {device}); "
                          "use backend='torch' or 'auto'")
+    if backend == "numba" and not numba_available(device):
+        raise ValueError(f"backend='numba' needs the CPU and the numba package (device is {device}); "
+                         "use backend='torch' or 'auto'")
     if backend == "auto":
-        return "triton" if triton_available(device) and dtype == torch.float32 else "torch"
+        if triton_available(device) and dtype == torch.float32:
+            return "triton"
+        if numba_available(device) and pairs >= NUMBA_MIN_PAIRS:
+            return "numba"
+        return "torch"
     return backend
 
 
-__all__ = ["TopK", "score_topk", "score_dense", "prepare", "choose_chunks", "default_budget", "triton_available"]
+__all__ = ["BACKENDS", "NUMBA_MIN_PAIRS", "QUERY_BLOCK", "TopK", "choose_backend", "choose_chunks", "default_budget", "numba_available",
+           "prepare", "score_dense", "score_topk", "triton_available"]

@@ -158,3 +158,83 @@ def test_triton_kernel_in_interpreter_matches_reference() -> None:
     out = subprocess.run([sys.executable, "-c", _INTERPRET_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=240)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs the numba package")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_q,n_c,k,z,masked", [(1, 1, 1, 0.0, False), (70, 300, 8, 1.0, True),
+                                                  (33, 129, 200, 1.5, False), (257, 2000, 5, 3.0, True),
+                                                  (40, 500, 3, 0.0, True)])
+def test_numba_matches_torch_reference(n_q: int, n_c: int, k: int, z: float, masked: bool, dtype: torch.dtype) -> None:
+    """The pruned Numba kernel returns the reference's top-k: same candidates, same objectives."""
+    head, X, T = _problem(n_q, n_c, seed=n_q)
+    bias = np.where(np.random.default_rng(n_c).random(n_c) < 0.3, -np.inf, 0.0) if masked else None
+    args = (head.featurize(X), T - head.t_ref, head.coef, head.cov, k)
+    nb = kernels.score_topk(*args, z=z, bias=bias, device="cpu", backend="numba", dtype=dtype)
+    ref = kernels.score_topk(*args, z=z, bias=bias, device="cpu", backend="torch", dtype=dtype)
+    assert nb.backend == "numba"
+    np.testing.assert_array_equal(np.isfinite(nb.values), np.isfinite(ref.values))
+    fin = np.isfinite(ref.values)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    np.testing.assert_allclose(nb.values[fin], ref.values[fin], rtol=tol, atol=tol)
+    np.testing.assert_array_equal(nb.indices[~fin], -1)
+    agree = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum()) for a, b in zip(nb.indices, ref.indices)])
+    assert agree > 0.99 if dtype == torch.float32 else agree == 1.0
+
+
+@needs_numba
+def test_numba_exact_on_a_fitted_like_head_with_chunks() -> None:
+    """Large z (se dominates) and several candidate chunks: still the dense float64 top-k."""
+    from cpo_engine.kernels.score_topk_numba import topk_numba
+    from cpo_engine.kernels.score_topk_torch import pack
+
+    head, X, T = _problem(150, 3000, seed=21)
+    est, se = head.effect(X, T)
+    obj = est - 4.0 * se
+    ph = pack(*(torch.as_tensor(a, dtype=torch.float64) for a in
+                (head.featurize(X), T - head.t_ref, head.coef, head.cov)))
+    vals, idx = topk_numba(ph, 6, 4.0, None, chunk_c=700)
+    ref_v, ref_i = _dense_topk(obj, 6)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    np.testing.assert_allclose(vals.numpy(), ref_v, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+def test_candidate_bounds_are_lower_bounds_of_se() -> None:
+    """sqrt(lambda_min(W_c)) |phi_q| never exceeds se[q, c] (what makes skipping a pair safe)."""
+    from cpo_engine.kernels.score_topk_numba import candidate_bounds
+    from cpo_engine.kernels.score_topk_torch import pack
+
+    head, X, T = _problem(60, 400, seed=5)
+    ph = pack(*(torch.as_tensor(a, dtype=torch.float64) for a in
+                (head.featurize(X), T - head.t_ref, head.coef, head.cov)))
+    _, se = head.effect(X, T)
+    lb = ph.phi.norm(dim=1).numpy()[:, None] * candidate_bounds(ph.W, ph.phi.shape[1]).numpy()[None, :]
+    assert (lb <= se * (1 + 1e-9) + 1e-12).all()
+    assert (lb > 0).mean() > 0.5  # not a trivial bound
+
+
+def test_auto_backend_picks_numba_only_for_big_cpu_rounds(monkeypatch) -> None:
+    head, X, T = _problem(20, 30)
+    args = (head.featurize(X), T - head.t_ref, head.coef, head.cov, 2)
+    assert kernels.score_topk(*args, device="cpu").backend == "torch"
+    if importlib.util.find_spec("numba") is not None:
+        monkeypatch.setattr(kernels, "NUMBA_MIN_PAIRS", 100)
+        assert kernels.score_topk(*args, device="cpu").backend == "numba"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kernels.score_topk(*args, device="cpu", backend="cuda")
+
+
+def test_query_blocks_give_the_same_result(monkeypatch) -> None:
+    """Queries are scored a block at a time (bounded memory); the result is the one-pass result."""
+    head, X, T = _problem(50, 40, seed=9)
+    args = (head.featurize(X), T - head.t_ref, head.coef, head.cov, 3)
+    whole = kernels.score_topk(*args, z=1.0, device="cpu", dtype=torch.float64)
+    monkeypatch.setattr(kernels, "QUERY_BLOCK", 7)
+    blocks = kernels.score_topk(*args, z=1.0, device="cpu", dtype=torch.float64)
+    np.testing.assert_array_equal(blocks.indices, whole.indices)
+    for f in ("values", "effect", "se"):  # BLAS may block the products differently: equal up to rounding
+        np.testing.assert_allclose(getattr(blocks, f), getattr(whole, f), rtol=1e-12, atol=1e-14)

@@ -11,11 +11,13 @@ from cpo_engine.search import (BeamSearch, Candidate, CandidateScorer, EditPropo
 from tests.search_helpers import SEEDS, hash_embed, make_head
 
 
-def _search(trust: TrustRegion | None, rounds: int = 3, z: float = 1.0, seed: int = 0):  # noqa: ANN202
+def _search(trust: TrustRegion | None, rounds: int = 3, z: float = 1.0, seed: int = 0,  # noqa: ANN202
+            **beam: int):
     head = make_head(seed=seed)
     X = np.random.default_rng(seed).normal(size=(40, 2))
     scorer = CandidateScorer(head, X, hash_embed, trust_region=trust, z=z, device="cpu")
-    cfg = BeamConfig(rounds=rounds, beam_width=4, query_beams=2, children_per_beam=12, top_k=3)
+    cfg = BeamConfig(**({"rounds": rounds, "beam_width": 4, "query_beams": 2, "children_per_beam": 12, "top_k": 3}
+                        | beam))
     return BeamSearch(EditProposer(seed=seed), scorer, cfg).run([Candidate.seed(t) for t in SEEDS]), scorer
 
 
@@ -32,15 +34,35 @@ def test_never_loses_best_so_far_and_dedups(seed: int) -> None:
     assert all(b2 >= b1 - 1e-12 for b1, b2 in zip(mean_best, mean_best[1:]))
 
 
-def test_lineage_points_to_earlier_candidates() -> None:
-    res, _ = _search(None)
-    round_of = {c.id: c.round for c in res.candidates}
-    for c in res.candidates:
+@pytest.mark.parametrize("beam", [{}, {"children_per_beam": 60}])
+def test_lineage_points_to_earlier_candidates(beam: dict) -> None:
+    """A parent was scored before its child (in an earlier round, or in an earlier step of a refilled round)."""
+    res, _ = _search(None, **beam)
+    position = {c.id: i for i, c in enumerate(res.candidates)}
+    for i, c in enumerate(res.candidates):
         if c.round == 0:
             assert c.parent is None and c.operator is None
         else:
-            assert c.parent in round_of and round_of[c.parent] < c.round and c.operator
+            assert c.parent in position and position[c.parent] < i and c.operator
+            assert res.candidates[position[c.parent]].round <= c.round
     assert max(c.round for c in res.candidates) == 3
+
+
+def test_rounds_refill_to_their_budget_when_parents_run_dry() -> None:
+    """Few short seeds cannot give beam_width * children_per_beam children in one step: the round re-selects
+    beams from what it scored and asks again, and reaches its budget; without refills it stops short."""
+    budget = 4 * 60
+    res, _ = _search(None, rounds=2, children_per_beam=60)
+    first = res.trace[1]
+    assert first["steps"] > 1 and first["scored"] >= budget
+    assert sum(c.round == 1 for c in res.candidates) == first["scored"]
+    dry, _ = _search(None, rounds=2, children_per_beam=60, refills=0)
+    assert dry.trace[1]["steps"] == 1 and dry.trace[1]["scored"] < budget
+
+
+def test_default_beam_scores_thousands_per_round() -> None:
+    cfg = BeamConfig()
+    assert cfg.round_budget >= 2000 and cfg.beam_width * cfg.children_per_beam == cfg.round_budget
 
 
 def test_running_topk_equals_brute_force_over_archive() -> None:
@@ -95,6 +117,8 @@ def test_lcb_and_length_penalty_change_the_objective() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="beam_width"):
         BeamConfig(beam_width=0)
+    with pytest.raises(ConfigError, match="refills"):
+        BeamConfig(refills=-1)
     head = make_head()
     bad = CandidateScorer(head, np.zeros((3, 2)), lambda ts: np.zeros((len(ts), 2)), device="cpu")
     with pytest.raises(ConfigError, match="prompt PCA"):

@@ -83,7 +83,10 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
     model._check_fitted()
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {"coef": model.coef_, "cov": model.cov_, "t_ref": model.t_ref_}
+    arrays = {"coef": model.coef_, "cov": model.cov_, "t_ref": model.t_ref_,
+              "inference_coef": model._inference_coef()}
+    for name, (coef, cov) in (getattr(model, "split_", None) or {}).items():  # honest-selection halves
+        arrays.update({f"split.{name}.coef": coef, f"split.{name}.cov": cov})
     ny, spec_y = _nuisance_arrays("nuisance_y", model.models_y_)
     nt, spec_t = _nuisance_arrays("nuisance_t", model.models_t_)
     if spec_y is not None and spec_t is not None:
@@ -187,6 +190,9 @@ def _build(meta: dict, arrays: dict) -> Any:
     m = CausalRewardModel(**meta["params"])
     m.featurizer_ = Featurizer.from_dict(meta["featurizer"])
     m.coef_, m.cov_, m.t_ref_ = arrays["coef"], arrays["cov"], arrays["t_ref"]
+    m.inference_coef_ = arrays.get("inference_coef", m.coef_)  # older saves: coef_ was the OLS/penalized fit
+    m.split_ = {name: (arrays[f"split.{name}.coef"], arrays[f"split.{name}.cov"]) for name in ("select", "estimate")} \
+        if "split.select.coef" in arrays else None
     m.final_alpha_, m.cov_type_ = meta["final_alpha"], meta["cov_type"]
     m.n_features_in_, m.d_t_ = meta["n_features_in"], meta["d_t"]
     m.device_ = "cpu"

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpo_engine.embedding.encoders import Encoder, encoder_identity
+from cpo_engine.embedding.encoders import Encoder, encode_stream, encoder_identity
 from cpo_engine.exceptions import DataError
 from cpo_engine.utils import FolderLock, atomic_write_parquet, is_uri, progress_bar, remove_stale_temps, sha256_text
 
@@ -120,21 +120,16 @@ class EmbeddingCache:
             index = self._refresh(ident)  # another process may have embedded them while we waited
             todo = list(dict.fromkeys(k for k in keys if k not in index))
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            # one bar over every text to embed (not one per shard), with rate and ETA
+            # one bar over every text to embed (not one per shard), with rate and ETA; one shard per
+            # `shard_rows` vectors, committed as they arrive (a Ray encoder streams them)
             bar = progress_bar(len(todo), f"embed {encoder.model_id.split('/')[-1]}", " texts", show_progress)
-            for start in range(0, len(todo), self.shard_rows):
-                chunk = todo[start:start + self.shard_rows]
-                vecs = np.concatenate([self._encode(encoder, [texts[first[k]] for k in chunk[i:i + 512]], prefix, bar)
-                                       for i in range(0, len(chunk), 512)])
-                self._write_shard(ident, prefix, chunk, vecs)
+            start = 0
+            for vecs in encode_stream(encoder, [texts[first[k]] for k in todo], prefix=prefix, rows=self.shard_rows):
+                self._write_shard(ident, prefix, todo[start:start + len(vecs)], vecs)
+                start += len(vecs)
+                bar.update(len(vecs))
             bar.close()
         return len(todo)
-
-    @staticmethod
-    def _encode(encoder: Encoder, texts: list[str], prefix: str, bar: object) -> np.ndarray:
-        vecs = encoder.encode(texts, prefix=prefix, show_progress=False)
-        bar.update(len(texts))  # type: ignore[attr-defined]
-        return vecs
 
     def _model_dir(self, model_id: str) -> Path:
         return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)

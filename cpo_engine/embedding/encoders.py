@@ -164,6 +164,18 @@ class SentenceTransformerEncoder:
         return out
 
 
+def encode_stream(encoder: Encoder, texts: Sequence[str], *, prefix: str = "", rows: int = 2048,
+                  show_progress: bool = False) -> Any:
+    """Embeddings of ``texts`` in order, ``rows`` at a time: the encoder's own ``encode_stream`` when it has
+    one (a Ray pipeline runs once for the whole list), else ``encode`` per slice."""
+    stream = getattr(encoder, "encode_stream", None)
+    if stream is not None:
+        yield from stream(texts, prefix=prefix, rows=rows, show_progress=show_progress)
+        return
+    for s in range(0, len(texts), rows):
+        yield encoder.encode(texts[s:s + rows], prefix=prefix, show_progress=show_progress)
+
+
 def _progress(total: int, enabled: bool, desc: str) -> Any:
     from cpo_engine.utils import progress_bar
 
@@ -181,15 +193,19 @@ def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:
                       "(weights are never downloaded at run time)")
 
 
-def encoder_and_cache(cfg: Any, cache_dir: Any = "config") -> tuple[Encoder, Any]:
+def encoder_and_cache(cfg: Any, cache_dir: Any = "config", connect: Any = None) -> tuple[Encoder, Any]:
     """The encoder and embedding cache of an :class:`~cpo_engine.embedding.config.EmbedConfig`: the one
-    place every workflow builds them. ``cache_dir`` overrides the config's folder (None: no cache)."""
+    place every workflow builds them. ``cache_dir`` overrides the config's folder (None: no cache);
+    ``connect`` attaches to Ray when the config's executor sends texts there
+    (:mod:`cpo_engine.embedding.ray_embed`)."""
     from cpo_engine.embedding.cache import EmbeddingCache
+    from cpo_engine.embedding.ray_embed import make_embed_encoder
 
-    encoder = make_encoder(cfg.encoder, device=cfg.device, batch_size=cfg.batch_size, num_threads=cfg.num_threads)
+    encoder = make_embed_encoder(cfg, connect=connect)
     folder = cfg.cache_dir if cache_dir == "config" else cache_dir
     return encoder, (EmbeddingCache(folder) if folder else None)
 
 
-__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encoder_and_cache", "default_prefixes", "packaged_minilm_path",
-           "encoder_identity", "model_fingerprint", "DEFAULT_MODEL_ID", "KNOWN_PREFIXES"]
+__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encoder_and_cache", "encode_stream",
+           "default_prefixes", "packaged_minilm_path", "encoder_identity", "model_fingerprint", "DEFAULT_MODEL_ID",
+           "KNOWN_PREFIXES"]

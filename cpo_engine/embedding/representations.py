@@ -79,13 +79,17 @@ def build_representations(
     show_progress: bool = False,
     query_pca: TorchPCA | None = None,
     prompt_pca: TorchPCA | None = None,
+    pca_backend: str = "torch",
 ) -> Representations:
     """Embed a validated triplet table's queries and prompts and fit a PCA for each.
 
     Prefixes default to what the encoder's model expects (e.g. nomic's 'search_query: ').
     The prompt PCA is capped at n_prompts - 1 components. Fitted ``query_pca``/``prompt_pca`` (a saved
-    model bundle's) are used as they are instead of fitting new ones.
+    model bundle's) are used as they are instead of fitting new ones; ``pca_backend='cuml'`` fits new
+    ones with the cuML twin (:mod:`cpo_engine.embedding.pca_cuml`).
     """
+    from cpo_engine.embedding.pca_cuml import fit_pca
+
     encoder = encoder or make_encoder(device=device)
     if cache is not None and not isinstance(cache, EmbeddingCache):
         cache = EmbeddingCache(cache)
@@ -96,8 +100,8 @@ def build_representations(
     pids, ptexts, row_p = unique_texts(table, "prompt_id", "prompt_text")
     q_emb = _embed(encoder, cache, qtexts, q_pre, show_progress)
     p_emb = _embed(encoder, cache, ptexts, p_pre, show_progress)
-    qpca = query_pca or TorchPCA(_cap(query_components, len(qids)), device=device).fit(q_emb)
-    ppca = prompt_pca or TorchPCA(_cap(prompt_components, len(pids)), device=device).fit(p_emb)
+    qpca = query_pca or fit_pca(_cap(query_components, len(qids)), q_emb, pca_backend, device)
+    ppca = prompt_pca or fit_pca(_cap(prompt_components, len(pids)), p_emb, pca_backend, device)
     prov = {"encoder": encoder.model_id, "encoder_identity": encoder_identity(encoder),
             "query_prefix": q_pre, "prompt_prefix": p_pre,
             "embedding_dim": int(q_emb.shape[1])}
@@ -119,9 +123,15 @@ def text_embedder(encoder: Encoder, cache: EmbeddingCache | None, pca: TorchPCA,
 
 
 def _embed(encoder: Encoder, cache: EmbeddingCache | None, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
-    if cache is None:
+    """Each distinct text is encoded once (the cache deduplicates by key; without a cache, here)."""
+    if cache is not None:
+        return cache.embed(encoder, texts, prefix=prefix, show_progress=progress)
+    first = dict.fromkeys(texts)
+    if len(first) == len(texts):
         return encoder.encode(texts, prefix=prefix, show_progress=progress)
-    return cache.embed(encoder, texts, prefix=prefix, show_progress=progress)
+    uniq = list(first)
+    where = {t: i for i, t in enumerate(uniq)}
+    return encoder.encode(uniq, prefix=prefix, show_progress=progress)[[where[t] for t in texts]]
 
 
 def _cap(k: int | float | None, n: int) -> int | float | None:

@@ -1,11 +1,14 @@
 """Batched beam search over prompts, scored offline by the causal model (CPO stage 2).
 
 Every round, each surviving beam spawns up to ``children_per_beam`` new prompts (duplicates of
-anything seen before are dropped); all of the round's candidates are embedded and scored for every
-query in one batched pass; the archive of all scored candidates keeps a running per-query top-k
-(query-dependent mode) and a static ranking (static mode). The next beams are the best static
-candidates so far (elitist: a round can never lose the best so far) plus the candidates that win
-the most queries, so prompts that are best for a subgroup of queries keep being refined.
+anything seen before are dropped, before anything is embedded); the round's candidates are embedded
+in batches through the embedding cache and scored for every query in one batched pass; the archive
+of all scored candidates keeps a running per-query top-k (query-dependent mode) and a static ranking
+(static mode). The next beams are the best static candidates so far (elitist: a round can never lose
+the best so far) plus the candidates that win the most queries, so prompts that are best for a
+subgroup of queries keep being refined. A round whose beams run out of distinct children before
+``beam_width * children_per_beam`` new candidates re-selects its beams and asks again (up to
+``refills`` times), so even round 1 from a small logged prompt set scores thousands of candidates.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class SearchResult:
     topk_se: np.ndarray
     trace: list[dict[str, Any]] = field(default_factory=list)
     z: float = 1.0
+    _index: dict[str, Candidate] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def best_static(self) -> int:
@@ -62,12 +66,18 @@ class SearchResult:
 
     def lineage(self, i: int) -> str:
         """'seed -> op -> op' path of candidate ``i``."""
-        by_id = {c.id: c for c in self.candidates}
+        by_id = self._by_id()
         c, steps = self.candidates[i], []
         while c.parent is not None and c.parent in by_id:
             steps.append(c.operator or "?")
             c = by_id[c.parent]
         return " -> ".join([c.id] + steps[::-1])
+
+    def _by_id(self) -> dict[str, Candidate]:
+        # built once: lineage() is called for every candidate of a thousands-strong archive
+        if len(self._index) != len(self.candidates):
+            self._index = {c.id: c for c in self.candidates}
+        return self._index
 
     def table(self, level: float = 0.95) -> Any:
         """A pyarrow table: one row per candidate with lineage, static uplift, interval, support."""
@@ -84,6 +94,16 @@ class SearchResult:
         order = self.ranking()
         return pa.table({k: pa.array([v[i] for i in order]) if isinstance(v, list) else pa.array(np.asarray(v)[order])
                          for k, v in cols.items()})
+
+
+@dataclass
+class _Step:
+    """What one scoring pass of a round did (a round has one, or more with refills)."""
+
+    scored: int
+    excluded: int
+    seconds: float
+    pairs: int
 
 
 class _Archive:
@@ -145,38 +165,58 @@ class BeamSearch:
             raise ConfigError("beam search needs at least one seed prompt")
         arch = _Archive(self.config.top_k)
         bar = progress_bar(self.config.rounds + 1, "search", " rounds")  # seeds, then each round
-        self._score_into(arch, seeds, round=0, proposed=len(seeds), t0=time.perf_counter())
+        t0 = time.perf_counter()
+        self._trace(arch, 0, len(seeds), [self._score_into(arch, seeds)], t0)
         bar.update(1)
         beams = self._select(arch)
         for r in range(1, self.config.rounds + 1):
             t0 = time.perf_counter()
-            kids = self.proposer.propose(beams, self.config.children_per_beam, round=r, seen=arch.keys,
-                                         feedback=self._feedback(arch, beams))
-            fresh = unique(kids, arch.keys)
-            if not fresh:
-                arch_trace_empty(arch, r, len(kids))
+            steps, proposed, beams = self._round(arch, beams, r)
+            if not steps:
+                arch_trace_empty(arch, r, proposed)
                 break
-            self._score_into(arch, fresh, round=r, proposed=len(kids), t0=t0)
+            self._trace(arch, r, proposed, steps, t0)
             bar.set_postfix(candidates=len(arch.cands), refresh=False)
             bar.update(1)
-            beams = self._select(arch)
         bar.close()
         return self._result(arch)
 
-    def _score_into(self, arch: _Archive, cands: list[Candidate], round: int, proposed: int, t0: float) -> None:
+    def _round(self, arch: _Archive, beams: list[Candidate], r: int) -> tuple[list[_Step], int, list[Candidate]]:
+        """Propose, deduplicate against everything seen, score; refill while short of the round budget."""
+        steps: list[_Step] = []
+        proposed, want = 0, self.config.children_per_beam
+        for _ in range(1 + self.config.refills):
+            kids = self.proposer.propose(beams, want, round=r, seen=arch.keys, feedback=self._feedback(arch, beams))
+            proposed += len(kids)
+            fresh = unique(kids, arch.keys)
+            if not fresh:
+                break
+            steps.append(self._score_into(arch, fresh))
+            beams = self._select(arch)
+            missing = self.config.round_budget - sum(s.scored for s in steps)
+            if missing <= 0:
+                break
+            want = -(-missing // max(1, len(beams)))
+        return steps, proposed, beams
+
+    def _score_into(self, arch: _Archive, cands: list[Candidate]) -> _Step:
         batch = self.scorer.score_texts([c.text for c in cands], self.config.top_k)
         arch.add(cands, batch)
+        return _Step(scored=len(cands), excluded=int(np.sum(~np.isfinite(batch.static_objective))),
+                     seconds=batch.seconds, pairs=self.scorer.n_queries * len(cands))
+
+    def _trace(self, arch: _Archive, round: int, proposed: int, steps: list[_Step], t0: float) -> None:
         obj = arch.column("static_objective")
         best = int(np.argmax(obj))
-        pairs = self.scorer.n_queries * len(cands)
+        seconds, pairs = sum(s.seconds for s in steps), sum(s.pairs for s in steps)
         arch.trace.append({
-            "round": round, "proposed": proposed, "scored": len(cands), "archive": len(arch.cands),
-            "excluded": int(np.sum(~np.isfinite(batch.static_objective))),
+            "round": round, "proposed": proposed, "scored": sum(s.scored for s in steps), "steps": len(steps),
+            "archive": len(arch.cands), "excluded": sum(s.excluded for s in steps),
             "best_static_objective": float(obj[best]), "best_static_id": arch.cands[best].id,
             "best_static_effect": float(arch.column("static_effect")[best]),
             "mean_query_best_objective": float(np.mean(_finite(arch.top[0][:, 0]))),
-            "score_seconds": batch.seconds, "pairs_scored": pairs,
-            "pairs_per_second": pairs / batch.seconds if batch.seconds > 0 else None,
+            "score_seconds": seconds, "pairs_scored": pairs,
+            "pairs_per_second": pairs / seconds if seconds > 0 else None,
             "round_seconds": time.perf_counter() - t0,
         })
 

@@ -228,10 +228,12 @@ class Representer:
     representations of the table, then the candidate prompts of the search)."""
 
     def __init__(self, embed: EmbedConfig, cache_dir: Any = "config", encoder: Any = None) -> None:
+        from cpo_engine.distributed import ensure_ray
         from cpo_engine.embedding import encoder_and_cache
 
         self.cfg = embed
-        self.encoder, self.cache = encoder_and_cache(embed, cache_dir)
+        # embed.executor 'auto' sends big batches to Ray only when this process runs on a Ray cluster
+        self.encoder, self.cache = encoder_and_cache(embed, cache_dir, connect=ensure_ray)
         if encoder is not None:  # an already loaded encoder of the same model (tests, long-lived workers)
             self.encoder = encoder
 
@@ -245,7 +247,8 @@ class Representer:
         return build_representations(table, encoder=self.encoder, cache=self.cache,
                                      query_components=pca.query_components, prompt_components=pca.prompt_components,
                                      query_prefix=e.query_prefix, prompt_prefix=e.prompt_prefix, device=e.device,
-                                     show_progress=show_progress, query_pca=query_pca, prompt_pca=prompt_pca)
+                                     show_progress=show_progress, query_pca=query_pca, prompt_pca=prompt_pca,
+                                     pca_backend=pca.backend)
 
     def prompt_embedder(self, reps: Any) -> Any:
         """texts -> T in the representations' prompt PCA space (for new candidate prompts)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Callable, Sequence
@@ -271,7 +271,7 @@ class Policy:
         self.query_features, self.device, self.source = query_features, device, source
         head = model.linear_head()
         if state.selection.reference == "incumbent":
-            head = replace(head, t_ref=state.T[state.incumbent].copy())
+            head = head.with_reference(state.T[state.incumbent])  # its split halves too
         self.head = head
         self.candidates = _Candidates(list(state.prompt_ids), list(state.prompt_texts), state.T,
                                       ["logged"] * len(state.prompt_ids))
@@ -363,19 +363,20 @@ class Policy:
         eff, se = pool.effect, pool.se
         if sel.reference != "incumbent":  # effects are reported versus the static prompt in every case
             eff, se = kernels.score_dense(scorer.phi, c.T - c.T[self.state.incumbent], self.head.coef, self.head.cov)
-        return self._table(query_ids, choice, eff, se, sel.z)
+        return self._table(query_ids, choice, eff, se, pool.z, pool.objective)
 
     def _table(self, query_ids: Sequence[Any], choice: np.ndarray, eff: np.ndarray, se: np.ndarray,
-               z: float) -> pa.Table:
+               z: float, objective: np.ndarray | None = None) -> pa.Table:
         c, rows = self.candidates, np.arange(len(choice))
         e, s = eff[rows, choice], se[rows, choice]
         lo, hi = e - _Z95 * s, e + _Z95 * s
         depart = choice != self.state.incumbent
         static = self.state.static_id
-        lcb = e - z * s
+        # the bound the choice maximized (selection half, simultaneous multiplier z), not the reported e, s
+        lcb = e - z * s if objective is None else objective[rows, choice]
 
         def rule(i: int) -> str:
-            return (f"its lower bound effect - {z:g} x se = {lcb[i]:+.3f} is the best of the candidates" if z > 0
+            return (f"its lower bound effect - {z:.3g} x se = {lcb[i]:+.3f} is the best of the candidates" if z > 0
                     else "the best point estimate of the candidates")
 
         reasons = [None if not d else (

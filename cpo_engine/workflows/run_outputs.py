@@ -87,7 +87,12 @@ def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any
     """All candidates, ranked, with uplift over the best logged static prompt and its interval."""
     t = result.table()
     order = result.ranking()
-    up, se = head.static_effect(X, result.T[order], T_static)
+    est = head.estimate_head()  # the held-out half when selection is honest: the ranking never saw it
+    eff, eff_se = est.static_effect(X, result.T[order])
+    for name, col in (("static_effect", eff), ("static_se", eff_se), ("ci_low", eff - _Z95 * eff_se),
+                      ("ci_high", eff + _Z95 * eff_se)):
+        t = t.set_column(t.column_names.index(name), name, pa.array(col))
+    up, se = est.static_effect(X, result.T[order], T_static)
     t = t.append_column("uplift_vs_best_logged", pa.array(up)).append_column("uplift_se", pa.array(se))
     t = t.append_column("uplift_ci_low", pa.array(up - _Z95 * se)).append_column("uplift_ci_high", pa.array(up + _Z95 * se))
     return t.append_column("lineage", pa.array([result.lineage(int(i)) for i in order]))
@@ -104,7 +109,7 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
         out["search"] = {k: r[k] for k in ("id", "text", "lineage", "static_effect", "ci_low", "ci_high",
                                            "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high", "mahalanobis")}
         out["search"]["note"] = ("predicted by the causal model (no LLM ran this prompt); uplift is vs the best "
-                                 "logged static prompt, interval 95%")
+                                 "logged static prompt, interval 95%; " + pool.policy.estimate)
         out["search"]["evidence"] = PREDICTED
     return out
 
@@ -289,7 +294,10 @@ def run_details(reps: Any, cfg: Any, pool: PoolResult, train: np.ndarray, test: 
            "training data": ("as logged" if h.simulate_confounding is None else
                              f"simulated {h.simulate_confounding} confounding (strength "
                              f"{h.confounding_strength}, {h.logged_per_query} rows per query)"),
-           "selection rule": f"lower confidence bound, z = {s.z}" if s.z > 0 else "point estimate (z = 0)",
+           "selection rule": (f"lower confidence bound, z = {s.z}" + (" (simultaneous over prompts)" if s.simultaneous
+                                                                      else " (one prompt at a time)")
+                              if s.z > 0 else "point estimate (z = 0)"),
+           "reported uplift of chosen prompts": pool.policy.estimate,
            "trust region": s.trust_region,
            "effects measured from": (f"the static prompt '{reps.prompt_ids[pool.incumbent_index]}'"
                                      if s.reference == "incumbent" else "the mean logged prompt representation"),

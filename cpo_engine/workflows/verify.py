@@ -308,8 +308,9 @@ def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], 
     info = bundle.info
     X = text_embedder(rep.encoder, rep.cache, bundle.query_pca, info.get("query_prefix") or "")(list(query_texts))
     T = text_embedder(rep.encoder, rep.cache, bundle.prompt_pca, info.get("prompt_prefix") or "")([a.text for a in arms])
-    head = replace(bundle.model.linear_head(), t_ref=np.asarray(T[0], dtype=np.float64).copy())
-    scorer = CandidateScorer(head, X, lambda t: None, trust_region=None, z=z, device="cpu")
+    head = bundle.model.linear_head().with_reference(T[0])
+    # the full fit, not the split halves: verification itself is the out-of-sample check of the arms
+    scorer = CandidateScorer(head, X, lambda t: None, trust_region=None, z=z, device="cpu", split=False)
     eff, se = scorer.per_query(T)
     s_eff, s_se = head.static_effect(X, T)
     return Predictions(effect=eff, se=se, static_effect=np.asarray(s_eff), static_se=np.asarray(s_se),
