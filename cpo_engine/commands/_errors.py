@@ -1,8 +1,8 @@
 """How the `cpo` CLI and the Ray Jobs entrypoints end: one handler for every command.
 
-An error the user can fix ends in one message and the user-error exit code (2 for `cpo`, 1 for a Ray
-job), never a traceback: every :class:`~cpo_engine.exceptions.CPOError` (bad data, config, a busy
-folder, a dead LLM server ...) and every ``OSError`` (a path that is a file, missing, read-only, a
+An error the user can fix ends in one message and exit code 2 (the `cpo` CLI and the Ray Jobs
+entrypoints share one convention), never a traceback: every :class:`~cpo_engine.exceptions.CPOError`
+(bad data, config, a busy folder, a dead LLM server ...) and every ``OSError`` (a path that is a file, missing, read-only, a
 full disk), whose message names the path, the flag that gave it when one did, and a fix.
 Anything else is a bug of cpo_engine: it is shown with its traceback, says so, and exits 1, so a
 genuine defect is never dressed up as a user mistake.
