@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
 
 from cpo_engine.data.grid import split_queries
 from cpo_engine.exceptions import ConfigError, DataError, DataWarning
@@ -200,33 +199,22 @@ def test_triplet_validator_warns_on_ids_that_read_as_missing(tiny_table):
         validate_triplets(tiny_table)  # real ids: no warning
 
 
-def test_cache_and_outputs_on_an_object_store(fitted, tmp_path, monkeypatch):
+def test_outputs_on_an_object_store_and_a_cache_uri_refused(fitted, tmp_path, monkeypatch):
     """A file system other than the local disk (fsspec's in-memory store standing in for s3:// or
-    gs://): the embedding cache and both kinds of assignment output go through pyarrow's interface."""
+    gs://): both kinds of assignment output go through pyarrow's interface. The embedding cache needs a
+    local or mounted path (its writers share a file lock): a URI is refused with that advice."""
     import pyarrow.fs as pafs
     from fsspec.implementations.memory import MemoryFileSystem
 
     from cpo_engine.embedding import cache as cache_mod
+    from cpo_engine.exceptions import ConfigError
     from cpo_engine.workflows import assign as assign_mod
 
     store = pafs.PyFileSystem(pafs.FSSpecHandler(MemoryFileSystem()))
     fake = lambda uri: (store, str(uri).split("://", 1)[1])  # noqa: E731
-    monkeypatch.setattr(cache_mod, "filesystem", fake)
     monkeypatch.setattr(assign_mod, "filesystem", fake)
-
-    class Encoder:
-        model_id, dim = "fake/enc", 3
-
-        def encode(self, texts, prefix="", show_progress=False):
-            return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
-
-    cache = cache_mod.EmbeddingCache("mem://bucket/cache", shard_rows=2)
-    first = cache.embed(Encoder(), ["a", "bb", "aaa", "a"])
-    again = cache_mod.EmbeddingCache("mem://bucket/cache", shard_rows=2)
-    np.testing.assert_array_equal(again.embed(Encoder(), ["aaa", "bb"]), first[[2, 1]])
-    assert (again.stats.hits, again.stats.misses) == (2, 0)
-    assert len([f for f in store.get_file_info(pafs.FileSelector("/bucket/cache", recursive=True))
-                if f.base_name.startswith("shard-")]) == 2
+    with pytest.raises(ConfigError, match="local or mounted path"):
+        cache_mod.EmbeddingCache("mem://bucket/cache")
 
     reps, causal, _, state = fitted
     policy = Policy(causal, state, query_features=_features(reps), device="cpu")

@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     apply_positional_data(args)
     result = optimize(config_from_args(args, OptimizeConfig))
-    print("\n".join(format_policy_values(result.best["policy_values"])))
+    values = result.best["policy_values"]
+    print(f"policy values: not estimated ({values['skipped']})" if "skipped" in values
+          else "\n".join(format_policy_values(values)))
     if result.search is not None:
         s = result.best["search_static"]
         print(f"searched {len(result.search.candidates)} candidates; best static: {s['text']!r} "

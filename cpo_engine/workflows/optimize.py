@@ -4,16 +4,19 @@ candidates, labelled unverified). Scoring needs no LLM call; only the LLM propos
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from cpo_engine.exceptions import ConfigError
+from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.common import load_data, usable_folder
 from cpo_engine.workflows.config import OptimizeConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,7 +71,11 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
                     device=cfg.device, source=str(bundle.path))
     policy.warn()
     assignment = policy.assign_features(reps.X, reps.query_ids)
-    best["policy_values"] = optimize_policy_values(reps, table, bundle, state, assignment, cfg, data_info).to_dict()
+    try:
+        best["policy_values"] = optimize_policy_values(reps, table, bundle, state, assignment, cfg, data_info).to_dict()
+    except DataError as exc:  # too few queries to cross-fit the off-policy nuisances: the assignment still stands
+        log.warning("policy values not estimated on this table: %s", exc)
+        best["policy_values"] = {"skipped": str(exc)}
     atomic_write_parquet(assignment, out / "assignment.parquet")
     atomic_write_json(out / "best_static_prompt.json", best)
     atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),
