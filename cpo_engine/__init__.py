@@ -4,12 +4,46 @@ Stages: triplet data -> representations (embeddings + PCA) -> causal reward mode
 DML) -> offline-guided batched search; generation builds triplets with LLMs, edit analysis explains
 which prompt edits help on which task. Orchestration lives in :mod:`cpo_engine.workflows`.
 
+The public API is importable from the top (each name is imported on first use, so ``import
+cpo_engine`` stays light)::
+
+    from cpo_engine import Policy
+    policy = Policy.load("runs/mine")                 # a `cpo run` / `cpo fit` folder or its model/
+    policy.assign(["A train goes 60 km in 1 hour. How far in 3 hours?"]).to_pandas()
+
 Importing the package sets no environment variable: the CLI and the Ray Jobs entrypoints set the
 offline and threading defaults for their own process (:func:`cpo_engine.utils.process_defaults`).
 """
 
 from __future__ import annotations
 
+from cpo_engine.utils import lazy_exports
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_getattr, _dir, _names = lazy_exports(__name__, {
+    "causal.baseline": ("OutcomeRewardModel",),
+    "causal.diagnostics": ("CausalDiagnosticWarning",),
+    "causal.dml": ("CausalRewardModel",),
+    "data.example": ("example_path", "load_example"),
+    "data.validate": ("read_triplets", "validate_triplets"),
+    "data.queries": ("read_queries",),
+    "embedding.representations": ("build_representations",),
+    "exceptions": ("CPOError", "ConfigError", "DataError", "DataWarning"),
+    "workflows.assign": ("assign",),
+    "workflows.bundle": ("ModelBundle",),
+    "workflows.config": ("AssignConfig", "FitConfig", "OptimizeConfig", "RunConfig"),
+    "workflows.fit": ("fit",),
+    "workflows.optimize": ("optimize",),
+    "workflows.policy": ("Policy", "UnreliablePolicyWarning"),
+    "workflows.run": ("run",),
+})
+__all__ = ["__version__", *_names]
+
+
+def __getattr__(name: str) -> object:
+    return _getattr(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

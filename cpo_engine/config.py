@@ -71,29 +71,44 @@ def _assign(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     raw[keys[-1]] = value
 
 
-def from_dict(cls: type, raw: dict[str, Any], where: str = "config") -> Any:
-    """Build a dataclass from a mapping, rejecting unknown keys (with a suggestion) and wrong types."""
+def from_dict(cls: type, raw: dict[str, Any], where: str = "config", base: Any = None) -> Any:
+    """Build a dataclass from a mapping, rejecting unknown keys (with a suggestion) and wrong types.
+
+    ``base``: the instance the mapping overrides (keys it leaves out keep ``base``'s values). A
+    section's base is the section's own default, so a workflow whose default section differs from
+    the section class's defaults keeps them when one key of the section is set.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
             raise ConfigError(f"{where}: unknown key '{key}' in {cls.__name__}"
-                              + (f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(names)}"))
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    return cls(**kwargs)
+                              + (f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(fields)}"))
+        sub_base = getattr(base, key) if base is not None else _default(fields[key])
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}", sub_base)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default section instance (None when the default is not a dataclass)."""
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return value if dataclasses.is_dataclass(value) and not isinstance(value, type) else None
+
+
+def _coerce(hint: Any, value: Any, where: str, base: Any = None) -> Any:
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value or {}, where)
+        return from_dict(hint, value or {}, where, base)
     args = typing.get_args(hint)
     allowed = args if args else (hint,)
     if value is None and type(None) in allowed:
         return None
+    for t in allowed:  # an optional section (``Section | None``): a mapping builds it
+        if dataclasses.is_dataclass(t) and isinstance(value, dict):
+            return from_dict(t, value, where, base if isinstance(base, t) else None)
     for t in allowed:
         origin = typing.get_origin(t) or t
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -52,4 +52,18 @@ class MissingExtraError(CPOError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError"]
+class DataWarning(UserWarning):
+    """Data that is valid but probably not what the user meant (e.g. an id that reads as missing)."""
+
+
+class BusyError(CPOError, RuntimeError):
+    """A run folder or cache is being written by another process (its lock file is held)."""
+
+
+class BackendError(CPOError, RuntimeError):
+    """An LLM backend failed every call it was given: the message names the endpoint, the first error
+    and the fix (nothing usable came back, so going on would report an empty result as a success)."""
+
+
+__all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError", "DataWarning", "BusyError",
+           "BackendError"]

@@ -1,19 +1,27 @@
-"""Small shared helpers: atomic writes, devices, threads, optional imports, hashing, versions."""
+"""Small shared helpers: atomic writes, devices, threads, optional imports, hashing, versions, logging and
+progress bars, file systems named by URI."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
 import json
+import logging
 import os
 import platform
+import re
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from cpo_engine.exceptions import ConfigError, MissingExtraError
+from cpo_engine.exceptions import BusyError, ConfigError, MissingExtraError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -29,10 +37,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600 whatever the umask; the finished file gets the mode any
+        # plainly created file would (0666 minus the umask), so teammates and web servers can read it.
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status; elsewhere set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -155,6 +179,151 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_tree(root: str | os.PathLike[str], pattern: str = "*", skip_suffixes: tuple[str, ...] = ()) -> str:
+    """Hash of the files under ``root`` matching ``pattern`` (recursively): each file's path relative
+    to ``root`` and its sha256, in sorted order; hidden files and folders are skipped."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob(pattern)):
+        rel = f.relative_to(root)
+        if not f.is_file() or any(part.startswith(".") for part in rel.parts) or f.suffix.lower() in skip_suffixes:
+            continue
+        h.update(rel.as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|auth|sig", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log or write: ``user:password@`` becomes ``***@`` and the values of query
+    parameters that look like credentials (``api_key=``, ``token=``, ...) become ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = "***@" + parts.netloc.rsplit("@", 1)[1] if "@" in parts.netloc else parts.netloc
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+LOCK_FILE = ".cpo.lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder: ``flock`` on its ``.cpo.lock`` file, held until :meth:`release`.
+
+    The kernel drops an flock when its holder dies (kill -9 included), so a crashed job never leaves a
+    stale lock behind. The lock file names its holder (pid, host, command) for the message another
+    process gets; it is left in place (removing it would race with the next holder).
+
+    Parameters
+    ----------
+    folder : path
+        The folder to lock (created if missing).
+    what : str
+        What the folder is, for messages ("run folder", "embedding cache").
+    wait : bool
+        False: raise :class:`BusyError` at once when another process holds the lock. True: wait for it,
+        logging once who holds it.
+    fix : str
+        What else to do, appended to "fix: wait for it to finish" (e.g. " or pass another --out").
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], what: str, *, wait: bool = False, fix: str = "") -> None:
+        self.folder, self.what, self.wait, self.fix = Path(folder), what, wait, fix
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(path)
+            if not self.wait:
+                os.close(fd)
+                raise BusyError(f"the {self.what} {self.folder} is in use by another cpo process ({holder})\n  "
+                                f"fix: wait for it to finish{self.fix}") from None
+            log.warning("waiting for another cpo process (%s) that is writing the %s %s", holder, self.what,
+                        self.folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                time.gmtime()), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_holder(folder: str | os.PathLike[str]) -> str | None:
+    """Who holds ``folder``'s :class:`FolderLock` now (another process), or None when nobody does.
+
+    For readers: a reader checks that no writer is at work instead of taking the lock, so reading
+    never makes a writer wait or fail.
+    """
+    import fcntl
+
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(path)
+        return None if holder.startswith(f"pid {os.getpid()} ") else holder  # this process's own lock
+    finally:
+        os.close(fd)
+    return None
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"pid {info['pid']} on {info['host']} since {info['since']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> int:
+    """Delete temp files that :func:`atomic_path` left in ``folder`` when its process was killed.
+
+    Call it only while holding the folder's :class:`FolderLock`: a live writer's temp file would go too.
+    """
+    n = 0
+    for f in Path(folder).glob(pattern):
+        try:
+            f.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    if n:
+        log.info("removed %d temp file(s) left by a killed process in %s", n, folder)
+    return n
+
+
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
     try:
         out = subprocess.run(
@@ -216,10 +385,118 @@ def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any
 #: scikit-learn each bring an OpenMP runtime: spinning waiters of one starve the others on small machines
 #: (a 0.7 s LightGBM fit took 10.5 s beside torch). Weights are never fetched from a hub at run time.
 PROCESS_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                    "TOKENIZERS_PARALLELISM": "false"}
+                    "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def process_defaults() -> None:
     """Set :data:`PROCESS_DEFAULTS` where the user has not (entry points only, never at import)."""
     for key, value in PROCESS_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# console: logging, progress bars
+
+#: Loggers of cpo_engine: INFO by default; everything else (torch, transformers, ray, httpx, ...) only
+#: shows WARNING and above unless the level is DEBUG.
+LOGGER = "cpo_engine"
+_progress = {"enabled": True}
+
+
+def configure_logging(level: str = "INFO", quiet: bool = False) -> None:
+    """One logging setup for the CLI and the Ray Jobs entrypoints.
+
+    cpo_engine's loggers log at ``level``; third-party loggers stay at WARNING (their INFO lines are
+    noise to a user) unless ``level`` is DEBUG. ``quiet`` keeps warnings and errors only and turns
+    progress bars off.
+    """
+    import logging
+    import sys
+
+    level = "WARNING" if quiet else level.upper()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.getLogger().setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    for name in (LOGGER, "jobs"):
+        logging.getLogger(name).setLevel(level)
+    show_progress(not quiet)
+
+
+def show_progress(enabled: bool) -> None:
+    """Turn every progress bar of :func:`progress_bar` on or off (``--quiet`` turns them off)."""
+    _progress["enabled"] = bool(enabled)
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True) -> Any:
+    """A tqdm bar on stderr with count, rate and ETA (one per long stage); a no-op bar when disabled
+    here or by :func:`show_progress`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _progress["enabled"]),
+                dynamic_ncols=True, mininterval=0.5, leave=True)
+
+
+def rate_eta(done: int, total: int, elapsed_s: float, unit: str = "rows") -> str:
+    """'12.3 rows/s, ETA 4m05s' for log lines where a bar does not fit (e.g. committed shards)."""
+    if done <= 0 or elapsed_s <= 0:
+        return f"0 {unit}/s"
+    rate = done / elapsed_s
+    left = max(total - done, 0) / rate
+    return f"{rate:.3g} {unit}/s, ETA {format_seconds(left)}"
+
+
+def format_seconds(s: float) -> str:
+    """Seconds as '42s', '4m05s' or '2h03m'."""
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+# ----------------------------------------------------------------------------------------------
+# file systems: local paths, NFS mounts and object stores (s3://, gs://, ...) through pyarrow
+
+
+def is_uri(path: str | os.PathLike[str]) -> bool:
+    """True for 'scheme://...' (s3://, gs://, hdfs://, file://); False for plain local paths."""
+    return "://" in str(path)
+
+
+def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path inside it) for a local path or any URI pyarrow understands."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), str(Path(path).resolve())
+    try:
+        return pafs.FileSystem.from_uri(str(path))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot open {path}: {exc} (is pyarrow built with this file system, e.g. S3 or GCS, "
+                          "and are its credentials set?)") from exc
+
+
+def put_bytes(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` of a pyarrow file system so no reader sees half of it: through a temp
+    file and a rename on local disks (and NFS), in one upload on object stores (an object becomes
+    visible when its stream closes)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic_write_bytes(path, data)
+        return
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def put_parquet(fs: Any, path: str, table: Any) -> None:
+    """:func:`put_bytes` of a zstd Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    put_bytes(fs, path, buf.getvalue().to_pybytes())

@@ -1,8 +1,10 @@
 """Build the bundled example (cpo_engine/resources/example_triplets.parquet) from the dev data.
 
 Keeps the svamp and mawps queries that ran under all 16 prompts (the `test` rows of Prompt-OIRL),
-with every recorded sample of each (query, prompt) cell, numbered in `sample`.
-Usage: python scripts/make_example.py [SRC] [DST]
+with every recorded sample of each (query, prompt) cell, numbered in `sample`. Prompt ids are the dev
+data's (the bare answer trigger is `plain`; the source logs label it `nan`): the build refuses ids that
+read as a missing value.
+Usage: python scripts/make_example.py [SRC] [DST]   (SRC default: ../shared/data/prompt_oirl_llama2_dev.parquet)
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def main() -> None:
     t = t.filter(pc.is_in(t["query_id"], grid_queries))
     df = t.to_pandas().sort_values(["task", "query_id", "prompt_idx", "split", "item_idx"], kind="stable")
     df["sample"] = df.groupby(["query_id", "prompt_id"]).cumcount().astype("int64")
+    missing = sorted(set(df["prompt_id"].astype(str)) & {"nan", "None", "", "null"})
+    if missing:
+        raise SystemExit(f"{SRC}: prompt ids {missing} read as missing; use the dev data that names them "
+                         "(e.g. 'plain')")
     df["score"] = df["score"].astype("int8")
     out = pa.Table.from_pandas(df[KEEP], preserve_index=False)
     out = out.replace_schema_metadata({

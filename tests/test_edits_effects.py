@@ -66,14 +66,29 @@ def test_fdr_held_under_the_null(inference: str, prompt_sd: float) -> None:
         units = units_from_triplets(simulate_grid(null, n_queries=80, prompt_sd=prompt_sd, seed=100 + rep))
         fam = analyze_edits(units, cfg).families
         fdp.append(float(fam["significant"].any()))  # under the global null FDP = 1{any rejection}
-    assert np.mean(fdp) <= 0.25  # nominal 0.05: 3+ of 8 has p = 0.006 at the nominal rate
+    # nominal 0.05 (measured 0.013 with 200 replications, docs/edits.md): 2+ of 8 has p = 0.06 at the
+    # nominal rate; these seeds give 0, and 2 (query) / 1 (jackknife) without BH
+    assert sum(fdp) <= 1
 
 
-def test_prompt_jackknife_inference_is_never_narrower() -> None:
-    units = units_from_triplets(simulate_grid({"m": TRUE["math"]}, n_queries=100, seed=3))
+def test_prompt_jackknife_inference_uses_t_quantiles_and_bh_over_the_table() -> None:
+    """Reported se = the larger of the two; p-values and intervals from t with (prompts - 1) degrees of
+    freedom (8 prompts here); q-values are BH over all estimated rows of the table (its documented family)."""
+    from scipy import stats
+
+    units = units_from_triplets(simulate_grid({"m": TRUE["math"], "l": TRUE["logic"]}, n_queries=100,
+                                              prompt_sd=0.03, seed=3))
     fam = analyze_edits(units, EffectConfig(cv=2, motif_top_k=0, inference="prompt_jackknife")).families
     est = fam[fam["status"] == "estimated"]
-    assert (est["se"] >= est["se_query"] - 1e-12).all() and est["se_jackknife"].notna().all()
+    np.testing.assert_allclose(est["se"], np.maximum(est["se_query"], est["se_jackknife"]))
+    assert (est["df"] == 7).all() and (est["jackknife_n"] == 8).all()
+    z = est["effect"] / est["se"]
+    np.testing.assert_allclose(est["p_value"], 2 * stats.t.sf(np.abs(z), 7), rtol=1e-10)
+    np.testing.assert_allclose(est["ci_high"] - est["effect"], stats.t.ppf(0.975, 7) * est["se"], rtol=1e-10)
+    np.testing.assert_allclose(est["q_value"], bh_qvalues(est["p_value"].to_numpy()), rtol=1e-12)
+    assert (est["significant"] == (est["q_value"] <= 0.05)).all()
+    query = analyze_edits(units, EffectConfig(cv=2, motif_top_k=0, inference="query")).families
+    assert np.isinf(query.loc[query["status"] == "estimated", "df"]).all()
 
 
 def test_lineage_pairs_only_use_parent_links() -> None:

@@ -100,7 +100,7 @@ class _DiesAfter:
     """Wraps the real encoder and raises after `n` calls: a job killed in the middle of embedding."""
 
     def __init__(self, encoder, n):
-        self.inner, self.n, self.model_id = encoder, n, encoder.model_id
+        self.inner, self.n, self.model_id, self.identity = encoder, n, encoder.model_id, encoder.identity
 
     @property
     def dim(self):

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.exceptions import BackendError, ConfigError, DataError
 from cpo_engine.generation import (
     BackendConfig, DesignConfig, GenerateConfig, GenerationRequest, OpenAIConfig, RayConfig, ReplayConfig,
     RowKey, SamplingConfig, TemplateConfig, generate_triplets, read_generated,
@@ -286,9 +286,10 @@ def test_failed_calls_go_to_the_error_column(log_table, tmp_path):
     """A real connection failure (nothing listens on the port): rows are kept with an error, score NaN."""
     backend = BackendConfig(kind="openai", openai=OpenAIConfig(base_url="http://127.0.0.1:9/v1", max_retries=1,
                                                                backoff_s=0.01, timeout_s=2))
-    s = generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
-    t = read_generated(tmp_path / "o")
-    assert s.errors == t.num_rows == 8
+    with pytest.raises(BackendError, match=r"(?s)all 8 LLM calls .* failed .*127\.0\.0\.1:9"):
+        generate_triplets(_cfg(log_table, tmp_path / "o", backend=backend, max_queries=2), echo=lambda _: None)
+    t = read_generated(tmp_path / "o")  # the failed rows are committed, so --retry-errors can retry them
+    assert t.num_rows == 8 and not json.loads((tmp_path / "o" / "manifest.json").read_text())["complete"]
     assert all("connection error" in e for e in t.column("error").to_pylist())
     assert all(np.isnan(t.column("score").to_numpy()))
     assert read_generated(tmp_path / "o", drop_errors=True).num_rows == 0
@@ -470,7 +471,7 @@ def test_openai_generate_works_inside_a_running_event_loop(fake_server):
     assert [r.text for r in asyncio.run(inside())] == ["The answer is 11."] * 2
 
 
-@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "nightly"])
+@pytest.mark.parametrize("name", ["generate", "fit", "optimize", "assign", "nightly", "loop"])
 def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     import importlib
 
@@ -479,8 +480,8 @@ def test_job_entrypoints_parse_the_cli_flags(name, capsys):
     assert exc.value.code == 0 and f"python -m jobs.{name}" in capsys.readouterr().out
 
 
-def test_generate_job_exits_1_with_the_error_message(tmp_path, capsys):
+def test_generate_job_exits_2_with_the_error_message_like_the_cli(tmp_path, capsys):
     from jobs.generate import main
 
-    assert main(["--queries", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["--queries", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "nope.csv" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from cpo_engine.generation.graders import (
     ExactGrader, MultipleChoiceGrader, NumericGrader, find_numbers, final_sentence, get_grader, parse_number,
 )
 
-DEV = Path("/work/shared/data/prompt_oirl_llama2_dev.parquet")
+# The dev data sit beside the repository (../shared/data, see its DATA.md); CPO_DEV_DATA points elsewhere.
+DEV = Path(os.environ.get("CPO_DEV_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+                          / "prompt_oirl_llama2_dev.parquet"))
 
 
 @pytest.mark.parametrize("token, value", [
@@ -129,7 +132,7 @@ def test_bad_grader_specs_fail_clearly(spec, match):
         get_grader(spec)
 
 
-@pytest.mark.skipif(not DEV.exists(), reason="dev parquet not available")
+@pytest.mark.skipif(not DEV.exists(), reason=f"dev data not at {DEV} (set CPO_DEV_DATA)")
 def test_last_number_grader_reproduces_the_logged_regrade():
     """The dev file's `score_last_number` is a last-number regrade of `raw_answer`: ours must agree."""
     import pyarrow.compute as pc

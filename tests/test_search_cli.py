@@ -19,7 +19,10 @@ def test_fit_then_optimize(small_example, tmp_path, capsys):
     assert main(["optimize", str(small_example), "--model", str(tmp_path / "fit"), "--out", str(out),
                  "--rounds", "1", "--children", "4", "--beam-width", "2", *common]) == 0
     assign = pq.read_table(out / "assignment.parquet")
-    assert assign.num_rows == 80 and {"recommended_prompt_id", "search_candidate_id"} <= set(assign.column_names)
+    assert assign.num_rows == 80 and {"recommended_prompt_id", "source", "verified"} <= set(assign.column_names)
+    assert not any(c.startswith("search_") for c in assign.column_names)  # one answer per query
+    src = assign.to_pandas()
+    assert (src.verified == (src.source == "logged")).all()
     best = json.loads((out / "best_static_prompt.json").read_text())
     assert best["pool_static"]["prompt_id"] and "uplift_vs_best_logged" in best["search_static"]
     cands = pq.read_table(out / "candidates.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,13 +82,26 @@ def test_pool_mode_beats_static_and_outputs_are_written(tmp_path: Path) -> None:
     assert len(result.candidates) > 4
     evaluation, paths = write_run_outputs(tmp_path, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
     assign = pq.read_table(paths["assignment"])
-    assert assign.num_rows == len(reps.query_ids) and "search_candidate_id" in assign.column_names
-    assert {"recommended_prompt_id", "recommended_prompt_text", "effect", "se"} <= set(assign.column_names)
+    # one answer per query: a single recommendation with its evidence, no second (searched) answer beside it
+    assert assign.num_rows == len(reps.query_ids) and not any(c.startswith("search_") for c in assign.column_names)
+    assert {"recommended_prompt_id", "recommended_prompt_text", "source", "verified", "effect", "effect_ci_low",
+            "effect_ci_high", "departs_from_static", "reason", "split"} <= set(assign.column_names)
+    assert set(assign.column("source").to_pylist()) == {"logged"} and all(assign.column("verified").to_pylist())
+    rec = assign.to_pandas()
+    # the heterogeneous truth: the policy leaves the static prompt for some queries, and says why
+    assert 0 < rec.departs_from_static.mean() < 1 and rec.reason[rec.departs_from_static].str.contains("over").all()
+    assert rec.reason[~rec.departs_from_static].isna().all()
+    assert (rec.effect_ci_low[rec.departs_from_static] > -1).all()
+    # the policy is the pool choice of the run (same head, incumbent, trust region and z)
+    chosen = [pool.policy.prompt_ids[i] for i in pool.policy.choice]
+    assert rec.recommended_prompt_id.tolist() == chosen
     best = json.loads(paths["best_static"].read_text())
     assert best["logged"]["prompt_id"] in {"p0", "p1", "p2", "p3", "p4"} and "uplift_vs_best_logged" in best["search"]
     page = paths["report"].read_text()
+    assert "plots/" not in page and page.count("src='data:image/png;base64,") == 4  # self-contained
     for png in ("prompt_effects", "policy_value", "uplift_by_tier", "causal_vs_noncausal"):
-        assert f"plots/{png}.png" in page and (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
+        assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
+    assert "id='recommendation'" in page and evaluation["recommendation"]["headline"] in html.unescape(page)
 
 
 def test_simulated_confounding_draws_logs_from_training_queries() -> None:

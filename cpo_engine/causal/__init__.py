@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "diagnostics": ("CausalDiagnosticWarning", "FitDiagnostics"),
     "dml": ("CausalRewardModel",),
     "evaluation": ("EvaluationConfig",),
+    "evidence": ("ESTIMATED", "MEASURED", "PREDICTED", "LabelledValue"),
     "featurize": ("Featurizer",),
     "forest": ("CausalForestRewardModel",),
     "harness": ("evaluate", "write_evaluation"),

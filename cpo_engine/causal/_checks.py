@@ -28,6 +28,8 @@ def as_float_array(a: Any, name: str, ndim: tuple[int, ...]) -> np.ndarray:
         raise DataError(f"{name} must be numeric: {exc}") from exc
     if arr.ndim not in ndim:
         raise DataError(f"{name} must have {' or '.join(map(str, ndim))} dimension(s), got shape {arr.shape}")
+    if np.isfinite(arr.sum()):  # fast path; an overflowing sum falls through to the row check
+        return arr
     bad = ~np.isfinite(arr) if arr.ndim == 1 else ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise DataError(
@@ -89,7 +91,7 @@ def _check_variation(Y: np.ndarray, T: np.ndarray) -> None:
             f"Y is constant (every score is {Y[0]:g}): there is no variation for prompts to explain; "
             "check the grader or log more queries"
         )
-    flat = np.flatnonzero(np.ptp(T, axis=0) == 0)
+    flat = np.flatnonzero(np.abs(T - T[0]).sum(0) == 0)
     if len(flat):
         raise DataError(
             f"T columns {flat.tolist()} are constant across all rows: the effect of a prompt feature "

@@ -16,16 +16,19 @@ import inspect
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, t as student_t
 
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs, group_codes, make_folds
-from cpo_engine.causal._crossfit import assemble, can_use_stats, run_folds
+from cpo_engine.causal._crossfit import assemble, can_use_stats, query_predictions, run_folds
 from cpo_engine.causal.config import check_nuisance_name
 from cpo_engine.causal.diagnostics import compute_diagnostics
 from cpo_engine.causal.featurize import Featurizer, as_featurizer  # noqa: F401 (annotations)
 from cpo_engine.causal.head import LinearHead
-from cpo_engine.causal.inference import ALPHA_GRID, fit_final, select_alpha
+from cpo_engine.causal._final_stats import QueryMoments, cluster_rows
+from cpo_engine.causal.inference import ClusterPhi, fit_final_stage
 from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
+
+INTERVALS = ("normal", "t")
 
 
 class CausalRewardModel:
@@ -42,12 +45,18 @@ class CausalRewardModel:
     cv : int, splitter or list of (train, test) index pairs
         Cross-fitting folds. An int assigns whole queries (``groups``) to folds at random.
     final_alpha : float or "cv"
-        Scale-free ridge penalty on the heterogeneity (non-constant rows of ``B``) in the final
-        stage; the average effect is never shrunk (0 = OLS, econml parity). ``"cv"`` (the default, as
-        in :class:`~cpo_engine.causal.config.CausalConfig`) picks it from
+        Scale-free ridge penalty on the heterogeneity (non-constant rows of ``B``) of the point
+        estimate ``coef_``; the average effect is never shrunk (0 = OLS, econml parity). ``"cv"`` (the
+        default, as in :class:`~cpo_engine.causal.config.CausalConfig`) picks it from
         :data:`~cpo_engine.causal.inference.ALPHA_GRID` by grouped CV of the R-loss on the same folds.
+        Intervals, standard errors and the :meth:`linear_head` never use the penalty: they come from
+        the unpenalized fit (``inference_coef_``, ``cov_``), because the sandwich around a shrunk
+        estimate does not cover (docs/causal.md, "Intervals").
     cov_type : {"cluster", "HC1", "HC0", "nonrobust"}
         Covariance of the final stage; "cluster" clusters by ``groups`` (HC1-like when none given).
+    interval : {"normal", "t"}
+        Quantiles of intervals: normal, or Student t with (clusters - 1) degrees of freedom (a
+        small-cluster correction: wider when there are few queries).
     overlap_threshold : float
         Warn when less than this share of a prompt feature's variance is left after ``E[T|X]``.
     min_groups_per_fold : int
@@ -67,9 +76,15 @@ class CausalRewardModel:
     Attributes
     ----------
     coef_ : ndarray (d_phi, d_T)
-        ``B``; ``coef_[0]`` is the effect for ``phi = 1`` (the constant column).
+        ``B`` (shrunk by ``final_alpha_``); ``coef_[0]`` is the effect for ``phi = 1`` (the constant
+        column). :meth:`effect` and :meth:`const_marginal_effect` use it.
+    inference_coef_ : ndarray (d_phi, d_T)
+        The unpenalized ``B`` (equal to ``coef_`` when ``final_alpha_ == 0``): the center of intervals.
     cov_ : ndarray (d_phi * d_T, d_phi * d_T)
-        Covariance of ``vec(coef_)`` (row-major).
+        Covariance of ``vec(inference_coef_)`` (row-major).
+    split_ : dict or None
+        Unpenalized fits on two seeded, disjoint halves of the queries: ``{"select": (coef, cov),
+        "estimate": (coef, cov)}``; honest selection chooses with one and reports with the other.
     t_ref_ : ndarray (d_T,)
         Reference prompt representation for :meth:`linear_head` (mean of the fitted T).
     y_res_, t_res_ : ndarray
@@ -83,7 +98,7 @@ class CausalRewardModel:
                  cov_type: str = "cluster", overlap_threshold: float = 0.05,
                  min_groups_per_fold: int = 2, backend: str = "serial", device: str = "auto",
                  random_state: int = 0, ray_options: dict | None = None,
-                 stats_crossfit: bool = True) -> None:
+                 stats_crossfit: bool = True, interval: str = "normal") -> None:
         self.model_y = model_y
         self.model_t = model_t
         self.featurizer = featurizer
@@ -97,6 +112,7 @@ class CausalRewardModel:
         self.random_state = random_state
         self.ray_options = ray_options
         self.stats_crossfit = stats_crossfit
+        self.interval = interval
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters, by name (as scikit-learn's ``get_params``)."""
@@ -147,8 +163,12 @@ class CausalRewardModel:
             groups = group_codes(groups, len(Y))
         self.device_ = resolve_device(self.device)
         self.folds_ = make_folds(self.cv, len(Y), groups, self.random_state, self.min_groups_per_fold)
-        data = {"X": X, "Y": Y, "T": T, "groups": groups,
-                "w": None if sample_weight is None else w}
+        # CPO logs repeat a query's X on each of its rows: then nuisances and final stage run on
+        # per-query statistics (same numbers, no per-row design)
+        self._cluster_first = first = None if groups is None else cluster_rows(X, groups, int(groups.max()) + 1)
+        moments = None if first is None else QueryMoments.build(Y, T, w, groups, len(first))
+        data = {"X": X, "Y": Y, "T": T, "groups": groups, "w": None if sample_weight is None else w,
+                "cluster_first": first, "query_sums": None if moments is None else moments.sums()}
         model_t = self.model_t
         if t_hat is not None:
             data["t_hat"], model_t = self._check_t_hat(t_hat, T), None
@@ -158,10 +178,17 @@ class CausalRewardModel:
         self.crossfit_backend_ = backend
         results = run_folds(data, self.folds_, self.model_y, model_t, self.random_state,
                             self.device_, backend, self.ray_options)
-        y_pred, t_pred = assemble(results, len(Y), T.shape[1])
+        if first is not None and all(r.queries is not None for r in results):  # per-query predictions
+            pg = query_predictions(results, None, None, first, groups)
+            rows = pg[groups]
+            y_pred, t_pred = rows[:, 0], rows[:, 1:]
+        else:
+            y_pred, t_pred = assemble(results, len(Y), T.shape[1], groups)
+            pg = None if first is None else query_predictions(results, y_pred, t_pred, first, groups)
         self.models_y_ = [r.model_y for r in results]
         self.models_t_ = [r.model_t for r in results if r.model_t is not None]
         self.y_res_, self.t_res_ = Y - y_pred, T - t_pred
+        self._final_moments = None if pg is None else moments.residual(pg)
         self._Y, self._T, self._X, self._w, self._groups = Y, T, X, w, groups
         self.t_ref_ = T.mean(0) if t_ref is None else as_float_array(t_ref, "t_ref", (1,))
         self.n_features_in_, self.d_t_ = X.shape[1], T.shape[1]
@@ -193,19 +220,25 @@ class CausalRewardModel:
         )
 
     def _fit_final(self, featurizer, final_alpha: "float | str", cov_type: str) -> "CausalRewardModel":
-        feat = as_featurizer(featurizer).fit(self._X)
-        phi = feat.transform(self._X)
-        self.final_alpha_cv_ = None
-        if final_alpha == "cv":
-            final_alpha, losses = select_alpha(phi, self.t_res_, self.y_res_, self.folds_,
-                                               sample_weight=self._w, device=self.device_)
-            self.final_alpha_cv_ = {"grid": list(ALPHA_GRID), "loss": losses, "chosen": final_alpha}
-        elif not isinstance(final_alpha, (int, float)) or final_alpha < 0:
+        if final_alpha != "cv" and (isinstance(final_alpha, bool) or not isinstance(final_alpha, (int, float))
+                                    or final_alpha < 0):
             raise ConfigError(f"final_alpha must be a number >= 0 or 'cv', got {final_alpha!r}")
-        fit = fit_final(phi, self.t_res_, self.y_res_, groups=self._groups, sample_weight=self._w,
-                        alpha=final_alpha, cov_type=cov_type, device=self.device_)
-        self.featurizer_, self.final_alpha_, self.cov_type_ = feat, final_alpha, cov_type
-        self.coef_, self.cov_ = fit.coef, fit.cov
+        if self.interval not in INTERVALS:
+            raise ConfigError(f"interval must be one of {INTERVALS}, got {self.interval!r}")
+        feat = as_featurizer(featurizer).fit(self._X)
+        first = getattr(self, "_cluster_first", None)
+        phi = feat.transform(self._X) if first is None else ClusterPhi(feat.transform(self._X[first]))
+        stage = fit_final_stage(phi, self.t_res_, self.y_res_, folds=self.folds_, groups=self._groups,
+                                sample_weight=self._w, alpha=final_alpha, cov_type=cov_type,
+                                split_seed=self.random_state, device=self.device_,
+                                cluster_moments=getattr(self, "_final_moments", None) if first is not None else None)
+        fit = stage.inference
+        self.featurizer_, self.final_alpha_, self.cov_type_ = feat, stage.alpha, cov_type
+        self.final_alpha_cv_, self.final_path_ = stage.alpha_cv, stage.path
+        self.coef_, self.inference_coef_, self.cov_ = stage.coef, fit.coef, fit.cov
+        self.n_clusters_ = fit.n_clusters
+        self.split_ = None if stage.halves is None else {
+            name: (h.coef, h.cov) for name, h in zip(("select", "estimate"), stage.halves)}
         fold_groups = [self._n_groups(te) for _, te in self.folds_]
         self.diagnostics_ = compute_diagnostics(
             self._Y, self._T, self.y_res_, self.t_res_, self._w, n_groups=fit.n_clusters
@@ -248,38 +281,66 @@ class CausalRewardModel:
         return ((phi @ self.coef_) * dt).sum(1)
 
     def effect_stderr(self, X: Any, T0: Any = 0.0, T1: Any = 1.0) -> np.ndarray:
-        """Standard error of :meth:`effect` from ``cov_``: (n,)."""
+        """Standard error of the effect from ``cov_`` (the unpenalized fit's covariance): (n,)."""
         phi = self._phi(X)
         dt = self._t(T1, len(phi), "T1") - self._t(T0, len(phi), "T0")
         v = (phi[:, :, None] * dt[:, None, :]).reshape(len(phi), -1)
         return np.sqrt(np.clip(np.einsum("ij,jk,ik->i", v, self.cov_, v), 0.0, None))
 
+    def _quantile(self, alpha: float) -> float:
+        """Two-sided ``1 - alpha`` quantile: normal, or t with (clusters - 1) dof (``interval="t"``)."""
+        if getattr(self, "interval", "normal") == "t":
+            return float(student_t.ppf(1 - alpha / 2, max(self._n_clusters() - 1, 1)))
+        return float(norm.ppf(1 - alpha / 2))
+
+    def _n_clusters(self) -> int:
+        n = getattr(self, "n_clusters_", None)
+        return int(n) if n is not None else int(self.diagnostics_.n_groups)
+
     def effect_interval(self, X: Any, T0: Any = 0.0, T1: Any = 1.0, *,
                         alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Normal ``1 - alpha`` confidence interval of :meth:`effect`: (lower, upper)."""
-        est, se = self.effect(X, T0, T1), self.effect_stderr(X, T0, T1)
-        z = norm.ppf(1 - alpha / 2)
-        return est - z * se, est + z * se
+        """``1 - alpha`` confidence interval of the effect: (lower, upper).
+
+        Centered at the unpenalized estimate (``inference_coef_``), which differs from :meth:`effect`
+        when ``final_alpha_ > 0``: a shrunk estimate's sandwich interval does not cover.
+        """
+        phi = self._phi(X)
+        dt = self._t(T1, len(phi), "T1") - self._t(T0, len(phi), "T0")
+        est = ((phi @ self._inference_coef()) * dt).sum(1)
+        se, q = self.effect_stderr(X, T0, T1), self._quantile(alpha)
+        return est - q * se, est + q * se
 
     def const_marginal_effect_interval(self, X: Any, *, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Normal interval of :meth:`const_marginal_effect`: (lower, upper), each (n, d_T)."""
+        """Interval of ``theta(X)`` (centered at the unpenalized fit): (lower, upper), each (n, d_T)."""
         phi = self._phi(X)
         cov4 = self.cov_.reshape(phi.shape[1], self.d_t_, phi.shape[1], self.d_t_)
         var = np.einsum("if,ftgt,ig->it", phi, cov4, phi)
-        est, z = phi @ self.coef_, norm.ppf(1 - alpha / 2)
+        est, q = phi @ self._inference_coef(), self._quantile(alpha)
         se = np.sqrt(np.clip(var, 0.0, None))
-        return est - z * se, est + z * se
+        return est - q * se, est + q * se
+
+    def _inference_coef(self) -> np.ndarray:
+        coef = getattr(self, "inference_coef_", None)
+        return self.coef_ if coef is None else coef
 
     def effect_grid(self, X: Any, T: Any) -> np.ndarray:
-        """Effect of every candidate prompt (rows of T) vs ``t_ref_`` on every query: (n_q, n_c)."""
-        est, _ = self.linear_head().effect(as_float_array(X, "X", (2,)), as_float_array(T, "T", (2,)))
-        return est
+        """Point effect (``coef_``) of every candidate prompt (rows of T) vs ``t_ref_`` on every query:
+        (n_q, n_c)."""
+        phi = self._phi(X)
+        return phi @ self.coef_ @ (as_float_array(T, "T", (2,)) - self.t_ref_).T
 
     def linear_head(self) -> LinearHead:
-        """The :class:`LinearHead` (coef, cov, phi, t_ref) that batched search scores with."""
+        """The :class:`LinearHead` that batched search scores with: the unpenalized fit (``coef`` and
+        ``cov`` give valid intervals), the penalized point estimate as ``point_coef``, and the two
+        half-sample heads (``split``) for honest selection when they were fitted."""
         self._check_fitted()
-        return LinearHead(coef=self.coef_.copy(), cov=self.cov_.copy(),
-                          featurize=self.featurizer_.transform, t_ref=self.t_ref_.copy())
+        split = getattr(self, "split_", None)
+        halves = None if not split else tuple(
+            LinearHead(coef=c.copy(), cov=v.copy(), featurize=self.featurizer_.transform, t_ref=self.t_ref_.copy())
+            for c, v in (split["select"], split["estimate"]))
+        return LinearHead(coef=self._inference_coef().copy(), cov=self.cov_.copy(),
+                          featurize=self.featurizer_.transform, t_ref=self.t_ref_.copy(),
+                          point_coef=self.coef_.copy(), split=halves)
 
     # ------------------------------------------------------------------ scoring
     def nuisance_predict(self, X: Any, need_t: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -310,13 +371,21 @@ class CausalRewardModel:
         pred = ((self._phi(X) @ self.coef_) * (T - t_hat)).sum(1)
         return float(np.average((Y - y_hat - pred) ** 2, weights=w))
 
-    def summary(self) -> str:
-        """Coefficients with standard errors, then the diagnostics."""
+    def summary(self, alpha: float = 0.05, max_rows: int = 50) -> str:
+        """Coefficients of ``theta(X) = B^T phi(X)`` with standard errors and ``1 - alpha`` intervals
+        (row 0 of phi is the constant: the average effect of each prompt feature), then the diagnostics."""
         self._check_fitted()
         se = np.sqrt(np.clip(np.diag(self.cov_), 0, None)).reshape(self.coef_.shape)
-        rows = [f"phi[{f}] x T[{t}]: {self.coef_[f, t]:+.4f} (se {se[f, t]:.4f})"
-                for f in range(self.coef_.shape[0]) for t in range(self.d_t_)]
-        return "\n".join(rows[:50] + [self.diagnostics_.summary()])
+        z = self._quantile(alpha)
+        b = self._inference_coef()  # the unpenalized estimate the se belongs to (coef_ may be shrunk)
+        head = [f"{type(self).__name__}: {self.diagnostics_.n_rows} rows, {self.diagnostics_.n_groups} queries; "
+                f"final_alpha_={self.final_alpha_!r} (point estimates; intervals unpenalized); "
+                f"unpenalized coefficient (se) [{1 - alpha:.0%} CI]"]
+        rows = [f"phi[{f}] x T[{t}]: {b[f, t]:+.4f} ({se[f, t]:.4f}) "
+                f"[{b[f, t] - z * se[f, t]:+.4f}, {b[f, t] + z * se[f, t]:+.4f}]"
+                for f in range(b.shape[0]) for t in range(self.d_t_)]
+        more = [f"... {len(rows) - max_rows} more rows (inference_coef_, cov_)"] if len(rows) > max_rows else []
+        return "\n".join(head + rows[:max_rows] + more + [self.diagnostics_.summary()])
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any, provenance: dict | None = None, *, keep_residuals: bool = False) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,20 @@ class EvaluationConfig:
     """Append simple text statistics of the query (log length, number count) to X."""
     with_forest: bool = False
     """Also fit econml CausalForestDML (slow; CPU)."""
+    exploration: float = 0.0
+    """Share of the logging policy that is uniform over the prompts: every prompt keeps a propensity
+    of at least exploration / n_prompts (what off-policy evaluation needs; 0: none)."""
+    ope: bool = True
+    """Check off-policy evaluation: draw held-out logs on test queries and compare each method's
+    estimated policy value (DM, IPW, SNIPS, DR, SNDR) with its true value."""
+    ope_logged_per_query: int | None = None
+    """Logged prompts per held-out query draw for the OPE check (None: logged_per_query)."""
+    ope_draws: int = 10
+    """Independent held-out log draws per repetition for the OPE check (cheap: the models are fitted
+    once per repetition), so coverage is measured on seeds x draws intervals."""
+    train_queries: int | None = None
+    """Fit on at most this many (randomly chosen) training queries (None: the whole train split);
+    the data-budget sweep varies it."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -60,6 +75,11 @@ class EvaluationConfig:
             raise ConfigError(f"confounding must be one of {CONFOUNDING}, got {self.confounding!r}")
         if self.logged_per_query < 1 or self.seeds < 1:
             raise ConfigError("logged_per_query and seeds must be >= 1")
+        if not 0 <= self.exploration <= 1:
+            raise ConfigError(f"exploration must be in [0, 1], got {self.exploration}")
+        if self.ope_draws < 1 or (self.ope_logged_per_query is not None and self.ope_logged_per_query < 1) or \
+                (self.train_queries is not None and self.train_queries < 2):
+            raise ConfigError("ope_draws and ope_logged_per_query must be >= 1, train_queries >= 2 (or unset)")
         if not 0 < self.test_fraction < 1 or not 0 < self.hard_fraction <= 1:
             raise ConfigError("test_fraction must be in (0, 1) and hard_fraction in (0, 1]")
         if not np.isfinite(self.strength):
@@ -124,19 +144,21 @@ def logging_policy(grid: Grid, cfg: EvaluationConfig) -> np.ndarray:
     logits = cfg.strength * zq[:, None] * zp[None, :]
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    p /= p.sum(1, keepdims=True)
+    return (1 - cfg.exploration) * p + cfg.exploration / p.shape[1]
 
 
 def draw_logs(grid: Grid, policy: np.ndarray, train: np.ndarray, k: int,
               rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """k logged (prompt, sampled outcome, propensity) rows per train query."""
+    """k logged (prompt, sampled outcome, propensity) rows per train query; ``pick`` is the position of
+    each outcome in ``grid.scores`` (the grid's samples sorted by cell)."""
     q = np.repeat(train, k)
     cum = policy[q].cumsum(1)
     p = (cum < rng.random(len(q))[:, None] * cum[:, -1:]).sum(1)
     p = np.minimum(p, policy.shape[1] - 1)
     cell = q * policy.shape[1] + p
     pick = grid.cell_start[cell] + (rng.random(len(q)) * grid.cell_count[cell]).astype(np.int64)
-    return {"q": q, "p": p, "y": grid.scores[pick], "pi": policy[q, p]}
+    return {"q": q, "p": p, "y": grid.scores[pick], "pi": policy[q, p], "pick": pick}
 
 
 def tau_b_rows(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -172,3 +194,45 @@ def static_ipw(logs: dict, n_p: int) -> np.ndarray:
     s = np.bincount(logs["p"], weights=w * logs["y"], minlength=n_p)
     c = np.bincount(logs["p"], weights=w, minlength=n_p)
     return np.where(c > 0, s / np.where(c > 0, c, 1), -np.inf)
+
+
+def observational_logs(table: Any, cfg: EvaluationConfig, per_query: int = 1, seed: int = 0,
+                       with_propensity: bool = True) -> Any:
+    """Observational triplet logs drawn from a full grid: ``per_query`` rows per query, the prompt drawn
+    from :func:`logging_policy` (``cfg``'s confounding, strength and exploration) and the score from
+    one of the cell's samples; the ``propensity`` column (the logging probability of the row's prompt)
+    is kept or dropped. The test data for off-policy evaluation on logs whose truth is known.
+    """
+    import pyarrow as pa
+
+    from cpo_engine.embedding.representations import unique_texts
+
+    qids, qtexts, row_q = unique_texts(table, "query_id", "query_text")
+    pids, ptexts, row_p = unique_texts(table, "prompt_id", "prompt_text")
+    index = SimpleNamespace(query_ids=qids, prompt_ids=pids, query_texts=qtexts, prompt_texts=ptexts,
+                            row_query=row_q, row_prompt=row_p)
+    grid = build_grid(table, index)
+    policy = logging_policy(grid, cfg)
+    logs = draw_logs(grid, policy, np.arange(len(qids)), per_query, np.random.default_rng(seed))
+    cell = row_q * len(pids) + row_p
+    order = np.argsort(cell, kind="stable")  # draw_logs picks sample `pick` of the cell-sorted scores
+    rows = order[logs["pick"]]
+    out = table.take(pa.array(rows))
+    # `sample` numbers the logged repeats of a cell (a cell drawn twice may repeat a recorded sample)
+    repeat = _occurrence(logs["q"] * len(pids) + logs["p"])
+    out = out.drop_columns([c for c in ("propensity", "sample") if c in out.column_names])
+    out = out.append_column("sample", pa.array(repeat, pa.int64()))
+    if with_propensity:
+        out = out.append_column("propensity", pa.array(logs["pi"], pa.float64()))
+    return out
+
+
+def _occurrence(keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... for the successive rows with the same key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
+    run = np.arange(len(keys)) - np.repeat(start, np.diff(np.r_[start, len(keys)]))
+    out = np.empty(len(keys), dtype=np.int64)
+    out[order] = run
+    return out

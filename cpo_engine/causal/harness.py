@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cpo_engine.causal.config import CausalConfig
+from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.grid import split_queries
 from cpo_engine.causal.evaluation import (METRICS, EvaluationConfig, Grid, build_grid, draw_logs,
                                           logging_policy, policy_metrics, static_ipw,
@@ -53,13 +54,16 @@ def _fit_causal(causal: CausalConfig, logs: dict, X: np.ndarray, T: np.ndarray, 
 
 
 def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, seed: int,
-             causal_cfg: CausalConfig | None = None) -> dict:
-    """One repetition: split, log, fit every method, score on the test queries."""
+             causal_cfg: CausalConfig | None = None, ope: OPEConfig | None = None) -> dict:
+    """One repetition: split, log, fit every method, score on the test queries (and, with
+    ``cfg.ope``, check off-policy estimates of every method's policy value against the truth)."""
     from cpo_engine.causal.baseline import OutcomeRewardModel
 
     causal_cfg = causal_cfg or CausalConfig()
     rng = np.random.default_rng(seed)
     train, test = split_queries(grid.query_texts, cfg.test_fraction, rng)
+    if cfg.train_queries is not None and cfg.train_queries < len(train):
+        train = np.sort(rng.choice(train, size=cfg.train_queries, replace=False))
     policy = logging_policy(grid, cfg)
     logs = draw_logs(grid, policy, train, cfg.logged_per_query, rng)
     truth = grid.truth[test]
@@ -86,16 +90,31 @@ def run_seed(grid: Grid, X: np.ndarray, T: np.ndarray, cfg: EvaluationConfig, se
     if cfg.with_forest:
         preds["causal_forest"] = _forest_grid(causal_cfg, logs, X, T, test, seed)
     methods = {name: policy_metrics(np.broadcast_to(p, truth.shape), truth, hard) for name, p in preds.items()}
-    return {"seed": seed, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
-            "logged_rows": int(len(logs["y"])), "causal_fit_s": round(fit_s, 3),
-            "logged_prompt_share": np.bincount(logs["p"], minlength=n_p).tolist(),
-            "causal_diagnostics": causal.diagnostics_.to_dict(), "methods": methods}
+    out = {"seed": seed, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
+           "logged_rows": int(len(logs["y"])), "causal_fit_s": round(fit_s, 3),
+           "logged_prompt_share": np.bincount(logs["p"], minlength=n_p).tolist(),
+           "causal_diagnostics": causal.diagnostics_.to_dict(), "methods": methods}
+    if cfg.ope:
+        from cpo_engine.causal.ope_validation import validate_seed
+
+        choices = {name: np.broadcast_to(p, truth.shape).argmax(1) for name, p in preds.items()}
+        others = {"non_causal": np.clip(baseline.predict(np.repeat(X[test], n_p, 0), np.tile(T, (len(test), 1)))
+                                        .reshape(len(test), n_p), logs["y"].min(), logs["y"].max()),
+                  "static": np.broadcast_to(_filled(static_naive(logs, n_p), logs["y"].mean()), (len(test), n_p))}
+        out["ope"] = validate_seed(grid, X, T, policy, logs, test, causal, choices,
+                                   cfg.ope_logged_per_query or cfg.logged_per_query, ope or OPEConfig(), rng, seed,
+                                   cfg.ope_draws, others)
+    return out
+
+
+def _filled(v: np.ndarray, fill: float) -> np.ndarray:
+    return np.where(np.isfinite(v), v, fill)
 
 
 def _forest_grid(causal_cfg, logs, X, T, test, seed) -> np.ndarray:
     from cpo_engine.causal.forest import CausalForestRewardModel
 
-    forest = CausalForestRewardModel(model_y=causal.model_y, model_t=causal.model_t, cv=causal.cv,
+    forest = CausalForestRewardModel(model_y=causal_cfg.model_y, model_t=causal_cfg.model_t, cv=causal_cfg.cv,
                                      n_estimators=100, random_state=seed)
     forest.fit(logs["y"], T[logs["p"]], X=X[logs["q"]], groups=logs["q"])
     return forest.effect_grid(X[test], T)
@@ -122,7 +141,7 @@ def summarize(per_seed: list[dict]) -> dict[str, dict]:
 
 
 def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalConfig | None = None,
-             representations: Any = None,
+             ope: OPEConfig | None = None, representations: Any = None,
              progress: Callable[[str], None] | None = None, checkpoint_dir: Any = None,
              **rep_kwargs: Any) -> dict:
     """Evaluate the causal reward model against baselines on a full outcome grid.
@@ -135,6 +154,8 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalC
         Confounding, strength, logs per query, seeds.
     causal : CausalConfig, optional
         The causal model's settings (default: :class:`CausalConfig`'s defaults, those of `cpo run`).
+    ope : OPEConfig, optional
+        Settings of the off-policy estimators checked when ``cfg.ope`` (clipping, level, propensity model).
     representations : Representations, optional
         Prebuilt X/T for ``table``; built with :func:`cpo_engine.embedding.build_representations`
         (``rep_kwargs`` go to it) when omitted.
@@ -144,7 +165,7 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalC
     """
     cfg = cfg or EvaluationConfig()
     cfg.validate()
-    causal = causal or CausalConfig()
+    causal, ope = causal or CausalConfig(), ope or OPEConfig()
     if representations is None:
         from cpo_engine.embedding import build_representations
 
@@ -152,23 +173,35 @@ def evaluate(table: Any, cfg: EvaluationConfig | None = None, *, causal: CausalC
     grid = build_grid(table, representations)
     X, T = _features(representations, grid, cfg), np.asarray(representations.T, np.float64)
     per_seed = []
-    key = _checkpoint_key(cfg, causal, grid, X, T)
+    key = _checkpoint_key(cfg, causal, ope, grid, X, T)
     for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
         per_seed.append(_cached_seed(checkpoint_dir, key, s) or _save_seed(
-            checkpoint_dir, key, run_seed(grid, X, T, cfg, s, causal)))
+            checkpoint_dir, key, run_seed(grid, X, T, cfg, s, causal, ope)))
         if progress:
             m = per_seed[-1]["methods"]
             progress(f"seed {s}: causal {m['causal_dml']['policy_value']:.4f} "
                      f"outcome {m['outcome_model']['policy_value']:.4f} "
                      f"ipw {m['static_ipw']['policy_value']:.4f}")
-    return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X) | {"causal": asdict(causal)},
-            "methods": summarize(per_seed), "per_seed": per_seed, "notes": _notes(cfg)}
+    from cpo_engine.causal.ope_validation import summarize_ope
+
+    return {"format": FORMAT, "settings": _settings(cfg, table, representations, grid, X) | {
+        "causal": asdict(causal), "ope": asdict(ope)}, "methods": summarize(per_seed),
+        "ope": summarize_ope(per_seed), "per_seed": [_without_draws(s) for s in per_seed], "notes": _notes(cfg)}
 
 
-def _checkpoint_key(cfg: EvaluationConfig, causal: CausalConfig, grid: Grid, X: np.ndarray, T: np.ndarray) -> str:
+def _without_draws(seed: dict) -> dict:
+    """A seed's result without the OPE check's raw draws (kept in the checkpoints; the summary has them)."""
+    if not seed.get("ope"):
+        return seed
+    return seed | {"ope": {k: v for k, v in seed["ope"].items() if k != "draws"}}
+
+
+def _checkpoint_key(cfg: EvaluationConfig, causal: CausalConfig, ope: OPEConfig, grid: Grid, X: np.ndarray,
+                    T: np.ndarray) -> str:
     import hashlib
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("seeds", "first_seed")} | asdict(causal)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("seeds", "first_seed")} | asdict(causal) | {
+        "ope": asdict(ope)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for a in (grid.truth, X, T):
         h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
@@ -210,8 +243,13 @@ def _notes(cfg: EvaluationConfig) -> list[str]:
         "these noisy means, so it is an optimistic upper bound",
         "tau_b is averaged over test queries whose true cell means are not all equal",
         "PCA for X and T is fitted on all query/prompt texts (unsupervised, no outcomes)",
-        f"confounding={cfg.confounding}: P(prompt|query) ~ exp(strength * z_query * z_log_prompt_length)",
-    ]
+        f"confounding={cfg.confounding}: P(prompt|query) ~ exp(strength * z_query * z_log_prompt_length)"
+        + (f", mixed with {cfg.exploration:g} uniform" if cfg.exploration else ""),
+    ] + ([
+        "ope: held-out logs on test queries drawn with replacement (each draw its own query), the same logging "
+        "policy; truth = the policy's mean true success over the test queries (the population the draws come "
+        "from); 'estimated' propensities come from a cross-fitted multinomial model on the training logs "
+        "(the DML fit's folds)"] if cfg.ope else [])
 
 
 def _fmt(ci: dict, digits: int = 3) -> str:
@@ -262,22 +300,30 @@ def plot_png(result: dict) -> bytes:
     strength = "" if s["confounding"] == "none" else f" strength={s['strength']}"
     fig.suptitle(f"confounding={s['confounding']}{strength} K={s['logged_per_query']} "
                  f"seeds={s['seeds']}")
+    return figure_png(fig)
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (laid out, then closed)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
 
 
 def write_evaluation(result: dict, out: Any) -> dict[str, Path]:
     """Write evaluation.json, evaluation.md and evaluation.png into ``out`` (atomically)."""
+    from cpo_engine.causal.ope_validation import ope_markdown
     from cpo_engine.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, json_default_str
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "evaluation.json", "table": out / "evaluation.md", "plot": out / "evaluation.png"}
     atomic_write_json(paths["json"], _clean(json.loads(json.dumps(result, default=json_default_str))))
-    atomic_write_text(paths["table"], table_markdown(result))
+    atomic_write_text(paths["table"], table_markdown(result) + ope_markdown(result.get("ope", {})))
     atomic_write_bytes(paths["plot"], plot_png(result))
     return paths
 

@@ -12,7 +12,7 @@ over ``(feature f, treatment dim t)``, i.e. index ``f * d_T + t``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -32,12 +32,21 @@ class LinearHead:
         ``phi``: maps query features ``X`` of shape (n, d_X) to (n, d_phi).
     t_ref : ndarray of shape (d_T,)
         The reference prompt representation effects are measured from.
+    point_coef : ndarray of shape (d_phi, d_T), optional
+        A (penalized) point estimate for rankings by point estimate only (:meth:`point_effect`);
+        ``coef`` when None. ``coef`` and ``cov`` are the unpenalized fit: intervals use them.
+    split : (LinearHead, LinearHead), optional
+        Heads fitted on two disjoint halves of the queries, ``(select, estimate)``: honest selection
+        chooses with the first and reports the chosen prompt's effect from the second, which the
+        choice never saw. Same featurizer and reference as this head.
     """
 
     coef: np.ndarray
     cov: np.ndarray
     featurize: Callable[[np.ndarray], np.ndarray]
     t_ref: np.ndarray
+    point_coef: np.ndarray | None = None
+    split: "tuple[LinearHead, LinearHead] | None" = None
 
     def __post_init__(self) -> None:
         d_phi, d_t = self.coef.shape
@@ -48,6 +57,32 @@ class LinearHead:
             )
         if self.t_ref.shape != (d_t,):
             raise ValueError(f"LinearHead.t_ref must have shape ({d_t},), got {self.t_ref.shape}")
+        if self.point_coef is not None and self.point_coef.shape != self.coef.shape:
+            raise ValueError(f"LinearHead.point_coef must have the shape of coef {self.coef.shape}, "
+                             f"got {self.point_coef.shape}")
+        if self.split is not None and any(h.coef.shape != self.coef.shape for h in self.split):
+            raise ValueError("LinearHead.split heads must have the shape of coef")
+
+    def with_reference(self, t_ref: np.ndarray) -> "LinearHead":
+        """The same head (and split heads) measuring effects from ``t_ref``."""
+        t = np.asarray(t_ref, dtype=np.float64).copy()
+        split = None if self.split is None else tuple(replace(h, t_ref=t) for h in self.split)
+        return replace(self, t_ref=t, split=split)
+
+    def select_head(self) -> "LinearHead":
+        """The head a choice among candidates is made with: the selection half, or this head."""
+        return self if self.split is None else self.split[0]
+
+    def estimate_head(self) -> "LinearHead":
+        """The head a chosen prompt's effect is reported from: the held-out half, or this head (whose
+        estimate of a chosen prompt is then selection-biased)."""
+        return self if self.split is None else self.split[1]
+
+    def point_effect(self, X: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """Point effect (``point_coef``) of every candidate on every query: (n_queries, n_candidates)."""
+        phi = self.featurize(np.asarray(X, dtype=np.float64))
+        coef = self.coef if self.point_coef is None else self.point_coef
+        return phi @ coef @ (np.asarray(T, dtype=np.float64) - self.t_ref).T
 
     @property
     def d_phi(self) -> int:
@@ -93,10 +128,18 @@ class LinearHead:
         -------
         effect, se : ndarray of shape (n_candidates,)
         """
-        from cpo_engine import kernels  # the batched scorer (torch, imported on first use)
-
-        phibar = self.featurize(np.asarray(X, dtype=np.float64)).mean(0, keepdims=True)
+        phibar = self.featurize(np.asarray(X, dtype=np.float64)).mean(0)
         base = self.t_ref if t_base is None else np.asarray(t_base, dtype=np.float64)
-        eff, se = kernels.score_dense(phibar, np.asarray(T, dtype=np.float64) - base, self.coef, self.cov)
-        return eff[0], se[0]
+        return self.effect_at(phibar, np.asarray(T, dtype=np.float64) - base)
+
+    def effect_at(self, phi: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Effect ``phi^T B dt_c`` and its standard error for one feature row ``phi`` (d_phi,) and many
+        candidate moves ``dt`` (n, d_T), through the (d_T, d_T) covariance of ``theta = B^T phi``: cost
+        O(n d_T^2) however many candidates."""
+        phi = np.asarray(phi, dtype=np.float64)
+        cov4 = self.cov.reshape(self.d_phi, self.d_t, self.d_phi, self.d_t)
+        v_theta = np.einsum("f,ftgs,g->ts", phi, cov4, phi)
+        eff = dt @ (phi @ self.coef)
+        var = np.einsum("ct,ts,cs->c", dt, v_theta, dt)
+        return eff, np.sqrt(np.clip(var, 0.0, None))
 

@@ -4,11 +4,16 @@ The JSON holds the estimator's settings, the featurizer spec, diagnostics and pr
 and prefix, PCA state hashes, data hash, package versions); the safetensors file holds the arrays
 (final-stage coefficients and covariance, reference prompt, torch nuisance weights, and optionally
 the residuals for :meth:`refit_final`). Loading refuses a model built with another embedder or PCA.
+
+One hash covers both files (``content_sha256``: the JSON without that field, canonically dumped, then
+the arrays), so an edit to either (``d_t``, ``final_alpha``, a coefficient) is refused at load, and so
+is a truncated or invalid file: each ends in a :class:`DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,11 @@ import numpy as np
 
 from cpo_engine.exceptions import ConfigError, DataError
 
-FORMAT = "cpo-causal-model/1"
+log = logging.getLogger(__name__)
+
+FORMAT = "cpo-causal-model/2"
+LEGACY_FORMATS = ("cpo-causal-model/1",)  # before model.json was hashed: its arrays alone are checked
+_REFIT = "rewrite it with `cpo fit` (or `cpo run`), or restore the saved folder from a copy"
 CHECKED_KEYS = ("embedder", "query_pca", "prompt_pca")
 _INIT = ("featurizer", "cv", "final_alpha", "cov_type", "overlap_threshold", "min_groups_per_fold",
          "backend", "device", "random_state", "stats_crossfit")
@@ -74,7 +83,10 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
     model._check_fitted()
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {"coef": model.coef_, "cov": model.cov_, "t_ref": model.t_ref_}
+    arrays = {"coef": model.coef_, "cov": model.cov_, "t_ref": model.t_ref_,
+              "inference_coef": model._inference_coef()}
+    for name, (coef, cov) in (getattr(model, "split_", None) or {}).items():  # honest-selection halves
+        arrays.update({f"split.{name}.coef": coef, f"split.{name}.cov": cov})
     ny, spec_y = _nuisance_arrays("nuisance_y", model.models_y_)
     nt, spec_t = _nuisance_arrays("nuisance_t", model.models_t_)
     if spec_y is not None and spec_t is not None:
@@ -96,9 +108,21 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
         "provenance": provenance | {"versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "arrays_sha256": _sha(blob),
     }
+    meta = json.loads(json.dumps(meta, default=json_default_str))  # exactly what a reader will parse
+    meta["content_sha256"] = _content_sha(meta, blob)
     atomic_write_bytes(out / "model.safetensors", blob)
-    atomic_write_text(out / "model.json", json.dumps(meta, indent=2, default=json_default_str))
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
     return out
+
+
+def _content_sha(meta: dict, blob: bytes) -> str:
+    """sha256 of model.json's content (without this hash) and of the arrays."""
+    import hashlib
+
+    body = {k: v for k, v in meta.items() if k != "content_sha256"}
+    h = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    h.update(blob)
+    return h.hexdigest()
 
 
 def _residual_arrays(model: Any) -> dict:
@@ -126,11 +150,17 @@ def _sha(blob: bytes) -> str:
 
 
 def check_provenance(saved: dict, expect: dict | None, path: Any) -> None:
-    """Raise ConfigError when the embedder or a PCA recorded at save time differs from ``expect``."""
+    """Raise ConfigError when the embedder or a PCA recorded at save time differs from ``expect``
+    (the embedder compared on the fields both record: a model saved before encoder identities were
+    recorded is compared by name and prefixes)."""
     for key in CHECKED_KEYS:
         if not expect or key not in expect or key not in saved:
             continue
-        if saved[key] != expect[key]:
+        mine, theirs = saved[key], expect[key]
+        if key == "embedder" and isinstance(mine, dict) and isinstance(theirs, dict):
+            shared = [k for k in mine if k in theirs and mine[k] is not None and theirs[k] is not None]
+            mine, theirs = {k: mine[k] for k in shared}, {k: theirs[k] for k in shared}
+        if mine != theirs:
             raise ConfigError(
                 f"model at {path} was fitted with {key}={saved[key]!r} but the current "
                 f"representations use {expect[key]!r}: effects are in another coordinate system. "
@@ -142,16 +172,27 @@ def load_model(path: Any, expect: dict | None = None) -> Any:
     """Load a model saved by :func:`save_model`, checking provenance against ``expect``."""
     from safetensors.numpy import load
 
-    from cpo_engine.causal.dml import CausalRewardModel
-    from cpo_engine.causal.featurize import Featurizer
-
     p = Path(path)
     meta, blob = _read(p)
     check_provenance(meta.get("provenance", {}), expect, p)
-    arrays = load(blob)
+    try:
+        return _build(meta, load(blob))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # Only a file written by another version (or hand-edited legacy one) gets here: the hash matched.
+        raise DataError(f"the saved model cannot be rebuilt ({type(exc).__name__}: {exc})",
+                        source=str(p / "model.json"), fix=_REFIT) from exc
+
+
+def _build(meta: dict, arrays: dict) -> Any:
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.causal.featurize import Featurizer
+
     m = CausalRewardModel(**meta["params"])
     m.featurizer_ = Featurizer.from_dict(meta["featurizer"])
     m.coef_, m.cov_, m.t_ref_ = arrays["coef"], arrays["cov"], arrays["t_ref"]
+    m.inference_coef_ = arrays.get("inference_coef", m.coef_)  # older saves: coef_ was the OLS/penalized fit
+    m.split_ = {name: (arrays[f"split.{name}.coef"], arrays[f"split.{name}.cov"]) for name in ("select", "estimate")} \
+        if "split.select.coef" in arrays else None
     m.final_alpha_, m.cov_type_ = meta["final_alpha"], meta["cov_type"]
     m.n_features_in_, m.d_t_ = meta["n_features_in"], meta["d_t"]
     m.device_ = "cpu"
@@ -167,15 +208,30 @@ def load_model(path: Any, expect: dict | None = None) -> Any:
 
 def _read(p: Path) -> tuple[dict, bytes]:
     try:
-        meta = json.loads((p / "model.json").read_text())
+        text = (p / "model.json").read_text(encoding="utf-8")
         blob = (p / "model.safetensors").read_bytes()
     except FileNotFoundError as exc:
-        raise DataError(f"{p} is not a saved causal model: {exc.filename} is missing") from exc
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{p / 'model.json'} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise DataError(f"{p} is not a saved causal model: {exc.filename} is missing",
+                        fix="pass the folder `cpo fit --out OUT` wrote (OUT/model) or a `cpo run` folder") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"model.json is not text ({exc})", source=str(p / "model.json"), fix=_REFIT) from exc
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"model.json is not valid JSON (truncated or edited: {exc})", source=str(p / "model.json"),
+                        fix=_REFIT) from exc
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, *LEGACY_FORMATS):
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"has format {found!r}, expected {FORMAT!r}", source=str(p / "model.json"), fix=_REFIT)
     if meta.get("arrays_sha256") != _sha(blob):
-        raise DataError(f"{p / 'model.safetensors'} does not match the hash in model.json: the "
-                        "files are from different saves or corrupted; save the model again")
+        raise DataError("model.safetensors does not match the hash in model.json: the files are from different "
+                        "saves, truncated or edited", source=str(p / "model.safetensors"), fix=_REFIT)
+    if meta["format"] in LEGACY_FORMATS:
+        log.warning("%s was saved by an older cpo_engine (%s): only its arrays are checked for changes; refit to "
+                    "protect model.json too", p, meta["format"])
+    elif meta.get("content_sha256") != _content_sha(meta, blob):
+        raise DataError("model.json does not match its hash (content_sha256): it was edited or corrupted after it "
+                        "was saved", source=str(p / "model.json"), fix=_REFIT)
     return meta, blob
 
 
@@ -227,8 +283,8 @@ def representation_provenance(reps: Any) -> dict:
     """The provenance a model must match to be used with ``reps`` (embedder and both PCAs)."""
     prov = getattr(reps, "provenance", {}) or {}
     return {
-        "embedder": {"id": prov.get("encoder"), "query_prefix": prov.get("query_prefix"),
-                     "prompt_prefix": prov.get("prompt_prefix")},
+        "embedder": {"id": prov.get("encoder"), "identity": prov.get("encoder_identity"),
+                     "query_prefix": prov.get("query_prefix"), "prompt_prefix": prov.get("prompt_prefix")},
         "query_pca": pca_fingerprint(reps.query_pca),
         "prompt_pca": pca_fingerprint(reps.prompt_pca),
     }

@@ -23,12 +23,21 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--seeds", "evaluation.seeds", "repetitions for the 95%% CIs", type=int)
     flag(p, "--first-seed", "evaluation.first_seed", "seed of the first repetition", type=int)
     flag(p, "--test-fraction", "evaluation.test_fraction", "share of queries held out", type=float)
-    p.add_argument("--query-text-features", action="store_const", const=True, default=None,
-                   help="append query length and number count to X [--set evaluation.query_text_features]")
-    p.add_argument("--forest", action="store_const", const=True, default=None,
-                   help="also fit econml CausalForestDML (slow) [--set evaluation.with_forest]")
-    p._cpo_flag_keys.update(query_text_features="evaluation.query_text_features",  # type: ignore[attr-defined]
-                            forest="evaluation.with_forest")
+    flag(p, "--exploration", "evaluation.exploration",
+         "uniform share mixed into the logging policy (a propensity floor of exploration / n_prompts)", type=float)
+    flag(p, "--ope-logged-per-query", "evaluation.ope_logged_per_query",
+         "logged prompts per held-out query draw in the off-policy evaluation check", type=int)
+    flag(p, "--train-queries", "evaluation.train_queries", "fit on at most this many training queries", type=int)
+    flag(p, "--min-propensity", "ope.min_propensity", "propensity clipping floor of the off-policy estimators",
+         type=float)
+    flag(p, "--query-text-features", "evaluation.query_text_features", "append query length and number count to X",
+         action="store_const", const=True)
+    flag(p, "--forest", "evaluation.with_forest", "also fit econml CausalForestDML (slow)", action="store_const",
+         const=True)
+    flag(p, "--no-ope", "evaluation.ope", "skip the off-policy evaluation check", action="store_const", const=False)
+    flag(p, "--sweep", "sweep.axes", "data-budget curves instead of the plain evaluation: comma-separated axes from "
+         "train_queries, logged_per_query, query_components, prompt_components")
+    flag(p, "--sweep-seeds", "sweep.seeds", "repetitions per sweep point", type=int)
     flag(p, "--prompt-components", "pca.prompt_components",
          "prompt PCA size (default 32, capped at n_prompts - 1)", type=int)
     add_causal_flags(p)
@@ -39,10 +48,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.causal.harness import table_markdown
+    from cpo_engine.causal.ope_validation import ope_markdown
     from cpo_engine.workflows import EvaluateConfig
     from cpo_engine.workflows.evaluate import evaluate
 
     result = evaluate(config_from_args(args, EvaluateConfig))
-    print(table_markdown(result))
+    if "curves" in result:
+        from cpo_engine.causal.budget import budget_markdown
+
+        print(budget_markdown(result))
+    else:
+        print(table_markdown(result) + ope_markdown(result.get("ope", {})))
     print(f"wrote {', '.join(str(p) for p in result['paths'].values())}")
     return 0

@@ -18,9 +18,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--backend", "causal.backend", "run cross-fitting folds in-process or as Ray tasks",
          choices=["serial", "ray"])
     flag(p, "--seed", "seed", "seed of folds and nuisances", type=int)
-    p.add_argument("--keep-residuals", action="store_const", const=True, default=None,
-                   help="also save out-of-fold residuals so refit_final works after loading [--set keep_residuals]")
-    p._cpo_flag_keys["keep_residuals"] = "keep_residuals"  # type: ignore[attr-defined]
+    flag(p, "--keep-residuals", "keep_residuals", "also save out-of-fold residuals so refit_final works after loading",
+         action="store_const", const=True)
     add_common(p)
     p.set_defaults(func=run)
     return p

@@ -13,6 +13,7 @@ import argparse
 
 from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags, apply_positional_data,
                                  config_from_args, flag)
+from cpo_engine.commands.verify import add_verify_flags
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_beam_flags(p)
     flag(p, "--device", "device", "scoring device: auto, cpu, cuda")
     flag(p, "--seed", "seed", "seed of the proposers", type=int)
+    add_verify_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -37,14 +39,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.workflows import OptimizeConfig
+    from cpo_engine.causal.policy_values import format_policy_values
     from cpo_engine.workflows.optimize import optimize
 
     apply_positional_data(args)
     result = optimize(config_from_args(args, OptimizeConfig))
+    print("\n".join(format_policy_values(result.best["policy_values"])))
     if result.search is not None:
         s = result.best["search_static"]
         print(f"searched {len(result.search.candidates)} candidates; best static: {s['text']!r} "
-              f"(uplift vs '{result.best['pool_static']['prompt_id']}' {s['uplift_vs_best_logged']:+.4f})")
+              f"(predicted uplift vs '{result.best['pool_static']['prompt_id']}' {s['uplift_vs_best_logged']:+.4f})")
+    src = result.assignment.column("source").to_pylist()
+    print(f"recommended a prompt for {len(src)} queries ({src.count('searched')} of them a searched, unverified one)")
     print(f"wrote {result.out}/assignment.parquet, best_static_prompt.json"
           + (", candidates.parquet, search_trace.json" if result.search is not None else ""))
     return 0

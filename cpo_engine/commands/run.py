@@ -6,6 +6,7 @@ import argparse
 
 from cpo_engine.commands import (add_beam_flags, add_causal_flags, add_common, add_data_flags, add_selection_flags,
                                  config_from_args, flag)
+from cpo_engine.commands.verify import add_verify_flags
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_selection_flags(p)
     add_beam_flags(p)
     flag(p, "--seed", "seed", "seed of every random step", type=int)
+    add_verify_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -32,4 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_workflow(config_from_args(args, RunConfig))
     print(f"run folder: {result.run_dir}")
+    print("next: recommend a prompt for each of your new queries (a table of query_id, query_text):\n"
+          f"  cpo assign --model {result.run_dir} --queries NEW_QUERIES.parquet --out assignments.parquet")
     return 0

@@ -35,6 +35,10 @@ def summarize(table) -> dict:
            "grid_coverage": cells.num_rows / (n_q * n_p),
            "samples_per_cell_mean": float(np.mean(cells["score_count"].to_numpy())),
            "score_mean": float(pc.mean(table["score"]).as_py())}
+    from cpo_engine.data.validate import score_scale
+
+    scale = score_scale(table)
+    out.update(score_kind=scale["kind"], score_min=scale["min"], score_max=scale["max"])
     if "task" in table.column_names:
         out["tasks"] = sorted(x for x in pc.unique(table["task"]).to_pylist() if x is not None)
     return out
@@ -44,6 +48,8 @@ def _text(source: str, s: dict) -> str:
     lines = [f"OK {source}: {s['rows']:,} rows, {s['queries']:,} queries x {s['prompts']:,} prompts",
              f"  cells {s['cells']:,} ({s['grid_coverage']:.1%} of the full grid), "
              f"{s['samples_per_cell_mean']:.2f} samples per cell, mean score {s['score_mean']:.3f}"]
+    lines.append(f"  scores: {s['score_kind']} in [{s['score_min']:g}, {s['score_max']:g}] (effects and uplift are "
+                 "reported in these units)")
     if "tasks" in s:
         lines.append(f"  tasks: {', '.join(s['tasks'])}")
     return "\n".join(lines)

@@ -1,9 +1,16 @@
-"""The triplet validator: every check names the source, column, first offending rows and a fix."""
+"""The triplet validator: every check names the source, column, first offending rows and a fix.
+
+Scores are any finite numbers: 0/1 correctness, rates in [0, 1], and continuous grades such as a
+rubric 1-5 or BLEU 0-100 are all valid. An empty ``prompt_text`` is valid too (the no-instruction
+baseline: the query alone); an empty ``query_text`` is not. Every estimate the engine reports (effects, uplift, intervals)
+is in the score's own units; nothing assumes [0, 1] (:func:`score_scale` says which case a table is).
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +18,7 @@ import pyarrow.compute as pc
 
 from cpo_engine.data.io import read_table
 from cpo_engine.data.schema import ALIASES, ID_COLUMNS, OPTIONAL, REQUIRED, TEXT_COLUMNS
-from cpo_engine.exceptions import DataError
+from cpo_engine.exceptions import DataError, DataWarning
 
 _ROWS_NOTE = "(row numbers count data rows from 0)"
 
@@ -39,6 +46,9 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
     table = _cast_optional(table, source)
     for col in REQUIRED:
         _check_no_nulls(table, col, source)
+    for col in ID_COLUMNS:
+        warn_missing_like_ids(table, col, source)
+    _check_not_blank(table, "query_text", source)  # an empty prompt_text is valid: the no-instruction baseline
     _check_finite_scores(table, source)
     for id_col, text_col in zip(ID_COLUMNS, TEXT_COLUMNS):
         _check_one_text_per_id(table, id_col, text_col, source)
@@ -184,6 +194,38 @@ def _check_no_nulls(table: pa.Table, col: str, source: str) -> None:
                         rows=_rows(pc.is_null(arr)), fix=f"fill or drop the rows with an empty '{col}'")
 
 
+#: Id values that are almost always a missing value written out as text by some tool (pandas writes NaN
+#: as 'nan', Python None as 'None', SQL NULL as 'NULL'), not a name someone chose.
+MISSING_LIKE = ("", "nan", "none", "null", "na", "n/a", "<na>", "nat", "undefined")
+
+
+def warn_missing_like_ids(table: pa.Table, col: str, source: str, offset: int = 0) -> bool:
+    """Warn (:class:`~cpo_engine.exceptions.DataWarning`) when ids in ``col`` read as a missing value:
+    they are valid, but reports and assignments would show e.g. 'nan' as the best prompt. ``offset``
+    numbers the rows of a batch from the start of its input. Returns whether it warned."""
+    norm = pc.utf8_lower(pc.utf8_trim_whitespace(table.column(col)))
+    bad = pc.fill_null(pc.is_in(norm, pa.array(MISSING_LIKE)), False)
+    rows = [offset + r for r in _rows(bad)]
+    if not rows:
+        return False
+    values = sorted({repr(v) for v in pc.unique(pc.filter(table.column(col), bad)).to_pylist()})
+    more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+    warnings.warn(f"in {source}, column '{col}': {len(rows)} row(s) have ids that read as missing "
+                  f"({', '.join(values)}), rows {', '.join(map(str, rows[:5]))}{more} {_ROWS_NOTE}. They are kept, "
+                  f"but outputs will name them so; fix: give them real ids (e.g. 'plain' for a bare answer trigger), "
+                  f"or fill the missing values before writing the table", DataWarning, stacklevel=3)
+    return True
+
+
+def _check_not_blank(table: pa.Table, col: str, source: str) -> None:
+    """A query with no text is a lost question (every such query would embed to the same point)."""
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table.column(col))), 0)
+    n = pc.sum(blank).as_py() or 0
+    if n:
+        raise DataError(f"{n} empty or whitespace-only text(s) {_ROWS_NOTE}", source=source, column=col,
+                        rows=_rows(blank), fix="fill in the text of these queries or drop their rows")
+
+
 def _check_finite_scores(table: pa.Table, source: str) -> None:
     y = table.column("score").to_numpy()
     bad = ~np.isfinite(y)
@@ -252,6 +294,18 @@ def _check_optional_ranges(table: pa.Table, source: str) -> None:
             if bad.any():
                 raise DataError(f"{int(bad.sum())} value(s) {rule} {_ROWS_NOTE}", source=source, column=col,
                                 rows=_rows(bad), fix=fix)
+    if "weight" in table.column_names and not pc.max(table.column("weight")).as_py() > 0:
+        raise DataError("every weight is 0: no row would count in any fit", source=source, column="weight",
+                        fix="give the rows that should count a positive weight, or drop the weight column")
 
 
-__all__ = ["read_triplets", "validate_triplets"]
+def score_scale(table: pa.Table) -> dict[str, float | str]:
+    """What kind of scores a validated table holds: ``kind`` is 'binary' (only 0 and 1), 'unit' (within
+    [0, 1]) or 'continuous' (anything else, e.g. a rubric 1-5), with ``min``, ``max`` and ``range``."""
+    y = table.column("score").to_numpy(zero_copy_only=False).astype(float)
+    lo, hi = float(y.min()), float(y.max())
+    kind = "binary" if np.isin(y, (0.0, 1.0)).all() else "unit" if lo >= 0 and hi <= 1 else "continuous"
+    return {"kind": kind, "min": lo, "max": hi, "range": hi - lo}
+
+
+__all__ = ["read_triplets", "validate_triplets", "warn_missing_like_ids", "MISSING_LIKE", "score_scale"]

@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q, two_sided_p
+from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q, quantile, two_sided_p
 from cpo_engine.edits.extract import SURFACE_FEATURES
 from cpo_engine.edits.pairs import FAM_COLS, FAMILIES, PairedUnits
 from cpo_engine.exceptions import ConfigError
@@ -41,10 +40,14 @@ class EffectConfig:
         (right when those edits are the object of interest). ``prompt_jackknife`` (default): the
         larger of that and a delete-one-prompt jackknife, which also counts the luck of which
         prompts carry a family: the question "does adding this family help" generalizes over edits,
-        and with few prompts the query-clustered interval alone is far too narrow. Both standard
-        errors are always reported (``se_query``, ``se_jackknife``, ``q_value_query``).
+        and with few prompts the query-clustered interval alone is far too narrow. Its p-values and
+        intervals use t quantiles with (prompts in the jackknife - 1) degrees of freedom (column
+        ``df``). Both standard errors are always reported (``se_query``, ``se_jackknife``,
+        ``q_value_query``).
     fdr : float
-        Benjamini-Hochberg level over all family x cell tests; ``significant`` is ``q <= fdr``.
+        Benjamini-Hochberg level; ``significant`` is ``q <= fdr``. Each table is its own BH family: all
+        family x task x model cells together; the surface table apart; the motif table apart; the
+        heterogeneity tests apart (so ``fdr`` holds within each table, not across them).
     min_edits : int
         A family is estimated in a cell only if at least this many distinct edits change it ...
     min_prompts : int
@@ -138,8 +141,9 @@ def _groups(units: PairedUnits, idx: np.ndarray) -> np.ndarray:
 
 def _prompt_memberships(units: PairedUnits, idx: np.ndarray) -> list[np.ndarray]:
     e = units.edits.iloc[units.unit_edit[idx]]
-    par, chi = e["parent_id"].to_numpy(), e["child_id"].to_numpy()
-    return [(par == p) | (chi == p) for p in np.unique(np.concatenate([par, chi]))]
+    codes, ids = pd.factorize(np.concatenate([e["parent_id"].to_numpy(), e["child_id"].to_numpy()]), sort=True)
+    par, chi = codes[: len(e)], codes[len(e):]
+    return [(par == p) | (chi == p) for p in range(len(ids))]
 
 
 def _support(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +165,7 @@ def _fit_block(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray, names: l
                         "n_units": len(idx), "n_queries": len(np.unique(units.unit_query[idx]))})
     res["status"] = np.where(n_edits == 0, "no edits", np.where(
         usable, "aliased", np.where(n_edits < cfg.min_edits, "too few edits", "too few prompts")))
-    for col in ("effect", "se_query", "se_jackknife"):
+    for col in ("effect", "se_query", "se_jackknife", "jackknife_n"):
         res[col] = np.nan
     if not usable.any():
         return res
@@ -173,18 +177,22 @@ def _fit_block(units: PairedUnits, idx: np.ndarray, D_edit: np.ndarray, names: l
     res.loc[cols, "effect"], res.loc[cols, "se_query"] = est.coef_, est.stderr_
     res.loc[cols[est.identified_], "status"] = "estimated"
     res.loc[cols, "se_jackknife"] = est.jackknife_stderr(_prompt_memberships(units, idx))
+    res.loc[cols, "jackknife_n"] = est.jackknife_n_
     return res
 
 
 def _finish(table: pd.DataFrame, cfg: EffectConfig) -> pd.DataFrame:
     """Pick the reported se, add p-values, BH q-values, intervals and the significance flag."""
     effect, se_q = table["effect"].to_numpy(dtype=float), table["se_query"].to_numpy(dtype=float)
-    se = np.fmax(se_q, table["se_jackknife"].to_numpy(dtype=float)) if cfg.inference == "prompt_jackknife" else se_q
-    table["se"] = se
-    table["p_value"] = two_sided_p(effect, se)
+    jack = cfg.inference == "prompt_jackknife"
+    se = np.fmax(se_q, table["se_jackknife"].to_numpy(dtype=float)) if jack else se_q
+    # generalizing over prompts: as many independent pieces as prompts in the jackknife, so t(n - 1)
+    df = table["jackknife_n"].to_numpy(dtype=float) - 1 if jack else np.full(len(table), np.inf)
+    table["se"], table["df"] = se, df
+    table["p_value"] = two_sided_p(effect, se, df)
     table["q_value"] = bh_qvalues(table["p_value"].to_numpy())
     table["q_value_query"] = bh_qvalues(two_sided_p(effect, se_q))
-    z = stats.norm.ppf(0.975)
+    z = quantile(0.95, df)
     table["ci_low"], table["ci_high"] = table["effect"] - z * se, table["effect"] + z * se
     table["significant"] = (table["q_value"] <= cfg.fdr).fillna(False).astype(bool)
     front = ["task", "model", "feature", "effect", "se", "ci_low", "ci_high", "p_value", "q_value", "significant"]

@@ -54,7 +54,10 @@ def crossfit_residuals(
     k = min(cv, n_groups) if n_groups >= 2 else min(cv, len(Y))
     if k < 2:
         raise ValueError("cross-fitting needs at least 2 units")
-    folds = folds_from_ids(fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed), k)
+    ids = fold_ids(len(Y), k, groups if n_groups >= 2 else None, seed)
+    if len(np.unique(ids)) < 2:  # every group hashed into one fold (2-3 queries): deal them out round-robin
+        ids = np.unique(groups, return_inverse=True)[1] % k
+    folds = folds_from_ids(ids, k)
     D2 = D.reshape(len(D), -1)
     # The nuisances' own inner CV (torch ridge) is not grouped here: "groups" stays out of the data.
     data = {"X": X, "Y": Y, "T": D2, "groups": None, "w": sample_weight}
@@ -182,10 +185,14 @@ class PairedEditDML:
 
         ``memberships[a]`` is a boolean mask of the units that involve group ``a`` (e.g. every unit
         whose edit has prompt ``a`` as parent or child). NaN where fewer than 3 groups are usable.
+        The number of delete-one fits behind each column is kept in ``jackknife_n_``: intervals and
+        p-values from these errors use t quantiles with ``jackknife_n_ - 1`` degrees of freedom
+        (calibration in docs/edits.md).
         """
         self._check()
         R, y, w = self.d_res_, self.y_res_, self.weight_
         out = np.full(R.shape[1], np.nan)
+        self.jackknife_n_ = np.full(R.shape[1], np.nan)
         cols = [[j] for j in np.flatnonzero(self.identified_)] if self.marginal else [
             list(np.flatnonzero(self.identified_))]
         for keep in cols:
@@ -202,6 +209,7 @@ class PairedEditDML:
             if len(thetas) >= 3:
                 T = np.asarray(thetas)
                 out[keep] = np.sqrt((len(T) - 1) / len(T) * ((T - T.mean(0)) ** 2).sum(0))
+                self.jackknife_n_[keep] = len(T)
         return out
 
 
@@ -218,10 +226,26 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     return q
 
 
-def two_sided_p(effect: np.ndarray, se: np.ndarray) -> np.ndarray:
-    """Normal two-sided p-values of ``effect / se`` (NaN where the se is missing or zero)."""
+def two_sided_p(effect: np.ndarray, se: np.ndarray, df: np.ndarray | None = None) -> np.ndarray:
+    """Two-sided p-values of ``effect / se``: Student t with ``df`` degrees of freedom where ``df`` is
+    finite, normal elsewhere (and everywhere without ``df``); NaN where the se is missing or zero."""
     z = np.divide(effect, se, out=np.full(np.shape(effect), np.nan), where=np.asarray(se) > 0)
-    return 2 * stats.norm.sf(np.abs(z))
+    p = 2 * stats.norm.sf(np.abs(z))
+    if df is not None:
+        df = np.broadcast_to(np.asarray(df, dtype=np.float64), np.shape(z))
+        t = np.isfinite(df) & (df > 0)
+        p = np.where(t, 2 * stats.t.sf(np.abs(z), np.where(t, df, 1.0)), p)
+    return p
+
+
+def quantile(level: float, df: np.ndarray | None = None) -> np.ndarray:
+    """Two-sided ``level`` quantile: t with ``df`` where finite and > 0, normal elsewhere."""
+    zq = stats.norm.ppf(0.5 + level / 2)
+    if df is None:
+        return np.asarray(zq)
+    df = np.asarray(df, dtype=np.float64)
+    t = np.isfinite(df) & (df > 0)
+    return np.where(t, stats.t.ppf(0.5 + level / 2, np.where(t, df, 1.0)), zq)
 
 
 def cochran_q(effect: np.ndarray, se: np.ndarray) -> dict[str, float]:
@@ -248,4 +272,4 @@ def cochran_q(effect: np.ndarray, se: np.ndarray) -> dict[str, float]:
 
 
 __all__ = ["PairedEditDML", "bh_qvalues", "cochran_q", "crossfit_residuals", "final_stage",
-           "independent_columns", "two_sided_p"]
+           "independent_columns", "quantile", "two_sided_p"]

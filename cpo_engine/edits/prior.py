@@ -68,9 +68,9 @@ def shrink(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _weights(shrunk: dict[str, float], cfg: PriorConfig) -> dict[str, float]:
-    lo, hi = 1.0 / cfg.max_ratio, cfg.max_ratio
-    return {f: round(float(min(hi, max(lo, math.exp(shrunk.get(f, 0.0) / cfg.temperature)))), 4)
-            for f in EDIT_FAMILIES}
+    # Clip the exponent, not the weight: same result, and no overflow for scores on a large scale.
+    cap = math.log(cfg.max_ratio)
+    return {f: round(math.exp(min(cap, max(-cap, shrunk.get(f, 0.0) / cfg.temperature))), 4) for f in EDIT_FAMILIES}
 
 
 def edit_prior(families: pd.DataFrame, config: PriorConfig | None = None) -> dict[str, Any]:

@@ -103,7 +103,9 @@ def markdown_report(report: EditReport, source: str) -> str:
     lines = [f"# Edit-level analysis of {source}\n",
              f"{report.config.get('n_edits')} edits, {report.config.get('n_units')} paired units, "
              f"{report.config.get('n_queries')} queries; inference: {report.config.get('inference')}, "
-             f"BH FDR {report.config.get('fdr')} over {len(est)} family x cell tests.\n",
+             f"BH FDR {report.config.get('fdr')} over {len(est)} family x cell tests (surface changes, motifs "
+             "and heterogeneity tests are separate BH families); jackknife p-values and intervals use t "
+             "quantiles with (prompts - 1) degrees of freedom (column df).\n",
              "## Edit families\n", markdown_table(est, _FAM_COLS)]
     other = fam[fam["status"] != "estimated"]
     if len(other):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,7 +79,23 @@ def analyze(
     """Load ``data``, estimate edit effects and build the edit prior; returns ``(report, prior)``."""
     units = load_units(data, kind, pair_config, filters, score_column)
     report = analyze_edits(units, effect_config)
-    return report, edit_prior(report.families, prior_config)
+    prior_config = prior_config or PriorConfig()
+    scale = score_unit(units)
+    prior = edit_prior(report.families, replace(prior_config, temperature=prior_config.temperature * scale))
+    prior["meta"].update(score_unit=scale, temperature=prior_config.temperature)
+    return report, prior
 
 
-__all__ = ["analyze", "load_units"]
+def score_unit(units: PairedUnits) -> float:
+    """The score distance the prior's temperature is a fraction of: 1 for scores within [0, 1] (0/1
+    correctness, rates), else the observed range of the cell scores (a rubric 1-5: about 4; BLEU 0-100:
+    about 100), so the same temperature gives the same prior whatever the score's scale."""
+    y = np.concatenate([units.y_parent, units.y_child])
+    y = y[np.isfinite(y)]
+    if len(y) == 0 or (y.min() >= 0 and y.max() <= 1):
+        return 1.0
+    spread = float(y.max() - y.min())
+    return spread if spread > 0 else 1.0
+
+
+__all__ = ["analyze", "load_units", "score_unit"]

@@ -1,9 +1,16 @@
 """A content-addressed embedding cache on disk, so reruns and nightly jobs embed only new texts.
 
-Key: sha256(model id, prefix, text). New vectors are appended as Parquet shards of at most
+Key: sha256(encoder identity, prefix, text); the identity is the model's name plus a content hash of
+its weights and config (:func:`~cpo_engine.embedding.encoders.encoder_identity`), so two models in
+folders of the same name never share vectors. New vectors are appended as Parquet shards of at most
 `shard_rows` texts (each written to a temp file, then renamed), so a killed job loses at most the
-shard it was writing, a rerun embeds only what is missing, and concurrent writers never corrupt each
-other.
+shard it was writing and a rerun embeds only what is missing.
+
+Writers take the model folder's lock (:class:`~cpo_engine.utils.FolderLock`): a second process that
+needs new vectors waits for the first, then embeds only what the first did not, so two writers never
+interleave or embed the same texts twice. Under the lock, temp files left by a killed writer are
+removed, and a shard that cannot be read (truncated, corrupted) is moved aside as
+``*.parquet.corrupt`` and its texts are embedded again.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpo_engine.embedding.encoders import Encoder, encode_stream
-from cpo_engine.utils import atomic_write_parquet, sha256_text
+from cpo_engine.embedding.encoders import Encoder, encode_stream, encoder_identity
+from cpo_engine.exceptions import DataError
+from cpo_engine.utils import FolderLock, atomic_write_parquet, is_uri, progress_bar, remove_stale_temps, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +50,20 @@ def cache_key(model_id: str, prefix: str, text: str) -> str:
     return sha256_text(f"{model_id}\x00{prefix}\x00{text}")
 
 
+class _Unreadable(Exception):
+    def __init__(self, shard: Path, cause: Exception) -> None:
+        super().__init__(f"{shard}: {cause}")
+        self.shard, self.cause = shard, cause
+
+
 class EmbeddingCache:
-    """Embeddings on disk under `root/<model>/shard-*.parquet`.
+    """Embeddings on disk under `root/<model identity>/shard-*.parquet`.
 
     Parameters
     ----------
     root : path
-        Cache folder; created on first write.
+        Cache folder; created on first write. A local or mounted path (an NFS mount shares it between the
+        nodes of a cluster); the writers' lock is a file lock, so object-store URIs are refused.
     shard_rows : int
         New vectors are committed every `shard_rows` texts, so a job killed while embedding
         resumes from its last committed shard instead of starting over.
@@ -57,31 +72,64 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike[str], shard_rows: int = 2048) -> None:
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        if is_uri(root):
+            from cpo_engine.exceptions import ConfigError
+
+            raise ConfigError(f"embed.cache_dir={root!s}: the embedding cache needs a local or mounted path (its "
+                              "writers share a file lock); put it on an NFS mount shared by the nodes, or set "
+                              "embed.cache_dir=null to embed without a cache")
         self.root = Path(root)
         self.shard_rows = shard_rows
         self.stats = CacheStats()
         self._index: dict[str, dict[str, tuple[Path, int]]] = {}
         self._seen_shards: dict[str, set[Path]] = {}
+        self._unreadable: set[Path] = set()
 
     def embed(self, encoder: Encoder, texts: Sequence[str], *, prefix: str = "",
               show_progress: bool = False) -> np.ndarray:
         """Embeddings of `texts` in order; only texts not yet cached are encoded."""
         texts = list(texts)
-        keys = [cache_key(encoder.model_id, prefix, t) for t in texts]
-        index = self._refresh(encoder.model_id)
-        unique_missing = list(dict.fromkeys(k for k in keys if k not in index))
-        self.stats.hits += sum(1 for k in set(keys) if k in index)
-        self.stats.misses += len(unique_missing)
-        if unique_missing:
+        ident = encoder_identity(encoder)
+        keys = [cache_key(ident, prefix, t) for t in texts]
+        unique = set(keys)
+        # Hits and misses count what this call found and what it embedded: a text another process embedded
+        # while this one waited for the lock is a hit.
+        missing = len(unique - self._refresh(ident).keys())
+        for _ in range(3):  # a shard found unreadable is set aside and its texts embedded again
+            embedded = self._fill(encoder, ident, prefix, texts, keys, show_progress) if missing else 0
+            self.stats.misses += embedded
+            self.stats.hits += len(unique) - embedded
+            try:
+                return self._gather(self._refresh(ident), keys, encoder.dim)
+            except _Unreadable as bad:
+                missing = len(unique & self._set_aside(ident, bad))
+                self.stats.hits -= len(unique)  # recounted on the next pass
+                self.stats.misses -= embedded
+        raise DataError("cache shards keep turning out unreadable", source=str(self._model_dir(ident)),
+                        fix="delete this cache folder (it is rebuilt on the next run)")
+
+    def _fill(self, encoder: Encoder, ident: str, prefix: str, texts: list[str], keys: list[str],
+              show_progress: bool) -> int:
+        """Embed and commit what is still missing, holding the model folder's lock; returns how many texts."""
+        folder = self._model_dir(ident)
+        with FolderLock(folder, "embedding cache", wait=True):
+            remove_stale_temps(folder, ".shard-*.tmp")
+            for shard in sorted(self._unreadable):
+                if shard.parent == folder and shard.exists():
+                    os.replace(shard, shard.with_name(shard.name + ".corrupt"))
+            index = self._refresh(ident)  # another process may have embedded them while we waited
+            todo = list(dict.fromkeys(k for k in keys if k not in index))
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            todo = [texts[first[k]] for k in unique_missing]
+            # one bar over every text to embed (not one per shard), with rate and ETA; one shard per
+            # `shard_rows` vectors, committed as they arrive (a Ray encoder streams them)
+            bar = progress_bar(len(todo), f"embed {encoder.model_id.split('/')[-1]}", " texts", show_progress)
             start = 0
-            # one shard per `shard_rows` vectors, committed as they arrive (a Ray encoder streams them)
-            for vecs in encode_stream(encoder, todo, prefix=prefix, rows=self.shard_rows, show_progress=show_progress):
-                self._write_shard(encoder.model_id, prefix, unique_missing[start:start + len(vecs)], vecs)
+            for vecs in encode_stream(encoder, [texts[first[k]] for k in todo], prefix=prefix, rows=self.shard_rows):
+                self._write_shard(ident, prefix, todo[start:start + len(vecs)], vecs)
                 start += len(vecs)
-            index = self._refresh(encoder.model_id)
-        return self._gather(index, keys, encoder.dim)
+                bar.update(len(vecs))
+            bar.close()
+        return len(todo)
 
     def _model_dir(self, model_id: str) -> Path:
         return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
@@ -92,11 +140,32 @@ class EmbeddingCache:
         folder = self._model_dir(model_id)
         if folder.is_dir():
             for shard in sorted(folder.glob("shard-*.parquet")):
-                if shard not in seen:
-                    for row, key in enumerate(pq.read_table(shard, columns=["key"])["key"].to_pylist()):
-                        index.setdefault(key, (shard, row))
-                    seen.add(shard)
+                if shard in seen:
+                    continue
+                seen.add(shard)
+                try:
+                    shard_keys = pq.read_table(shard, columns=["key"])["key"].to_pylist()
+                except (pa.ArrowException, OSError) as exc:
+                    log.warning("embedding cache: shard %s is unreadable (%s); it is moved aside and its texts "
+                                "embedded again", shard, exc)
+                    self._unreadable.add(shard)
+                    continue
+                for row, key in enumerate(shard_keys):
+                    index.setdefault(key, (shard, row))
         return index
+
+    def _set_aside(self, ident: str, bad: _Unreadable) -> set[str]:
+        """Move an unreadable shard out of the cache (``*.corrupt``); the keys it held."""
+        log.warning("embedding cache: shard %s cannot be read (%s); moving it aside and embedding its texts again",
+                    bad.shard, bad.cause)
+        with FolderLock(self._model_dir(ident), "embedding cache", wait=True):
+            if bad.shard.exists():
+                os.replace(bad.shard, bad.shard.with_name(bad.shard.name + ".corrupt"))
+        index = self._index[ident]
+        lost = {k for k, (shard, _) in index.items() if shard == bad.shard}
+        for k in lost:
+            del index[k]
+        return lost
 
     def _write_shard(self, model_id: str, prefix: str, keys: list[str], vecs: np.ndarray) -> None:
         dim = vecs.shape[1]
@@ -116,11 +185,14 @@ class EmbeddingCache:
             shard, row = index[k]
             by_shard.setdefault(shard, []).append((i, row))
         for shard, pairs in by_shard.items():
-            vec = pq.read_table(shard, columns=["vector"])["vector"].combine_chunks()
-            mat = vec.flatten().to_numpy().reshape(len(vec), vec.type.list_size)
+            try:
+                vec = pq.read_table(shard, columns=["vector"])["vector"].combine_chunks()
+                mat = vec.flatten().to_numpy().reshape(len(vec), vec.type.list_size)
+            except (pa.ArrowException, OSError, AttributeError, ValueError) as exc:
+                raise _Unreadable(shard, exc) from exc
             if mat.shape[1] != dim:
-                raise ValueError(f"cache shard {shard} holds {mat.shape[1]}-dim vectors, the encoder makes {dim}: "
-                                 "delete that cache folder (the model id does not identify the weights)")
+                raise DataError(f"the cache shard holds {mat.shape[1]}-dim vectors, the encoder makes {dim}",
+                                source=str(shard), fix=f"delete the cache folder {shard.parent} (it is rebuilt)")
             dst, src = zip(*pairs)
             out[list(dst)] = mat[list(src)]
         return out

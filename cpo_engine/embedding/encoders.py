@@ -3,13 +3,16 @@ loaded from site-packages with no hub access, on CUDA when present and the CPU o
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from cpo_engine.exceptions import ConfigError, MissingExtraError
-from cpo_engine.utils import require, resolve_device, set_threads
+from cpo_engine.utils import require, resolve_device, set_threads, sha256_tree
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,12 @@ KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
 
 @runtime_checkable
 class Encoder(Protocol):
-    """What the engine needs from an embedding model."""
+    """What the engine needs from an embedding model.
+
+    An encoder may also have an ``identity`` string that changes whenever its weights or config do
+    (:func:`encoder_identity`); the embedding cache and the model bundle key on it. Without one, the
+    ``model_id`` is trusted to identify the weights.
+    """
 
     model_id: str
 
@@ -38,6 +46,30 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str], *, prefix: str = "", show_progress: bool = False) -> np.ndarray:
         """Return float32 embeddings of shape (len(texts), dim), L2-normalized, in input order."""
         ...
+
+
+def encoder_identity(encoder: Any) -> str:
+    """What identifies the vectors ``encoder`` makes: its ``identity`` (name + content hash of the
+    weights and config) when it has one, else its ``model_id``."""
+    return str(getattr(encoder, "identity", None) or encoder.model_id)
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """sha256 of a local model folder: every file's relative path and content (weights, configs,
+    tokenizer), except hidden files and ``.md`` notes. Two folders give the same fingerprint only when
+    they hold the same model, whatever they are called."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"encoder folder {root} does not exist: set embed.encoder to 'minilm' or a local "
+                          "sentence-transformers folder")
+    files = sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in root.rglob("*")
+                   if f.is_file())
+    return _fingerprint(str(root.resolve()), tuple(files))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(root: str, files: tuple) -> str:  # keyed on sizes and mtimes: a changed file is rehashed
+    return sha256_tree(root, skip_suffixes=(".md",))
 
 
 def default_prefixes(model_id: str) -> tuple[str, str]:
@@ -90,13 +122,24 @@ class SentenceTransformerEncoder:
         self._model: Any = None
 
     @property
+    def path(self) -> str:
+        """The folder the weights are loaded from."""
+        return self.model_path or packaged_minilm_path()
+
+    @property
+    def identity(self) -> str:
+        """``model_id@sha256:<16 hex>``: the name plus a content hash of the folder's weights and config,
+        so two different models in folders of the same name never share cached vectors or a model."""
+        return f"{self.model_id}@sha256:{model_fingerprint(self.path)[:16]}"
+
+    @property
     def model(self) -> Any:
         if self._model is None:
             set_threads(self.num_threads)
             require("sentence_transformers", extra="embed")
             from sentence_transformers import SentenceTransformer  # 10-20 s import: only when needed
 
-            path = self.model_path or packaged_minilm_path()
+            path = self.path
             device = resolve_device(self.device)
             log.info("loading encoder %s from %s on %s", self.model_id, path, device)
             self._model = SentenceTransformer(path, device=device, local_files_only=True)
@@ -134,17 +177,15 @@ def encode_stream(encoder: Encoder, texts: Sequence[str], *, prefix: str = "", r
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from cpo_engine.utils import progress_bar
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="text", leave=False)
+    return progress_bar(total, desc, " texts", enabled)
 
 
 def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:
     """Build an encoder by name: 'minilm' (packaged default) or a local sentence-transformers folder."""
     if name in ("minilm", "default", DEFAULT_MODEL_ID):
         return SentenceTransformerEncoder(**kwargs)
-    from pathlib import Path
-
     if Path(name).is_dir():
         kwargs.setdefault("model_id", Path(name).name)
         return SentenceTransformerEncoder(model_path=name, **kwargs)
@@ -166,5 +207,5 @@ def encoder_and_cache(cfg: Any, cache_dir: Any = "config", connect: Any = None) 
 
 
 __all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encoder_and_cache", "encode_stream",
-           "default_prefixes", "packaged_minilm_path",
-           "DEFAULT_MODEL_ID", "KNOWN_PREFIXES"]
+           "default_prefixes", "packaged_minilm_path", "encoder_identity", "model_fingerprint", "DEFAULT_MODEL_ID",
+           "KNOWN_PREFIXES"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from cpo_engine.exceptions import ConfigError, NotFittedError
+from cpo_engine.exceptions import ConfigError, CPOError, DataError, NotFittedError
 from cpo_engine.utils import atomic_path, resolve_device
 
 FORMAT = "cpo-pca/1"
@@ -146,22 +146,38 @@ class TorchPCA:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto") -> "TorchPCA":
-        """Read a state written by :meth:`save`; `metadata` holds what the caller stored with it."""
+        """Read a state written by :meth:`save`; `metadata` holds what the caller stored with it.
+
+        A missing, truncated or foreign file is a :class:`DataError` that names it and says how to
+        rewrite it (never a safetensors or KeyError traceback).
+        """
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ConfigError(f"{path} is not a cpo_engine PCA file (format {meta.get('format')!r}, "
-                                  f"expected {FORMAT!r})")
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-        pca = cls(n_components=json.loads(meta["n_components"]), device=device)
-        pca.mean_, pca.components_ = arrays["mean"], arrays["components"]
-        pca.explained_variance_ = arrays["explained_variance"]
-        pca.explained_variance_ratio_ = arrays["explained_variance_ratio"]
-        pca.n_components_, pca.n_features_in_ = pca.components_.shape
-        pca.n_samples_ = int(meta["n_samples"])
-        pca.metadata = json.loads(meta.get("user", "{}"))
+        fix = "rewrite it: rerun the `cpo run` / `cpo fit` / `cpo embed` that wrote it"
+        if not Path(path).is_file():
+            raise DataError("the PCA file is missing", source=str(path), fix=fix)
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise ConfigError(f"{path} is not a cpo_engine PCA file (format {meta.get('format')!r}, "
+                                      f"expected {FORMAT!r})")
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+            pca = cls(n_components=json.loads(meta["n_components"]), device=device)
+            pca.mean_, pca.components_ = arrays["mean"], arrays["components"]
+            pca.explained_variance_ = arrays["explained_variance"]
+            pca.explained_variance_ratio_ = arrays["explained_variance_ratio"]
+            pca.n_components_, pca.n_features_in_ = pca.components_.shape
+            pca.n_samples_ = int(meta["n_samples"])
+            pca.metadata = json.loads(meta.get("user", "{}"))
+        except CPOError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type on a bad header
+            raise DataError(f"cannot read this PCA file: it is truncated or corrupted ({type(exc).__name__}: {exc})",
+                            source=str(path), fix=fix) from exc
+        if pca.mean_.shape != (pca.n_features_in_,):
+            raise DataError(f"the PCA file is inconsistent: mean {pca.mean_.shape}, components "
+                            f"{pca.components_.shape}", source=str(path), fix=fix)
         return pca
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cpo_engine.embedding.encoders import SentenceTransformerEncoder
+from cpo_engine.embedding.encoders import SentenceTransformerEncoder, encoder_identity
 from cpo_engine.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,12 @@ class RayEncoder:
     @property
     def model_id(self) -> str:
         return self.local.model_id
+
+    @property
+    def identity(self) -> str:
+        """The local encoder's content identity: vectors from the actors and from this process share one
+        cache key (:func:`~cpo_engine.embedding.encoders.encoder_identity`)."""
+        return encoder_identity(self.local)
 
     @property
     def dim(self) -> int:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cpo_engine.embedding.cache import EmbeddingCache
-from cpo_engine.embedding.encoders import Encoder, default_prefixes, make_encoder
+from cpo_engine.embedding.encoders import Encoder, default_prefixes, encoder_identity, make_encoder
 from cpo_engine.embedding.pca import TorchPCA
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def build_representations(
     p_emb = _embed(encoder, cache, ptexts, p_pre, show_progress)
     qpca = query_pca or fit_pca(_cap(query_components, len(qids)), q_emb, pca_backend, device)
     ppca = prompt_pca or fit_pca(_cap(prompt_components, len(pids)), p_emb, pca_backend, device)
-    prov = {"encoder": encoder.model_id, "query_prefix": q_pre, "prompt_prefix": p_pre,
+    prov = {"encoder": encoder.model_id, "encoder_identity": encoder_identity(encoder),
+            "query_prefix": q_pre, "prompt_prefix": p_pre,
             "embedding_dim": int(q_emb.shape[1])}
     if isinstance(cache, EmbeddingCache):
         prov["cache"] = {"hits": cache.stats.hits, "misses": cache.stats.misses}

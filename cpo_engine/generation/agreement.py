@@ -6,7 +6,7 @@ regrade every answer with each grader and report per (grader, label): agreement,
 mean score under both, and the Kendall tau between the per-prompt mean scores (a grader that agrees
 on 98% of rows can still reorder prompts, and prompt rankings are what CPO learns).
 
-    python -m cpo_engine.generation.agreement /work/shared/data/prompt_oirl_llama2_dev.parquet
+    python -m cpo_engine.generation.agreement ../shared/data/prompt_oirl_llama2_dev.parquet
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.exceptions import BackendError, ConfigError, DataError
 from cpo_engine.generation.backends import BackendConfig
 from cpo_engine.generation.design import (
     CostProjection, DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost,
@@ -29,6 +29,7 @@ from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, rende
 from cpo_engine.generation.store import ShardStore
 from cpo_engine.generation.templating import TemplateConfig, prefix_order
 from cpo_engine.generation.types import SamplingConfig
+from cpo_engine.utils import rate_eta
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +223,28 @@ def identity(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table) -> dict[
     def digest(t: pa.Table, cols: tuple[str, ...]) -> str:
         return sha256_text(json.dumps([t.column(c).cast(pa.string()).to_pylist() for c in cols if c in t.column_names]))
 
-    return {
+    out = {
         "run_id": cfg.run_id, "queries_sha256": digest(queries, ("query_id", "query_text", cfg.gold_column)),
         "prompts_sha256": digest(prompts, ("prompt_id", "prompt_text")), "max_queries": cfg.max_queries,
         "design": asdict(cfg.design), "template": asdict(cfg.template), "sampling": asdict(cfg.sampling),
         "model": cfg.backend.model, "backend": cfg.backend.kind, "grader": cfg.grader,
     }
+    if cfg.backend.kind == "replay":  # the log decides every answer: another log is another run
+        out["replay"] = replay_identity(cfg.backend.replay)
+    return out
+
+
+def replay_identity(replay: Any) -> dict[str, Any]:
+    """The replayed log's path, answer column and content hash."""
+    from pathlib import Path
+
+    from cpo_engine.utils import sha256_file, sha256_tree
+
+    path = Path(replay.path)
+    if not path.exists():
+        raise DataError("the replay log does not exist", source=str(path), fix="check --replay PATH")
+    digest = sha256_file(path) if path.is_file() else sha256_tree(path)
+    return {"path": str(path), "text_column": replay.text_column, "sha256": digest}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,27 +273,51 @@ def generate_triplets(
     if dry_run:
         return GenerationSummary(out=cfg.out, planned=n_fit, already_done=0, generated=0, errors=0, prompt_tokens=0,
                                  completion_tokens=0, wall_s=time.perf_counter() - t0, projected=projected.describe())
-    store = ShardStore.open(cfg.out, identity(cfg, queries, prompts), overwrite=cfg.overwrite)
-    # Settings that do not decide the rows (endpoint, concurrency, executor): recorded, not enforced.
-    # The API key's variable name is recorded; its value never is.
-    store.manifest["settings"] = {"backend": cfg.backend.settings(), "executor": cfg.executor,
-                                  "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
-    pending = _pending(rows, store.done_keys(retry_errors=cfg.retry_errors))
-    echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
-    order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
-    todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))
-    stats = _Stats()
-    batches = _run_local(cfg, todo, backend) if cfg.executor == "local" else _run_ray(cfg, todo)
-    for table in batches:
-        store.append(table)
-        stats.add(table)
-        echo(f"  committed {stats.rows}/{len(pending)} rows ({stats.errors} errors)")
-    summary = GenerationSummary(out=cfg.out, planned=n_fit, already_done=n_fit - len(pending), generated=stats.rows,
-                                errors=stats.errors, prompt_tokens=stats.prompt_tokens,
-                                completion_tokens=stats.completion_tokens, wall_s=time.perf_counter() - t0,
-                                projected=projected.describe())
-    store.finish(summary.to_dict())
+    with ShardStore.open(cfg.out, identity(cfg, queries, prompts), overwrite=cfg.overwrite) as store:
+        # Settings that do not decide the rows (endpoint, concurrency, executor): recorded, not enforced.
+        # The API key's variable name is recorded; its value never is (nor credentials in a URL).
+        store.manifest["settings"] = {"backend": cfg.backend.settings(), "executor": cfg.executor,
+                                      "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
+        pending = _pending(rows, store.done_keys(retry_errors=cfg.retry_errors))
+        echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
+        order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
+        todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))
+        stats, t_gen = _Stats(), time.perf_counter()
+        batches = _run_local(cfg, todo, backend) if cfg.executor == "local" else _run_ray(cfg, todo)
+        for table in batches:
+            store.append(table)
+            stats.add(table)
+            echo(f"  committed {stats.rows}/{len(pending)} rows ({stats.errors} errors; "
+                 f"{rate_eta(stats.rows, len(pending), time.perf_counter() - t_gen)})")
+        summary = GenerationSummary(out=cfg.out, planned=n_fit, already_done=n_fit - len(pending),
+                                    generated=stats.rows, errors=stats.errors, prompt_tokens=stats.prompt_tokens,
+                                    completion_tokens=stats.completion_tokens, wall_s=time.perf_counter() - t0,
+                                    projected=projected.describe())
+        unfinished = len(_pending(rows, store.done_keys(retry_errors=True)))
+        store.finish(summary.to_dict() | {"failed_rows": unfinished}, complete=unfinished == 0)
+    _report_failures(cfg, stats, unfinished, echo)
     return summary
+
+
+def _report_failures(cfg: GenerateConfig, stats: "_Stats", unfinished: int, echo: Callable[[str], None]) -> None:
+    """Every call of this invocation failed: an error (nothing usable came back). Some failed: say so."""
+    where = _endpoint(cfg)
+    if stats.rows and stats.errors == stats.rows:
+        raise BackendError(
+            f"all {stats.rows} LLM calls of this run failed (first error: {stats.first_error}); the rows are "
+            f"recorded as failed in {cfg.out} and the run is not complete.\n  fix: check the backend{where}, "
+            "then rerun the same command with --retry-errors")
+    if unfinished:
+        echo(f"warning: {unfinished} planned row(s) have no result without error (first error of this run: "
+             f"{stats.first_error}); the run is not complete: rerun with --retry-errors to retry them")
+
+
+def _endpoint(cfg: GenerateConfig) -> str:
+    from cpo_engine.utils import redact_url
+
+    if cfg.backend.kind == "openai":
+        return f" (is the server at {redact_url(cfg.backend.openai.base_url)} up? --base-url)"
+    return f" ({cfg.backend.kind}, model {cfg.backend.model})"
 
 
 def _plan(cfg: GenerateConfig, queries: pa.Table, prompts: pa.Table,
@@ -306,10 +347,13 @@ class _Stats:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_error: str | None = None
 
     def add(self, t: pa.Table) -> None:
         self.rows += t.num_rows
         self.errors += t.num_rows - t.column("error").null_count
+        if self.first_error is None and t.column("error").null_count < t.num_rows:
+            self.first_error = next(e for e in t.column("error").to_pylist() if e is not None)
         self.prompt_tokens += int(np.sum(t.column("prompt_tokens").to_numpy(zero_copy_only=False)))
         self.completion_tokens += int(np.sum(t.column("completion_tokens").to_numpy(zero_copy_only=False)))
 

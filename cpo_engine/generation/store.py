@@ -12,11 +12,18 @@ the manifest is the commit point. A kill between the two leaves a shard the mani
 list; it is deleted when the run is reopened and its rows are generated again. So a rerun after a
 kill at any moment yields exactly the rows of an uninterrupted run (keyed by run, query, prompt,
 sample), with no loss and no duplicates.
+
+One process writes a run folder at a time: :meth:`ShardStore.open` takes the folder's lock
+(:class:`~cpo_engine.utils.FolderLock`) and a second writer is refused with a message naming the
+first. On reopening, temp files of a killed write are removed; a listed shard that was deleted is
+dropped from the manifest (its rows are generated again) and one whose checksum no longer matches
+is refused. ``complete`` is true only when every planned row has a result without error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +35,10 @@ import pyarrow.parquet as pq
 
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.generation.stages import ROW_SCHEMA
-from cpo_engine.utils import atomic_write_json, atomic_write_parquet, sha256_file, sha256_text, versions
+from cpo_engine.utils import (FolderLock, atomic_write_json, atomic_write_parquet, remove_stale_temps, sha256_file,
+                              sha256_text, versions)
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "cpo-generation/1"
@@ -51,23 +61,70 @@ class ShardStore:
     root: Path
     identity: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
+    _lock: FolderLock | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, root: str | Path, identity: dict[str, Any], overwrite: bool = False) -> "ShardStore":
+        """Create or resume the run folder ``root``, holding its lock until :meth:`close`."""
         root = Path(root)
-        store = cls(root=root, identity=identity)
-        path = root / MANIFEST
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"--out {root} is a file, not a folder\n  fix: pass a folder for the generation run")
+        lock = FolderLock(root, "generation run folder", fix=" or pass another --out").acquire()
+        try:
+            store = cls(root=root, identity=identity, _lock=lock)
+            store._open(overwrite)
+        except BaseException:
+            lock.release()
+            raise
+        return store
+
+    def _open(self, overwrite: bool) -> None:
+        root, path = self.root, self.root / MANIFEST
+        remove_stale_temps(root, f".{MANIFEST}.*.tmp")
         if path.exists() and not overwrite:
-            store.manifest = _read_manifest(path)
-            store._check_identity()
+            self.manifest = _read_manifest(path)
+            self._check_identity()
+            self._check_shards()
         else:
             if overwrite and (root / "shards").exists():
                 for f in (root / "shards").glob("*.parquet"):
                     f.unlink()
-            store.manifest = store._new_manifest()
-            atomic_write_json(path, store.manifest)
-        store._drop_orphans()
-        return store
+            self.manifest = self._new_manifest()
+            atomic_write_json(path, self.manifest)
+        self._drop_orphans()
+
+    def close(self) -> None:
+        """Release the run folder's lock (the store can no longer append)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "ShardStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check_shards(self) -> None:
+        """Drop listed shards that were deleted (their rows are generated again); refuse edited ones."""
+        kept = []
+        for shard in self.manifest["shards"]:
+            path = self.root / shard["file"]
+            if not path.is_file():
+                log.warning("%s: shard %s listed in the manifest is missing; its %d rows will be generated again",
+                            self.root, shard["file"], shard["rows"])
+                self.manifest["rows"] -= shard["rows"]
+                self.manifest["errors"] -= shard.get("errors", 0)
+                continue
+            if sha256_file(path) != shard["sha256"]:
+                raise DataError("the shard's checksum does not match the manifest: it was modified after it was "
+                                "written", source=str(path),
+                                fix="delete that shard (its rows are generated again on the next run) or restore it")
+            kept.append(shard)
+        if len(kept) != len(self.manifest["shards"]):
+            self.manifest["shards"] = kept
+            self.manifest["complete"] = False
+            self._save()
 
     def _new_manifest(self) -> dict[str, Any]:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -111,7 +168,10 @@ class ShardStore:
         if table.num_rows == 0:
             return
         table = table.cast(ROW_SCHEMA) if table.schema != ROW_SCHEMA else table
-        name = f"shards/part-{len(self.manifest['shards']):06d}.parquet"
+        # After the index of the last listed shard (not the count: a deleted shard leaves a gap, and reusing a
+        # listed shard's name would overwrite its rows).
+        used = [int(Path(sh["file"]).stem.split("-")[-1]) for sh in self.manifest["shards"]]
+        name = f"shards/part-{max(used, default=-1) + 1:06d}.parquet"
         atomic_write_parquet(table, self.root / name)
         n_err = table.num_rows - table.column("error").null_count
         self.manifest["shards"].append({"file": name, "rows": table.num_rows, "errors": n_err,
@@ -120,8 +180,13 @@ class ShardStore:
         self.manifest["errors"] += n_err
         self._save()
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.manifest["complete"] = True
+    def failed_keys(self) -> set[tuple[str, str, str, int]]:
+        """Keys whose last committed row failed (call or grading error)."""
+        return self.done_keys() - self.done_keys(retry_errors=True)
+
+    def finish(self, summary: dict[str, Any], complete: bool = True) -> None:
+        """Record the summary; ``complete``: every planned row has a result without error."""
+        self.manifest["complete"] = bool(complete)
         self.manifest["summary"] = summary
         self._save()
 
@@ -161,6 +226,9 @@ def read_generated(root: str | Path, drop_errors: bool = False, verify: bool = F
     tables = []
     for shard in manifest["shards"]:
         path = root / shard["file"]
+        if not path.is_file():
+            raise DataError("a shard listed in the run's manifest is missing", source=str(path),
+                            fix="rerun the same `cpo generate` command: the missing rows are generated again")
         if verify and sha256_file(path) != shard["sha256"]:
             raise DataError("shard checksum does not match the manifest", source=str(path),
                             fix="the file was modified after it was written; regenerate the run")

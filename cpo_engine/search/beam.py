@@ -25,6 +25,7 @@ from cpo_engine.search.candidates import Candidate, unique
 from cpo_engine.search.config import BeamConfig
 from cpo_engine.search.proposers import Feedback, Proposer
 from cpo_engine.search.scoring import CandidateScorer, ScoredBatch
+from cpo_engine.utils import progress_bar
 
 
 @dataclass
@@ -163,8 +164,10 @@ class BeamSearch:
         if not seeds:
             raise ConfigError("beam search needs at least one seed prompt")
         arch = _Archive(self.config.top_k)
+        bar = progress_bar(self.config.rounds + 1, "search", " rounds")  # seeds, then each round
         t0 = time.perf_counter()
         self._trace(arch, 0, len(seeds), [self._score_into(arch, seeds)], t0)
+        bar.update(1)
         beams = self._select(arch)
         for r in range(1, self.config.rounds + 1):
             t0 = time.perf_counter()
@@ -173,6 +176,9 @@ class BeamSearch:
                 arch_trace_empty(arch, r, proposed)
                 break
             self._trace(arch, r, proposed, steps, t0)
+            bar.set_postfix(candidates=len(arch.cands), refresh=False)
+            bar.update(1)
+        bar.close()
         return self._result(arch)
 
     def _round(self, arch: _Archive, beams: list[Candidate], r: int) -> tuple[list[_Step], int, list[Candidate]]:

@@ -23,7 +23,20 @@ class SelectionConfig:
     z: float = 1.645
     """Selection by lower confidence bound effect - z * se (1.645: one-sided 95%); 0 uses the point
     estimate. With reference='incumbent', a query leaves the incumbent only when the bound of its gain
-    is positive."""
+    is positive. With simultaneous=True, z sets the level (Phi(z), 95% here) of a bound that holds for
+    every prompt at once, whose multiplier is larger."""
+    simultaneous: bool = True
+    """Lower bounds that hold for all candidate prompts at once (Scheffe over the d_T prompt
+    directions: multiplier sqrt of the chi-square quantile with d_T degrees of freedom at level Phi(z),
+    3.08 for d_T = 4), valid however many candidates the search scores or how it generated them.
+    False: z itself, one prompt at a time; choosing the best of thousands then leaves the incumbent by
+    chance (measured: on 84% of queries under a global null with 5,016 candidates at d_T = 15;
+    docs/causal.md)."""
+    split: bool = True
+    """Honest selection: choose (and decide to leave the incumbent) with the final stage fitted on one
+    half of the training queries; report the chosen prompt's uplift and interval from the other half,
+    which the choice never saw. False: one fit for both, and a chosen prompt's reported uplift is
+    selection-biased (reports say so)."""
     reference: str = "incumbent"
     """What effects and their intervals are measured from: 'incumbent' (the logged prompt the model
     ranks best on average, so a query leaves it only when the lower bound of the gain is positive) or

@@ -160,6 +160,8 @@ def recombine(text: str, rng: np.random.Generator, donor: str | None = None) -> 
     if not donor or _norm(donor) == _norm(text):
         return None
     a, b = sentences(text), sentences(donor)
+    if not a or not b:  # a blank text has no sentence to cut at
+        return None
     cut_a, cut_b = int(rng.integers(1, len(a) + 1)), int(rng.integers(0, len(b)))
     merged: list[str] = []
     for s in [_as_statement(x) for x in a[:cut_a]] + b[cut_b:]:

@@ -30,11 +30,17 @@ class PoolPolicy:
     choice : (n_queries,) int
         Index into ``prompt_ids`` chosen for each query.
     effect, se : (n_queries, n_pool)
-        Predicted effect of every pool prompt on every query, and its standard error.
+        Reported effect of every pool prompt on every query, and its standard error (from the
+        estimation half when selection is honest: see ``estimate``).
     objective : (n_queries, n_pool)
-        ``effect - z * se + bias``: what the choice maximizes.
+        Lower bound ``effect - z * se + bias`` of the head the choice is made with (the selection
+        half when selection is honest): what the choice maximizes.
     z : float
         The lower-confidence-bound multiplier used.
+    point : (n_queries, n_pool), optional
+        Point estimate (+ bias) of the full-data, possibly penalized fit: the point-estimate policy.
+    estimate : str
+        How ``effect``/``se`` of a chosen prompt were estimated (out of sample, or selection-biased).
     """
 
     prompt_ids: list[str]
@@ -43,6 +49,8 @@ class PoolPolicy:
     se: np.ndarray
     objective: np.ndarray
     z: float = 0.0
+    point: np.ndarray | None = None
+    estimate: str = ""
 
     @property
     def chosen_ids(self) -> list[str]:
@@ -53,7 +61,9 @@ class PoolPolicy:
         return int(np.argmax(self.objective.mean(axis=0)))
 
     def point_choice(self) -> np.ndarray:
-        """The per-query choice by point estimate (``effect + bias``, no confidence bound)."""
+        """The per-query choice by point estimate (``point``; without one, ``effect + bias``)."""
+        if self.point is not None:
+            return np.argmax(self.point, axis=1)
         return np.argmax(self.objective + self.z * self.se, axis=1)
 
     def chosen(self) -> tuple[np.ndarray, np.ndarray]:
@@ -86,20 +96,25 @@ def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Seque
     bias, _ = scorer.bias(texts, T)
     eff, se = scorer.per_query(T)
     obj = eff - scorer.z * se + bias[None, :]
-    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=eff, se=se, objective=obj,
-                      z=float(scorer.z))
+    rep_eff, rep_se = (eff, se) if scorer.report_head is scorer.rank_head else scorer.per_query_reported(T)
+    point = scorer.point_effect(T) + bias[None, :]
+    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=rep_eff, se=rep_se,
+                      objective=obj, z=float(scorer.z), point=point, estimate=scorer.estimate_label)
 
 
 def referenced_head(head: Any, X: np.ndarray, T_pool: np.ndarray, reference: str) -> tuple[Any, int]:
-    """The head re-referenced to the incumbent (the pool prompt with the best average predicted effect
-    over ``X``), or unchanged for ``reference='mean'``; returns it and the incumbent's index."""
-    from dataclasses import replace
+    """The head (and its split heads) re-referenced to the incumbent, or unchanged for
+    ``reference='mean'``; returns it and the incumbent's index.
 
-    eff, _ = head.static_effect(X, T_pool)
+    The incumbent is the pool prompt with the best average predicted effect over ``X``, by the
+    selection head: the estimation half, which reports uplifts over the incumbent, must not have
+    chosen it either.
+    """
+    eff, _ = head.select_head().static_effect(X, T_pool)
     inc = int(np.argmax(eff))
     if reference == "mean":
         return head, inc
-    return replace(head, t_ref=np.asarray(T_pool[inc], dtype=np.float64).copy()), inc
+    return head.with_reference(T_pool[inc]), inc
 
 
 def outcome_matrix(table: Any, query_ids: Sequence[str], prompt_ids: Sequence[str]) -> np.ndarray:

@@ -14,7 +14,7 @@ from cpo_engine.utils import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "bundle": ("ModelBundle", "save_bundle"),
     "config": ("DriftConfig", "EvaluateConfig", "FitConfig", "GateConfig", "HoldoutConfig", "NightlyConfig",
-               "OptimizeConfig", "RunConfig"),
+               "OffPolicyConfig", "OptimizeConfig", "RunConfig"),
     "fit": ("FitResult",),
     "nightly": ("run_nightly",),
     "optimize": ("OptimizeResult",),

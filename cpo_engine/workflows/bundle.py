@@ -8,19 +8,25 @@ consumer of a fitted model::
     query_pca.safetensors, prompt_pca.safetensors   the fitted PCAs (X and T coordinates)
 
 Loading checks that the PCAs are the ones the model was fitted in (a bundle assembled from two runs
-is refused) and, through the model's hash, that no array was edited.
+is refused), through the model's hash that neither model file was edited, and that no process is
+writing the bundle's run folder at that moment. :meth:`ModelBundle.representer` checks that the
+encoder found at the recorded path is the one the model was fitted with (its identity: a content hash
+of the weights and config), not just a model of the same name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cpo_engine.embedding.config import EmbedConfig
-from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.utils import atomic_write_json, versions
+from cpo_engine.exceptions import BusyError, ConfigError, DataError
+from cpo_engine.utils import atomic_write_json, lock_holder, versions
+
+log = logging.getLogger(__name__)
 
 FORMAT = "cpo-model-bundle/1"
 MARKER = "bundle.json"
@@ -36,6 +42,7 @@ def save_bundle(folder: str | Path, model: Any, reps: Any, embed: EmbedConfig, d
     model.save(folder, prov | {"data": data_info}, keep_residuals=keep_residuals)
     reps.save(folder)
     info = {"format": FORMAT, "encoder": reps.provenance.get("encoder"),
+            "encoder_identity": reps.provenance.get("encoder_identity"),
             "query_prefix": reps.provenance.get("query_prefix"), "prompt_prefix": reps.provenance.get("prompt_prefix"),
             "embed": {"encoder": embed.encoder, "query_prefix": reps.provenance.get("query_prefix"),
                       "prompt_prefix": reps.provenance.get("prompt_prefix")},
@@ -75,6 +82,11 @@ class ModelBundle:
         from cpo_engine.embedding import TorchPCA
 
         folder = resolve(path)
+        for owner in dict.fromkeys((folder, folder.parent)):
+            holder = lock_holder(owner)
+            if holder:
+                raise BusyError(f"the model bundle {folder} is being written by another cpo process ({holder})\n"
+                                "  fix: wait for it to finish, then load it")
         try:
             info = json.loads((folder / MARKER).read_text())
         except ValueError as exc:
@@ -84,8 +96,11 @@ class ModelBundle:
                             fix="refit the model with this version (`cpo fit` or `cpo run`)")
         qpca = TorchPCA.load(folder / "query_pca.safetensors", device="cpu")
         ppca = TorchPCA.load(folder / "prompt_pca.safetensors", device="cpu")
-        prov = {"encoder": info.get("encoder"), "query_prefix": info.get("query_prefix"),
-                "prompt_prefix": info.get("prompt_prefix")}
+        if not isinstance(info, dict):
+            raise DataError("bundle.json is not a JSON object", source=str(folder / MARKER),
+                            fix="rewrite the bundle (`cpo fit`)")
+        prov = {"encoder": info.get("encoder"), "encoder_identity": info.get("encoder_identity"),
+                "query_prefix": info.get("query_prefix"), "prompt_prefix": info.get("prompt_prefix")}
         expect = representation_provenance(SimpleNamespace(provenance=prov, query_pca=qpca, prompt_pca=ppca))
         model = CausalRewardModel.load(folder, expect=expect)
         return cls(folder, model, qpca, ppca, info)
@@ -100,6 +115,32 @@ class ModelBundle:
                               f"{e.get('encoder')!r} embeddings: drop embed.encoder or refit the model")
         return replace(user, encoder=e.get("encoder", user.encoder), query_prefix=e.get("query_prefix"),
                        prompt_prefix=e.get("prompt_prefix"))
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Refuse an encoder whose weights or config differ from the ones the model was fitted with
+        (same folder name or model id or not): its vectors live in another space."""
+        from cpo_engine.embedding.encoders import encoder_identity
+
+        want = self.info.get("encoder_identity")
+        if want is None:
+            log.warning("model bundle %s predates encoder identities: the encoder is checked by name only; refit "
+                        "to check its weights too", self.path)
+            return
+        have = encoder_identity(encoder)
+        if have != want:
+            raise ConfigError(
+                f"the encoder {getattr(encoder, 'path', encoder.model_id)} is not the one the model bundle {self.path} "
+                f"was fitted with: its weights or config differ (identity {have}, the bundle's {want})\n  fix: point "
+                "embed.encoder at the model folder used for fitting, or refit the model with this encoder (`cpo fit`)")
+
+    def representer(self, user: EmbedConfig | None = None) -> Any:
+        """A :class:`~cpo_engine.workflows.common.Representer` with the bundle's encoder and prefixes
+        (:meth:`embed_config`), after checking that encoder is the model's (:meth:`check_encoder`)."""
+        from cpo_engine.workflows.common import Representer
+
+        rep = Representer(self.embed_config(user))
+        self.check_encoder(rep.encoder)
+        return rep
 
     def summary(self) -> dict[str, Any]:
         return {"path": str(self.path), "encoder": self.info.get("encoder"), "data": self.info.get("data"),

@@ -1,8 +1,11 @@
-"""Steps every workflow shares: the run folder's manifest, reading the data, building representations."""
+"""Steps every workflow shares: the run folder and its manifest, reading the data, building representations."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -15,7 +18,9 @@ import pyarrow.compute as pc
 
 from cpo_engine.data.config import DataConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
-from cpo_engine.utils import atomic_write_json, atomic_write_parquet, device_info, sha256_file, versions
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.utils import (FolderLock, atomic_write_json, atomic_write_parquet, device_info, remove_stale_temps,
+                              sha256_file, sha256_tree, versions)
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +33,14 @@ class Manifest:
     """A run folder's manifest.json, rewritten after every stage so a crash leaves a true record; a run
     that raises is recorded as ``failed`` with its error."""
 
-    def __init__(self, run_dir: Path, cfg: Any) -> None:
+    def __init__(self, run_dir: Path, cfg: Any, workflow: str | None = None,
+                 replaces: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
-        self.data: dict[str, Any] = {"config": asdict(cfg), "versions": versions(), "device": device_info(),
-                                     "started_at": now(), "status": "running", "timings_s": {}, "outputs": {}}
+        self.data: dict[str, Any] = {"workflow": workflow, "config": asdict(cfg), "versions": versions(),
+                                     "device": device_info(), "pid": os.getpid(), "started_at": now(),
+                                     "status": "running", "timings_s": {}, "outputs": {}}
+        if replaces:
+            self.data["replaces"] = replaces
         self.write()
 
     @contextmanager
@@ -56,10 +65,129 @@ class Manifest:
         self.write()
 
     def output(self, key: str, path: Path) -> None:
+        # Written at once: a run killed later still lists everything it wrote, so the next run can clear it.
         self.data["outputs"][key] = str(Path(path).relative_to(self.run_dir))
+        self.write()
 
     def write(self) -> None:
         atomic_write_json(self.run_dir / "manifest.json", self.data)
+
+
+MANIFEST = "manifest.json"
+
+
+@contextmanager
+def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...],
+             flag: str = "--out") -> Iterator[Manifest]:
+    """A run folder for one run of ``workflow``, with its manifest, from start to ``ok``/``failed``.
+
+    Before anything runs: ``run_dir`` must be (or become) a writable folder, else a
+    :class:`ConfigError` names it and ``flag``; its lock is taken, so a second process writing the
+    same folder is refused (:class:`~cpo_engine.exceptions.BusyError`) instead of interleaving; and what
+    a previous run left there (its listed outputs, the names in ``owned``) is moved into ``.cpo-previous``
+    and temp files of a killed write are removed, so the folder never mixes two runs. The new manifest
+    records the run it replaced. When the new run ends ``ok``, the earlier outputs are deleted; when it
+    fails before writing any output (a typo in a path, bad data), they are put back with their manifest,
+    so a failed rerun never destroys a good run; when it fails later, they are deleted.
+
+    Parameters
+    ----------
+    owned : tuple of str
+        Top-level names the workflow writes in the folder (files or folders).
+    """
+    run_dir = usable_folder(run_dir, flag)
+    lock = FolderLock(run_dir, "run folder", fix=f" or pass another {flag}").acquire()
+    try:
+        replaces, moved = set_aside_previous_run(run_dir, owned, flag)
+        manifest = Manifest(run_dir, cfg, workflow=workflow, replaces=replaces)
+        try:
+            with manifest.running():
+                yield manifest
+        except BaseException:
+            _restore_or_drop(run_dir, moved, owned, manifest)
+            raise
+        shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
+    finally:
+        lock.release()
+
+
+def usable_folder(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder that exists and can be written, or a ConfigError naming it and ``flag``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is a file, not a folder\n  fix: pass a folder path (it is created when missing)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {p}: cannot create this folder ({exc.strerror or exc})\n  fix: pass a folder you "
+                          "can write, e.g. runs/mine") from exc
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {p} is not writable\n  fix: pass a folder you can write, e.g. runs/mine")
+    return p
+
+
+PREVIOUS = ".cpo-previous"
+
+
+def set_aside_previous_run(run_dir: Path, owned: tuple[str, ...],
+                           flag: str = "--out") -> tuple[dict[str, Any] | None, list[str]]:
+    """Move what an earlier run wrote in ``run_dir`` into ``run_dir/.cpo-previous`` (call it holding the
+    folder's lock); returns what the earlier manifest said about that run (None when the folder held
+    none) and the names moved.
+
+    A folder that holds names the workflow writes but no cpo manifest is not a run folder: it is refused
+    rather than emptied, so user files are never deleted.
+    """
+    shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)  # left by a run killed before it ended
+    previous = _read_previous(run_dir / MANIFEST)
+    present = [n for n in owned if (run_dir / n).exists()]
+    remove_stale_temps(run_dir)
+    if previous is None:
+        if present:
+            raise ConfigError(f"{flag} {run_dir} already holds {', '.join(present)} but no cpo {MANIFEST}: it does "
+                              "not look like a cpo run folder\n  fix: pass a new or empty folder")
+        return None, []
+    listed = {Path(p).parts[0] for p in (previous.get("outputs") or {}).values() if p and not Path(p).is_absolute()}
+    moved = [n for n in sorted(set(present) | listed) if ".." not in n and (run_dir / n).exists()]
+    (run_dir / PREVIOUS).mkdir()
+    for name in [*moved, MANIFEST]:
+        os.replace(run_dir / name, run_dir / PREVIOUS / name)
+    status = previous.get("status")
+    if status == "running":
+        status = "interrupted"  # it never recorded an end: killed (its lock is free, so it is not running)
+    replaced = {k: previous.get(k) for k in ("workflow", "started_at", "finished_at", "error") if previous.get(k)}
+    replaced["status"] = status
+    log.warning("%s holds an earlier %s run (status %s, started %s): its outputs are replaced by this run's",
+                run_dir, previous.get("workflow") or "cpo", status, previous.get("started_at"))
+    return replaced, moved
+
+
+def _restore_or_drop(run_dir: Path, moved: list[str], owned: tuple[str, ...], manifest: Manifest) -> None:
+    """After a failed run: put the earlier run back when this one wrote nothing, else delete it."""
+    stash = run_dir / PREVIOUS
+    wrote = manifest.data["outputs"] or any((run_dir / n).exists() for n in {*owned, *moved})
+    if stash.is_dir() and not wrote:
+        for name in [*moved, MANIFEST]:
+            os.replace(stash / name, run_dir / name)
+        log.warning("the run failed before writing any output: the earlier run in %s is kept as it was", run_dir)
+    shutil.rmtree(stash, ignore_errors=True)
+
+
+def _read_previous(path: Path) -> dict[str, Any] | None:
+    """The manifest of the run that wrote this folder (None: no manifest); another kind of manifest (a
+    `cpo generate` run's) or an unreadable one is refused: the folder is not ours to clear."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}): the folder's earlier run is unknown, so it is not "
+                          "cleared\n  fix: pass another folder, or delete the folder if it is yours") from exc
+    if not (isinstance(data, dict) and "status" in data and "config" in data):
+        kind = data.get("format") if isinstance(data, dict) else None
+        raise ConfigError(f"{path} is not the manifest of a cpo run/fit ({kind or 'unknown kind'}): this folder "
+                          "belongs to something else (e.g. a `cpo generate` run)\n  fix: pass another folder")
+    return data
 
 
 def load_data(cfg: DataConfig) -> tuple[pa.Table, dict[str, Any]]:
@@ -83,13 +211,7 @@ def load_data(cfg: DataConfig) -> tuple[pa.Table, dict[str, Any]]:
 
 
 def _dir_hash(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*.parquet")):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
+    return sha256_tree(path, "*.parquet")
 
 
 def scores_and_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
@@ -171,5 +293,5 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {p['prompt_id']:<12} mean score {p['mean_score']:.3f}  ({p['rows']:,} rows)")
 
 
-__all__ = ["Manifest", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
+__all__ = ["Manifest", "open_run", "usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
            "print_summary", "now"]

@@ -10,10 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cpo_engine.causal.config import CausalConfig
+from cpo_engine.causal.budget import SweepConfig
 from cpo_engine.causal.evaluation import EvaluationConfig
+from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.config import DataConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.exceptions import ConfigError
+from cpo_engine.generation.backends import BackendConfig
+from cpo_engine.generation.builder import RayConfig
+from cpo_engine.generation.local_server import LocalServerConfig
+from cpo_engine.generation.tasks import TaskConfig
+from cpo_engine.generation.templating import TemplateConfig
 from cpo_engine.search.config import BeamConfig, ProposerConfig, SelectionConfig
 
 @dataclass
@@ -43,6 +50,181 @@ class HoldoutConfig:
             raise ConfigError("holdout.logged_per_query and holdout.n_tiers must be >= 1")
 
 
+CANDIDATE_SETS = ("logged", "searched")
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class PolicyConfig:
+    """How the learned policy recommends a prompt per query (`cpo run`'s assignment, `cpo assign`,
+    :class:`~cpo_engine.workflows.policy.Policy`), and when it is not trusted."""
+
+    candidates: str = "logged"
+    """'logged': choose among the logged prompts (an LLM ran them: verified); 'searched': also among the
+    run's best searched candidates (predicted by the model only: unverified until an LLM runs them)."""
+    max_searched: int = 50
+    """With candidates='searched': how many of the run's searched candidates (best static objective
+    first, inside the trust region) compete."""
+    fallback: bool = True
+    """When the data are too small or too noisy to learn a per-query policy (see the three checks
+    below), recommend the best static prompt for every query instead, with an
+    UnreliablePolicyWarning. False: warn, but keep the per-query choice."""
+    min_queries: int = 100
+    """Check 1: fewer training queries than this, or than the model's heterogeneity coefficients
+    ((d_phi - 1) x d_T), is too few."""
+    min_outcome_r2: float = 0.005
+    """Check 2: an out-of-fold R^2 of E[Y|X] below this means the query features say next to nothing
+    about the score; with no detectable variation of the effects with the query either (joint Wald test
+    p >= 0.05), they cannot say which prompt suits which query."""
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATE_SETS:
+            raise ConfigError(f"policy.candidates must be one of {CANDIDATE_SETS}, got '{self.candidates}'")
+        if self.max_searched < 1 or self.min_queries < 1:
+            raise ConfigError("policy.max_searched and policy.min_queries must be >= 1")
+
+
+@dataclass
+class LLMConfig:
+    """The LLM that runs prompts for real (the ``generation`` section): the verify stage of `cpo run`,
+    `cpo optimize`, `cpo nightly` and `cpo verify`, and the generation steps of `cpo loop`. Leaving the
+    section unset (null) means no LLM is available: no verify stage, every uplift stays predicted."""
+
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    """Which backend runs the prompts (openai: vLLM serve / llama.cpp server / hosted; vllm; replay)."""
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    """How query and prompt become one LLM input (as `cpo generate`)."""
+    grader: str = "numeric"
+    """Grader spec scoring each answer against the gold column (as `cpo generate`)."""
+    temperature: float = 0.0
+    """Sampling temperature (0: greedy; samples of a cell then agree)."""
+    executor: str = "local"
+    """'local' (in-process) or 'ray' (Ray Data pipeline, engines in actors)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Cluster and actor-pool sizes of the 'ray' executor."""
+    shard_size: int = 32
+    """Rows per committed shard (the resume unit)."""
+
+    def __post_init__(self) -> None:
+        from cpo_engine.generation.graders import get_grader
+
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"generation.executor must be 'local' or 'ray', got '{self.executor}'")
+        if self.temperature < 0 or self.shard_size < 1:
+            raise ConfigError("generation.temperature must be >= 0 and generation.shard_size >= 1")
+        get_grader(self.grader)
+
+
+@dataclass
+class VerifyConfig:
+    """The verify stage: run the recommended prompts with the LLM on held-out queries (``verify``)."""
+
+    enabled: bool = True
+    """Run the stage whenever a ``generation`` section is configured (false: skip it)."""
+    queries: str | None = None
+    """Held-out queries to run (query_id, query_text and the gold column). None: the run's held-out
+    split (`cpo run`), the table's queries (`cpo optimize`), tonight's queries (`cpo nightly`)."""
+    gold_column: str = "gold_answer"
+    """Column holding the gold answer the grader compares with."""
+    max_queries: int = 40
+    """Queries sampled for verification (budget)."""
+    samples: int = 1
+    """LLM samples per (query, prompt) cell (budget)."""
+    max_tokens: int = 32
+    """Most tokens generated per call (budget)."""
+    top_k: int = 3
+    """Searched prompts verified (best static objective first), besides the incumbent and best static."""
+    seeds: str = "best"
+    """Logged prompts verified: 'best' (the incumbent and the best static prompt) or 'all'."""
+    margin: float = 0.0
+    """Promotion rule (`cpo nightly`): a new prompt or policy goes live only when the lower end of the
+    95% interval of its measured uplift over the live one is >= margin."""
+    append_to: str | None = None
+    """A folder (a Parquet-folder data path) the verified triplets are appended to, so the next fit
+    learns from them; None: they stay in the run's verify/ folder."""
+    seed: int = 0
+    """Seed of the query sample."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_queries", "samples", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"verify.{name} must be >= 1, got {getattr(self, name)}")
+        if self.top_k < 0:
+            raise ConfigError(f"verify.top_k must be >= 0, got {self.top_k}")
+        if self.seeds not in ("best", "all"):
+            raise ConfigError(f"verify.seeds must be 'best' or 'all', got '{self.seeds}'")
+
+
+@dataclass
+class VerifyJobConfig:
+    """`cpo verify`: run a `cpo run` or `cpo optimize` folder's recommendations with the LLM."""
+
+    run: str | None = None
+    """The folder to verify (`cpo run --out RUN`, or `cpo optimize --out OUT`)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The triplet table the folder was made from (default: the one its manifest or inputs name)."""
+    model: str | None = None
+    """Model bundle (default: the folder's own, or the one `cpo optimize` recorded)."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    generation: LLMConfig = field(default_factory=LLMConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+def _loop_llm() -> LLMConfig:
+    from cpo_engine.generation.backends import OpenAIConfig
+
+    # llama.cpp's server answers one request at a time: a deep queue would only time out.
+    return LLMConfig(backend=BackendConfig(openai=OpenAIConfig(max_concurrency=2, timeout_s=120.0)),
+                     template=TemplateConfig(position="prefix"))
+
+
+def _loop_verify() -> VerifyConfig:
+    return VerifyConfig(max_tokens=16, seeds="all")
+
+
+def _loop_beam() -> BeamConfig:
+    return BeamConfig(rounds=2, beam_width=6, children_per_beam=12)
+
+
+@dataclass
+class LoopConfig:
+    """`cpo loop`: the whole loop on a real LLM: generate triplets for seed prompts -> fit -> search ->
+    verify with the LLM on fresh held-out queries -> report; each further round fits on the verified
+    triplets too. Rerunning the same command resumes it."""
+
+    out: str = "runs/loop"
+    """Loop folder (task data, training triplets, one `cpo run` folder per round, loop_report.*)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompts: str | None = None
+    """Seed prompts table (prompt_id, prompt_text); None: the task's seed prompts."""
+    rounds: int = 1
+    """Fit -> search -> verify rounds; round r also learns from the triplets verified in rounds < r."""
+    endpoint: str | None = None
+    """OpenAI-compatible endpoint of the LLM; None (with backend kind openai): start the packaged
+    SmolLM2-135M-Instruct on a local llama.cpp server for the duration of the loop."""
+    server: LocalServerConfig = field(default_factory=LocalServerConfig)
+    generation: LLMConfig = field(default_factory=_loop_llm)
+    """Backend, template (default: the prompt before the query) and grader of every LLM call."""
+    verify: VerifyConfig = field(default_factory=_loop_verify)
+    """Budget of every LLM call (max_tokens, samples) and of the verification (queries, top_k)."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    beam: BeamConfig = field(default_factory=_loop_beam)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    holdout: HoldoutConfig = field(default_factory=lambda: HoldoutConfig(test_fraction=0.25))
+    seed: int = 0
+    """Seed of the fit, the search and the samplers."""
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.proposer.kind == "none":
+            raise ConfigError("the loop searches new prompts: proposer.kind must be 'edit' or 'llm'")
+
+
 @dataclass
 class RunConfig:
     """`cpo run`: data -> representations -> causal model -> selection and search -> report."""
@@ -55,6 +237,11 @@ class RunConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    generation: LLMConfig | None = None
+    """The LLM of the verify stage; None: no verify stage (every searched uplift stays predicted)."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     out: str | None = None
     """Run folder; None makes runs/<timestamp>."""
     seed: int = 0
@@ -76,6 +263,8 @@ class FitConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     out: str | None = None
     """Output folder (model bundle in OUT/model, diagnostics.json)."""
     seed: int = 0
@@ -95,6 +284,11 @@ class OptimizeConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    generation: LLMConfig | None = None
+    """The LLM of the verify stage; None: no verify stage."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     model: str | None = None
     """A model bundle folder, or a `cpo run` / `cpo fit` output folder holding one."""
     out: str | None = None
@@ -112,6 +306,57 @@ class OptimizeConfig:
 
 
 @dataclass
+class AssignRayConfig:
+    """Ray Data resources of `cpo assign --executor ray` (one actor = one loaded policy and encoder)."""
+
+    address: str | None = None
+    """Cluster to attach to (None: RAY_ADDRESS inside a Ray job, else a local Ray)."""
+    num_actors: int = 1
+    """Actors embedding and scoring batches in parallel (one per GPU on a GPU cluster)."""
+    cpus_per_actor: float = 1.0
+    """Logical CPUs each actor reserves."""
+    gpus_per_actor: float | None = None
+    """GPUs each actor reserves; None: 1 when the cluster has GPUs, else 0."""
+    num_cpus: int | None = None
+    """Logical CPUs of a local Ray started here (None: all)."""
+
+    def __post_init__(self) -> None:
+        if self.num_actors < 1 or self.cpus_per_actor <= 0 or (self.gpus_per_actor or 0) < 0:
+            raise ConfigError("ray.num_actors must be >= 1, ray.cpus_per_actor > 0 and ray.gpus_per_actor >= 0")
+
+
+@dataclass
+class AssignConfig:
+    """`cpo assign`: a fitted run or model bundle + unscored queries -> one recommended prompt per query."""
+
+    model: str | None = None
+    """A `cpo run` / `cpo fit` folder, or its model/ bundle (a local path or a file system URI)."""
+    queries: str | None = None
+    """Table of query_id, query_text: Parquet file or folder of shards, CSV/TSV, JSONL; local or a URI
+    (s3://, gs://, ...). Other columns are ignored."""
+    out: str | None = None
+    """Output: a .parquet, .csv or .jsonl file, or a folder (no suffix) of Parquet parts, which a rerun
+    resumes. None: <queries>.assignment.parquet beside a local input."""
+    batch_size: int = 4096
+    """Queries embedded and scored per batch (memory stays bounded by the batch, not the input)."""
+    executor: str = "local"
+    """'local' (stream in this process) or 'ray' (Ray Data map_batches over an actor pool)."""
+    device: str = "auto"
+    """Where the scoring runs ('auto': CUDA when present). The encoder's device is embed.device."""
+    overwrite: bool = False
+    """Replace an existing output (a folder output of a different model or input is otherwise refused)."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ray: AssignRayConfig = field(default_factory=AssignRayConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {EXECUTORS}, got '{self.executor}'")
+
+
+@dataclass
 class EvaluateConfig:
     """`cpo evaluate`: causal vs non-causal reward models on a full grid with injected confounding."""
 
@@ -120,10 +365,42 @@ class EvaluateConfig:
     pca: PCAConfig = field(default_factory=PCAConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     out: str | None = None
-    """Folder for evaluation.json / .md / .png."""
+    """Folder for evaluation.json / .md / .png (or, with sweep.axes, budget.json / .md / budget_*.png)."""
     device: str = "auto"
     """Where the models run."""
+
+
+@dataclass
+class OffPolicyConfig:
+    """`cpo ope`: logged triplets + policies -> each policy's off-policy value with an interval."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
+    policies: list[str] | None = None
+    """Policies to value: assignment files (query_id + recommended_prompt_id, or query_id + prompt_id +
+    probability) or logged prompt ids (static policies). Empty: every logged prompt as a static policy."""
+    model: str | None = None
+    """A model bundle (or `cpo run`/`cpo fit` folder) as the reward model; default: the causal model
+    cross-fitted on the logs (the policies' queries must not have been used to fit a given bundle)."""
+    queries: str = "auto"
+    """Which queries to value on: 'auto' (the 'test' rows of an assignment that has a split column,
+    else all), 'test' or 'all'."""
+    out: str | None = None
+    """Output folder (ope.json, ope.md)."""
+    seed: int = 0
+    """Seed of the folds."""
+    device: str = "auto"
+    """Where the causal model runs."""
+
+    def __post_init__(self) -> None:
+        if self.queries not in ("auto", "test", "all"):
+            raise ConfigError(f"queries must be 'auto', 'test' or 'all', got '{self.queries}'")
 
 
 @dataclass
@@ -150,6 +427,8 @@ class DriftConfig:
     """Flag when more than this share of queries get a different prompt."""
     max_uplift_change: float = 0.05
     """Flag when the predicted per-query uplift moves by more than this (score units)."""
+    fail_on_drift: bool = False
+    """A drifted model is not promoted (the live one stays) and `cpo nightly` exits 3."""
 
 
 @dataclass
@@ -174,6 +453,12 @@ class NightlyConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    """The generative search from the logged prompts ('edit' or 'llm'; 'none': the logged pool only)."""
+    generation: LLMConfig | None = None
+    """The LLM that verifies tonight's prompts before one goes live; None: nothing new goes live."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     def __post_init__(self) -> None:
         if self.window_days is not None and self.window_days < 1:
@@ -182,5 +467,6 @@ class NightlyConfig:
             raise ConfigError(f"date must be a plain label like 2026-01-31, got '{self.date}'")
 
 
-__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig",
-           "HoldoutConfig", "GateConfig", "DriftConfig"]
+__all__ = ["RunConfig", "FitConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig", "OffPolicyConfig",
+           "AssignConfig", "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig", "LLMConfig",
+           "VerifyConfig", "VerifyJobConfig", "LoopConfig"]

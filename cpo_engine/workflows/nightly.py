@@ -1,19 +1,30 @@
-"""Nightly re-optimization: append the day's triplets, refit, re-search, compare, flag drift.
+"""Nightly re-optimization: refit on the day's triplets, search, verify, promote only what was measured.
 
 State folder layout (everything written atomically)::
 
-    triplets/<date>.parquet     the triplets appended on each date (rerunning a date replaces it)
-    cache/                      embedding cache: only texts never seen before are embedded
-    runs/<date>/model/          the night's fitted causal reward model (when it passed the gate)
-    runs/<date>/assignment.parquet   per-query chosen prompt, predicted effect and se
-    runs/<date>/prompts.parquet      static (mean over queries) predicted effect of each prompt
-    runs/<date>/report.json     diagnostics, gate verdict, comparison with the live run, drift flags
-    current.json                the live run (its model and assignment); moved only by a passing fit
+    triplets/<date>.parquet          the triplets of each date (written only after the night's fit passed)
+    triplets/verified/<date>.parquet the triplets the LLM produced while verifying that night
+    cache/                           embedding cache: only texts never seen before are embedded
+    runs/<date>/model/               the night's model bundle (model + both PCAs)
+    runs/<date>/assignment.parquet   per-query chosen logged prompt, predicted effect and se
+    runs/<date>/prompts.parquet      static (mean over queries) predicted effect of each logged prompt
+    runs/<date>/candidates.parquet   the generative search's candidates (predicted, in the trust region or not)
+    runs/<date>/verify/              the verification (when a generation backend is configured)
+    runs/<date>/report.json          diagnostics, gate verdict, drift, verification, promotion, why
+    current.json                     the live model run; moved only by a fit that passed gate and drift rules
+    live.json                        the live prompt or per-query policy; moved only by a measured win
 
-A fit that raises or fails the gate (diagnostics thresholds) leaves ``current.json`` alone: the
-previous model stays live and the report says why. Drift compares the new search with the live
-one: Kendall tau of the prompts' static effects, the share of queries whose chosen prompt changed,
-and the change of predicted uplift (per-query policy over the best static prompt).
+A night never writes into the live run's folder: a rerun of the live date goes to ``runs/<date>-N``,
+so the live run stays byte-identical whatever happens. The day's triplets are written only once
+the night's fit passed; a fit that raises or fails the gate is a failed night (`cpo nightly` exits
+4), its report goes to the night's folder (or ``failed/<date>/`` when that folder holds a model) and
+nothing else changes. With ``drift.fail_on_drift`` a drifted model is not promoted (exit 3).
+
+Promotion of a prompt or policy (``live.json``) needs the LLM: tonight's searched prompts, the best
+logged ones and the per-query policy run on held-out queries against the live one, and a challenger
+goes live only when its measured uplift is positive with a 95% lower bound >= ``verify.margin``.
+Otherwise the live one stays and the report says why. Without a ``generation`` section tonight's
+recommendations stay predictions and nothing new goes live.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +48,9 @@ from cpo_engine.workflows.common import Representer, scores_and_weights
 from cpo_engine.workflows.config import DriftConfig, GateConfig, NightlyConfig
 
 log = logging.getLogger(__name__)
+
+#: model_status of a night whose fit raised or failed the gate (`cpo nightly` exits non-zero).
+FAILED_STATUSES = ("kept_previous", "no_model")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -54,33 +69,79 @@ def read_new(path: str | Path) -> pa.Table:
     return read_triplets(path)
 
 
-def append_triplets(state: Path, new: str | Path, date: str) -> Path:
-    """Write tonight's triplets as ``triplets/<date>.parquet`` (idempotent for a rerun of a date)."""
+def tonight_table(new: str | Path, date: str) -> pa.Table:
+    """Tonight's validated triplets, tagged with the date (nothing is written)."""
     table = read_new(new)
     if table.num_rows == 0:
         raise DataError("no usable triplets to append", source=str(new), fix="check the generation errors")
-    table = table.append_column("nightly_date", pa.array([date] * table.num_rows, pa.string()))
-    return atomic_write_parquet(table, state / "triplets" / f"{date}.parquet")
+    return table.append_column("nightly_date", pa.array([date] * table.num_rows, pa.string()))
 
 
-def load_window(state: Path, window_days: int | None) -> tuple[pa.Table, list[str]]:
-    """Triplets of the last ``window_days`` dates (all when None), with the dates used."""
-    files = sorted((state / "triplets").glob("*.parquet"))
+def stored_files(state: Path) -> dict[str, list[Path]]:
+    """date -> the stored triplet files of that date (the day's file, then its verified triplets)."""
+    out: dict[str, list[Path]] = {}
+    for f in sorted((state / "triplets").glob("*.parquet")):
+        out.setdefault(f.stem, []).insert(0, f)
+    for f in sorted((state / "triplets" / "verified").glob("*.parquet")):
+        out.setdefault(f.stem, []).append(f)
+    return out
+
+
+def check_texts(state: Path, table: pa.Table, date: str, source: str) -> None:
+    """A query_id (or prompt_id) must keep its text across days: a reworded one is a DataError
+    naming both texts and both dates (the first text would otherwise silently win)."""
+    for d, files in stored_files(state).items():
+        if d == date:
+            continue  # tonight's file is replaced, not compared
+        for f in files:
+            old = pq.read_table(f, columns=["query_id", "query_text", "prompt_id", "prompt_text"])
+            for id_col, text_col in (("query_id", "query_text"), ("prompt_id", "prompt_text")):
+                _same_texts(old, table, id_col, text_col, f"{f} ({d})", f"{source} ({date})")
+
+
+def _same_texts(old: pa.Table, new: pa.Table, id_col: str, text_col: str, old_src: str, new_src: str) -> None:
+    known = dict(zip(old.column(id_col).to_pylist(), old.column(text_col).to_pylist()))
+    for i, (k, text) in enumerate(zip(new.column(id_col).to_pylist(), new.column(text_col).to_pylist())):
+        if k in known and known[k] != text:
+            raise DataError(f"{id_col} '{k}' changed its text: {known[k]!r} in {old_src} but {text!r} in {new_src}",
+                            source=new_src, column=text_col, rows=[i],
+                            fix=f"give the reworded text a new {id_col} (an id must mean one text on every day)")
+
+
+def load_window(state: Path, window_days: int | None, tonight: tuple[str, pa.Table] | None = None
+                ) -> tuple[pa.Table, list[str]]:
+    """Triplets of the last ``window_days`` dates (all when None), with the dates used. ``tonight``
+    (date, table) stands in for that date's stored file without being written."""
+    files = stored_files(state)
+    tables_by_date: dict[str, list[pa.Table]] = {d: [pq.read_table(f) for f in fs] for d, fs in files.items()}
+    if tonight is not None:
+        date, table = tonight
+        tables_by_date[date] = [table]  # tonight's rows replace that date's stored ones
+    dates = sorted(tables_by_date)
     if window_days is not None:
-        files = files[-window_days:]
-    if not files:
+        dates = dates[-window_days:]
+    if not dates:
         raise DataError("no triplets in the nightly state", source=str(state / "triplets"),
                         fix="pass --new with today's triplets")
-    tables = [pq.read_table(f) for f in files]
+    tables = [t for d in dates for t in tables_by_date[d]]
+    if any("weight" in t.column_names for t in tables):  # rows without a weight count once
+        tables = [t if "weight" in t.column_names else t.append_column("weight", pa.array(np.ones(t.num_rows)))
+                  for t in tables]
     common = [c for c in tables[0].column_names if all(c in t.column_names for t in tables)]
     table = pa.concat_tables([t.select(common) for t in tables], promote_options="permissive")
-    return table, [f.stem for f in files]
+    return table, dates
+
+
+def append_triplets(state: Path, new: str | Path, date: str) -> Path:
+    """Write ``new`` as ``triplets/<date>.parquet`` (replacing that date's file)."""
+    return atomic_write_parquet(tonight_table(new, date), state / "triplets" / f"{date}.parquet")
 
 
 # ---------------------------------------------------------------------------------- fit + gate
 
 
-def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None) -> tuple[Any, Any]:
+def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None
+              ) -> tuple[Any, Any, Representer]:
     """Representations through the persistent embedding cache (state/cache), then the causal model, with
     the same configuration sections (embed, pca, causal) and defaults as `cpo run`."""
     import warnings
@@ -92,7 +153,7 @@ def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Rep
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is kept in model.diagnostics_.warnings
         model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
-    return reps, model
+    return reps, model, rep
 
 
 def gate_problems(model: Any, gate: GateConfig) -> list[str]:
@@ -103,14 +164,34 @@ def gate_problems(model: Any, gate: GateConfig) -> list[str]:
     if not (np.all(np.isfinite(head.coef)) and np.all(np.isfinite(head.cov))):
         problems.append("non-finite coefficients or covariance")
     if d.ess_share < gate.min_ess_share:
-        problems.append(f"effective sample share {d.ess_share:.3f} < {gate.min_ess_share}")
+        problems.append(below("effective sample share", d.ess_share, gate.min_ess_share))
     if not math.isfinite(d.gram_condition) or d.gram_condition > gate.max_condition:
         problems.append(f"final-stage condition number {d.gram_condition:.3g} > {gate.max_condition:.3g}")
     if d.overlap and min(d.overlap) < gate.min_overlap:
-        problems.append(f"overlap {min(d.overlap):.3f} < {gate.min_overlap}")
+        problems.append(below("overlap", min(d.overlap), gate.min_overlap))
     if gate.fail_on_warnings and d.warnings:
         problems.extend(f"warning: {w}" for w in d.warnings)
     return problems
+
+
+def below(name: str, value: float, threshold: float, percent: bool = False) -> str:
+    """'name VALUE < THRESHOLD' printed with enough digits that the two printed numbers differ, so
+    the text agrees with the verdict (0.4996 against 0.5 prints '0.4996 < 0.5', never '0.500 < 0.5')."""
+    return f"{name} {_pair(value, threshold, percent, '<')}"
+
+
+def above(name: str, value: float, threshold: float, percent: bool = False) -> str:
+    """'name VALUE > THRESHOLD', digits as :func:`below`."""
+    return f"{name} {_pair(value, threshold, percent, '>')}"
+
+
+def _pair(value: float, threshold: float, percent: bool, op: str) -> str:
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    v, t = value * scale, threshold * scale
+    for digits in range(1 if percent else 3, 12):
+        if f"{v:.{digits}f}" != f"{t:.{digits}f}":
+            break
+    return f"{v:.{digits}f}{unit} {op} {t:g}{unit}"
 
 
 # ------------------------------------------------------------------------------ search + compare
@@ -156,12 +237,15 @@ def compare(prev_dir: Path, assignment: pa.Table, prompts: pa.Table, drift: Drif
     changed = sum(old_q[q] != new_q[q] for q in shared) / len(shared) if shared else None
     up_old, up_new = predicted_uplift(prev_a, prev_p), predicted_uplift(assignment, prompts)
     flags = []
-    if tau is not None and (math.isnan(tau) or tau < drift.min_kendall_tau):
-        flags.append(f"prompt ranking moved: Kendall tau {tau:.3f} < {drift.min_kendall_tau}")
+    if tau is not None and math.isnan(tau):
+        flags.append("prompt ranking moved: Kendall tau undefined (constant static effects)")
+    elif tau is not None and tau < drift.min_kendall_tau:
+        flags.append("prompt ranking moved: " + below("Kendall tau", tau, drift.min_kendall_tau))
     if changed is not None and changed > drift.max_changed_share:
-        flags.append(f"{changed:.1%} of queries changed prompt (> {drift.max_changed_share:.0%})")
+        flags.append(above("queries that changed prompt", changed, drift.max_changed_share, percent=True))
     if abs(up_new - up_old) > drift.max_uplift_change:
-        flags.append(f"predicted uplift moved {up_old:+.4f} -> {up_new:+.4f} (> {drift.max_uplift_change})")
+        flags.append(f"predicted uplift moved {up_old:+.4f} -> {up_new:+.4f}: "
+                     + above("change", abs(up_new - up_old), drift.max_uplift_change))
     return {"previous_run": str(prev_dir), "kendall_tau": tau, "common_prompts": len(common),
             "changed_share": changed, "common_queries": len(shared), "uplift_previous": up_old,
             "uplift_new": up_new, "drift": bool(flags), "drift_reasons": flags}
@@ -170,50 +254,95 @@ def compare(prev_dir: Path, assignment: pa.Table, prompts: pa.Table, drift: Drif
 # ------------------------------------------------------------------------------------------ run
 
 
-def run_nightly(cfg: NightlyConfig, representer: Representer | None = None) -> dict[str, Any]:
-    """One night: append -> refit (cached embeddings) -> gate -> search -> compare -> report."""
+def night_dir(state: Path, date: str, current: dict[str, Any]) -> Path:
+    """Tonight's run folder: runs/<date>, or runs/<date>-N when runs/<date> is the live run (which
+    must stay byte-identical)."""
+    live = (state / current["run"]).resolve() if current.get("run") else None
+    run_dir, k = state / "runs" / date, 1
+    while live is not None and run_dir.resolve() == live:
+        run_dir, k = state / "runs" / f"{date}-{k}", k + 1
+    return run_dir
+
+
+def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, backend: Any = None) -> dict[str, Any]:
+    """One night: read -> check -> refit (cached embeddings) -> gate -> search -> compare -> verify ->
+    promote -> report. See the module docstring for what is written when."""
     state = Path(cfg.state)
     date = cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
-    run_dir = state / "runs" / date
-    report: dict[str, Any] = {"date": date, "config": asdict(cfg), "started_at": _now()}
-    if cfg.new:
-        report["appended"] = str(append_triplets(state, cfg.new, date))
-    table, dates = load_window(state, cfg.window_days)
+    current = read_json(state / "current.json")
+    run_dir = night_dir(state, date, current)
+    report: dict[str, Any] = {"date": date, "run_dir": str(run_dir.relative_to(state)), "config": asdict(cfg),
+                              "started_at": _now()}
+    new = tonight_table(cfg.new, date) if cfg.new else None
+    if new is not None:
+        check_texts(state, new, date, str(cfg.new))
+    table, dates = load_window(state, cfg.window_days, (date, new) if new is not None else None)
     report.update(rows=table.num_rows, dates=dates)
-    current = _read_current(state)
     try:
-        reps, model = fit_night(table, cfg, state, representer)
+        reps, model, rep = fit_night(table, cfg, state, representer)
         problems = gate_problems(model, cfg.gate)
         report["diagnostics"] = model.diagnostics_.to_dict()
     except Exception as exc:  # noqa: BLE001 - a failed fit keeps the previous model live
-        log.exception("nightly fit failed")
+        log.error("nightly fit failed: %s: %s", type(exc).__name__, exc)
+        report["traceback"] = traceback.format_exc()
         problems, model = [f"fit failed: {type(exc).__name__}: {exc}"], None
     report["gate_problems"] = problems
     if problems:
         report["model_status"] = "kept_previous" if current else "no_model"
-        report["live_run"] = current.get("run") if current else None
-        return _finish(run_dir, report)
+        report["live_run"] = current.get("run")
+        return _finish(_failed_dir(state, run_dir, date), report)
+    from cpo_engine.workflows.bundle import save_bundle
+
     assignment, prompts = pool_search(reps, model, cfg)
-    model.save(run_dir / "model", {"dates": dates, "rows": table.num_rows})
-    atomic_write_parquet(assignment, run_dir / "assignment.parquet")
-    atomic_write_parquet(prompts, run_dir / "prompts.parquet")
+    prev = state / current["run"] if current else None
+    report["comparison"] = compare(prev, assignment, prompts, cfg.drift) if prev else None
     report["predicted_uplift"] = predicted_uplift(assignment, prompts)
     report["best_static_prompt"] = prompts.column("prompt_id")[int(np.argmax(prompts["static_effect"]))].as_py()
-    prev = state / current["run"] if current else None
-    report["comparison"] = compare(prev, assignment, prompts, cfg.drift) if prev and prev != run_dir else None
+    info = {"path": str(cfg.new), "dates": dates, "rows": table.num_rows}
+    save_bundle(run_dir / "model", model, reps, cfg.embed, info)
+    atomic_write_parquet(assignment, run_dir / "assignment.parquet")
+    atomic_write_parquet(prompts, run_dir / "prompts.parquet")
+    blocked = bool(report["comparison"] and report["comparison"]["drift"] and cfg.drift.fail_on_drift)
+    promote = not blocked
+    if new is not None:
+        _store_day(state, date, new, current, promote, run_dir, report)
+    if blocked:
+        report["model_status"] = "drift_blocked"
+        report["live_run"] = current.get("run")
+        report["promotion"] = {"status": "kept", "reason": "the model drifted and drift.fail_on_drift is set"}
+        return _finish(run_dir, report)
+    from cpo_engine.workflows.nightly_promote import search_and_promote
+
+    report["promotion"] = search_and_promote(state, run_dir, date, cfg, table, reps, model, rep, backend)
     report["model_status"] = "updated"
     atomic_write_json(state / "current.json", {"date": date, "run": str(run_dir.relative_to(state))})
     report["live_run"] = str(run_dir.relative_to(state))
     return _finish(run_dir, report)
 
 
-def _read_current(state: Path) -> dict[str, Any]:
-    path = state / "current.json"
+def _store_day(state: Path, date: str, new: pa.Table, current: dict[str, Any], promote: bool, run_dir: Path,
+               report: dict[str, Any]) -> None:
+    """Write tonight's triplets once the fit passed, unless they would replace the live run's own
+    rows for a night that is not promoted (then they stay beside the night's run)."""
+    if not promote and current.get("date") == date:
+        report["appended"] = str(atomic_write_parquet(new, run_dir / "new_triplets.parquet"))
+        return
+    report["appended"] = str(atomic_write_parquet(new, state / "triplets" / f"{date}.parquet"))
+
+
+def _failed_dir(state: Path, run_dir: Path, date: str) -> Path:
+    """Where a failed night's report goes: its folder, unless that holds a model (then failed/<date>)."""
+    return state / "failed" / date if (run_dir / "model").exists() else run_dir
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A state file's JSON ({} when it does not exist)."""
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _finish(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     report["finished_at"] = _now()
+    report["report_path"] = str(run_dir / "report.json")
     atomic_write_json(run_dir / "report.json", report)
     return report
 
@@ -222,5 +351,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["run_nightly", "append_triplets", "load_window",
-           "gate_problems", "pool_search", "compare", "predicted_uplift"]
+__all__ = ["run_nightly", "append_triplets", "load_window", "tonight_table", "check_texts", "stored_files",
+           "gate_problems", "pool_search", "compare", "predicted_uplift", "below", "above", "night_dir", "read_json",
+           "FAILED_STATUSES"]

@@ -1,9 +1,10 @@
-"""`cpo optimize`: a saved model bundle + a triplet table -> per-query choice among the table's prompts
-and a beam search from them. Scoring needs no LLM call; only the LLM proposer calls one."""
+"""`cpo optimize`: a saved model bundle + a triplet table -> a beam search from the table's prompts and
+one recommended prompt per query (among the table's prompts and, in search modes, the searched
+candidates, labelled unverified). Scoring needs no LLM call; only the LLM proposer calls one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.common import Representer, load_data
+from cpo_engine.workflows.common import load_data, usable_folder
 from cpo_engine.workflows.config import OptimizeConfig
 
 
@@ -21,52 +22,64 @@ class OptimizeResult:
     assignment: pa.Table
     best: dict[str, Any]
     search: Any
+    verification: Any = None
 
 
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
-    """Embed the table with the bundle's encoder and PCAs, choose per query, search, write outputs."""
-    from cpo_engine.search import (BeamSearch, Candidate, CandidateScorer, make_proposer, pool_assign,
-                                   referenced_head)
+    """Embed the table with the bundle's encoder and PCAs, search, and write one recommended prompt per
+    query (the table's prompts, plus the searched candidates labelled unverified in search modes)."""
+    from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
     from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.workflows.common import scores_and_weights
+    from cpo_engine.workflows.ope import optimize_policy_values
+    from cpo_engine.workflows.policy import Policy, searched_from_result, table_state
     from cpo_engine.workflows.run import majority_task
     from cpo_engine.workflows.run_outputs import candidates_table
 
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
+    usable_folder(cfg.out)  # a bad --out fails now, not after the search
     bundle = ModelBundle.load(cfg.model)
-    table, _ = load_data(cfg.data)
-    rep = Representer(bundle.embed_config(cfg.embed))
+    table, data_info = load_data(cfg.data)
+    rep = bundle.representer(cfg.embed)  # refuses an encoder that is not the model's
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
-    head, _ = referenced_head(bundle.model.linear_head(), reps.X, reps.T, cfg.selection.reference)
-    scorer = CandidateScorer.from_selection(head, reps.X, rep.prompt_embedder(reps), cfg.selection, reps.T,
-                                            device=cfg.device)
-    pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
-    static = pool.static_choice()
-    assignment = pool.assignment_table(reps.query_ids, reps.prompt_texts)
-    best: dict[str, Any] = {"pool_static": {"prompt_id": pool.prompt_ids[static], "text": reps.prompt_texts[static]}}
-    out, result = Path(cfg.out), None
+    state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection)
+    static = state.incumbent
+    best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static]},
+                            "incumbent": {"prompt_id": str(reps.prompt_ids[state.incumbent]),
+                                          "text": reps.prompt_texts[state.incumbent]}}
+    out, result, searched = Path(cfg.out), None, None
     if cfg.mode in ("search", "both"):
         proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
         if proposer is None:
             raise ConfigError("mode 'search' needs a proposer: set proposer.kind to 'edit' or 'llm'")
+        policy = Policy(bundle.model, state, device=cfg.device)
+        scorer = CandidateScorer.from_selection(policy.head, reps.X, rep.prompt_embedder(reps), cfg.selection, reps.T,
+                                                device=cfg.device)
         seeds = [Candidate.seed(t, id=str(p)) for p, t in zip(reps.prompt_ids, reps.prompt_texts)]
         result = BeamSearch(proposer, scorer, cfg.beam, query_texts=reps.query_texts).run(seeds)
-        cands = candidates_table(result, reps.X, reps.T[static], head)
-        top = result.topk_index[:, 0]
-        assignment = (assignment.append_column("search_candidate_id",
-                                               pa.array([result.candidates[i].id if i >= 0 else None for i in top]))
-                      .append_column("search_prompt_text",
-                                     pa.array([result.candidates[i].text if i >= 0 else None for i in top]))
-                      .append_column("search_effect", pa.array(result.topk_effect[:, 0]))
-                      .append_column("search_se", pa.array(result.topk_se[:, 0])))
+        cands = candidates_table(result, reps.X, reps.T[static], policy.head)
         atomic_write_parquet(cands, out / "candidates.parquet")
         atomic_write_json(out / "search_trace.json", result.trace)
         best["search_static"] = cands.slice(0, 1).to_pylist()[0]
-    if cfg.mode == "search":
-        assignment = assignment.select(["query_id"] + [c for c in assignment.column_names if c.startswith("search_")])
+        searched = searched_from_result(result, reps.prompt_texts, cfg.policy.max_searched)
+    candidates = "searched" if searched is not None else "logged"
+    policy = Policy(bundle.model, state, replace(cfg.policy, candidates=candidates), searched=searched,
+                    device=cfg.device, source=str(bundle.path))
+    policy.warn()
+    assignment = policy.assign_features(reps.X, reps.query_ids)
+    best["policy_values"] = optimize_policy_values(reps, table, bundle, state, assignment, cfg, data_info).to_dict()
     atomic_write_parquet(assignment, out / "assignment.parquet")
     atomic_write_json(out / "best_static_prompt.json", best)
-    return OptimizeResult(out, assignment, best, result)
+    atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),
+                                            "tasks": cfg.data.tasks})
+    verification = None
+    if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+        from cpo_engine.workflows.verify import print_verification, verify_optimize
+
+        verification = verify_optimize(out, cfg, table, representer=rep)
+        print_verification(verification.report)
+    return OptimizeResult(out, assignment, best, result, verification)
 
 
 __all__ = ["optimize", "OptimizeResult"]

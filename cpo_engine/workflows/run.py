@@ -21,11 +21,14 @@ import pyarrow as pa
 
 from cpo_engine.data.grid import cell_means, split_queries
 from cpo_engine.exceptions import DataError
-from cpo_engine.workflows.common import (Manifest, Representer, data_summary, load_data, print_summary,
+from cpo_engine.workflows.common import (Representer, data_summary, load_data, open_run, print_summary,
                                          scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
 
 log = logging.getLogger(__name__)
+
+#: What `cpo run` writes in its run folder (cleared when a later run reuses the folder).
+RUN_OUTPUTS = ("features", "model", "search", "plots", "summary.json", "report.html")
 
 POLICY_LABELS = {"causal_lcb": "per-query, causal (LCB)", "causal_point": "per-query, causal (point)",
                  "non_causal": "per-query, non-causal"}
@@ -58,6 +61,8 @@ class PoolResult:
     tiers: list[dict[str, Any]]
     non_causal_mean_effect: np.ndarray
     static_rank_agreement: float
+    policy_values: Any = None
+    """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
 
 
 @dataclass
@@ -107,6 +112,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     without a model would pick).
     """
     from cpo_engine.search import CandidateScorer, by_tier, pool_assign, referenced_head
+    from cpo_engine.workflows.ope import run_policy_values
 
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     y, _ = scores_and_weights(table)
@@ -125,9 +131,11 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
     return PoolResult(policy=policy, head=head, static_index=static, incumbent_index=incumbent,
                       train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
-                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers),
+                      tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers)
+                      if np.isfinite(Yt).all() else [],  # sparse outcomes would tier a selected subset
                       non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
-                      static_rank_agreement=agreement)
+                      static_rank_agreement=agreement,
+                      policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg))
 
 
 def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
@@ -135,6 +143,9 @@ def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
     (e.g. observational logs with one prompt per query: the chosen prompt was rarely run)."""
     from cpo_engine.search import evaluate_choice
 
+    if not np.isfinite(Y).all():  # a subset of queries would be a selected one: the off-policy estimate covers all
+        return {"skipped": "held-out outcomes do not cover every query's prompts (observational logs); see the "
+                           "off-policy estimate in policy values"}
     try:
         return evaluate_choice(choice, Y, static)
     except DataError as exc:
@@ -190,9 +201,7 @@ def run(cfg: RunConfig) -> RunResult:
     from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
 
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir, cfg)
-    with manifest.running():
+    with open_run(run_dir, cfg, "run", RUN_OUTPUTS) as manifest:
         with manifest.stage("data"):
             table, info = load_data(cfg.data)
             manifest.data["data"] = info
@@ -235,6 +244,15 @@ def run(cfg: RunConfig) -> RunResult:
                                         "n_train_queries", "n_test_queries")}
             manifest.data["search"]["causal_diagnostics"] = evaluation["diagnostics"]
         print_findings(evaluation, result, paths)
+        if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
+            from cpo_engine.workflows.verify import print_verification, verify_run
+
+            with manifest.stage("verify"):
+                verified = verify_run(run_dir, cfg.verify, cfg.generation, table, selection_z=cfg.selection.z,
+                                      embed=cfg.embed, representer=rep)
+                manifest.output("verification", verified.out / "verification.json")
+                evaluation["verification"] = verified.report
+            print_verification(verified.report)
     return RunResult(run_dir, summary, reps, table, pool, result, evaluation, paths)
 
 

@@ -1,7 +1,15 @@
-"""Output files and report of `cpo run` (see :mod:`cpo_engine.workflows.run`)."""
+"""Output files and report of `cpo run` (see :mod:`cpo_engine.workflows.run`).
+
+The run's answer is its policy (:class:`~cpo_engine.workflows.policy.Policy`, saved beside the model
+bundle): ``search/assignment.parquet`` holds its one recommendation per query (the same rule `cpo
+assign` applies to new queries), the report and ``summary.json`` say what to do and how sure the run
+is, from the held-out evaluation of pool mode.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from statistics import NormalDist
@@ -10,11 +18,37 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.report import Interval, ReportData, write_report
+from cpo_engine.causal.evidence import ESTIMATED, PREDICTED
+from cpo_engine.causal.policy_values import format_policy_values
+from cpo_engine.report import Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
+from cpo_engine.workflows.policy import Policy, learn_state, searched_from_result
 from cpo_engine.workflows.run import POLICY_LABELS, PoolResult
 
 _Z95 = NormalDist().inv_cdf(0.975)
+
+GLOSSARY = {
+    "static prompt": "One prompt used for every query. The static prompt of the policy is the logged prompt the "
+                     "causal model ranks best on average over the training queries; the best static prompt of the "
+                     "held-out check is the one with the best mean recorded score on the training queries (usually "
+                     "the same).",
+    "per-query choice": "A prompt chosen for each query by the causal model from the query's text.",
+    "effect": "The predicted change in a query's expected score when its prompt is switched from the static prompt to "
+              "another (score units: +0.05 on 0/1 scores is 5 more correct answers per 100 queries).",
+    "lower confidence bound (LCB)": "effect - z x standard error (z = 1.645: one-sided 95%). A query leaves the "
+                                    "static prompt only when this bound is above 0.",
+    "95% CI": "95% confidence interval: the range the true value lies in with 95% confidence.",
+    "held-out queries": "Queries set aside before fitting (never seen by the model); their recorded outcomes score "
+                        "the choices.",
+    "logging policy": "How prompts were chosen in the logs; its value is the mean recorded score of the logged "
+                      "prompts on each held-out query, averaged over queries.",
+    "difficulty": "Of a held-out query: 1 - its mean recorded score over all logged prompts (0: every prompt "
+                  "solved it, 1: none did). Tiers split the held-out queries into equal-sized groups by difficulty.",
+    "verified": "An LLM ran the prompt and its outcomes were recorded (logged prompts). Searched candidates are "
+                "model predictions only until an LLM runs them.",
+    "trust region": "Candidates whose representation lies far from every logged prompt are excluded: the model "
+                    "cannot predict them.",
+}
 
 
 def _interval_of(values: np.ndarray) -> Interval | None:
@@ -27,27 +61,38 @@ def _interval_of(values: np.ndarray) -> Interval | None:
     return Interval(r["diff"], r["ci_low"], r["ci_high"])
 
 
-def assignment_table(reps: Any, pool: PoolResult, result: Any, test: np.ndarray) -> pa.Table:
-    """One row per query: its split, the pool choice and (generative mode) the searched prompt."""
-    t = pool.policy.assignment_table(reps.query_ids, reps.prompt_texts)
+def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
+                train: np.ndarray) -> Policy:
+    """The run's policy (saved as ``model/policy.json``), with the searched candidates when
+    ``policy.candidates='searched'``; warns when the data cannot support a per-query policy."""
+    state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
+                        cfg.selection)
+    state.save(Path(run_dir) / "model")
+    searched = None
+    if result is not None and cfg.policy.candidates == "searched":
+        searched = searched_from_result(result, reps.prompt_texts, cfg.policy.max_searched)
+    policy = Policy(causal, state, cfg.policy, searched=searched, device="cpu", source=str(Path(run_dir) / "model"))
+    policy.warn()
+    return policy
+
+
+def assignment_table(policy: Policy, reps: Any, test: np.ndarray) -> pa.Table:
+    """One row per query of the run: its split and the policy's one recommendation with its evidence."""
+    t = policy.assign_features(reps.X, reps.query_ids)
     split = np.where(np.isin(np.arange(len(reps.query_ids)), test), "test", "train")
-    t = t.add_column(1, "split", pa.array(split))
-    if result is not None:
-        top = result.topk_index[:, 0]
-        ok = top >= 0
-        cand = [result.candidates[i] if i >= 0 else None for i in top]
-        t = (t.append_column("search_candidate_id", pa.array([x.id if x else None for x in cand]))
-             .append_column("search_prompt_text", pa.array([x.text if x else None for x in cand]))
-             .append_column("search_effect", pa.array(np.where(ok, result.topk_effect[:, 0], np.nan)))
-             .append_column("search_se", pa.array(np.where(ok, result.topk_se[:, 0], np.nan))))
-    return t
+    return t.add_column(1, "split", pa.array(split))
 
 
 def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any) -> pa.Table:
     """All candidates, ranked, with uplift over the best logged static prompt and its interval."""
     t = result.table()
     order = result.ranking()
-    up, se = head.static_effect(X, result.T[order], T_static)
+    est = head.estimate_head()  # the held-out half when selection is honest: the ranking never saw it
+    eff, eff_se = est.static_effect(X, result.T[order])
+    for name, col in (("static_effect", eff), ("static_se", eff_se), ("ci_low", eff - _Z95 * eff_se),
+                      ("ci_high", eff + _Z95 * eff_se)):
+        t = t.set_column(t.column_names.index(name), name, pa.array(col))
+    up, se = est.static_effect(X, result.T[order], T_static)
     t = t.append_column("uplift_vs_best_logged", pa.array(up)).append_column("uplift_se", pa.array(se))
     t = t.append_column("uplift_ci_low", pa.array(up - _Z95 * se)).append_column("uplift_ci_high", pa.array(up + _Z95 * se))
     return t.append_column("lineage", pa.array([result.lineage(int(i)) for i in order]))
@@ -64,39 +109,235 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
         out["search"] = {k: r[k] for k in ("id", "text", "lineage", "static_effect", "ci_low", "ci_high",
                                            "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high", "mahalanobis")}
         out["search"]["note"] = ("predicted by the causal model (no LLM ran this prompt); uplift is vs the best "
-                                 "logged static prompt, interval 95%")
+                                 "logged static prompt, interval 95%; " + pool.policy.estimate)
+        out["search"]["evidence"] = PREDICTED
     return out
 
 
-def policy_values(reps: Any, pool: PoolResult) -> dict[str, Interval]:
-    """Held-out value of each evaluated policy and of the baselines, with intervals."""
-    ev, Y, s = pool.evaluations, pool.Y_test, pool.static_index
-    rows = np.arange(Y.shape[0])
-    out = {POLICY_LABELS[k]: _interval_of(Y[rows, c]) for k, c in pool.test_choices.items() if "skipped" not in ev[k]}
-    out[f"best static ({reps.prompt_ids[s]})"] = _interval_of(Y[:, s])
-    if "random_value" in ev["causal_lcb"]:
-        out["random prompt"] = Interval(ev["causal_lcb"]["random_value"])
-        out["oracle (peeks at outcomes)"] = Interval(ev["causal_lcb"]["oracle_value"])
-    return {k: v for k, v in out.items() if v is not None}
+# ------------------------------------------------------------------------------ held-out numbers
 
 
-def report_data(reps: Any, pool: PoolResult, test: np.ndarray, cands: pa.Table | None, result: Any,
-                summary: dict[str, Any]) -> ReportData:
+def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
+    """Held-out values of every policy and baseline, with paired differences vs the best static prompt
+    (the numbers of the README's measured table and the report's headline)."""
+    from cpo_engine.search import paired_interval
+
+    s, Y = pool.static_index, pool.Y_test
+    out: dict[str, Any] = {"n_queries": int(Y.shape[0]),
+                           "static_prompt": {"id": str(reps.prompt_ids[s]), "text": reps.prompt_texts[s]},
+                           "policies": {}}
+    for key, ev in pool.evaluations.items():
+        if "skipped" in ev:
+            out["policies"][key] = {"label": POLICY_LABELS[key], "skipped": ev["skipped"]}
+            continue
+        d = ev["vs_static"]
+        out["policies"][key] = {"label": POLICY_LABELS[key], "value": ev["policy_value"], "diff": d["diff"],
+                                "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": d["n"],
+                                "share_not_static": ev["share_not_static"]}
+        out["static_prompt"]["value"] = ev["static_value"]
+        out.update(random_value=ev["random_value"], oracle_value=ev["oracle_value"])
+    with np.errstate(all="ignore"):
+        logging_ = np.nanmean(Y, axis=1)
+    ok = np.isfinite(logging_) & np.isfinite(Y[:, s])
+    if ok.sum() >= 2:
+        d = paired_interval(Y[ok, s], logging_[ok])
+        out["logging_policy"] = {"value": float(logging_[ok].mean()), "static_minus_logging": d["diff"],
+                                 "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+    return out
+
+
+def recommendation(policy: Policy, assignment: pa.Table, ho: dict[str, Any], cands: pa.Table | None) -> dict[str, Any]:
+    """What to do, in words and numbers: the headline of the report and of summary.json."""
+    static, text = policy.static_prompt_id, policy.static_prompt_text
+    counts = Counter(assignment.column("recommended_prompt_id").to_pylist())
+    n = assignment.num_rows
+    share = 1.0 - counts.get(static, 0) / n if n else 0.0
+    others = [(p, c / n) for p, c in counts.most_common() if p != static]
+    if policy.fallback or not others:
+        headline = f"Use '{static}' (\"{text}\") for every query."
+    else:
+        listed = ", ".join(f"'{p}' on {_pct(sh)}" for p, sh in others[:4]) + (", ..." if len(others) > 4 else "")
+        headline = (f"Use '{static}' (\"{text}\") for {_pct(1 - share)} of queries; for the other {_pct(share)} the "
+                    f"per-query choice is predicted to do better: {listed}.")
+    details = _how_sure(ho)
+    if policy.fallback:
+        details.insert(0, "The data are too small or too noisy to learn a per-query policy ("
+                       + "; ".join(policy.problems) + "), so every query gets the static prompt.")
+    elif not others:
+        details.insert(0, "The causal model found no query where another prompt is confidently better "
+                          "(lower confidence bound above 0).")
+    new = [] if cands is None else [r for r in cands.select(
+        ["text", "round", "in_support", "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high"]).to_pylist()
+        if r["round"] > 0 and r["in_support"]]  # generated, not a logged seed; ranked best first
+    if new:
+        b = new[0]
+        details.append(f"Best searched prompt (unverified: no LLM has run it): \"{b['text']}\", predicted "
+                       f"{b['uplift_vs_best_logged']:+.4f} over the best logged static prompt (95% CI "
+                       f"{b['uplift_ci_low']:+.4f} to {b['uplift_ci_high']:+.4f}). Run it with an LLM on a sample "
+                       "of queries before using it.")
+    return {"headline": headline, "details": details, "static_prompt_id": static, "static_prompt_text": text,
+            "share_departing": share, "prompt_shares": {p: c / n for p, c in counts.most_common()},
+            "fallback": policy.fallback, "problems": policy.problems}
+
+
+def _how_sure(ho: dict[str, Any]) -> list[str]:
+    out = []
+    lcb, s = ho["policies"].get("causal_lcb", {}), ho["static_prompt"]
+    if "value" in lcb:
+        verdict = ("a measured gain" if lcb["ci_low"] > 0 else "a measured loss" if lcb["ci_high"] < 0 else
+                   "not distinguishable from the static prompt")
+        out.append(f"On {lcb['n']:,} held-out queries the per-query choice scored {lcb['value']:.4f} against "
+                   f"{s['value']:.4f} for the best static prompt '{s['id']}': {lcb['diff']:+.4f} (95% CI "
+                   f"{lcb['ci_low']:+.4f} to {lcb['ci_high']:+.4f}), {verdict}.")
+    elif "skipped" in lcb:
+        out.append(f"The per-query choice could not be checked on held-out outcomes: {lcb['skipped']}")
+    lg = ho.get("logging_policy")
+    if lg:
+        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}; the best static prompt "
+                   f"'{s['id']}' is {lg['static_minus_logging']:+.4f} better (95% CI {lg['ci_low']:+.4f} to "
+                   f"{lg['ci_high']:+.4f}).")
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if x >= 0.01 or x == 0 else "<1%"
+
+
+# ------------------------------------------------------------------------------ report sections
+
+
+def prompts_table(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, assignment: pa.Table) -> Table:
+    """The id -> text legend with each prompt's numbers, best predicted effect first."""
+    eff, se = policy.head.static_effect(reps.X[test], reps.T, reps.T[policy.state.incumbent])
+    counts = Counter(assignment.column("recommended_prompt_id").to_pylist())
+    n = assignment.num_rows
+    rows = [{"id": f"{p} (static)" if j == policy.state.incumbent else str(p), "text": t, "train_mean": float(m),
+             "effect": float(e), "ci": f"{e - _Z95 * s_:+.4f} to {e + _Z95 * s_:+.4f}",
+             "share": counts.get(str(p), 0) / n}
+            for j, (p, t, m, e, s_) in enumerate(zip(reps.prompt_ids, reps.prompt_texts, pool.train_means, eff, se))]
+    rows.sort(key=lambda r: -r["effect"])
+    return Table([Column("id", "id", "code"), Column("text", "prompt text"),
+                  Column("train_mean", "mean score (training)", "num"),
+                  Column("effect", "predicted effect vs static", "signed"), Column("ci", "95% CI", "range"),
+                  Column("share", "queries assigned", "pct")], rows,
+                 note="Predicted effects are averaged over the held-out queries; 'queries assigned' is the share of "
+                      "the run's queries the policy recommends the prompt for.")
+
+
+def policy_table(ho: dict[str, Any]) -> Table:
+    rows = []
+    for p in ho["policies"].values():
+        if "value" in p:
+            rows.append({"policy": p["label"], "value": p["value"], "diff": p["diff"],
+                         "ci": f"{p['ci_low']:+.4f} to {p['ci_high']:+.4f}", "depart": p["share_not_static"]})
+    s = ho["static_prompt"]
+    if "value" in s:
+        rows.append({"policy": f"best static prompt ('{s['id']}')", "value": s["value"], "diff": 0.0})
+    if "logging_policy" in ho:
+        lg = ho["logging_policy"]
+        rows.append({"policy": "logging policy (prompts as logged)", "value": lg["value"],
+                     "diff": -lg["static_minus_logging"], "ci": f"{-lg['ci_high']:+.4f} to {-lg['ci_low']:+.4f}"})
+    if "oracle_value" in ho:
+        rows.append({"policy": "oracle (peeks at the outcomes; an upper bound)", "value": ho["oracle_value"]})
+    return Table([Column("policy", "policy"), Column("value", "held-out value", "num"),
+                  Column("diff", "vs best static", "signed"), Column("ci", "95% CI of the difference", "range"),
+                  Column("depart", "departs from static", "pct")], rows,
+                 note=f"{ho['n_queries']:,} held-out queries; differences are paired per query.")
+
+
+def candidates_section(cands: pa.Table | None) -> Table | None:
+    if cands is None:
+        return None
+    rows = [{"id": r["id"], "text": r["text"], "uplift": r["uplift_vs_best_logged"],
+             "ci": f"{r['uplift_ci_low']:+.4f} to {r['uplift_ci_high']:+.4f}", "inside": r["in_support"],
+             "wins": r["query_wins"], "lineage": r["lineage"]} for r in cands.slice(0, 15).to_pylist()]
+    return Table([Column("id", "id", "code"), Column("text", "prompt text"),
+                  Column("uplift", "predicted vs best logged", "signed"), Column("ci", "95% CI", "range"),
+                  Column("inside", "inside trust region"), Column("wins", "queries where best", "int"),
+                  Column("lineage", "how it was made")], rows,
+                 note="Model predictions: no LLM has run these prompts. Ranked by static objective (lower bound).")
+
+
+def trace_section(trace: list[dict[str, Any]]) -> Table | None:
+    if not trace:
+        return None
+    return Table([Column("round", "round", "int"), Column("proposed", "proposed", "int"),
+                  Column("scored", "new, scored", "int"), Column("excluded", "outside trust region", "int"),
+                  Column("archive", "scored so far", "int"), Column("best_static_id", "best so far", "code"),
+                  Column("best_static_effect", "its predicted effect", "signed"),
+                  Column("round_seconds", "seconds", "num")], trace)
+
+
+def diagnostics_section(d: dict[str, Any]) -> Table:
+    """The causal fit's diagnostics, one row per quantity with what it means."""
+    over = d.get("overlap") or [float("nan")]
+    rows = (("rows / queries / folds", f"{d['n_rows']:,} / {d['n_groups']:,} / {d['n_folds']}",
+             "triplets fitted, distinct queries (folds never split one), cross-fitting folds"),
+            ("outcome R^2 (out of fold)", f"{d['r2_y']:.3f}",
+             "share of the score's variance the query alone explains; near 0: the query features say little"),
+            ("prompt-feature R^2 (median)", f"{np.median(d['r2_t']):.3f}",
+             "how well the query predicts which prompt it got (high: confounded logs)"),
+            ("overlap (smallest)", f"{min(over):.3f}",
+             "share of a prompt feature's variance left given the query; near 0: its effect is not identified"),
+            ("effective sample size", f"{d['ess']:,.0f} ({d['ess_share']:.1%} of rows)",
+             "how many equally informative rows the fit is worth"),
+            ("final-stage condition number", f"{float(d['gram_condition']):.3g}",
+             "above 1e8 the effect estimates are numerically unstable"))
+    return Table([Column("q", "quantity"), Column("v", "value", "num"), Column("m", "what it means")],
+                 [dict(zip("qvm", r)) for r in rows])
+
+
+def run_details(reps: Any, cfg: Any, pool: PoolResult, train: np.ndarray, test: np.ndarray,
+                timings: dict[str, float], result: Any) -> dict[str, Any]:
+    s, h = cfg.selection, cfg.holdout
+    out = {"queries (training / held-out)": f"{len(train):,} / {len(test):,}", "logged prompts": len(reps.prompt_ids),
+           "training data": ("as logged" if h.simulate_confounding is None else
+                             f"simulated {h.simulate_confounding} confounding (strength "
+                             f"{h.confounding_strength}, {h.logged_per_query} rows per query)"),
+           "selection rule": (f"lower confidence bound, z = {s.z}" + (" (simultaneous over prompts)" if s.simultaneous
+                                                                      else " (one prompt at a time)")
+                              if s.z > 0 else "point estimate (z = 0)"),
+           "reported uplift of chosen prompts": pool.policy.estimate,
+           "trust region": s.trust_region,
+           "effects measured from": (f"the static prompt '{reps.prompt_ids[pool.incumbent_index]}'"
+                                     if s.reference == "incumbent" else "the mean logged prompt representation"),
+           "candidates of the policy": cfg.policy.candidates}
+    if result is not None:
+        out["searched candidates scored"] = f"{len(result.candidates):,}"
+    out.update({f"time: {k}": f"{v:.1f} s" for k, v in timings.items()})
+    return out
+
+
+def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, cands: pa.Table | None, result: Any,
+                ho: dict[str, Any], rec: dict[str, Any], assignment: pa.Table, run_dir: Path) -> ReportData:
     """Assemble the report's sections from the run's results."""
-    head = pool.head
-    eff, se = head.static_effect(reps.X[test], reps.T)
+    eff, se = policy.head.static_effect(reps.X[test], reps.T, reps.T[policy.state.incumbent])
     effects = {str(p): Interval(e, e - _Z95 * s_, e + _Z95 * s_) for p, e, s_ in zip(reps.prompt_ids, eff, se)}
     measured = np.nanmean(pool.Y_test, axis=0)
     nc = pool.non_causal_mean_effect
     labels = [str(p) for p in reps.prompt_ids]
     comparison = {"causal (DML)": (eff - eff.mean(), measured - measured.mean(), labels),
                   "non-causal (outcome model)": (nc - nc.mean(), measured - measured.mean(), labels)}
-    top = [] if cands is None else [{k: r[k] for k in ("id", "text", "uplift_vs_best_logged", "uplift_ci_low",
-                                                        "uplift_ci_high", "mahalanobis", "query_wins", "lineage")}
-                                    for r in cands.slice(0, 15).to_pylist()]
-    return ReportData(title="cpo run report", summary=summary, prompt_effects=effects,
-                      policy_values=policy_values(reps, pool), tiers=pool.tiers, comparison=comparison,
-                      top_candidates=top, trace=[] if result is None else result.trace, notes=findings(pool, reps))
+    rows = np.arange(len(pool.Y_test))
+    values = {p["label"]: _interval_of(pool.Y_test[rows, pool.test_choices[key]])
+              for key, p in ho["policies"].items() if "value" in p}
+    values[f"best static ({ho['static_prompt']['id']})"] = _interval_of(pool.Y_test[:, pool.static_index])
+    with np.errstate(all="ignore"):
+        values["logging policy"] = _interval_of(np.nanmean(pool.Y_test, axis=1))
+    values = {k: v for k, v in values.items() if v is not None}
+    if pool.policy_values is not None:  # every policy's value with its evidence, measured or estimated
+        values = {f"{k} [{v.kind}]": Interval(v.value, v.ci_low, v.ci_high)
+                  for k, v in pool.policy_values.labelled().items()}
+    return ReportData(
+        title=f"cpo run report: {run_dir.name}", headline=rec["headline"], headline_details=rec["details"],
+        commands=[f"cpo assign --model {run_dir} --queries NEW_QUERIES.parquet --out assignments.parquet",
+                  f"python -c \"from cpo_engine import Policy; print(Policy.load('{run_dir}').assign(['your query "
+                  "text']).to_pandas())\""],
+        prompts=prompts_table(reps, pool, policy, test, assignment), prompt_effects=effects, policy_values=values,
+        policy_table=policy_table(ho), tiers=pool.tiers, comparison=comparison, candidates=candidates_section(cands),
+        trace=trace_section([] if result is None else result.trace),
+        notes=findings(pool, reps) + ([] if pool.policy_values is None else pool.policy_values.lines()),
+        glossary=GLOSSARY)
 
 
 def findings(pool: PoolResult, reps: Any) -> list[str]:
@@ -116,19 +357,32 @@ def findings(pool: PoolResult, reps: Any) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------ writing
+
+
 def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
                       train: np.ndarray, test: np.ndarray,
                       timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Write assignment, best static prompt, candidates, trace, pool evaluation and report."""
-    out = Path(run_dir) / "search"
+    """Write the policy, assignment, best static prompt, candidates, trace, pool evaluation, report and the
+    held-out numbers and recommendation into ``summary.json``."""
+    run_dir = Path(run_dir)
+    out = run_dir / "search"
+    policy = make_policy(run_dir, reps, cfg, causal, pool, result, train)
+    assignment = assignment_table(policy, reps, test)
     cands = None if result is None else candidates_table(result, reps.X, reps.T[pool.static_index], pool.head)
+    ho = held_out(reps, pool)
+    rec = recommendation(policy, assignment, ho, cands)
+    if pool.policy_values is not None and pool.policy_values.evidence == ESTIMATED:  # no held-out grid to measure on
+        rec["details"].append(pool.policy_values.sentence(POLICY_LABELS["causal_lcb"]))
     evaluation = {"static_prompt_id": str(reps.prompt_ids[pool.static_index]),
                   "incumbent_prompt_id": str(reps.prompt_ids[pool.incumbent_index]),
                   "static_rank_agreement": pool.static_rank_agreement, "evaluations": pool.evaluations,
                   "tiers": pool.tiers, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
-                  "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict()}
+                  "config": asdict(cfg), "timings_s": timings, "diagnostics": causal.diagnostics_.to_dict(),
+                  "recommendation": rec, "held_out": ho, "policy": policy.describe(),
+                  "policy_values": None if pool.policy_values is None else pool.policy_values.to_dict()}
     files: dict[str, tuple[str, Any]] = {
-        "assignment": ("assignment.parquet", assignment_table(reps, pool, result, test)),
+        "assignment": ("assignment.parquet", assignment),
         "best_static": ("best_static_prompt.json", best_static(reps, pool, cands)),
         "pool_evaluation": ("pool_evaluation.json", evaluation)}
     if result is not None:
@@ -139,21 +393,21 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     for key, (name, obj) in files.items():
         paths[key] = out / name
         (atomic_write_parquet if isinstance(obj, pa.Table) else _write_json)(obj, paths[key])
-    s, h = cfg.selection, cfg.holdout
-    summary = {"queries (train / held-out)": f"{len(train)} / {len(test)}", "prompts": len(reps.prompt_ids),
-               "training data": ("as logged" if h.simulate_confounding is None else
-                                 f"simulated {h.simulate_confounding} confounding (strength "
-                                 f"{h.confounding_strength}, {h.logged_per_query} rows per query)"),
-               "selection": f"lower confidence bound, z = {s.z}", "trust region": s.trust_region,
-               "effects measured from": (f"incumbent prompt '{reps.prompt_ids[pool.incumbent_index]}'"
-                                         if s.reference == "incumbent" else "mean logged prompt representation"),
-               **{f"{k} (s)": f"{v:.1f}" for k, v in timings.items()}}
-    if result is not None:
-        summary["candidates scored"] = len(result.candidates)
-    data = report_data(reps, pool, test, cands, result, summary)
-    data.diagnostics = causal.diagnostics_.summary()
+    data = report_data(reps, pool, policy, test, cands, result, ho, rec, assignment, run_dir)
+    data.summary = run_details(reps, cfg, pool, train, test, timings, result)
+    data.diagnostics = diagnostics_section(causal.diagnostics_.to_dict())
+    data.diagnostic_warnings = ([f"Per-query policy not trusted: {p}" for p in policy.problems]
+                                + [f"Causal fit: {w}" for w in causal.diagnostics_.warnings])
     paths["report"] = write_report(run_dir, data)
+    paths["summary"] = _update_summary(run_dir / "summary.json", {"held_out": ho, "recommendation": rec,
+                                                                  "policy_values": evaluation["policy_values"]})
     return evaluation, paths
+
+
+def _update_summary(path: Path, extra: dict[str, Any]) -> Path:
+    """Add the run's results to ``summary.json`` (written with the data summary earlier in the run)."""
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    return atomic_write_json(path, current | extra)
 
 
 def _write_json(obj: Any, path: Path) -> Path:
@@ -161,11 +415,11 @@ def _write_json(obj: Any, path: Path) -> Path:
 
 
 def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Path]) -> None:
-    """Console summary: pool-mode findings, best searched prompt, report path."""
+    """Console summary: the recommendation, pool-mode findings, best searched prompt, report path."""
     warnings = evaluation.get("diagnostics", {}).get("warnings", [])
     print("causal model diagnostics: " + ("; ".join(warnings) if warnings else "no warnings"))
     print(f"pool mode on {evaluation['n_test_queries']} held-out queries "
-          f"(best static prompt: {evaluation['static_prompt_id']}):")
+          f"(best static prompt: {evaluation['static_prompt_id']}) [measured: held-out recorded outcomes]:")
     for key, e in evaluation["evaluations"].items():
         if "skipped" in e:
             print(f"  {POLICY_LABELS[key]:<28} not evaluated: {e['skipped']}")
@@ -175,9 +429,14 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
               f"{d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")
     if result is not None:
         best = result.candidates[result.best_static]
-        print(f"generative search: {len(result.candidates)} candidates scored; best static: {best.text!r}")
+        print(f"generative search: {len(result.candidates)} candidates scored; " + (
+            f"none beats the logged prompt '{best.id}' on average" if best.round == 0 else
+            f"best static: {best.text!r} (predicted only: no LLM ran it)"))
+    if evaluation.get("policy_values"):
+        print("\n".join(format_policy_values(evaluation["policy_values"])))
+    print(f"recommendation: {evaluation['recommendation']['headline']}")
     print(f"report: {paths['report']}")
 
 
-__all__ = ["write_run_outputs", "assignment_table", "candidates_table", "best_static", "report_data", "findings",
-           "print_findings"]
+__all__ = ["write_run_outputs", "make_policy", "assignment_table", "candidates_table", "best_static", "held_out",
+           "recommendation", "report_data", "findings", "print_findings", "GLOSSARY"]

@@ -195,11 +195,8 @@ def _heldout_sse(train: dict, held: dict, grid, intercept: bool):
     hxy = held["sxy"] - mx[:, None] * held["sy"][None, :] - held["sx"][:, None] * my[None, :]
     hxy = hxy + held["sw"] * mx[:, None] * my[None, :]
     hyy = held["syy"] - 2 * my * held["sy"] + held["sw"] * my * my
-    out = []
-    for a in grid:
-        c = V @ (q / (lam[:, None] + a))  # (d, k)
-        out.append(hyy - 2 * (c * hxy).sum(0) + (c * (hxx @ c)).sum(0))
-    return torch.stack(out)
+    c = V @ (q[None] / (lam[None, :, None] + grid[:, None, None]))  # (alphas, d, k), all penalties at once
+    return hyy - 2 * (c * hxy).sum(1) + (c * (hxx @ c)).sum(1)
 
 
 __all__ = ["DEFAULT_ALPHAS", "TorchRidge", "suff_stats"]

@@ -81,8 +81,13 @@ class BackendConfig:
 
     def settings(self) -> dict[str, Any]:
         """What a manifest records: kind, model and the chosen backend's settings only (the API key's
-        variable name is among them, never its value)."""
-        return {"kind": self.kind, "model": self.model, self.kind: asdict(self.options)}
+        variable name is among them, never its value; credentials in a URL are redacted)."""
+        from cpo_engine.utils import redact_url
+
+        options = asdict(self.options)
+        if isinstance(options.get("base_url"), str):  # user:key@host must not reach a manifest
+            options["base_url"] = redact_url(options["base_url"])
+        return {"kind": self.kind, "model": self.model, self.kind: options}
 
 
 def make_backend(config: BackendConfig, **kwargs: Any) -> Backend:

@@ -4,7 +4,9 @@ Async (httpx) with at most ``max_concurrency`` requests in flight; 429, 5xx, tim
 connections are retried with exponential backoff and jitter (a ``Retry-After`` header wins);
 4xx other than 429 fail the row at once. The API key is read from the environment variable named
 by ``api_key_env`` when the backend starts: it is sent only in the Authorization header, never
-stored in a config, logged, put in an error message or written to a manifest.
+stored in a config, logged, put in an error message or written to a manifest. Credentials written
+into the URL (``https://user:key@host/v1``) are sent by the HTTP client and redacted everywhere the
+URL is shown.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.generation.types import GenerationRequest, GenerationResponse
-from cpo_engine.utils import require
+from cpo_engine.utils import redact_url, require
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 30.0
@@ -88,7 +90,7 @@ class OpenAIBackend:
         self._api_key = os.environ.get(config.api_key_env) or None
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+        return f"OpenAIBackend(base_url={redact_url(self.base_url)!r}, model={self.model!r})"
 
     def close(self) -> None:
         return None
@@ -148,7 +150,8 @@ class OpenAIBackend:
             except httpx.TimeoutException:
                 error = f"timeout after {self.config.timeout_s:g} s"
             except httpx.TransportError as exc:
-                error = f"connection error: {type(exc).__name__}: {exc}"
+                error = f"connection error: {type(exc).__name__}: {exc}".replace(self.base_url,
+                                                                                  redact_url(self.base_url))
             else:
                 if resp.status_code < 400:
                     return resp.json(), None

@@ -5,7 +5,10 @@ Any :class:`cpo_engine.generation.types.Backend` serves (vLLM, or the OpenAI-com
 a local llama.cpp server). An LLM may fail or answer with no usable rewrite (small models often
 answer the task instead of rewriting the prompt): neither is an error of the search, so both are
 counted on the proposer (:attr:`LLMProposer.failed_calls`, :attr:`LLMProposer.unusable_calls`)
-and logged, and the round goes on with the children that did parse.
+and logged, and the round goes on with the children that did parse. When *every* call of a round
+fails (a dead or unreachable server), the proposer raises
+:class:`~cpo_engine.exceptions.BackendError`: a search without its proposer would report the seeds
+as "searched" and look like a success.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import math
 import re
 from typing import Any, Sequence
 
+from cpo_engine.exceptions import BackendError
 from cpo_engine.search.candidates import Candidate, unique
 from cpo_engine.search.proposers.base import Feedback
 
@@ -134,7 +138,8 @@ class LLMProposer:
     def propose(self, parents: Sequence[Candidate], n_children: int, *, round: int,
                 seen: set[str] | None = None, feedback: dict[str, Feedback] | None = None) -> list[Candidate]:
         """Rewrites of each parent. Failed and unusable requests give no child; they are counted on
-        the proposer and logged, never raised (the search goes on with what parsed)."""
+        the proposer and logged (the search goes on with what parsed), unless every request of the round
+        failed: then :class:`BackendError`."""
         reqs = self.requests(parents, n_children, round, feedback)
         by_id = {p.id: p for p in parents}
         kids: dict[str, list[Candidate]] = {p.id: [] for p in parents}
@@ -153,6 +158,11 @@ class LLMProposer:
             kids[parent.id].extend(Candidate.child(t, parent, self.operator, None, round) for t in texts)
         out = self._fresh(kids, seen, parents, n_children)
         self._count(len(reqs), failed, unusable, len(out))
+        if reqs and failed == len(reqs):
+            raise BackendError(
+                f"all {failed} calls of the LLM proposer failed in round {round} (first error: {first_error}), so "
+                f"it proposed nothing.\n  fix: check that the LLM server behind {self.backend!r} is up "
+                "(proposer.llm_base_url, proposer.llm_model), or search with --proposer edit")
         if failed or unusable:
             log.warning("LLM proposer, round %d: %d calls, %d failed%s, %d with no usable rewrite; %d children",
                         round, len(reqs), failed, f" (first: {first_error})" if first_error else "", unusable,

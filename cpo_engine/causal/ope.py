@@ -1,0 +1,422 @@
+"""Off-policy evaluation (OPE): the value of a prompt policy estimated from logs drawn by another policy.
+
+Logs are rows ``(query q, logged prompt a, score y, propensity p)`` where ``p = pi_0(a | q)`` is the
+probability that the logging policy chose ``a`` for ``q``. A target policy ``pi(a | q)`` (a per-query
+assignment, a static prompt or a stochastic policy) has value ``V(pi) = mean_q sum_a pi(a|q) mu(q, a)``
+over the logged queries, ``mu`` the expected score. Estimators (Dudik, Langford & Li 2011; Swaminathan
+& Joachims 2015; Kallus & Uehara 2019), with importance weights ``w = pi(a|q) / max(p, min_propensity)``
+and a reward model ``q_hat(q, a)``:
+
+- ``dm``: direct method, ``mean_q sum_a pi(a|q) q_hat(q, a)``: the reward model alone (*predicted*);
+- ``ipw``: ``mean w y``;
+- ``snips``: self-normalized IPW, ``sum w y / sum w``;
+- ``dr``: doubly robust, ``dm + mean w (y - q_hat)``;
+- ``sndr``: ``dm + sum w (y - q_hat) / sum w``.
+
+Rows are averaged within each query first, so every query counts once and the estimand is the mean
+over queries. Intervals are Student-t intervals of the per-query influence values (clustered by
+query: the rows of a query are not independent); for the self-normalized estimators the influence
+values are those of the ratio (delta method). Two policies evaluated on the same logs are compared
+with :func:`paired_difference` on the same per-query values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cpo_engine.causal.evidence import ESTIMATED, MEASURED, PREDICTED, LabelledValue
+from cpo_engine.exceptions import ConfigError, DataError
+
+ESTIMATORS = ("dm", "ipw", "snips", "dr", "sndr")
+ESTIMATOR_LABELS = {"dm": "direct method (reward model)", "ipw": "IPW", "snips": "self-normalized IPW",
+                    "dr": "doubly robust", "sndr": "self-normalized doubly robust",
+                    "on_policy": "on-policy mean of the logged scores", "held_out": "held-out recorded outcomes"}
+
+
+class OverlapWarning(UserWarning):
+    """Off-policy estimates that rest on too few effectively weighted rows or on clipped weights: the
+    logs rarely chose what the target policy chooses, so the estimate (and its interval) is fragile."""
+
+
+@dataclass
+class OPEConfig:
+    """Off-policy evaluation settings (`cpo ope`, and `cpo run`/`cpo optimize` on observational logs)."""
+
+    min_propensity: float = 0.01
+    """Propensities below this are raised to it before weighting (weights are at most 1 / this).
+    Clipping trades a small bias (corrected by the reward model in DR) for a bounded variance."""
+    estimator: str = "dr"
+    """The headline estimator: 'dr', 'sndr', 'ipw', 'snips' or 'dm' (falls back to 'snips' when no
+    reward model is available)."""
+    level: float = 0.95
+    """Confidence level of the intervals."""
+    propensity_model: str = "logistic"
+    """Model of P(prompt | query features) when the logs have no 'propensity' column:
+    'logistic' (multinomial) or 'hgb' (gradient boosting)."""
+    propensity_c: float = 1.0
+    """Inverse L2 penalty of the logistic propensity model (on standardized features)."""
+    propensity_text_features: bool = True
+    """Give the propensity model each query's log length and number count besides its features X."""
+    min_ess: float = 30.0
+    """Warn when the importance weights' effective sample size is below this many rows."""
+    max_clipped_share: float = 0.05
+    """Warn when more than this share of the target's weighted rows had their propensity clipped."""
+    support_floor: float = 0.001
+    """A choice whose logging propensity is below this is off support: the logs essentially never make
+    it, so its value is only bounded (known only with a propensity model or a known policy matrix)."""
+    max_off_support: float = 0.05
+    """When more than this share of a policy's choices are off support, warn and report the bounds as
+    its interval (the reward model alone would decide the rest)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_propensity < 1:
+            raise ConfigError(f"ope.min_propensity must be in (0, 1), got {self.min_propensity}")
+        if not 0 <= self.support_floor < 1:
+            raise ConfigError(f"ope.support_floor must be in [0, 1), got {self.support_floor}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"ope.estimator must be one of {ESTIMATORS}, got '{self.estimator}'")
+        if not 0 < self.level < 1:
+            raise ConfigError(f"ope.level must be in (0, 1), got {self.level}")
+        if self.propensity_model not in ("logistic", "hgb"):
+            raise ConfigError(f"ope.propensity_model must be 'logistic' or 'hgb', got '{self.propensity_model}'")
+        if self.propensity_c <= 0 or self.min_ess < 0:
+            raise ConfigError("ope.propensity_c must be > 0 and ope.min_ess >= 0")
+        if not (0 <= self.max_clipped_share <= 1 and 0 <= self.max_off_support <= 1):
+            raise ConfigError("ope.max_clipped_share and ope.max_off_support must be in [0, 1]")
+
+
+@dataclass
+class BanditLogs:
+    """Logged rows: query index ``q`` (into the policy's and the reward model's rows), logged prompt
+    index ``a``, score ``y`` and the logging propensity ``p`` of the logged prompt."""
+
+    q: np.ndarray
+    a: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.q, self.a = np.asarray(self.q, dtype=np.int64), np.asarray(self.a, dtype=np.int64)
+        self.y, self.p = np.asarray(self.y, dtype=np.float64), np.asarray(self.p, dtype=np.float64)
+        n = len(self.y)
+        if not (len(self.q) == len(self.a) == len(self.p) == n) or n == 0:
+            raise DataError(f"logs need q, a, y, p of one equal, non-zero length; got {len(self.q)}, "
+                            f"{len(self.a)}, {n}, {len(self.p)}")
+        bad = ~np.isfinite(self.p) | (self.p <= 0) | (self.p > 1)
+        if bad.any():
+            raise DataError("propensities must be in (0, 1]", column="propensity",
+                            rows=np.flatnonzero(bad)[:20].tolist(),
+                            fix="store the logging policy's probability of the logged prompt; drop the column "
+                                "to have it estimated from the query features")
+        if not np.isfinite(self.y).all():
+            raise DataError("scores must be finite", column="score", rows=np.flatnonzero(~np.isfinite(self.y))[:20].tolist())
+
+
+@dataclass
+class PolicyEstimate:
+    """One estimator's value of one policy, with its interval and weight diagnostics."""
+
+    estimator: str
+    value: float
+    se: float
+    ci_low: float
+    ci_high: float
+    n_rows: int
+    n_queries: int
+    ess: float | None = None
+    """Kish effective sample size of the (clipped) importance weights, in rows."""
+    clipped_share: float | None = None
+    """Share of rows with a positive target probability whose propensity was clipped."""
+    max_weight: float | None = None
+    off_support: float | None = None
+    """Share of the target's choices whose logging propensity is below ``support_floor``: the
+    logs (almost) never made them, so their value rests on the reward model."""
+    bounds: tuple[float, float] | None = None
+    """Worst/best-case value: the on-support part estimated (its 95% interval), the off-support part
+    anywhere in the score range. It holds without trusting the reward model off support."""
+    bounded: bool = False
+    """More than ``max_off_support`` of the choices are off support: the reported interval is ``bounds``."""
+    warnings: list[str] = field(default_factory=list)
+    queries: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    pseudo: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    """Per-query influence values (their mean is ``value``): what intervals and paired differences use."""
+    bound_pseudo: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    """Per-query values of the lower and upper bound."""
+
+    @property
+    def reported(self) -> tuple[float, float]:
+        """The interval to report: the 95% interval, or the bounds when the estimate is ``bounded``."""
+        return self.bounds if self.bounded and self.bounds is not None else (self.ci_low, self.ci_high)
+
+    @property
+    def evidence(self) -> str:
+        return {"dm": PREDICTED, "on_policy": MEASURED, "held_out": MEASURED}.get(self.estimator, ESTIMATED)
+
+    def labelled(self) -> LabelledValue:
+        """The value as a :class:`~cpo_engine.causal.evidence.LabelledValue`."""
+        note = "interval covers query sampling only, not the reward model's error" if self.estimator == "dm" else ""
+        if self.bounded:
+            note = (f"interval = bounds: {self.off_support:.1%} of the choices are off the logs' support, where only "
+                    "the score range is known (the point value extrapolates the reward model there)")
+        lo, hi = self.reported
+        return LabelledValue(self.value, lo, hi, self.evidence,
+                             ESTIMATOR_LABELS[self.estimator], n=self.n_queries,
+                             note="; ".join([note] * bool(note) + self.warnings))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("estimator", "value", "se", "ci_low", "ci_high", "n_rows", "n_queries",
+                                              "ess", "clipped_share", "max_weight", "off_support", "bounded", "warnings")}
+        out["bounds"] = None if self.bounds is None else list(self.bounds)
+        return out | {"evidence": self.evidence}
+
+
+# ---------------------------------------------------------------------------------------------- policies
+def policy_matrix(policy: Any, n_queries: int, n_prompts: int) -> np.ndarray:
+    """A target policy as a probability matrix (n_queries, n_prompts).
+
+    ``policy`` is a prompt index (static policy), an int array of one prompt index per query (a
+    deterministic per-query assignment) or a probability matrix (stochastic; rows sum to 1).
+    """
+    if np.ndim(policy) == 0:
+        k = int(policy)
+        if not 0 <= k < n_prompts:
+            raise DataError(f"static policy prompt index {k} is outside [0, {n_prompts})")
+        out = np.zeros((n_queries, n_prompts))
+        out[:, k] = 1.0
+        return out
+    arr = np.asarray(policy)
+    if arr.ndim == 1:
+        if len(arr) != n_queries or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= n_prompts:
+            raise DataError(f"a per-query policy needs one prompt index in [0, {n_prompts}) for each of "
+                            f"{n_queries} queries, got shape {arr.shape} dtype {arr.dtype}")
+        out = np.zeros((n_queries, n_prompts))
+        out[np.arange(n_queries), arr] = 1.0
+        return out
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != (n_queries, n_prompts):
+        raise DataError(f"a stochastic policy must be a ({n_queries}, {n_prompts}) matrix, got {arr.shape}")
+    if (arr < -1e-12).any() or not np.allclose(arr.sum(1), 1.0, atol=1e-6):
+        bad = np.flatnonzero((arr < -1e-12).any(1) | ~np.isclose(arr.sum(1), 1.0, atol=1e-6))
+        raise DataError("each query's policy probabilities must be >= 0 and sum to 1", rows=bad[:20].tolist())
+    return np.clip(arr, 0.0, None)
+
+
+# ---------------------------------------------------------------------------------------------- estimators
+def _per_query(q: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Unique queries (sorted) and, for each column, its mean over each query's rows."""
+    queries, inv, counts = np.unique(q, return_inverse=True, return_counts=True)
+    return queries, [np.bincount(inv, weights=c, minlength=len(queries)) / counts for c in cols]
+
+
+def _interval(pseudo: np.ndarray, level: float) -> tuple[float, float, float, float]:
+    """Mean, standard error and Student-t interval of per-query values."""
+    from scipy.stats import t as student_t
+
+    m, n = float(pseudo.mean()), len(pseudo)
+    se = float(pseudo.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    h = float(student_t.ppf(0.5 + level / 2, n - 1)) * se if n > 1 else float("nan")
+    return m, se, m - h, m + h
+
+
+def _estimate(name: str, pseudo: np.ndarray, queries: np.ndarray, n_rows: int, level: float,
+              weight_stats: dict[str, Any] | None = None) -> PolicyEstimate:
+    value, se, lo, hi = _interval(pseudo, level)
+    return PolicyEstimate(name, value, se, lo, hi, n_rows, len(queries), **(weight_stats or {}),
+                          queries=queries, pseudo=pseudo)
+
+
+def weight_diagnostics(target_prob: np.ndarray, p: np.ndarray, w: np.ndarray, min_propensity: float) -> dict:
+    """Effective sample size, share of clipped propensities among weighted rows, largest weight."""
+    s1, s2 = float(w.sum()), float((w * w).sum())
+    pos = target_prob > 0
+    clipped = float(np.mean(p[pos] < min_propensity)) if pos.any() else 0.0
+    return {"ess": s1 * s1 / s2 if s2 > 0 else 0.0, "clipped_share": clipped,
+            "max_weight": float(w.max()) if len(w) else 0.0}
+
+
+def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | None = None,
+                          cfg: OPEConfig | None = None, estimators: tuple[str, ...] = ESTIMATORS,
+                          name: str = "policy", propensity_matrix: np.ndarray | None = None,
+                          y_range: tuple[float, float] | None = None) -> dict[str, PolicyEstimate]:
+    """Off-policy estimates of a target policy's value on logged bandit data.
+
+    Parameters
+    ----------
+    logs : BanditLogs
+        Logged rows; ``logs.q`` indexes the rows of ``policy`` and ``q_hat``.
+    policy : int, int array (n_queries,) or array (n_queries, n_prompts)
+        The target policy (see :func:`policy_matrix`).
+    q_hat : array (n_queries, n_prompts), optional
+        Reward-model prediction of every (query, prompt) cell. It must not have been fitted on
+        these rows (fit it on other queries, or cross-fit it). Without it only 'ipw' and 'snips' run.
+    cfg : OPEConfig
+        Propensity clipping, confidence level, warning thresholds.
+    estimators : tuple of str
+        Which of :data:`ESTIMATORS` to compute.
+    name : str
+        The policy's name, for warnings.
+    propensity_matrix : array (n_queries, n_prompts), optional
+        The logging policy P(prompt | query) for every cell (known, or a propensity model's). With it,
+        each estimate also reports ``off_support`` (the target's share of choices the logs almost
+        never made) and ``bounds`` that do not trust the reward model there.
+    y_range : (float, float), optional
+        Range of the score for the bounds (default: the logged scores' min and max).
+
+    Returns
+    -------
+    dict of str -> PolicyEstimate
+    """
+    cfg = cfg or OPEConfig()
+    probs = policy_matrix(policy, *_policy_shape(policy, logs, q_hat))
+    if logs.q.max() >= probs.shape[0] or logs.a.max() >= probs.shape[1]:
+        raise DataError(f"logs index query {logs.q.max()} / prompt {logs.a.max()} outside the policy's "
+                        f"{probs.shape[0]} x {probs.shape[1]} matrix")
+    q_hat = None if q_hat is None else np.asarray(q_hat, dtype=np.float64)
+    out = _estimates(logs, probs, q_hat, cfg, estimators)
+    if propensity_matrix is not None and out:
+        _add_support(out, logs, probs, q_hat, cfg, np.asarray(propensity_matrix, np.float64),
+                     y_range or (float(logs.y.min()), float(logs.y.max())))
+    _warn_overlap(out, cfg, name)
+    return out
+
+
+def _estimates(logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None, cfg: OPEConfig,
+               estimators: tuple[str, ...]) -> dict[str, PolicyEstimate]:
+    """Every requested estimator for a (possibly sub-stochastic) target probability matrix."""
+    pi_t = probs[logs.q, logs.a]
+    w = pi_t / np.maximum(logs.p, cfg.min_propensity)
+    stats = weight_diagnostics(pi_t, logs.p, w, cfg.min_propensity)
+    cols = {"W": w, "Yw": w * logs.y}
+    if q_hat is not None:
+        cols |= {"D": (probs * q_hat).sum(1)[logs.q], "Rw": w * (logs.y - q_hat[logs.q, logs.a])}
+    queries, means = _per_query(logs.q, *cols.values())
+    agg = dict(zip(cols, means))
+    return {est: _estimate(est, _pseudo(est, agg), queries, len(logs.y), cfg.level, None if est == "dm" else stats)
+            for est in estimators if q_hat is not None or est in ("ipw", "snips")}
+
+
+def _add_support(out: dict[str, PolicyEstimate], logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None,
+                 cfg: OPEConfig, P: np.ndarray, y_range: tuple[float, float]) -> None:
+    """Off-support share and bounds: the on-support part of the policy (cells with P >= support_floor) by
+    DR (IPW without a reward model), the rest anywhere in y_range; ``bounded`` past max_off_support."""
+    if P.shape != probs.shape:
+        raise DataError(f"propensity_matrix must be {probs.shape}, got {P.shape}")
+    off = probs * (P < cfg.support_floor)
+    est = "dr" if q_hat is not None else "ipw"
+    on = _estimates(logs, probs - off, q_hat, cfg, (est,))[est]
+    off_q = off.sum(1)[on.queries]
+    low, high = on.pseudo + y_range[0] * off_q, on.pseudo + y_range[1] * off_q
+    bounds = (_interval(low, cfg.level)[2], _interval(high, cfg.level)[3])
+    for e in out.values():
+        if e.estimator != "dm":
+            e.off_support, e.bounds, e.bound_pseudo = float(off_q.mean()), bounds, (low, high)
+            e.bounded = e.off_support > cfg.max_off_support
+
+
+def _policy_shape(policy: Any, logs: BanditLogs, q_hat: np.ndarray | None) -> tuple[int, int]:
+    """(n_queries, n_prompts) of the policy: from q_hat, a probability matrix, or the logs' indices."""
+    if q_hat is not None:
+        return np.shape(q_hat)
+    if np.ndim(policy) == 2:
+        return np.shape(policy)
+    n_q = len(policy) if np.ndim(policy) == 1 else int(logs.q.max()) + 1
+    return n_q, max(int(np.max(policy)), int(logs.a.max())) + 1
+
+
+def _pseudo(est: str, v: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-query influence values of one estimator (their mean is the estimate) from the per-query
+    means ``W`` (weights), ``Yw`` (weighted scores), ``D`` (the reward model's policy value) and ``Rw``
+    (weighted residuals)."""
+    W = v["W"]
+    if est == "ipw":
+        return v["Yw"]
+    if est == "snips":
+        value = v["Yw"].sum() / W.sum() if W.sum() > 0 else 0.0
+        return value + (v["Yw"] - value * W) / max(W.mean(), 1e-300)
+    if est == "dm":
+        return v["D"]
+    if est == "dr":
+        return v["D"] + v["Rw"]
+    corr = v["Rw"].sum() / W.sum() if W.sum() > 0 else 0.0  # sndr
+    return v["D"] + corr + (v["Rw"] - corr * W) / max(W.mean(), 1e-300)
+
+
+def _warn_overlap(out: dict[str, PolicyEstimate], cfg: OPEConfig, name: str) -> None:
+    weighted = [e for e in out.values() if e.ess is not None]
+    if not weighted:
+        return
+    e = weighted[0]
+    problems = []
+    if e.ess < cfg.min_ess:
+        problems.append(f"effective sample size {e.ess:.1f} rows < {cfg.min_ess:g}")
+    if e.clipped_share > cfg.max_clipped_share:
+        problems.append(f"{e.clipped_share:.1%} of its weighted rows had propensity < {cfg.min_propensity:g} "
+                        "(clipped)")
+    if e.off_support is not None and e.off_support > cfg.max_off_support:
+        problems.append(f"{e.off_support:.1%} of its choices have logging propensity < {cfg.support_floor:g}: "
+                        f"its interval is the bounds {e.bounds[0]:.3f} to {e.bounds[1]:.3f}, which do not trust the "
+                        "reward model there")
+    if problems:
+        msg = (f"off-policy estimate of '{name}' is fragile: {'; '.join(problems)}. The logs rarely chose what this "
+               "policy chooses; trust it only with the reward model (DR) and check it by running the policy "
+               "(LLM verification)")
+        for est in weighted:
+            est.warnings.append(msg)
+        warnings.warn(msg, OverlapWarning, stacklevel=3)
+
+
+def on_policy_value(logs: BanditLogs, level: float = 0.95) -> PolicyEstimate:
+    """The logging policy's own value: the mean logged score, per query first (*measured*)."""
+    queries, (Y,) = _per_query(logs.q, logs.y)
+    return _estimate("on_policy", Y, queries, len(logs.y), level)
+
+
+def paired_difference(a: PolicyEstimate, b: PolicyEstimate, level: float = 0.95) -> dict[str, float]:
+    """``a - b`` with a Student-t interval of the per-query differences of their influence values (both
+    must come from the same logs); when either is ``bounded``, the interval is the difference's bounds."""
+    if a.queries is None or b.queries is None or not np.array_equal(a.queries, b.queries):
+        raise DataError("a paired difference needs two estimates over the same logged queries")
+    diff, se, lo, hi = _interval(a.pseudo - b.pseudo, level)
+    if a.bounded or b.bounded:  # the bounds of the difference: lower of a minus upper of b, and back
+        (a_lo, a_hi), (b_lo, b_hi) = _bound_pseudo(a), _bound_pseudo(b)
+        lo, hi = _interval(a_lo - b_hi, level)[2], _interval(a_hi - b_lo, level)[3]
+    return {"diff": diff, "se": se, "ci_low": lo, "ci_high": hi, "n": len(a.queries), "level": level,
+            "bounded": bool(a.bounded or b.bounded)}
+
+
+def _bound_pseudo(e: PolicyEstimate) -> tuple[np.ndarray, np.ndarray]:
+    return e.bound_pseudo if e.bounded and e.bound_pseudo is not None else (e.pseudo, e.pseudo)
+
+
+# ---------------------------------------------------------------------------------------------- reward model
+def causal_q_hat(model: Any, X: np.ndarray, T: np.ndarray, y_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Predicted score of every (query, prompt) cell from a fitted :class:`CausalRewardModel`.
+
+    Under the partially linear model ``Y = g(X) + theta(X)'T + e``, ``E[Y | X, T_a] = E[Y|X] +
+    theta(X)'(T_a - E[T|X])`` with both nuisances from the fit (averaged over its fold models).
+    Predictions are clipped to ``y_range`` (e.g. [0, 1] for binary scores).
+    """
+    m_y, m_t = model.nuisance_predict(X)
+    theta = model.const_marginal_effect(X)  # (n_q, d_T)
+    q_hat = m_y[:, None] + theta @ np.asarray(T, np.float64).T - (theta * m_t).sum(1)[:, None]
+    return q_hat if y_range is None else np.clip(q_hat, *y_range)
+
+
+__all__ = [
+    "ESTIMATORS",
+    "ESTIMATOR_LABELS",
+    "BanditLogs",
+    "OPEConfig",
+    "OverlapWarning",
+    "PolicyEstimate",
+    "causal_q_hat",
+    "estimate_policy_value",
+    "on_policy_value",
+    "paired_difference",
+    "policy_matrix",
+    "weight_diagnostics",
+]

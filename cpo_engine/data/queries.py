@@ -1,0 +1,142 @@
+"""Unscored queries: a table of ``query_id, query_text`` to assign prompts to (`cpo assign`).
+
+Read in batches, so a file of millions of queries never sits in memory: Parquet (a file or a folder
+of shards), CSV/TSV and JSONL, on a local path, an NFS mount or any file system pyarrow reaches by URI
+(``s3://``, ``gs://``, ``hdfs://``). Other columns (a triplet table's prompt and score) are ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cpo_engine.data.io import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+from cpo_engine.data.schema import ALIASES
+from cpo_engine.exceptions import DataError
+from cpo_engine.utils import filesystem
+
+COLUMNS = ("query_id", "query_text")
+_FIX = "give a table with columns query_id and query_text (Parquet file or folder, CSV/TSV, JSONL)"
+
+
+def query_dataset(path: str | os.PathLike[str]) -> Any:
+    """A lazy ``pyarrow.dataset`` over the query table at ``path`` (file, folder of shards, or URI)."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(path)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise DataError("the path does not exist", source=str(path), fix=_FIX)
+    fmt = _format(str(path), fs, inner, info.type == pafs.FileType.Directory)
+    try:
+        return pads.dataset(inner, filesystem=fs, format=fmt, exclude_invalid_files=False,
+                            ignore_prefixes=[".", "_"])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"cannot read it as a table ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
+
+
+def _format(path: str, fs: Any, inner: str, is_dir: bool) -> Any:
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    name = path.rstrip("/").lower()
+    if is_dir:
+        files = [f.path.lower() for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+                 if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_"))]
+        name = files[0] if files else ""
+        if not files:
+            raise DataError("the folder holds no table files", source=path, fix=_FIX)
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        delimiter = "\t" if name.endswith(".tsv") else ","
+        # ids like "007" must stay text: every column is read as a string
+        import pyarrow.csv as pacsv
+
+        return pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                  convert_options=pacsv.ConvertOptions(
+                                      column_types={c: pa.string() for c in COLUMNS},
+                                      strings_can_be_null=False))
+    if name.endswith(JSONL_SUFFIXES):
+        return "json"
+    raise DataError(f"'{os.path.basename(name)}' is not a table format cpo_engine reads", source=path, fix=_FIX)
+
+
+def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterator[pa.Table]:
+    """Validated batches of ``query_id, query_text`` (in file order; ids as strings). Ids that read as
+    missing ('nan', 'None', '') are warned about once."""
+    from cpo_engine.data.validate import warn_missing_like_ids
+
+    ds = query_dataset(path)
+    check_columns(ds.schema.names, str(path))
+    offset, warned = 0, False
+    try:
+        for batch in ds.to_batches(columns=list(COLUMNS), batch_size=batch_size):
+            if batch.num_rows == 0:
+                continue
+            table = validate_queries(pa.Table.from_batches([batch]), str(path), offset)
+            warned = warned or warn_missing_like_ids(table, "query_id", str(path), offset)
+            offset += batch.num_rows
+            yield table
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
+
+
+def count_queries(path: str | os.PathLike[str]) -> int | None:
+    """Rows of a Parquet input from its footers (no scan); None for text formats."""
+    ds = query_dataset(path)
+    if getattr(ds.format, "default_extname", "") != "parquet":
+        return None
+    return int(ds.count_rows())
+
+
+def read_queries(path: str | os.PathLike[str]) -> pa.Table:
+    """The whole query table, validated (for inputs that fit in memory; `cpo assign` streams)."""
+    batches = list(iter_queries(path))
+    if not batches:
+        raise DataError("the table has no rows", source=str(path), fix=_FIX)
+    return pa.concat_tables(batches)
+
+
+def check_columns(names: list[str], source: str) -> None:
+    """Both columns present, or an error that names the closest column and the fix."""
+    missing = [c for c in COLUMNS if c not in names]
+    if not missing:
+        return
+    hints = []
+    for col in missing:
+        lowered = {n.lower(): n for n in names}
+        guess = next((lowered[a] for a in ALIASES.get(col, ()) if a in lowered), None) or next(
+            iter(difflib.get_close_matches(col, names, n=1, cutoff=0.6)), None)
+        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}')" if guess else ""))
+    raise DataError(f"missing column(s) {', '.join(hints)}; found: {', '.join(names)}", source=source,
+                    column=missing[0], fix=_FIX)
+
+
+def validate_queries(table: pa.Table, source: str = "<queries>", offset: int = 0) -> pa.Table:
+    """``query_id, query_text`` as strings with no nulls (other columns dropped). ``offset`` numbers
+    the rows of a batch from the start of its input."""
+    check_columns(table.column_names, source)
+    ids, texts = table.column("query_id"), table.column("query_text")
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
+        raise DataError(f"ids must be strings or integers, got {ids.type}", source=source, column="query_id",
+                        fix="store query_id as text or integers")
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise DataError(f"must hold text, got {texts.type}", source=source, column="query_text",
+                        fix="store query_text as UTF-8 strings")
+    ids, texts = pc.cast(ids, pa.string()), pc.cast(texts, pa.string())
+    for name, col in (("query_id", ids), ("query_text", texts)):
+        if col.null_count:
+            rows = [offset + i for i in pc.indices_nonzero(pc.is_null(col)).to_pylist()]
+            raise DataError(f"{col.null_count} missing value(s) (row numbers count data rows from 0)", source=source,
+                            column=name, rows=rows, fix=f"fill or drop the rows with an empty '{name}'")
+    return pa.table({"query_id": ids, "query_text": texts})
+
+
+__all__ = ["iter_queries", "read_queries", "count_queries", "query_dataset", "validate_queries", "check_columns",
+           "COLUMNS"]

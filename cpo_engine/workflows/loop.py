@@ -1,0 +1,245 @@
+"""`cpo loop`: the whole CPO loop on a real LLM, small enough for a CPU.
+
+1. **Task**: training queries, fresh held-out queries per round, seed prompts
+   (:mod:`cpo_engine.generation.tasks`), written under ``OUT/data``.
+2. **Generate**: every seed prompt on every training query with the LLM (``OUT/generate``, the
+   resumable store of `cpo generate`).
+3. **Fit -> search -> verify**, once per round, as a `cpo run` in ``OUT/round-<r>``: fit on the
+   training triplets (plus, from round 1 on, every triplet verified in earlier rounds), search new
+   prompts with the edit proposer, then run the searched top-K, every seed prompt and the per-query
+   policy on the round's held-out queries with the LLM, measured against the incumbent.
+4. **Report**: ``OUT/loop_report.json`` / ``.md``: did the searched prompt beat the seed prompts when
+   the LLM actually ran it, with what interval, and how well the predicted uplift matched.
+
+Without an endpoint the packaged SmolLM2-135M-Instruct runs on a local llama.cpp server started for
+the loop. Rerunning the same command resumes: LLM calls already made are never repeated and a round
+whose run folder finished with the same settings is not rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cpo_engine.causal.evidence import MEASURED
+from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text
+from cpo_engine.workflows.config import LLMConfig, LoopConfig, RunConfig
+from cpo_engine.workflows.verify import calibration_line, generate_config, labelled, verified_triplets
+
+
+@dataclass
+class LoopResult:
+    out: Path
+    report: dict[str, Any]
+
+
+@contextmanager
+def llm_endpoint(cfg: LoopConfig, out: Path) -> Iterator[LLMConfig]:
+    """The loop's LLM section, pointed at ``cfg.endpoint`` or at a llama.cpp server started for the
+    block (OpenAI-compatible backend); other backends are used as configured."""
+    llm = cfg.generation
+    if llm.backend.kind != "openai":
+        yield llm
+        return
+
+    def at(url: str) -> LLMConfig:
+        return replace(llm, backend=replace(llm.backend, openai=replace(llm.backend.openai, base_url=url)))
+
+    if cfg.endpoint:
+        yield at(cfg.endpoint)
+        return
+    from cpo_engine.generation.local_server import LlamaCppServer
+
+    with LlamaCppServer(cfg.server, out / "llama_server.log") as url:
+        yield at(url)
+
+
+def generate_training(cfg: LoopConfig, llm: LLMConfig, paths: dict[str, Path], out: Path, backend: Any = None,
+                      echo: Callable[[str], None] = print) -> pa.Table:
+    """Every seed prompt on every training query (resumable); the error-free rows as triplets."""
+    from cpo_engine.generation import generate_triplets, read_generated
+
+    gen = generate_config(llm, paths["train"], paths["prompts"], out / "generate", "train",
+                          replace(cfg.verify, seed=cfg.seed))
+    generate_triplets(gen, backend=backend, echo=echo)
+    return verified_triplets(read_generated(out / "generate"))
+
+
+def training_table(out: Path, train: pa.Table, r: int) -> Path:
+    """Round ``r``'s training data: the generated triplets plus those verified in rounds < r."""
+    tables = [train] + [pq.read_table(out / f"round-{i}" / "verify" / "verified_triplets.parquet") for i in range(r)]
+    common = [c for c in tables[0].column_names if all(c in t.column_names for t in tables)]
+    table = pa.concat_tables([t.select(common) for t in tables], promote_options="permissive")
+    return atomic_write_parquet(table, out / "data" / f"train_round_{r}.parquet")
+
+
+def round_config(cfg: LoopConfig, llm: LLMConfig, data: Path, queries: Path, run_dir: Path) -> RunConfig:
+    """The `cpo run` of one round: fit and search on ``data``, verify on the round's ``queries``."""
+    from cpo_engine.data.config import DataConfig
+
+    verify = replace(cfg.verify, queries=str(queries), max_queries=cfg.task.n_verify, seed=cfg.seed)
+    run_cfg = RunConfig(data=DataConfig(path=str(data)), embed=cfg.embed, pca=cfg.pca, causal=cfg.causal,
+                        selection=cfg.selection, beam=cfg.beam, holdout=cfg.holdout, generation=llm, verify=verify,
+                        out=str(run_dir), seed=cfg.seed)
+    # `cpo run` refuses the LLM proposer (it assumes no server); here the loop's endpoint serves it.
+    run_cfg.proposer = (replace(cfg.proposer, llm_base_url=llm.backend.openai.base_url)
+                        if cfg.proposer.kind == "llm" else cfg.proposer)
+    return run_cfg
+
+
+def finished_round(run_cfg: RunConfig) -> dict[str, Any] | None:
+    """The verification of a round whose run folder finished with these settings (else None). The
+    endpoint's URL is not a setting: a local server gets a new port every time."""
+    run_dir = Path(run_cfg.out or "")
+    manifest, report = run_dir / "manifest.json", run_dir / "verify" / "verification.json"
+    if not (manifest.is_file() and report.is_file()):
+        return None
+    recorded = json.loads(manifest.read_text())
+    if recorded.get("status") != "ok" or _settings(recorded["config"]) != _settings(json.loads(
+            json.dumps(asdict(run_cfg), default=str))):
+        return None
+    return json.loads(report.read_text())
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    config = json.loads(json.dumps(config))
+    config.get("generation", {}).get("backend", {}).get("openai", {}).pop("base_url", None)
+    config.get("proposer", {}).pop("llm_base_url", None)
+    return config
+
+
+def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
+    """Task -> generate -> (fit -> search -> verify) x rounds -> report, in ``cfg.out`` (resumable)."""
+    from cpo_engine.generation.tasks import write_task
+    from cpo_engine.workflows.run import run
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "loop_config.json", asdict(cfg))
+    timings: dict[str, float] = {}
+    paths = write_task(cfg.task, out / "data", cfg.rounds, cfg.prompts)
+    rounds = []
+    with llm_endpoint(cfg, out) as llm:
+        t0 = time.perf_counter()
+        train = generate_training(cfg, llm, paths, out, backend)
+        timings["generate"] = time.perf_counter() - t0
+        for r in range(cfg.rounds):
+            t0 = time.perf_counter()
+            run_cfg = round_config(cfg, llm, training_table(out, train, r), paths[f"verify_{r}"], out / f"round-{r}")
+            verification = finished_round(run_cfg)
+            if verification is None:
+                verification = run(run_cfg).evaluation["verification"]
+            rounds.append({"round": r, "run": str(run_cfg.out), "training_rows": pq.read_metadata(
+                run_cfg.data.path).num_rows, "verification": verification})
+            timings[f"round_{r}"] = time.perf_counter() - t0
+    report = loop_report(cfg, train, rounds, timings)
+    atomic_write_json(out / "loop_report.json", report)
+    atomic_write_text(out / "loop_report.md", render_loop(report))
+    print(render_loop(report))
+    return LoopResult(out, report)
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def seed_scores(train: pa.Table) -> list[dict[str, Any]]:
+    """Each seed prompt's mean score on the training queries (measured: the LLM ran them)."""
+    g = train.group_by(["prompt_id", "prompt_text"]).aggregate([("score", "mean"), ("score", "count")])
+    rows = [{"id": i, "text": t, "train_mean": m, "n": n, "evidence": MEASURED} for i, t, m, n in zip(
+        g["prompt_id"].to_pylist(), g["prompt_text"].to_pylist(), g["score_mean"].to_pylist(),
+        g["score_count"].to_pylist())]
+    return sorted(rows, key=lambda r: -r["train_mean"])
+
+
+def outcome(run_dir: Path, verification: dict[str, Any], seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Win, tie or loss of the round's top searched prompt (the model's first choice, fixed before the
+    LLM ran it) against the seed prompts, measured on the round's held-out queries: against the seed
+    with the best training mean (what one picks without a model) and against the seed that scored
+    best on these very queries (chosen after seeing them: it favours the seeds)."""
+    from cpo_engine.search import outcome_matrix
+
+    searched = [a for a in verification["arms"] if a["role"] == "searched"]
+    if not searched:
+        return {"verdict": "no searched prompt was verified"}
+    top = searched[0]
+    rows = pq.read_table(Path(run_dir) / "verify" / "verified_triplets.parquet")
+    qids = sorted(set(rows.column("query_id").to_pylist()))
+    ids = [top["id"]] + [s["id"] for s in seeds]
+    Y = outcome_matrix(rows, qids, ids)
+    with np.errstate(all="ignore"):
+        here = 1 + int(np.nanargmax(np.nanmean(Y[:, 1:], axis=0)))
+    method = (top["uplift_vs_baseline"] or {}).get("method", "LLM run")
+    vs_train = labelled(Y[:, 0], Y[:, 1], MEASURED, method)
+    vs_here = labelled(Y[:, 0], Y[:, here], MEASURED, method)
+    verdict = ("not measured" if vs_train is None else "win" if vs_train.ci_low > 0 else
+               "loss" if vs_train.ci_high < 0 else "tie")
+    return {"verdict": verdict, "searched": {"id": top["id"], "text": top["text"],
+                                             "predicted_uplift_vs_incumbent": top["predicted_uplift"],
+                                             "measured_value": top["value"]},
+            "vs_best_seed_by_training_mean": {"against": seeds[0], "uplift": vs_train.to_dict() if vs_train else None},
+            "vs_best_seed_on_these_queries": {"against": next(s for s in seeds if s["id"] == ids[here]),
+                                              "uplift": vs_here.to_dict() if vs_here else None},
+            "calibration": verification["calibration"]}
+
+
+def loop_report(cfg: LoopConfig, train: pa.Table, rounds: list[dict[str, Any]],
+                timings: dict[str, float]) -> dict[str, Any]:
+    n_calls = int(train.num_rows) + sum(r["verification"]["budget"]["calls"] for r in rounds)
+    seeds = seed_scores(train)
+    return {"format": "cpo-loop/1", "task": asdict(cfg.task), "model": cfg.generation.backend.model,
+            "budget": {"max_tokens": cfg.verify.max_tokens, "samples": cfg.verify.samples,
+                       "temperature": cfg.generation.temperature, "llm_calls": n_calls},
+            "seeds": seeds, "rounds": rounds,
+            "outcome": [outcome(r["run"], r["verification"], seeds) | {"round": r["round"]} for r in rounds],
+            "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def _ci(u: dict[str, Any] | None) -> str:
+    if not u:
+        return "n/a"
+    n = f", {u['n']} queries" if u.get("n") else ""
+    return f"{u['value']:+.3f} (95% CI {u['ci_low']:+.3f} to {u['ci_high']:+.3f}{n}) [{u['kind']}]"
+
+
+def render_loop(report: dict[str, Any]) -> str:
+    """loop_report.md: seeds, each round's verified prompts, the outcome and the calibration."""
+    lines = ["# CPO loop on a real LLM", "",
+             f"Task `{report['task']['kind']}`: {report['task']['n_train']} training queries, "
+             f"{report['task']['n_verify']} fresh held-out queries per round; at most "
+             f"{report['budget']['max_tokens']} tokens per answer, temperature {report['budget']['temperature']}, "
+             f"{report['budget']['llm_calls']} LLM calls in all.", "",
+             "Seed prompts, mean score on the training queries [measured]:", ""]
+    lines += [f"- `{s['id']}` {s['train_mean']:.3f}: {s['text']!r}" for s in report["seeds"]]
+    for r, o in zip(report["rounds"], report["outcome"]):
+        v = r["verification"]
+        lines += ["", f"## Round {r['round']} ({r['training_rows']} training triplets; run folder {r['run']})", ""]
+        for a in v["arms"]:
+            val = a["value"]["value"] if a["value"] else float("nan")
+            lines.append(f"- {a['role']:<11} `{a['id']}` measured {val:.3f}, uplift vs incumbent "
+                         f"{_ci(a['uplift_vs_baseline'])}; predicted "
+                         f"{_ci(a['predicted_uplift']) if a['predicted_uplift'] else '-'}: {a['text']!r}")
+        p = v["policy"]
+        lines.append(f"- per-query policy (leaves the incumbent on {p['share_not_baseline']:.0%} of queries): "
+                     f"uplift {_ci(p['uplift_vs_baseline'])}")
+        lines += ["", f"**Outcome: {o['verdict']}.**"]
+        if "searched" in o:
+            lines += [f"The model's top searched prompt {o['searched']['text']!r} vs the seed prompt with the best "
+                      f"training mean {o['vs_best_seed_by_training_mean']['against']['text']!r}: "
+                      f"{_ci(o['vs_best_seed_by_training_mean']['uplift'])}; vs the seed that scored best on these "
+                      f"very queries {o['vs_best_seed_on_these_queries']['against']['text']!r}: "
+                      f"{_ci(o['vs_best_seed_on_these_queries']['uplift'])}."]
+        lines += ["", calibration_line(v)]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+__all__ = ["run_loop", "LoopResult", "llm_endpoint", "generate_training", "training_table", "round_config",
+           "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]

@@ -1,0 +1,506 @@
+"""The learned prompt policy: which prompt to use for a new query, and the evidence behind it.
+
+A fitted run (`cpo run`, `cpo fit`) saves, beside its model bundle, what the policy needs besides the
+model: the candidate prompts (the logged ones: id, text, representation T, training mean score), the
+incumbent (the logged prompt the model ranks best on average, from which effects are measured), the
+selection rule (z, trust region, length penalty) and the evidence of the three checks below.
+
+For a new query the policy embeds its text (the bundle's encoder, through the embedding cache),
+projects it with the bundle's query PCA, scores every candidate with the causal model's linear head
+and picks the best lower confidence bound ``effect - z * se`` (the rule of `cpo run`): a query leaves
+the incumbent only when the bound of its gain is positive.
+
+Checks, each a reason the data are too small or too noisy to learn a per-query policy (then every
+query gets the incumbent, with an :class:`UnreliablePolicyWarning`, unless ``policy.fallback`` is off):
+
+1. few training queries: fewer than ``policy.min_queries``, or than the heterogeneity coefficients
+   ((d_phi - 1) x d_T) a per-query policy estimates;
+2. outcome R^2 near zero: the query features barely predict the score, and the joint Wald test finds
+   no variation of the effects with them (p >= 0.05; a pure interaction effect is still learned);
+3. intervals that cover everything: the median 95% interval of a per-query effect is wider than the
+   whole spread of the prompts' mean scores.
+
+::
+
+    from cpo_engine import Policy
+    policy = Policy.load("runs/mine")
+    policy.assign(["A train goes 60 km in 1 hour. How far in 3 hours?"]).to_pandas()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.search.config import SelectionConfig
+from cpo_engine.utils import atomic_write_json, filesystem, is_uri
+from cpo_engine.workflows.config import PolicyConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cpo-policy/1"
+STATE_FILE = "policy.json"
+_Z95 = NormalDist().inv_cdf(0.975)
+
+#: Columns of an assignment (one row per query), in order.
+ASSIGNMENT_COLUMNS = ("query_id", "recommended_prompt_id", "recommended_prompt_text", "source", "verified",
+                      "effect", "effect_ci_low", "effect_ci_high", "departs_from_static", "reason",
+                      "static_prompt_id")
+SOURCES = {"logged": "logged (an LLM ran it in the logs)", "searched": "searched (predicted only)"}
+
+
+class UnreliablePolicyWarning(UserWarning):
+    """The data are too small or too noisy to learn a per-query policy: the message says why and what the
+    policy falls back to (the best static prompt for every query)."""
+
+
+@dataclass
+class PolicyState:
+    """What a fitted run saves for its policy (``model/policy.json``), besides the model and the PCAs.
+
+    Attributes
+    ----------
+    prompt_ids, prompt_texts : list of str
+        The logged prompts (the candidates an LLM ran).
+    T : ndarray (n_prompts, d_T)
+        Their representations in the bundle's prompt PCA space.
+    train_mean : list of float
+        Mean recorded score of each prompt on the training queries (NaN where never logged there).
+    incumbent : int
+        Index of the logged prompt the model ranks best on average over the training queries: the
+        static prompt every query keeps unless its gain is confidently positive.
+    selection : SelectionConfig
+        The selection rule of the run (z, reference, trust region, length penalty).
+    evidence : dict
+        Inputs of the reliability checks: n_train_queries, n_heterogeneity_coefs, outcome_r2,
+        heterogeneity_p_value, median_ci_halfwidth, mean_score_spread.
+    """
+
+    prompt_ids: list[str]
+    prompt_texts: list[str]
+    T: np.ndarray
+    train_mean: list[float]
+    incumbent: int
+    selection: SelectionConfig
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def static_id(self) -> str:
+        return self.prompt_ids[self.incumbent]
+
+    def to_dict(self) -> dict[str, Any]:
+        prompts = [{"prompt_id": p, "prompt_text": t, "train_mean_score": _num(m), "T": [float(v) for v in row]}
+                   for p, t, m, row in zip(self.prompt_ids, self.prompt_texts, self.train_mean, self.T)]
+        return {"format": FORMAT, "static_prompt_id": self.static_id, "selection": asdict(self.selection),
+                "evidence": self.evidence, "prompts": prompts}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = STATE_FILE) -> "PolicyState":
+        if d.get("format") != FORMAT:
+            raise DataError(f"format {d.get('format')!r}, expected {FORMAT!r}", source=source,
+                            fix="refit with this version (`cpo run` or `cpo fit`)")
+        ids = [p["prompt_id"] for p in d["prompts"]]
+        return cls(prompt_ids=ids, prompt_texts=[p["prompt_text"] for p in d["prompts"]],
+                   T=np.array([p["T"] for p in d["prompts"]], dtype=np.float64),
+                   train_mean=[float("nan") if p["train_mean_score"] is None else p["train_mean_score"]
+                               for p in d["prompts"]],
+                   incumbent=ids.index(d["static_prompt_id"]), selection=SelectionConfig(**d["selection"]),
+                   evidence=d.get("evidence", {}))
+
+    def save(self, bundle_dir: str | Path) -> Path:
+        return atomic_write_json(Path(bundle_dir) / STATE_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> "PolicyState":
+        path = Path(bundle_dir) / STATE_FILE
+        if not path.is_file():
+            raise ConfigError(f"{bundle_dir} holds a model but no {STATE_FILE} (written by an older version): rerun "
+                              "`cpo run` or `cpo fit` to get a bundle that can assign prompts")
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"not a valid policy file ({exc})", source=str(path),
+                            fix="rerun `cpo run` or `cpo fit`") from exc
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------- learning
+
+
+def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prompt_texts: Sequence[str],
+                T: np.ndarray, train_mean: np.ndarray, selection: SelectionConfig, *,
+                max_queries: int = 5000) -> PolicyState:
+    """The policy state of a fitted model: the incumbent over the training queries and the evidence of
+    the reliability checks (the interval check on at most ``max_queries`` training queries)."""
+    from cpo_engine import kernels
+    from cpo_engine.search import referenced_head
+
+    head, inc = referenced_head(model.linear_head(), X_train, T, selection.reference)
+    X = X_train[np.linspace(0, len(X_train) - 1, min(len(X_train), max_queries)).astype(int)]
+    others = np.delete(np.asarray(T, dtype=np.float64), inc, axis=0)
+    _, se = kernels.score_dense(head.featurize(X), others - head.t_ref, head.coef, head.cov)
+    diag = getattr(model, "diagnostics_", None)
+    means = np.asarray(train_mean, dtype=np.float64)
+    evidence = {"n_train_queries": int(diag.n_groups if diag is not None else len(X_train)),
+                "n_heterogeneity_coefs": int((head.d_phi - 1) * head.d_t),
+                "outcome_r2": float(diag.r2_y) if diag is not None else None,
+                "heterogeneity_p_value": heterogeneity_p_value(head),
+                "median_ci_halfwidth": float(np.median(_Z95 * se)) if se.size else 0.0,
+                "mean_score_spread": float(np.nanmax(means) - np.nanmin(means)) if np.isfinite(means).any() else None}
+    return PolicyState(prompt_ids=[str(p) for p in prompt_ids], prompt_texts=list(prompt_texts),
+                       T=np.asarray(T, dtype=np.float64), train_mean=[float(m) for m in means], incumbent=int(inc),
+                       selection=selection, evidence=evidence)
+
+
+def heterogeneity_p_value(head: Any) -> float | None:
+    """p-value of the joint Wald test that the effect does not vary with the query (every row of B
+    but the constant one is zero); None for a model without heterogeneity terms."""
+    from scipy.stats import chi2
+
+    if head.d_phi < 2:
+        return None
+    k = head.d_t  # the constant row of B holds the first d_T entries of vec(B)
+    b, V = head.coef[1:].ravel(), head.cov[k:, k:]
+    stat = float(b @ np.linalg.pinv(V, rcond=1e-10, hermitian=True) @ b)
+    return float(chi2.sf(stat, np.linalg.matrix_rank(V, hermitian=True)))
+
+
+def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig) -> PolicyState:
+    """The policy state over every query and prompt of a table (`cpo fit`, `cpo optimize`): incumbent over
+    all its queries, each prompt's mean score over all its rows."""
+    n_p = len(reps.prompt_ids)
+    with np.errstate(all="ignore"):
+        means = np.bincount(reps.row_prompt, weights=y, minlength=n_p) / np.bincount(reps.row_prompt, minlength=n_p)
+    return learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection)
+
+
+def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
+                       config: PolicyConfig | None = None) -> PolicyState:
+    """:func:`table_state` of a model fitted on every row of a table, saved into its bundle; warns when
+    the checks fail."""
+    state = table_state(model, reps, y, selection)
+    state.save(bundle_dir)
+    Policy(model, state, config, source=str(bundle_dir)).warn()
+    return state
+
+
+def searched_from_result(result: Any, logged_texts: Sequence[str], n: int) -> tuple[list[str], list[str], np.ndarray]:
+    """The best ``n`` candidates of a beam search (static objective, inside the trust region), logged
+    prompts left out: the searched candidates a policy may recommend."""
+    logged = set(logged_texts)
+    keep = [int(i) for i in result.ranking() if np.isfinite(result.static_objective[i])
+            and result.candidates[i].text not in logged][:n]
+    return ([result.candidates[i].id for i in keep], [result.candidates[i].text for i in keep],
+            np.asarray(result.T)[keep].reshape(len(keep), -1))
+
+
+def reliability_problems(evidence: dict[str, Any], cfg: PolicyConfig) -> list[str]:
+    """The checks of the module docstring that fail, each as one sentence (empty: none)."""
+    out = []
+    n, k = evidence.get("n_train_queries"), evidence.get("n_heterogeneity_coefs", 0)
+    if n is not None and n < max(cfg.min_queries, k):
+        out.append(f"only {n} training queries for a per-query model with {k} heterogeneity coefficients "
+                   f"(needs at least {max(cfg.min_queries, k)})")
+    r2, p = evidence.get("outcome_r2"), evidence.get("heterogeneity_p_value")
+    if r2 is not None and r2 < cfg.min_outcome_r2 and (p is None or p >= 0.05):
+        out.append(f"the query features explain almost none of the score (out-of-fold outcome R^2 {r2:.3f} < "
+                   f"{cfg.min_outcome_r2}) and the prompts' effects do not detectably vary with them"
+                   + (f" (joint test p = {p:.2f})" if p is not None else ""))
+    hw, spread = evidence.get("median_ci_halfwidth"), evidence.get("mean_score_spread")
+    if hw is not None and spread is not None and hw > spread:
+        out.append(f"per-query effect intervals (median 95% CI +/-{hw:.3f}) are wider than the whole spread of "
+                   f"the prompts' mean scores ({spread:.3f}): they cover every plausible effect")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- the policy
+
+
+@dataclass
+class _Candidates:
+    ids: list[str]
+    texts: list[str]
+    T: np.ndarray
+    source: list[str]
+
+
+class Policy:
+    """Recommend one prompt per query with a fitted causal reward model.
+
+    Parameters
+    ----------
+    model : CausalRewardModel
+        The fitted model (its linear head scores the candidates).
+    state : PolicyState
+        Candidates, incumbent, selection rule and evidence saved by the run.
+    config : PolicyConfig, optional
+        Candidate set, fallback and the thresholds of the checks.
+    query_features : callable, optional
+        ``texts -> X`` (encoder through the cache, then the bundle's query PCA); needed by
+        :meth:`assign` with texts, not by :meth:`assign_features`.
+    searched : (ids, texts, T), optional
+        Searched candidates that compete when ``config.candidates == 'searched'``.
+    device : str
+        Where the scoring runs.
+
+    Attributes
+    ----------
+    problems : list of str
+        Failed reliability checks (empty when the per-query policy is trusted).
+    fallback : bool
+        True when every query gets the static prompt because of ``problems``.
+    """
+
+    def __init__(self, model: Any, state: PolicyState, config: PolicyConfig | None = None, *,
+                 query_features: Callable[[list[str]], np.ndarray] | None = None,
+                 searched: tuple[list[str], list[str], np.ndarray] | None = None, device: str = "auto",
+                 source: str | None = None) -> None:
+        self.model, self.state, self.config = model, state, config or PolicyConfig()
+        self.query_features, self.device, self.source = query_features, device, source
+        head = model.linear_head()
+        if state.selection.reference == "incumbent":
+            head = head.with_reference(state.T[state.incumbent])  # its split halves too
+        self.head = head
+        self.candidates = _Candidates(list(state.prompt_ids), list(state.prompt_texts), state.T,
+                                      ["logged"] * len(state.prompt_ids))
+        if searched is not None and self.config.candidates == "searched":
+            ids, texts, T = searched
+            self.candidates = _Candidates(self.candidates.ids + list(ids), self.candidates.texts + list(texts),
+                                          np.vstack([state.T, T]), self.candidates.source + ["searched"] * len(ids))
+        self.problems = reliability_problems(state.evidence, self.config)
+        self.fallback = bool(self.problems) and self.config.fallback
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, config: PolicyConfig | None = None, *, embed: Any = None,
+             device: str = "auto", warn: bool = True) -> "Policy":
+        """The policy of a `cpo run` / `cpo fit` folder or its ``model/`` bundle.
+
+        ``embed`` (an EmbedConfig) sets the device, cache and batch size of the query encoder; the
+        encoder itself and its prefixes are the bundle's. With ``config.candidates == 'searched'`` the
+        run's searched candidates (``search/candidates.parquet``) compete too.
+        """
+        from cpo_engine.workflows.bundle import ModelBundle
+
+        bundle = ModelBundle.load(fetch_run(path) if is_uri(path) else path)
+        cfg = config or PolicyConfig()
+        state = PolicyState.load(bundle.path)
+        features = _LazyQueryFeatures(bundle, embed)
+        searched = None
+        if cfg.candidates == "searched":
+            searched = _searched_candidates(bundle.path.parent / "search" / "candidates.parquet", state,
+                                            cfg.max_searched, features.prompt_embedder)
+        policy = cls(bundle.model, state, cfg, query_features=features, searched=searched, device=device,
+                     source=str(bundle.path))
+        if warn:
+            policy.warn()
+        return policy
+
+    def warn(self) -> None:
+        """Raise the :class:`UnreliablePolicyWarning` of the failed checks (nothing when none failed)."""
+        if not self.problems:
+            return
+        then = (f"every query gets the best static prompt '{self.state.static_id}' instead"
+                if self.fallback else "the per-query choice is kept anyway (policy.fallback is off)")
+        warnings.warn(f"the data are too small or too noisy to learn a per-query policy: {'; '.join(self.problems)}. "
+                      f"Falling back: {then}.", UnreliablePolicyWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ assigning
+    @property
+    def static_prompt_id(self) -> str:
+        """The prompt every query gets unless its gain is confidently positive (the incumbent)."""
+        return self.state.static_id
+
+    @property
+    def static_prompt_text(self) -> str:
+        return self.state.prompt_texts[self.state.incumbent]
+
+    def assign(self, queries: Any, query_ids: Sequence[Any] | None = None) -> pa.Table:
+        """One recommended prompt per query.
+
+        Parameters
+        ----------
+        queries : list of str, or a table (pyarrow or pandas) with ``query_text`` (and ``query_id``)
+            The queries' texts; no score or prompt is needed.
+        query_ids : sequence, optional
+            Ids for a list of texts (default: their positions, "0", "1", ...).
+
+        Returns
+        -------
+        pyarrow.Table
+            :data:`ASSIGNMENT_COLUMNS`: the recommended prompt id and text, where it comes from
+            (``source``) and whether an LLM ever ran it (``verified``), its predicted effect on the
+            score versus the static prompt with a 95% interval, and why it departs from the static
+            prompt when it does.
+        """
+        ids, texts = _ids_and_texts(queries, query_ids)
+        if self.query_features is None:
+            raise ConfigError("this Policy has no query encoder: build it with Policy.load(run), or call "
+                              "assign_features(X, query_ids) with query features in the bundle's PCA space")
+        return self.assign_features(self.query_features(texts), ids)
+
+    def assign_features(self, X: np.ndarray, query_ids: Sequence[Any]) -> pa.Table:
+        """:meth:`assign` for queries whose features X (the bundle's query PCA space) are known."""
+        from cpo_engine import kernels
+        from cpo_engine.search import CandidateScorer, pool_assign
+
+        c, sel, X = self.candidates, self.state.selection, np.asarray(X, dtype=np.float64)
+        scorer = CandidateScorer.from_selection(self.head, X, _no_new_texts, sel, self.state.T, device=self.device)
+        pool = pool_assign(scorer, c.ids, c.texts, T_pool=c.T)
+        choice = np.full(len(pool.choice), self.state.incumbent) if self.fallback else pool.choice
+        eff, se = pool.effect, pool.se
+        if sel.reference != "incumbent":  # effects are reported versus the static prompt in every case
+            eff, se = kernels.score_dense(scorer.phi, c.T - c.T[self.state.incumbent], self.head.coef, self.head.cov)
+        return self._table(query_ids, choice, eff, se, pool.z, pool.objective)
+
+    def _table(self, query_ids: Sequence[Any], choice: np.ndarray, eff: np.ndarray, se: np.ndarray,
+               z: float, objective: np.ndarray | None = None) -> pa.Table:
+        c, rows = self.candidates, np.arange(len(choice))
+        e, s = eff[rows, choice], se[rows, choice]
+        lo, hi = e - _Z95 * s, e + _Z95 * s
+        depart = choice != self.state.incumbent
+        static = self.state.static_id
+        # the bound the choice maximized (selection half, simultaneous multiplier z), not the reported e, s
+        lcb = e - z * s if objective is None else objective[rows, choice]
+
+        def rule(i: int) -> str:
+            return (f"its lower bound effect - {z:.3g} x se = {lcb[i]:+.3f} is the best of the candidates" if z > 0
+                    else "the best point estimate of the candidates")
+
+        reasons = [None if not d else (
+            f"predicted {e[i]:+.3f} over '{static}' on this query (95% CI {lo[i]:+.3f} to {hi[i]:+.3f}); {rule(i)}"
+            + ("; unverified: no LLM has run this prompt yet" if c.source[choice[i]] == "searched" else ""))
+            for i, d in enumerate(depart)]
+        src = np.array(c.source, dtype=object)[choice]
+        return pa.table({
+            "query_id": pa.array([str(q) for q in query_ids], pa.string()),
+            "recommended_prompt_id": pa.array([c.ids[j] for j in choice], pa.string()),
+            "recommended_prompt_text": pa.array([c.texts[j] for j in choice], pa.string()),
+            "source": pa.array(src, pa.string()),
+            "verified": pa.array(src == "logged", pa.bool_()),
+            "effect": pa.array(e), "effect_ci_low": pa.array(lo), "effect_ci_high": pa.array(hi),
+            "departs_from_static": pa.array(depart, pa.bool_()), "reason": pa.array(reasons, pa.string()),
+            "static_prompt_id": pa.array([static] * len(choice), pa.string()),
+        }).replace_schema_metadata({"cpo_engine.policy": json.dumps(self.describe())})
+
+    def describe(self) -> dict[str, Any]:
+        """What produced an assignment (written into its Parquet metadata)."""
+        n_searched = sum(1 for s in self.candidates.source if s == "searched")
+        return {"model": self.source, "static_prompt_id": self.state.static_id,
+                "candidates": {"logged": len(self.candidates.ids) - n_searched, "searched": n_searched},
+                "selection": asdict(self.state.selection), "fallback": self.fallback, "problems": self.problems}
+
+    def __repr__(self) -> str:
+        d = self.describe()
+        state = (f"fallback to '{self.state.static_id}': {len(self.problems)} failed check(s)" if self.fallback else
+                 f"per-query, static prompt '{self.state.static_id}'")
+        return (f"Policy({d['candidates']['logged']} logged + {d['candidates']['searched']} searched candidates, "
+                f"z={self.state.selection.z:g}, {state}, model={self.source!r})")
+
+
+def _no_new_texts(texts: Sequence[str]) -> np.ndarray:
+    raise ConfigError("the policy scores its own candidates only (their representations are saved)")
+
+
+class _LazyQueryFeatures:
+    """texts -> X with the bundle's encoder (loaded on first use, once) through the embedding cache."""
+
+    def __init__(self, bundle: Any, embed: Any) -> None:
+        self.bundle, self.embed, self._rep = bundle, embed, None
+
+    def representer(self) -> Any:
+        if self._rep is None:
+            from cpo_engine.workflows.common import Representer
+
+            self._rep = Representer(self.bundle.embed_config(self.embed))
+        return self._rep
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        from cpo_engine.embedding import text_embedder
+
+        rep = self.representer()
+        prefix = self.bundle.info.get("query_prefix") or ""
+        return text_embedder(rep.encoder, rep.cache, self.bundle.query_pca, prefix)(texts)
+
+    def prompt_embedder(self, texts: list[str]) -> np.ndarray:
+        from cpo_engine.embedding import text_embedder
+
+        rep = self.representer()
+        prefix = self.bundle.info.get("prompt_prefix") or ""
+        return text_embedder(rep.encoder, rep.cache, self.bundle.prompt_pca, prefix)(texts)
+
+
+def fetch_run(uri: str | Path) -> Path:
+    """A local copy of the model bundle (and the searched candidates) of a run or bundle at a URI
+    (s3://, gs://, ...): what Ray actors and jobs on other machines load."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    root = root.rstrip("/")
+    local, dst = pafs.LocalFileSystem(), Path(tempfile.mkdtemp(prefix="cpo_run_"))
+    for bundle, run in ((root, None), (f"{root}/model", root)):
+        if fs.get_file_info(f"{bundle}/bundle.json").type == pafs.FileType.File:
+            pafs.copy_files(bundle, str(dst / "model"), source_filesystem=fs, destination_filesystem=local)
+            cands = f"{run}/search/candidates.parquet"
+            if run and fs.get_file_info(cands).type == pafs.FileType.File:
+                (dst / "search").mkdir()
+                pafs.copy_files(cands, str(dst / "search" / "candidates.parquet"), source_filesystem=fs,
+                                destination_filesystem=local)
+            return dst
+    raise ConfigError(f"{uri} is not a model bundle: no bundle.json in it or in its model/ folder")
+
+
+def _searched_candidates(path: Path, state: PolicyState, n: int,
+                         embed: Callable[[list[str]], np.ndarray]) -> tuple[list[str], list[str], np.ndarray]:
+    """The run's best ``n`` searched candidates inside the trust region (logged prompts excluded)."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise ConfigError(f"policy.candidates='searched' needs the run's searched candidates, but {path} does not "
+                          "exist: pass the `cpo run` folder (not a `cpo fit` bundle), or use candidates='logged'")
+    t = pq.read_table(path, columns=["id", "text", "in_support", "objective"]).to_pylist()
+    logged = set(state.prompt_texts)
+    rows = [r for r in t if r["in_support"] and r["text"] not in logged][:n]  # the file is ranked by objective
+    if not rows:
+        return [], [], np.zeros((0, state.T.shape[1]))
+    texts = [r["text"] for r in rows]
+    return [r["id"] for r in rows], texts, np.asarray(embed(texts), dtype=np.float64)
+
+
+def _ids_and_texts(queries: Any, query_ids: Sequence[Any] | None) -> tuple[list[str], list[str]]:
+    if isinstance(queries, str):
+        raise DataError("pass a list of query texts (or a table with query_text), not a single string",
+                        fix="wrap it: policy.assign([text])")
+    if hasattr(queries, "column_names") or hasattr(queries, "columns"):  # pyarrow or pandas table
+        table = queries if hasattr(queries, "column_names") else pa.Table.from_pandas(queries, preserve_index=False)
+        if "query_text" not in table.column_names:
+            raise DataError(f"the table has no 'query_text' column (found: {', '.join(table.column_names)})",
+                            column="query_text", fix="name the text column query_text")
+        texts = [str(t) for t in table.column("query_text").to_pylist()]
+        ids = table.column("query_id").to_pylist() if "query_id" in table.column_names else None
+    else:
+        texts, ids = [str(t) for t in queries], None
+    ids = query_ids if query_ids is not None else ids
+    ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
+    if len(ids) != len(texts):
+        raise DataError(f"{len(ids)} query ids for {len(texts)} texts", fix="pass one id per text")
+    return ids, texts
+
+
+__all__ = ["Policy", "PolicyState", "UnreliablePolicyWarning", "learn_state", "reliability_problems", "fetch_run",
+           "save_fitted_policy", "heterogeneity_p_value", "table_state", "searched_from_result",
+           "ASSIGNMENT_COLUMNS", "SOURCES", "STATE_FILE"]

@@ -1,0 +1,146 @@
+"""The verify stage: arm choice, measured intervals (a Monte Carlo at the defaults), the promotion
+rule, calibration, the marks on a run's outputs, and `cpo run` / `cpo verify` / `cpo optimize` end to
+end with the replay backend (recorded held-out outcomes stand in for the LLM; the real engines are
+in tests/engines/test_verify_engines.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cpo_engine.causal.evidence import MEASURED
+from cpo_engine.config import load_config
+from cpo_engine.workflows.config import LoopConfig, RunConfig, VerifyConfig
+from cpo_engine.workflows.verify import (Arm, Predictions, best_arm, calibration, labelled, pick_arms, promotable,
+                                         summarize)
+
+
+def test_pick_arms_keeps_baseline_first_and_skips_logged_and_off_support_candidates():
+    ids, texts = ["a", "b", "c"], ["Answer:", "Think step by step.", "Be brief."]
+    cands = pa.table({"id": ["a", "x", "y", "z", "w"],
+                      "text": ["Answer:", "Off support prompt.", "answer:", "New one.", "Another new one."],
+                      "in_support": [True, False, True, True, True], "objective": [0.3, 0.9, 0.2, 0.1, 0.05]})
+    arms = pick_arms(ids, texts, incumbent=1, static=0, searched=cands, cfg=VerifyConfig(top_k=2))
+    assert [(a.id, a.role) for a in arms] == [("b", "incumbent"), ("a", "best_static"), ("z", "searched"),
+                                              ("w", "searched")]
+    arms = pick_arms(ids, texts, 1, 1, None, VerifyConfig(seeds="all"))
+    assert [a.id for a in arms] == ["b", "a", "c"] and arms[0].role == "incumbent"
+
+
+def test_measured_interval_never_collapses_and_the_value_is_the_plain_mean():
+    base = np.array([1.0, 0, 1, 0, 1, 1, 0, 0])
+    same = labelled(base, base, MEASURED, "test")
+    assert same.value == 0 and same.ci_low < 0 < same.ci_high  # identical answers: not "0 (0 to 0)"
+    better = labelled(np.ones(8), base, MEASURED, "test")
+    assert better.value == pytest.approx(0.5) and better.ci_low < 0.5 < better.ci_high
+    assert labelled(np.array([np.nan, 1.0]), np.array([0.0, np.nan]), MEASURED, "t") is None  # < 2 paired queries
+
+
+def test_promotion_rule_and_false_promotion_rate_at_the_defaults():
+    """Monte Carlo (bench/bench_verify_mc.py at small size): with no true uplift the rule promotes at most
+    the one-sided 2.5% it targets, and the interval covers the true uplift."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_verify_mc", Path(__file__).resolve().parents[1] / "bench" / "bench_verify_mc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    simulate = mod.simulate
+
+    null = simulate(40, 1.0, 0.0, reps=1500, seed=1)
+    assert null["promotion_rate"] <= 0.03 and null["coverage"] >= 0.93, null
+    sparse = simulate(40, 0.1, 0.1, reps=800, seed=2)  # few discordant queries, tiny true uplift
+    assert sparse["coverage"] >= 0.93, sparse
+    power = simulate(40, 1.0, 0.3, reps=400, seed=3)
+    assert power["promotion_rate"] >= 0.6, power
+    tie = labelled(np.zeros(40), np.zeros(40), MEASURED, "t")
+    assert not promotable(tie, 0.0) and not promotable(None, 0.0)
+
+
+def _pred(n: int, static: list[float], choice: list[int] | None = None) -> Predictions:
+    k = len(static)
+    eff = np.tile(np.array(static), (n, 1))
+    return Predictions(effect=eff, se=np.full((n, k), 0.01), static_effect=np.array(static),
+                       static_se=np.full(k, 0.01), choice=np.array(choice if choice is not None else [0] * n))
+
+
+def test_summarize_measures_every_arm_against_the_baseline_and_calibrates():
+    rng = np.random.default_rng(0)
+    n = 60
+    truth = [0.4, 0.2, 0.6, 0.7]
+    Y = np.stack([(rng.random(n) < p).astype(float) for p in truth], axis=1)
+    arms = [Arm(f"p{j}", f"prompt {j}", "incumbent" if j == 0 else "searched") for j in range(4)]
+    out = summarize(arms, Y, _pred(n, [0.0, -0.2, 0.2, 0.3], choice=[3] * n), "test")
+    rows = {a["id"]: a for a in out["arms"]}
+    assert rows["p0"]["verdict"] == "baseline" and rows["p0"]["uplift_vs_baseline"] is None
+    for j in (1, 2, 3):
+        u = rows[f"p{j}"]["uplift_vs_baseline"]
+        assert u["kind"] == "measured" and u["value"] == pytest.approx(Y[:, j].mean() - Y[:, 0].mean())
+        assert rows[f"p{j}"]["predicted_uplift"]["kind"] == "predicted"
+    assert out["policy"]["uplift_vs_baseline"]["value"] == pytest.approx(rows["p3"]["uplift_vs_baseline"]["value"])
+    assert out["calibration"]["n_prompts"] == 3 and out["calibration"]["spearman"] is not None
+    best = best_arm(out, margin=0.0)
+    assert best is None or best["uplift_vs_baseline"]["ci_low"] >= 0
+    assert best_arm(out, margin=1.01) is None
+    # a per-query baseline (the live policy): uplifts are measured against its routed outcomes
+    route = np.array([1, 2] * (n // 2))
+    out2 = summarize(arms, Y, _pred(n, [0.0, -0.2, 0.2, 0.3]), "test", baseline_route=route)
+    base = Y[np.arange(n), route]
+    assert out2["arms"][0]["uplift_vs_baseline"]["value"] == pytest.approx(Y[:, 0].mean() - base.mean())
+
+
+def test_calibration_statistics():
+    c = calibration(np.array([0.1, 0.2, 0.3, -0.1]), np.array([0.05] * 4), np.array([0.12, 0.15, 0.5, -0.2]))
+    assert c["spearman"] == pytest.approx(1.0) and c["kendall_tau"] == pytest.approx(1.0)
+    assert c["mean_abs_error"] == pytest.approx(np.mean([0.02, 0.05, 0.2, 0.1]))
+    assert c["interval_coverage"] == pytest.approx(0.5) and c["sign_agreement"] == 1.0
+
+
+def test_workflow_sections_keep_their_defaults_when_one_key_is_set():
+    cfg = load_config(LoopConfig, None, ["verify.top_k=2", "generation.backend.model=m"])
+    assert cfg.verify.top_k == 2 and cfg.verify.seeds == "all" and cfg.verify.max_tokens == 16
+    assert cfg.generation.template.position == "prefix" and cfg.generation.backend.openai.max_concurrency == 2
+    assert load_config(RunConfig, None, []).generation is None  # no LLM: no verify stage
+    run = load_config(RunConfig, None, ["generation.backend.openai.base_url=http://h/v1"])
+    assert run.generation.backend.openai.base_url == "http://h/v1" and run.verify == VerifyConfig()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_run_verify_stage_and_cpo_verify_with_recorded_outcomes(small_example, tmp_path, capsys):
+    """`cpo run` with the replay backend verifies every logged prompt on held-out queries, marks the
+    assignment and report; `cpo verify RUN` reruns it with no new call; `cpo optimize` verifies too."""
+    from cpo_engine.cli import main
+
+    out = tmp_path / "run"
+    common = ["--set", "generation.backend.kind=replay", "--set", f"generation.backend.replay.path={small_example}",
+              "--set", "generation.backend.replay.text_column=prompt_text", "--set", "verify.seeds=all",
+              "--set", "verify.max_queries=20", "--set", f"embed.cache_dir={tmp_path / 'cache'}"]
+    assert main(["run", "--data", str(small_example), "--out", str(out), "--proposer", "none", *common]) == 0
+    report = json.loads((out / "verify" / "verification.json").read_text())
+    assert report["budget"]["queries"] == 20 and len(report["arms"]) == 16
+    assert report["arms"][0]["role"] == "incumbent" and report["generation"]["errors_total"] == 0
+    assert all(a["uplift_vs_baseline"]["kind"] == "measured" for a in report["arms"][1:])
+    assert all(a["predicted_uplift"]["kind"] == "predicted" for a in report["arms"][1:])
+    assert -1 <= report["calibration"]["spearman"] <= 1
+    held_out = {q for q, s in zip(*pq.read_table(out / "search" / "assignment.parquet",
+                                                 columns=["query_id", "split"]).to_pydict().values()) if s == "test"}
+    verified = pq.read_table(out / "verify" / "verified_triplets.parquet")
+    assert set(verified["query_id"].to_pylist()) <= held_out and verified.num_rows == 20 * 16
+    a = pq.read_table(out / "search" / "assignment.parquet")
+    assert set(a["recommended_verification"].to_pylist()) == {"verified"}  # every logged prompt ran
+    assert "Verification with the LLM" in (out / "report.html").read_text()
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["verification"] == "verify/verification.json"
+    capsys.readouterr()
+    assert main(["verify", str(out), *common]) == 0
+    assert "0 to generate" in capsys.readouterr().out  # resumed: nothing ran twice
+    opt = tmp_path / "opt"
+    assert main(["optimize", str(small_example), "--model", str(out), "--out", str(opt), "--mode", "pool",
+                 *common]) == 0
+    assert json.loads((opt / "verify" / "verification.json").read_text())["arms"][0]["role"] == "incumbent"
+    assert "recommended_verification" in pq.read_table(opt / "assignment.parquet").column_names
