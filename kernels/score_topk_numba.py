@@ -297,8 +297,8 @@ def topk_numba(ph: PackedHead, k: int, z: float, bias: torch.Tensor | None,
         scale = norms * reach + float(b.abs().max())
         z_tol = np.array([z, 1e-5 if dtype == torch.float32 else 1e-12], dtype=out_v.dtype)
         A, AP, norms_np, scale_np = _np(ph.phi), _np(torch.cat([ph.phi, ph.P], 1)), _np(norms), _np(scale)
-        threads = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
+        numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
         try:
             for c0 in range(0, n_c, max(1, chunk_c)):
                 c = slice(c0, min(c0 + chunk_c, n_c))
@@ -306,7 +306,9 @@ def topk_numba(ph: PackedHead, k: int, z: float, bias: torch.Tensor | None,
                 topk_pruned_kernel(A, AP, norms_np, _np(G[:, c]), GW, _np(b[c]), _np(slam[c]), z_tol, c0, c0 == 0,
                                    scale_np, out_v, out_i)
         finally:
+            # both use the process's OpenMP runtime: restoring Numba's count also resets torch's
             numba.set_num_threads(threads)
+            torch.set_num_threads(torch_threads)
     vals, order = torch.from_numpy(out_v).sort(dim=1, descending=True, stable=True)
     idx = torch.from_numpy(out_i).gather(1, order)
     if keep is not None:

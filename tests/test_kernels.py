@@ -238,3 +238,16 @@ def test_query_blocks_give_the_same_result(monkeypatch) -> None:
     np.testing.assert_array_equal(blocks.indices, whole.indices)
     for f in ("values", "effect", "se"):  # BLAS may block the products differently: equal up to rounding
         np.testing.assert_allclose(getattr(blocks, f), getattr(whole, f), rtol=1e-12, atol=1e-14)
+
+
+@needs_numba
+def test_numba_leaves_torch_threads_alone() -> None:
+    head, X, T = _problem(20, 30)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kernels.score_topk(head.featurize(X), T - head.t_ref, head.coef, head.cov, 2, z=1.0, device="cpu",
+                           backend="numba")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
