@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pytest
 import pyarrow.parquet as pq
 
 from cpo_engine.data.grid import split_queries
