@@ -413,8 +413,21 @@ def configure_logging(level: str = "INFO", quiet: bool = False) -> None:
     import logging
     import sys
 
+    class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to whatever ``sys.stderr`` is at emit time (not the stream of the first call), so a
+        process that calls this again after stderr was swapped (tests, notebooks) never logs to a closed one."""
+
+        @property
+        def stream(self) -> Any:  # type: ignore[override]
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
     level = "WARNING" if quiet else level.upper()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[CurrentStderr()],
+                        force=True)
     logging.getLogger().setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     for name in (LOGGER, "jobs"):
         logging.getLogger(name).setLevel(level)
