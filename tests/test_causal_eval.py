@@ -88,6 +88,17 @@ def test_logging_policy_and_logs(kind):
     assert set(np.unique(logs["y"])) <= {0.0, 1.0}
 
 
+def test_default_logging_policy_keeps_the_exploration_floor_ope_needs():
+    table, reps, _ = _grid_table()
+    grid = build_grid(table, reps)
+    cfg = EvaluationConfig(confounding="observable", strength=8.0)  # steep router, default exploration
+    policy = logging_policy(grid, cfg)
+    assert cfg.exploration == 0.2
+    assert policy.min() >= 0.2 / 6 - 1e-12  # every prompt keeps propensity >= exploration / n_prompts
+    greedy = logging_policy(grid, EvaluationConfig(confounding="observable", strength=8.0, exploration=0.0))
+    assert greedy.min() < 1e-3  # without the floor the same router leaves prompts unlogged
+
+
 def test_split_keeps_identical_texts_together():
     table, reps, _ = _grid_table()
     reps.query_texts[1] = reps.query_texts[0]

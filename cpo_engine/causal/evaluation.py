@@ -51,9 +51,11 @@ class EvaluationConfig:
     """Append simple text statistics of the query (log length, number count) to X."""
     with_forest: bool = False
     """Also fit econml CausalForestDML (slow; CPU)."""
-    exploration: float = 0.0
+    exploration: float = 0.2
     """Share of the logging policy that is uniform over the prompts: every prompt keeps a propensity
-    of at least exploration / n_prompts (what off-policy evaluation needs; 0: none)."""
+    of at least exploration / n_prompts. Off-policy evaluation needs that overlap (positivity), so the
+    default logs explore like an epsilon-greedy router; 0 gives a near-deterministic router, where the
+    OPE check reports bounds instead of intervals (see docs/causal.md)."""
     ope: bool = True
     """Check off-policy evaluation: draw held-out logs on test queries and compare each method's
     estimated policy value (DM, IPW, SNIPS, DR, SNDR) with its true value."""
