@@ -166,3 +166,25 @@ def test_undecodable_jsonl(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "column 'query_text', rows 0" in err and "not valid UTF-8" in err
+
+
+def test_duplicated_rows_packed_and_wide_keys_agree():
+    from cpo_engine.data.validate import _duplicated_rows
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    keys = pa.table({"query_id": pa.array([f"q{i}" for i in rng.integers(0, 900, n)]),
+                     "prompt_id": pa.array(rng.integers(0, 7, n)),
+                     "sample": pa.array([None if i % 97 == 0 else int(v) for i, v in enumerate(rng.integers(0, 3, n))],
+                                        pa.int64())})
+    cols = [keys.column(c).to_pylist() for c in keys.column_names]
+    seen: dict = {}
+    for i, k in enumerate(zip(*cols)):
+        seen.setdefault(k, []).append(i)
+    expect = sorted(i for rows in seen.values() if len(rows) > 1 for i in rows)
+    assert expect and _duplicated_rows(keys) == expect          # packed int64 keys (nulls are a value)
+    wide = keys.append_column("run_id", pa.array([f"r{i}" for i in range(n)]))  # every row its own key
+    wide = pa.table({f"c{j}": wide.column("run_id") for j in range(6)})  # radix product 5000**6 > 2**62: hash path
+    assert _duplicated_rows(wide) == []
+    wide = pa.concat_tables([wide, wide.slice(10, 1)])
+    assert _duplicated_rows(wide) == [10, n]
