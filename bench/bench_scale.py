@@ -420,6 +420,9 @@ def baseline_fit(spec: Spec, folder: str, n_rows: int, method: str, mem_cap_gb: 
 def _child(target: str, spec: dict, args: tuple, queue: Any) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     try:
+        if target == "first_touch_cost":
+            queue.put(first_touch_cost(*args))
+            return
         fn = pipeline if target == "pipeline" else baseline_fit
         queue.put(fn(Spec(**spec), *args))
     except MemoryError as exc:
@@ -429,7 +432,7 @@ def _child(target: str, spec: dict, args: tuple, queue: Any) -> None:
 
 
 def run_child(target: str, spec: Spec, args: tuple, timeout: float) -> dict[str, Any]:
-    """Run ``pipeline`` or ``baseline_fit`` in a fresh process (a clean memory baseline); never raises."""
+    """Run ``pipeline``, ``baseline_fit`` or ``first_touch_cost`` in a fresh process (a clean memory baseline); never raises."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, asdict(spec), args, queue))
@@ -449,6 +452,23 @@ def run_child(target: str, spec: Spec, args: tuple, timeout: float) -> dict[str,
         return {"n_rows": spec.n_rows, "error": why}
     proc.join(30)
     return result
+
+
+def first_touch_cost(mb: int = 1024) -> dict[str, float]:
+    """What touching fresh memory costs on this host: fill ``mb`` MiB of newly mapped pages (each page
+    faulted in by the kernel), then fill the same pages again (no faults). The difference per MiB is
+    the floor any stage pays for the memory it grows by (large on VMs, small on bare metal)."""
+    a = np.empty(mb * 2**20, dtype=np.uint8)
+    t0 = time.perf_counter()
+    a.fill(1)
+    fresh = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    a.fill(2)
+    reused = time.perf_counter() - t0
+    del a
+    return {"mb": mb, "fresh_seconds": round(fresh, 3), "reused_seconds": round(reused, 3),
+            "seconds_per_gb_fresh": round((fresh - reused) * 1024 / mb, 3),
+            "microseconds_per_4k_page": round((fresh - reused) / (mb * 256) * 1e6, 2)}
 
 
 def slopes(runs: list[dict[str, Any]], key: str, names: tuple[str, ...]) -> dict[str, float | None]:
@@ -498,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP workers must not spin (Numba, torch)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cpo_bench_scale_"))
+    touch = run_child("first_touch_cost", Spec(n_rows=0), (), 120.0)  # a fresh process: fresh pages
+    print(f"first touch of fresh memory: {touch.get('seconds_per_gb_fresh')} s per GB "
+          f"({touch.get('microseconds_per_4k_page')} us per 4 KiB page)", flush=True)
     runs: list[dict[str, Any]] = []
     ladder: list[dict[str, Any]] = []
     try:
@@ -528,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "growth_slope_cpu_time": slopes(ok, "cpu_seconds", STAGES),
         "growth_slope_peak_memory": slopes(ok, "peak_above_start_mb", STAGES),
         "growth_slope_validate_repeat": slopes(ok, "repeat_seconds", ("validate",))["validate"],
+        "first_touch": touch,
         "econml_largest_finished": max(done, default=None),
         "fit_time_ratio_econml_vs_engine": {str(n): round(done[n]["seconds"] / engine[n]["seconds"], 2)
                                             for n in done if n in engine},

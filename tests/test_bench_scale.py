@@ -60,3 +60,9 @@ def test_bench_scale_smoke(tmp_path: Path) -> None:
     assert set(rec["growth_slope_time"]) == set(mod.STAGES) and all(v is not None for v in rec["growth_slope_time"].values())
     assert [r["method"] for r in rec["fit_ladder"]] == ["econml", "engine"]
     assert rec["econml_largest_finished"] == 20000 and "20000" in rec["fit_time_ratio_econml_vs_engine"]
+
+
+def test_first_touch_cost_separates_fresh_from_reused_pages() -> None:
+    out = _mod().first_touch_cost(mb=64)
+    assert out["mb"] == 64 and out["fresh_seconds"] > 0 and out["reused_seconds"] > 0
+    assert out["seconds_per_gb_fresh"] == pytest.approx((out["fresh_seconds"] - out["reused_seconds"]) * 16, abs=2e-2)

@@ -188,3 +188,17 @@ def test_duplicated_rows_packed_and_wide_keys_agree():
     assert _duplicated_rows(wide) == []
     wide = pa.concat_tables([wide, wide.slice(10, 1)])
     assert _duplicated_rows(wide) == [10, n]
+
+
+@pytest.mark.parametrize("text, blank", [("", True), (" \t\n", True), ("\u00a0\u3000", True), ("\x0b\x85\u2028", True),
+                                         ("\u200b", False), (" a ", False), ("\u00a0x", False), ("é", False)])
+def test_blank_query_text_means_only_unicode_whitespace(tiny_table, text, blank):
+    t = tiny_table.set_column(tiny_table.column_names.index("query_text"), "query_text",
+                              pa.array([text] + tiny_table.column("query_text").to_pylist()[1:]))
+    q = t.column("query_id").to_pylist()
+    t = t.set_column(t.column_names.index("query_id"), "query_id", pa.array(["blank_q"] + q[1:]))
+    if blank:
+        with pytest.raises(DataError, match="empty or whitespace-only"):
+            validate_triplets(t)
+    else:
+        validate_triplets(t)
