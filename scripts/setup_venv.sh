@@ -9,4 +9,6 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-.venv/bin/python -m pip install -q -c constraints-cpu.txt -e "$spec"
+# --no-compile: pip would byte-compile every module of torch, ray and transformers (about 2 of the 3 install
+# minutes on the 2-core machine); Python compiles the few it imports on first use instead.
+.venv/bin/python -m pip install -q --no-compile -c constraints-cpu.txt -e "$spec"
