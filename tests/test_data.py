@@ -184,10 +184,14 @@ def test_duplicated_rows_packed_and_wide_keys_agree():
     expect = sorted(i for rows in seen.values() if len(rows) > 1 for i in rows)
     assert expect and _duplicated_rows(keys) == expect          # packed int64 keys (nulls are a value)
     wide = keys.append_column("run_id", pa.array([f"r{i}" for i in range(n)]))  # every row its own key
-    wide = pa.table({f"c{j}": wide.column("run_id") for j in range(6)})  # radix product 5000**6 > 2**62: hash path
+    wide = pa.table({f"c{j}": wide.column("run_id") for j in range(6)})  # radix product 5000**6 > 2**62: renumbered
     assert _duplicated_rows(wide) == []
     wide = pa.concat_tables([wide, wide.slice(10, 1)])
     assert _duplicated_rows(wide) == [10, n]
+    ids = [None if i % 2 else f"r{i}" for i in range(n)]  # nulls repeat on the wide path too
+    wide = pa.table({**{f"c{j}": pa.array([f"r{i}" for i in range(n)]) for j in range(5)}, "c5": pa.array(ids)})
+    wide = pa.concat_tables([wide, wide.slice(11, 1), wide.slice(12, 1)])
+    assert _duplicated_rows(wide) == [11, 12, n, n + 1]
 
 
 @pytest.mark.parametrize("text, blank", [("", True), (" \t\n", True), ("\u00a0\u3000", True), ("\x0b\x85\u2028", True),

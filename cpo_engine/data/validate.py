@@ -9,7 +9,6 @@ is in the score's own units; nothing assumes [0, 1] (:func:`score_scale` says wh
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import warnings
 
@@ -282,30 +281,22 @@ def _check_duplicates(table: pa.Table, source: str) -> None:
 
 
 def _duplicated_rows(keys: pa.Table) -> list[int]:
-    """Rows whose values in every column of ``keys`` repeat another row's, in order.
+    """Rows whose values in every column of ``keys`` repeat another row's, in order (nulls are a value).
 
     Each column is dictionary-encoded (one hash pass) and the codes are packed into one int64 per row,
-    so finding repeats is a sort of integers (no per-group lists: a 10M-row table checks in seconds);
-    keys too wide to pack go through one hash aggregate that counts rows per key instead."""
-    codes, radix = [], []
+    so finding repeats is a sort of integers (no per-group lists: a 10M-row table checks in seconds).
+    Before a column would overflow the packed key, the key is renumbered densely (at most one code per
+    row), so any number of columns packs."""
+    key = np.zeros(keys.num_rows, dtype=np.int64)
     for name in keys.column_names:
         enc = pc.dictionary_encode(keys.column(name), null_encoding="encode").combine_chunks()
-        codes.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
-        radix.append(max(len(enc.dictionary), 1))
-    if math.prod(radix) < 2**62:
-        key = codes[0]
-        for c, r in zip(codes[1:], radix[1:]):
-            key = key * r + c
-        ordered = np.sort(key)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        return np.flatnonzero(np.isin(key, repeated)).tolist() if len(repeated) else []
-    groups = keys.group_by(keys.column_names, use_threads=False).aggregate([([], "count_all")])
-    dup = pc.filter(groups, pc.greater(groups.column("count_all"), 1))
-    if dup.num_rows == 0:
-        return []
-    idx = keys.append_column("__row", pa.array(np.arange(keys.num_rows)))
-    hit = idx.join(dup.select(keys.column_names), keys=keys.column_names, join_type="left semi")
-    return sorted(hit.column("__row").to_pylist())
+        radix = max(len(enc.dictionary), 1)
+        if keys.num_rows and (int(key.max()) + 1) * radix >= 2**62:
+            key = np.unique(key, return_inverse=True)[1].astype(np.int64)
+        key = key * radix + enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    ordered = np.sort(key)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    return np.flatnonzero(np.isin(key, repeated)).tolist() if len(repeated) else []
 
 
 def _unhashable(t: pa.DataType) -> bool:
