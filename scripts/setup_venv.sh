@@ -9,6 +9,8 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-# --no-compile: pip would byte-compile every module of torch, ray and transformers (about 2 of the 3 install
-# minutes on the 2-core machine); Python compiles the few it imports on first use instead.
+# Byte-compiled on every core: pip compiles every module of torch, ray and transformers on one core (about 2
+# of the 3 install minutes on the 2-core machine). The .pyc files matter: where PYTHONDONTWRITEBYTECODE is set
+# (as in many containers and on the development machine) Python never caches what it compiles at import.
 .venv/bin/python -m pip install -q --no-compile -c constraints-cpu.txt -e "$spec"
+bash scripts/compile_venv.sh .venv
