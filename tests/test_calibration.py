@@ -4,7 +4,6 @@ search's false departures under a global null. Smaller versions of bench/bench_c
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from cpo_engine.causal.calibration import CoverageDesign, coverage_study

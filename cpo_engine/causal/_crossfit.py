@@ -145,7 +145,6 @@ def ridge_crossfit(data: dict[str, Any], folds: list, model: Any, seed: int, dev
     query (``data["cluster_first"]``: each query's first row), the statistics are built from per-query
     sums (one row per query, weighted by its rows' total weight), which gives the same Gram matrices.
     """
-    import torch
 
     template = make_nuisance(model, seed, device)
     X, groups, w = data["X"], data["groups"], data.get("w")
