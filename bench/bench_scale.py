@@ -264,7 +264,7 @@ def warm_up_scoring(spec: Spec, head: Any, X: np.ndarray, cand: np.ndarray, devi
     """Load (or compile) the kernel the full pass will use, on a few queries, outside the timed stage."""
     import torch
 
-    from cpo_engine import kernels
+    from cpo_engine.kernels import dispatch as kernels
 
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     backend = kernels.choose_backend("auto", dev, torch.float32, len(X) * len(cand))
@@ -276,7 +276,7 @@ def warm_up_scoring(spec: Spec, head: Any, X: np.ndarray, cand: np.ndarray, devi
 
 def score_all(spec: Spec, head: Any, X: np.ndarray, cand: np.ndarray, rec: dict[str, Any], warm: dict) -> Any:
     """Every candidate for every query, per-query top-k: the search's scoring pass at scale."""
-    from cpo_engine import kernels
+    from cpo_engine.kernels import dispatch as kernels
 
     top = kernels.score_topk(head.featurize(X), cand - head.t_ref, head.coef, head.cov, spec.k, z=spec.z,
                              device=warm["device"], backend=warm["backend"])

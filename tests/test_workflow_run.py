@@ -143,4 +143,4 @@ def test_static_agreement_warns_when_model_and_data_disagree(caplog) -> None:
     assert static_agreement(head, np.zeros((3, 1)), T, np.array([0.1, 0.2, 0.3]), ["a", "b", "c"]) == pytest.approx(1)
     assert not caplog.records
     rho = static_agreement(head, np.zeros((3, 1)), T, np.array([0.3, 0.2, 0.1]), ["a", "b", "c"])
-    assert rho == pytest.approx(-1) and "ranks prompt 'c' first" in caplog.text and "'a' has the best" in caplog.text
+    assert rho == pytest.approx(-1) and "ranks prompt 'c' first" in caplog.text and "best static prompt is 'a'" in caplog.text

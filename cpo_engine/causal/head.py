@@ -96,7 +96,7 @@ class LinearHead:
         """Dense reference scorer: effect and standard error for every (query, candidate).
 
         Returns two arrays of shape (n_queries, n_candidates). Materializes the full matrix: for
-        large batches use :func:`cpo_engine.kernels.score_topk`, which this is the specification of.
+        large batches use :func:`cpo_engine.kernels.dispatch.score_topk`, which this is the specification of.
         """
         phi = self.featurize(np.asarray(X, dtype=np.float64))
         dt = np.asarray(T, dtype=np.float64) - self.t_ref

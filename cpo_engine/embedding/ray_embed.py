@@ -158,7 +158,7 @@ class RayEncoder:
 
         if self.connect is not None:
             self.connect()
-        ray = require("ray", extra="ray")
+        ray = require("ray")
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         pool = self.pool()

@@ -2,7 +2,7 @@
 
 Scoring needs no LLM call: candidates are embedded, projected with the prompt PCA and scored for
 every query at once by the causal model's :class:`~cpo_engine.causal.head.LinearHead` through
-:func:`cpo_engine.kernels.score_topk`. See docs/search.md.
+:func:`cpo_engine.kernels.dispatch.score_topk`. See docs/search.md.
 
 Names are imported on first use (PEP 562), so ``cpo_engine.search.config`` stays light for the CLI.
 """

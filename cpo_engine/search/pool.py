@@ -102,16 +102,21 @@ def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Seque
                       objective=obj, z=float(scorer.z), point=point, estimate=scorer.estimate_label)
 
 
-def referenced_head(head: Any, X: np.ndarray, T_pool: np.ndarray, reference: str) -> tuple[Any, int]:
+def referenced_head(head: Any, X: np.ndarray, T_pool: np.ndarray, reference: str,
+                    incumbent: int | None = None) -> tuple[Any, int]:
     """The head (and its split heads) re-referenced to the incumbent, or unchanged for
     ``reference='mean'``; returns it and the incumbent's index.
 
-    The incumbent is the pool prompt with the best average predicted effect over ``X``, by the
-    selection head: the estimation half, which reports uplifts over the incumbent, must not have
-    chosen it either.
+    The incumbent is the best static prompt, chosen from the logs by
+    :func:`cpo_engine.causal.static_choice.choose_static` (pass its index). Without one (a pool of prompts
+    no log has valued), it is the pool prompt with the best average predicted effect over ``X`` by the
+    selection head: the estimation half, which reports uplifts over the incumbent, must not have chosen it.
     """
-    eff, _ = head.select_head().static_effect(X, T_pool)
-    inc = int(np.argmax(eff))
+    if incumbent is None:
+        eff, _ = head.select_head().static_effect(X, T_pool)
+        inc = int(np.argmax(eff))
+    else:
+        inc = int(incumbent)
     if reference == "mean":
         return head, inc
     return head.with_reference(T_pool[inc]), inc

@@ -2,7 +2,7 @@
 
 :class:`CandidateScorer` turns texts into prompt representations (embedding through the cache, then
 the prompt PCA: whatever ``embed`` does), adds the trust-region and length biases, and calls the one
-scoring dispatch point :func:`cpo_engine.kernels.score_topk` for the per-query top-k (query-dependent mode).
+scoring dispatch point :func:`cpo_engine.kernels.dispatch.score_topk` for the per-query top-k (query-dependent mode).
 The static objective of a candidate is its effect averaged over the queries,
 ``mean_q phi(X_q)^T B dt_c = phibar^T B dt_c``, which is exact for a linear head and needs one row.
 
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cpo_engine import kernels
+from cpo_engine.kernels import dispatch as kernels
 from cpo_engine.causal.head import LinearHead
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.config import SelectionConfig
@@ -107,7 +107,7 @@ class CandidateScorer:
     length_penalty : float
         Objective lost per 100 words of prompt (a cost proxy); 0 disables it.
     device, backend : str
-        Passed to :func:`cpo_engine.kernels.score_topk`.
+        Passed to :func:`cpo_engine.kernels.dispatch.score_topk`.
     memory_budget_bytes : int, optional
         Cap on live score blocks (chunking); default: the kernel's.
     """

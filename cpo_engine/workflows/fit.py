@@ -42,7 +42,7 @@ def fit(cfg: FitConfig) -> FitResult:
         model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
         write_features(reps, out / "features")
         bundle = save_bundle(out / "model", model, reps, cfg.embed, info, keep_residuals=cfg.keep_residuals)
-        save_fitted_policy(bundle, model, reps, y, cfg.selection, cfg.policy)  # what `cpo assign` applies
+        save_fitted_policy(bundle, model, reps, y, cfg.selection, cfg.policy, table, cfg.seed)  # what `cpo assign` applies
         atomic_write_json(out / "diagnostics.json", model.diagnostics_.to_dict())
         for key, path in (("features", out / "features"), ("model", bundle), ("diagnostics", out / "diagnostics.json")):
             manifest.output(key, path)

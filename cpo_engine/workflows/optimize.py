@@ -46,7 +46,7 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     table, data_info = load_data(cfg.data)
     rep = bundle.representer(cfg.embed)  # refuses an encoder that is not the model's
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
-    state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection)
+    state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection, table, cfg.seed)
     static = state.incumbent
     best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static]},
                             "incumbent": {"prompt_id": str(reps.prompt_ids[state.incumbent]),
@@ -61,7 +61,10 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
                                                 device=cfg.device)
         seeds = [Candidate.seed(t, id=str(p)) for p, t in zip(reps.prompt_ids, reps.prompt_texts)]
         result = BeamSearch(proposer, scorer, cfg.beam, query_texts=reps.query_texts).run(seeds)
-        cands = candidates_table(result, reps.X, reps.T[static], policy.head)
+        sc = state.evidence.get("static_choice") or {}
+        bounds = (None if "score_range" not in sc else
+                  (sc["score_range"][0] - sc["value"], sc["score_range"][1] - sc["value"]))
+        cands = candidates_table(result, reps.X, reps.T[static], policy.head, bounds)
         atomic_write_parquet(cands, out / "candidates.parquet")
         atomic_write_json(out / "search_trace.json", result.trace)
         best["search_static"] = cands.slice(0, 1).to_pylist()[0]

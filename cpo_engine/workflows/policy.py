@@ -141,13 +141,14 @@ def _num(x: float) -> float | None:
 
 def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prompt_texts: Sequence[str],
                 T: np.ndarray, train_mean: np.ndarray, selection: SelectionConfig, *,
-                max_queries: int = 5000) -> PolicyState:
-    """The policy state of a fitted model: the incumbent over the training queries and the evidence of
-    the reliability checks (the interval check on at most ``max_queries`` training queries)."""
-    from cpo_engine import kernels
+                max_queries: int = 5000, incumbent: int | None = None) -> PolicyState:
+    """The policy state of a fitted model: the incumbent (``incumbent``: the best static prompt chosen from
+    the logs by :func:`~cpo_engine.causal.static_choice.choose_static`) and the evidence of the reliability
+    checks (the interval check on at most ``max_queries`` training queries)."""
+    from cpo_engine.kernels import dispatch as kernels
     from cpo_engine.search import referenced_head
 
-    head, inc = referenced_head(model.linear_head(), X_train, T, selection.reference)
+    head, inc = referenced_head(model.linear_head(), X_train, T, selection.reference, incumbent)
     X = X_train[np.linspace(0, len(X_train) - 1, min(len(X_train), max_queries)).astype(int)]
     others = np.delete(np.asarray(T, dtype=np.float64), inc, axis=0)
     _, se = kernels.score_dense(head.featurize(X), others - head.t_ref, head.coef, head.cov)
@@ -177,20 +178,36 @@ def heterogeneity_p_value(head: Any) -> float | None:
     return float(chi2.sf(stat, np.linalg.matrix_rank(V, hermitian=True)))
 
 
-def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig) -> PolicyState:
-    """The policy state over every query and prompt of a table (`cpo fit`, `cpo optimize`): incumbent over
-    all its queries, each prompt's mean score over all its rows."""
+def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig, table: Any = None,
+                seed: int = 0) -> PolicyState:
+    """The policy state over every query and prompt of a table (`cpo fit`, `cpo optimize`): the best static
+    prompt chosen from all its rows (its propensity and weight columns when ``table`` has them), each
+    prompt's mean score over all its rows."""
+    from cpo_engine.causal.static_choice import choose_static
+
     n_p = len(reps.prompt_ids)
     with np.errstate(all="ignore"):
         means = np.bincount(reps.row_prompt, weights=y, minlength=n_p) / np.bincount(reps.row_prompt, minlength=n_p)
-    return learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection)
+    prop = weight = None
+    if table is not None:
+        from cpo_engine.workflows.ope import logged_propensity
+
+        prop = logged_propensity(table, np.arange(table.num_rows))
+        if "weight" in table.column_names:
+            weight = np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)
+    choice = choose_static(reps.row_query, reps.row_prompt, y, reps.X, [str(p) for p in reps.prompt_ids],
+                           propensity=prop, weight=weight, query_texts=list(reps.query_texts), seed=seed)
+    state = learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection,
+                        incumbent=choice.index)
+    state.evidence["static_choice"] = choice.to_dict()
+    return state
 
 
 def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
-                       config: PolicyConfig | None = None) -> PolicyState:
+                       config: PolicyConfig | None = None, table: Any = None, seed: int = 0) -> PolicyState:
     """:func:`table_state` of a model fitted on every row of a table, saved into its bundle; warns when
     the checks fail."""
-    state = table_state(model, reps, y, selection)
+    state = table_state(model, reps, y, selection, table, seed)
     state.save(bundle_dir)
     Policy(model, state, config, source=str(bundle_dir)).warn()
     return state
@@ -353,7 +370,7 @@ class Policy:
 
     def assign_features(self, X: np.ndarray, query_ids: Sequence[Any]) -> pa.Table:
         """:meth:`assign` for queries whose features X (the bundle's query PCA space) are known."""
-        from cpo_engine import kernels
+        from cpo_engine.kernels import dispatch as kernels
         from cpo_engine.search import CandidateScorer, pool_assign
 
         c, sel, X = self.candidates, self.state.selection, np.asarray(X, dtype=np.float64)

@@ -42,6 +42,8 @@ class Logs:
     p: np.ndarray
     y: np.ndarray
     w: np.ndarray | None = None
+    propensity: np.ndarray | None = None
+    """P(logged prompt | query) of each row, from the logs' ``propensity`` column (None without one)."""
 
 
 @dataclass
@@ -61,6 +63,9 @@ class PoolResult:
     tiers: list[dict[str, Any]]
     non_causal_mean_effect: np.ndarray
     static_rank_agreement: float
+    static_choice: Any = None
+    """:class:`~cpo_engine.causal.static_choice.StaticChoice`: the best static prompt (``static_index``), valued
+    on the training logs, with every candidate's value and the contenders the logs cannot separate from it."""
     policy_values: Any = None
     """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
 
@@ -83,8 +88,11 @@ def training_logs(table: pa.Table, reps: Any, train: np.ndarray, holdout: Holdou
     causal/non-causal comparison meets confounding."""
     y, w = scores_and_weights(table)
     if holdout.simulate_confounding is None:
+        from cpo_engine.workflows.ope import logged_propensity
+
         rows = np.flatnonzero(np.isin(reps.row_query, train))
-        return Logs(reps.row_query[rows], reps.row_prompt[rows], y[rows], None if w is None else w[rows])
+        return Logs(reps.row_query[rows], reps.row_prompt[rows], y[rows], None if w is None else w[rows],
+                    logged_propensity(table, rows))
     from cpo_engine.causal.evaluation import EvaluationConfig, build_grid, draw_logs, logging_policy
 
     grid = build_grid(table, reps)
@@ -108,9 +116,13 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
                 cfg: RunConfig) -> PoolResult:
     """Per-query choice among the logged prompts, checked on held-out queries against recorded outcomes.
 
-    The best static prompt is the one with the best mean score in the training logs (what a user
-    without a model would pick).
+    The best static prompt (also the incumbent every query keeps unless its gain is confidently positive)
+    is chosen from the training logs by :func:`~cpo_engine.causal.static_choice.choose_static`: measured
+    means on a full grid, doubly robust lower bounds on observational logs (the logs' propensities when
+    they have them).
     """
+    from cpo_engine.causal.static_choice import choose_static
+
     from cpo_engine.search import CandidateScorer, by_tier, pool_assign, referenced_head
     from cpo_engine.workflows.ope import run_policy_values
 
@@ -120,21 +132,24 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     train = np.unique(logs.q)
     with np.errstate(all="ignore"):
         train_means = np.nanmean(cell_means(logs.q, logs.p, logs.y, n_q, n_p)[0][train], axis=0)
-    static = int(np.nanargmax(train_means))
-    head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.selection.reference)
+    choice = choose_static(logs.q, logs.p, logs.y, reps.X, [str(p) for p in reps.prompt_ids], propensity=logs.propensity,
+                           weight=logs.w, query_texts=list(reps.query_texts), seed=cfg.seed)
+    log.info(choice.sentence())
+    static = choice.index
+    head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.selection.reference, static)
     scorer = CandidateScorer.from_selection(head, reps.X, lambda t: None, cfg.selection, reps.T, device="cpu")
     policy = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
     test_choices = {"causal_lcb": policy.choice[test], "causal_point": policy.point_choice()[test],
                     "non_causal": np.argmax(outcome.effect_grid(reps.X[test], reps.T), axis=1)}
     Yt = Y[test]
     evals = {name: _evaluate(c, Yt, static) for name, c in test_choices.items()}
-    agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids])
+    agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids], choice)
     return PoolResult(policy=policy, head=head, static_index=static, incumbent_index=incumbent,
                       train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
                       tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers)
                       if np.isfinite(Yt).all() else [],  # sparse outcomes would tier a selected subset
                       non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
-                      static_rank_agreement=agreement,
+                      static_rank_agreement=agreement, static_choice=choice,
                       policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg))
 
 
@@ -153,25 +168,33 @@ def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
         return {"skipped": str(exc)}
 
 
-def static_agreement(head: Any, X: np.ndarray, T: np.ndarray, observed: np.ndarray, prompt_ids: list[str]) -> float:
-    """Spearman correlation of the model's average effect per logged prompt with the observed means.
+def static_agreement(head: Any, X: np.ndarray, T: np.ndarray, observed: np.ndarray, prompt_ids: list[str],
+                     choice: Any = None) -> float:
+    """Spearman correlation of the model's average effect per logged prompt with the prompts' values
+    (``choice``'s estimates when given: measured on a full grid, doubly robust on logs; else ``observed``).
 
-    When the model's best prompt is not the best observed one, a warning names both: on unconfounded
+    When the model's best prompt is not the best valued one, a warning names both: on unconfounded
     logs that means the head cannot represent the logged prompts (typically fewer prompt PCA
-    components than logged prompts - 1, so a linear function of T cannot tell them apart); on
-    confounded logs the naive means may be the ones that are wrong.
+    components than logged prompts - 1, so a linear function of T cannot tell them apart).
     """
     from scipy.stats import spearmanr
 
     eff, _ = head.static_effect(X, T)
+    if choice is not None:
+        observed = np.full(len(T), np.nan)
+        for v in choice.values:
+            observed[v.index] = v.value
     ok = np.isfinite(observed)
     rho = float(spearmanr(eff[ok], observed[ok]).statistic) if ok.sum() > 2 else float("nan")
-    model_best, seen_best = int(np.argmax(eff)), int(np.nanargmax(observed))
-    if model_best != seen_best:
-        log.warning("the causal model ranks prompt '%s' first (observed training mean %.3f) but '%s' has the best "
-                    "observed mean (%.3f); Spearman of model vs observed prompt means %.2f. Unless the logs are "
-                    "confounded, the linear head cannot tell the prompts apart: with %d logged prompts and %d "
-                    "prompt PCA components, raise pca.prompt_components (up to %d)",
+    model_best = int(np.argmax(np.where(ok, eff, -np.inf)))
+    seen_best = int(np.nanargmax(observed)) if choice is None else int(choice.index)
+    tied = choice is not None and model_best in choice.contenders  # the logs cannot separate the two
+    if model_best != seen_best and not tied:
+        log.warning("the causal model ranks prompt '%s' first (valued %.3f) but the best static prompt is '%s' "
+                    "(%.3f); Spearman of the model's ranking vs the prompts' values %.2f. The model's average "
+                    "effects extrapolate where a prompt was rarely logged, and a linear head cannot tell the prompts "
+                    "apart with %d logged prompts and %d prompt PCA components (raise pca.prompt_components, up to "
+                    "%d); the static choice does not use them",
                     prompt_ids[model_best], observed[model_best], prompt_ids[seen_best], observed[seen_best], rho,
                     len(T), T.shape[1], len(T) - 1)
     return rho

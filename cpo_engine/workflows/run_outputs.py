@@ -66,7 +66,8 @@ def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResul
     """The run's policy (saved as ``model/policy.json``), with the searched candidates when
     ``policy.candidates='searched'``; warns when the data cannot support a per-query policy."""
     state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
-                        cfg.selection)
+                        cfg.selection, incumbent=pool.static_index)
+    state.evidence["static_choice"] = pool.static_choice.to_dict()
     state.save(Path(run_dir) / "model")
     searched = None
     if result is not None and cfg.policy.candidates == "searched":
@@ -83,8 +84,11 @@ def assignment_table(policy: Policy, reps: Any, test: np.ndarray) -> pa.Table:
     return t.add_column(1, "split", pa.array(split))
 
 
-def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any) -> pa.Table:
-    """All candidates, ranked, with uplift over the best logged static prompt and its interval."""
+def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any,
+                     uplift_bounds: tuple[float, float] | None = None) -> pa.Table:
+    """All candidates, ranked, with uplift over the best logged static prompt and its interval (kept inside
+    ``uplift_bounds``, the range an uplift can take on the score's scale, when given: a linear head
+    extrapolates past it far from the logged prompts)."""
     t = result.table()
     order = result.ranking()
     est = head.estimate_head()  # the held-out half when selection is honest: the ranking never saw it
@@ -93,8 +97,11 @@ def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any
                       ("ci_high", eff + _Z95 * eff_se)):
         t = t.set_column(t.column_names.index(name), name, pa.array(col))
     up, se = est.static_effect(X, result.T[order], T_static)
+    lo, hi = up - _Z95 * se, up + _Z95 * se
+    if uplift_bounds is not None:
+        up, lo, hi = (np.clip(v, *uplift_bounds) for v in (up, lo, hi))
     t = t.append_column("uplift_vs_best_logged", pa.array(up)).append_column("uplift_se", pa.array(se))
-    t = t.append_column("uplift_ci_low", pa.array(up - _Z95 * se)).append_column("uplift_ci_high", pa.array(up + _Z95 * se))
+    t = t.append_column("uplift_ci_low", pa.array(lo)).append_column("uplift_ci_high", pa.array(hi))
     return t.append_column("lineage", pa.array([result.lineage(int(i)) for i in order]))
 
 
@@ -104,6 +111,8 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
     out: dict[str, Any] = {"logged": {"prompt_id": str(reps.prompt_ids[s]), "text": reps.prompt_texts[s],
                                       "train_mean_score": float(pool.train_means[s]),
                                       "held_out_mean_score": pool.evaluations["causal_lcb"].get("static_value")}}
+    if pool.static_choice is not None:
+        out["logged"]["choice"] = pool.static_choice.to_dict()
     if cands is not None and cands.num_rows:
         r = cands.slice(0, 1).to_pylist()[0]
         out["search"] = {k: r[k] for k in ("id", "text", "lineage", "static_effect", "ci_low", "ci_high",
@@ -136,6 +145,24 @@ def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
                                 "share_not_static": ev["share_not_static"]}
         out["static_prompt"]["value"] = ev["static_value"]
         out.update(random_value=ev["random_value"], oracle_value=ev["oracle_value"])
+    if pool.static_choice is not None:
+        out["static_prompt"]["choice"] = pool.static_choice.to_dict()
+    pv = pool.policy_values
+    if not np.isfinite(Y).all() and pv is not None:
+        # observational logs: the held-out queries' cells are mostly unobserved, so a mean over the queries
+        # where the static prompt happened to be logged would be a selected subset; the off-policy values
+        # cover every held-out query (one definition of each number everywhere)
+        from cpo_engine.causal.policy_values import LOGGING
+
+        name = pv.static_name
+        if name in pv.estimates:
+            e = pv.estimates[name]
+            out["static_prompt"].update(value=e.value, ci_low=e.ci_low, ci_high=e.ci_high, kind=pv.evidence)
+        d = pv.vs_logging.get(name)
+        if LOGGING in pv.estimates and d is not None:
+            out["logging_policy"] = {"value": pv.estimates[LOGGING].value, "static_minus_logging": d["diff"],
+                                     "ci_low": d["ci_low"], "ci_high": d["ci_high"], "kind": pv.evidence}
+        return out
     with np.errstate(all="ignore"):
         logging_ = np.nanmean(Y, axis=1)
     ok = np.isfinite(logging_) & np.isfinite(Y[:, s])
@@ -160,6 +187,9 @@ def recommendation(policy: Policy, assignment: pa.Table, ho: dict[str, Any], can
         headline = (f"Use '{static}' (\"{text}\") for {_pct(1 - share)} of queries; for the other {_pct(share)} the "
                     f"per-query choice is predicted to do better: {listed}.")
     details = _how_sure(ho)
+    choice = ho.get("static_prompt", {}).get("choice")
+    if choice is not None:
+        details.insert(0, choice["sentence"])
     if policy.fallback:
         details.insert(0, "The data are too small or too noisy to learn a per-query policy ("
                        + "; ".join(policy.problems) + "), so every query gets the static prompt.")
@@ -193,8 +223,9 @@ def _how_sure(ho: dict[str, Any]) -> list[str]:
         out.append(f"The per-query choice could not be checked on held-out outcomes: {lcb['skipped']}")
     lg = ho.get("logging_policy")
     if lg:
-        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}; the best static prompt "
-                   f"'{s['id']}' is {lg['static_minus_logging']:+.4f} better (95% CI {lg['ci_low']:+.4f} to "
+        how = " (estimated off-policy on the held-out logs)" if lg.get("kind") == ESTIMATED else ""
+        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}{how}; the best static "
+                   f"prompt '{s['id']}' is {lg['static_minus_logging']:+.4f} better (95% CI {lg['ci_low']:+.4f} to "
                    f"{lg['ci_high']:+.4f}).")
     return out
 
@@ -369,12 +400,15 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     out = run_dir / "search"
     policy = make_policy(run_dir, reps, cfg, causal, pool, result, train)
     assignment = assignment_table(policy, reps, test)
-    cands = None if result is None else candidates_table(result, reps.X, reps.T[pool.static_index], pool.head)
+    cands = None if result is None else candidates_table(
+        result, reps.X, reps.T[pool.static_index], pool.head,
+        None if pool.static_choice is None else pool.static_choice.uplift_bounds())
     ho = held_out(reps, pool)
     rec = recommendation(policy, assignment, ho, cands)
     if pool.policy_values is not None and pool.policy_values.evidence == ESTIMATED:  # no held-out grid to measure on
         rec["details"].append(pool.policy_values.sentence(POLICY_LABELS["causal_lcb"]))
     evaluation = {"static_prompt_id": str(reps.prompt_ids[pool.static_index]),
+                  "static_choice": None if pool.static_choice is None else pool.static_choice.to_dict(),
                   "incumbent_prompt_id": str(reps.prompt_ids[pool.incumbent_index]),
                   "static_rank_agreement": pool.static_rank_agreement, "evaluations": pool.evaluations,
                   "tiers": pool.tiers, "n_train_queries": int(len(train)), "n_test_queries": int(len(test)),
@@ -400,6 +434,7 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
                                 + [f"Causal fit: {w}" for w in causal.diagnostics_.warnings])
     paths["report"] = write_report(run_dir, data)
     paths["summary"] = _update_summary(run_dir / "summary.json", {"held_out": ho, "recommendation": rec,
+                                                                  "static_choice": evaluation["static_choice"],
                                                                   "policy_values": evaluation["policy_values"]})
     return evaluation, paths
 

@@ -83,7 +83,7 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, config: OpenAIConfig, model: str = "default") -> None:
-        require("httpx", extra="generation")
+        require("httpx")
         self.config = config
         self.model = model
         self.base_url = config.base_url.rstrip("/")
