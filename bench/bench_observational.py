@@ -50,11 +50,13 @@ METHODS = ("naive", "ipw", "dr", "engine", "engine_no_keep", "engine_dr_only")
 
 
 class Grid:
-    """truth (n_q, n_p) cell means; samples[q][p] -> the cell's recorded scores; X (n_q, d) query features."""
+    """truth (n_q, n_p) cell means; samples[q][p] -> the cell's recorded scores; X (n_q, d) query features;
+    T (n_p, d_t) prompt features (the engine's prompt PCA for the dev grids)."""
 
-    def __init__(self, name, truth, samples, X, query_texts, prompt_texts, prompt_ids):
+    def __init__(self, name, truth, samples, X, query_texts, prompt_texts, prompt_ids, T=None):
         self.name, self.truth, self.samples, self.X = name, truth, samples, X
         self.query_texts, self.prompt_texts, self.prompt_ids = query_texts, prompt_texts, prompt_ids
+        self.T = np.eye(len(prompt_ids))[:, 1:] if T is None else T
 
 
 def dev_grid(task: str, max_queries: int | None, seed: int = 0) -> Grid:
@@ -84,7 +86,7 @@ def dev_grid(task: str, max_queries: int | None, seed: int = 0) -> Grid:
                for q in range(n_q)]
     truth = np.array([[s.mean() for s in row] for row in samples])
     return Grid(f"dev_{task}", truth, samples, reps.X, list(reps.query_texts), list(reps.prompt_texts),
-                [str(p) for p in reps.prompt_ids])
+                [str(p) for p in reps.prompt_ids], reps.T)
 
 
 def synthetic_grid(best: str, n_q: int = 1500, n_p: int = 12, seed: int = 0) -> Grid:
@@ -146,38 +148,30 @@ def draw(grid: Grid, policy: np.ndarray, k: int, rng) -> dict:
 
 
 def pick_all(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str, int]:
-    from cpo_engine.causal.propensity import PropensityModel, propensity_features
-    from cpo_engine.causal.static_choice import choose_static
+    """Every method's pick on the same logs. ``engine`` is the engine's rule at its defaults; the ablations reuse
+    the engine's propensities: ``engine_no_keep`` (never keeps the most-logged prompt), ``engine_dr_only``
+    (doubly robust alone, no pooling with the logged means), ``dr`` (argmax of the doubly robust point
+    estimates), ``ipw`` (argmax of the inverse-propensity means)."""
+    from cpo_engine.causal.static_choice import StaticChoiceConfig, choose_static
 
     n_p = len(grid.prompt_ids)
     q, a, y = logs["q"], logs["a"], logs["y"]
     cnt = np.bincount(a, minlength=n_p)
     naive = np.where(cnt > 0, np.bincount(a, weights=y, minlength=n_p) / np.maximum(cnt, 1), -np.inf)
-    if propensities:
-        e = logs["pi"]
-    else:
-        F = propensity_features(grid.X, grid.query_texts)
-        e = PropensityModel("logistic", 1.0, random_state=seed).fit(F[q], a, n_prompts=n_p,
-                                                                    groups=q).logged_propensity()
-    e = np.maximum(e, 0.005)
-    n_q = len(np.unique(q))
-    ipw = np.bincount(a, weights=y / e, minlength=n_p) / n_q
-    ipw[cnt == 0] = -np.inf
     choice = choose_static(q, a, y, grid.X, grid.prompt_ids, propensity=logs["pi"] if propensities else None,
                            query_texts=grid.query_texts, seed=seed)
-    dr = np.full(n_p, -np.inf)
-    for v in choose_static(q, a, y, grid.X, grid.prompt_ids, propensity=logs["pi"] if propensities else None,
-                           query_texts=grid.query_texts, seed=seed,
-                           config=__import__("cpo_engine.causal.static_choice", fromlist=["x"]).StaticChoiceConfig(
-                               combine=False)).values:
-        dr[v.index] = v.value
-    from cpo_engine.causal.static_choice import StaticChoiceConfig
-
-    kw = dict(propensity=logs["pi"] if propensities else None, query_texts=grid.query_texts, seed=seed)
-    point = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(keep_logged=False), **kw)
+    e = choice.propensity
+    kw = dict(propensity=e, query_texts=grid.query_texts, seed=seed)
+    no_keep = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(keep_logged=False), **kw)
     dr_only = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(combine=False), **kw)
+    ipw = np.bincount(a, weights=y / e, minlength=n_p) / len(np.unique(q))
+    ipw[cnt == 0] = -np.inf
+    dr = np.full(n_p, -np.inf)
+    for v in choose_static(q, a, y, grid.X, grid.prompt_ids,
+                           config=StaticChoiceConfig(combine=False, keep_logged=False), **kw).values:
+        dr[v.index] = v.value
     return {"naive": int(np.argmax(naive)), "ipw": int(np.argmax(ipw)), "dr": int(np.argmax(dr)),
-            "engine": choice.index, "engine_no_keep": point.index, "engine_dr_only": dr_only.index,
+            "engine": choice.index, "engine_no_keep": no_keep.index, "engine_dr_only": dr_only.index,
             "_separated": bool(choice.separated)}
 
 
@@ -211,6 +205,82 @@ def run(grids: list[Grid], seeds: int, ks: tuple[int, ...]) -> list[dict]:
                         rows.append(row)
                         print(f"{grid.name:<18} {mech:<10} beta {beta:+.0f} k {k} prop {row['propensities']:<9} "
                               + " ".join(f"{m} {row[m]:5.2f}" for m in METHODS), flush=True)
+    return rows
+
+
+def policy_regret(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str, float]:
+    """`cpo run`'s own steps on the logs (fit on 70% of the queries, choose the static prompt and the per-query
+    policy with its reliability checks and fallback), valued against the grid's truth on the other 30%:
+    regret (points) of the engine's per-query policy and of its static prompt, versus the best true static
+    prompt on those queries; and the same for naive (the best logged mean)."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from cpo_engine.causal import CausalConfig
+    from cpo_engine.data.grid import split_queries
+    from cpo_engine.workflows.config import RunConfig
+    from cpo_engine.workflows.policy import Policy, learn_state
+    from cpo_engine.workflows.run import Logs, choose_pool, fit_models
+
+    n_q, n_p = grid.truth.shape
+    qids = np.array([f"q{i}" for i in range(n_q)], dtype=object)
+    pids = np.array(grid.prompt_ids, dtype=object)
+    reps = SimpleNamespace(query_ids=qids, prompt_ids=pids, query_texts=grid.query_texts,
+                           prompt_texts=grid.prompt_texts, X=grid.X, T=grid.T, row_query=logs["q"],
+                           row_prompt=logs["a"], provenance={})
+    cols = {"query_id": qids[logs["q"]].astype(str), "prompt_id": pids[logs["a"]].astype(str), "score": logs["y"]}
+    if propensities:
+        cols["propensity"] = logs["pi"]
+    table = pa.table(cols)
+    cfg = RunConfig(causal=CausalConfig(), device="cpu", seed=seed)
+    train, test = split_queries(grid.query_texts, cfg.holdout.test_fraction, seed)
+    rows = np.flatnonzero(np.isin(logs["q"], train))
+    lg = Logs(logs["q"][rows], logs["a"][rows], logs["y"][rows], None, logs["pi"][rows] if propensities else None)
+    causal, outcome = fit_models(reps, lg, cfg)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pool = choose_pool(reps, table, lg, test, causal, outcome, cfg)
+        state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
+                            cfg.selection, static_choice=pool.static_choice, X_queries=reps.X)
+        policy = Policy(causal, state, cfg.policy, device="cpu")
+        chosen = policy.assign_features(reps.X[test], qids[test]).column("recommended_prompt_id").to_pylist()
+    idx = {p: j for j, p in enumerate(grid.prompt_ids)}
+    truth = grid.truth[test]
+    best = truth.mean(0).max()
+    cnt = np.bincount(lg.p, minlength=n_p)
+    naive = int(np.argmax(np.where(cnt > 0, np.bincount(lg.p, weights=lg.y, minlength=n_p) / np.maximum(cnt, 1), -1)))
+    per_query = truth[np.arange(len(test)), [idx[c] for c in chosen]].mean()
+    return {"policy": 100 * (best - per_query), "static": 100 * (best - truth[:, pool.static_index].mean()),
+            "naive": 100 * (best - truth[:, naive].mean()), "fallback": bool(policy.fallback),
+            "departs": float(np.mean([idx[c] != pool.static_index for c in chosen]))}
+
+
+def run_policy(grids: list[Grid], seeds: int, betas=(-2.0, 2.0)) -> list[dict]:
+    rows = []
+    for grid in grids:
+        for mech in MECHANISMS:
+            for beta in betas:
+                pol = logging_policy(grid, mech, beta)
+                for prop in (True, False):
+                    res = []
+                    for s in range(seeds):
+                        rng = np.random.default_rng([s, int(beta * 10) + 100, 1, MECHANISMS.index(mech)])
+                        res.append(policy_regret(grid, draw(grid, pol, 1, rng), prop, s))
+                    row = {"grid": grid.name, "mechanism": mech, "beta": beta, "logged_per_query": 1,
+                           "propensities": "given" if prop else "estimated", "seeds": seeds}
+                    for m in ("naive", "static", "policy"):
+                        r = np.array([x[m] for x in res])
+                        row[m] = float(r.mean())
+                        row[m + "_mc_se"] = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0
+                    row["share_fallback"] = float(np.mean([x["fallback"] for x in res]))
+                    row["mean_share_departing"] = float(np.mean([x["departs"] for x in res]))
+                    rows.append(row)
+                    print(f"policy {grid.name:<18} {mech:<10} beta {beta:+.0f} prop {row['propensities']:<9} naive "
+                          f"{row['naive']:5.2f} static {row['static']:5.2f} per-query {row['policy']:5.2f} fallback "
+                          f"{row['share_fallback']:.2f} departs {row['mean_share_departing']:.2f}", flush=True)
     return rows
 
 
@@ -250,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="1,2")
     ap.add_argument("--max-queries", type=int, default=None, help="queries per dev grid (sampled once; default all)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--policy-seeds", type=int, default=0,
+                    help="also run `cpo run`'s per-query policy (beta +-2, k=1) with this many seeds (slow: a DML fit each)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -263,10 +335,11 @@ def main(argv=None) -> int:
             grids.append(dev_grid(name[4:], args.max_queries))
         else:
             grids.append(synthetic_grid(name.split("_")[1]))
-    rows = run(grids, args.seeds, tuple(int(k) for k in args.ks.split(",")))
-    v = verdict(rows)
+    rows = run(grids, args.seeds, tuple(int(k) for k in args.ks.split(","))) if args.seeds else []
+    v = verdict(rows) if rows else {}
+    policy_rows = run_policy(grids, args.policy_seeds) if args.policy_seeds else []
     record = {"date": datetime.date.today().isoformat(), "command": "python bench/bench_observational.py " + " ".join(argv or sys.argv[1:]),
-              "load_average": list(os.getloadavg()), "seconds": round(time.time() - t0, 1), "verdict": v, "rows": rows}
+              "load_average": list(os.getloadavg()), "seconds": round(time.time() - t0, 1), "verdict": v, "rows": rows, "policy_rows": policy_rows}
     out = Path(args.out or ROOT / "bench" / "results" / f"observational_{record['date'].replace('-', '')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

@@ -109,6 +109,15 @@ class StaticChoice:
     """Prompt id -> why it is not a candidate."""
     score_range: tuple[float, float] = (0.0, 1.0)
     """Smallest and largest logged score: every value and interval here stays inside it."""
+    kept_most_logged: bool = False
+    """The choice is the prompt logged most often, kept because the logs cannot show a better one."""
+    propensity: np.ndarray | None = field(default=None, repr=False)
+    """The (clipped) propensity of each row's logged prompt the estimates used (None when measured)."""
+    queries: np.ndarray | None = field(default=None, repr=False)
+    """The distinct query indices of the rows, sorted: the rows of ``pseudo``."""
+    pseudo: np.ndarray | None = field(default=None, repr=False)
+    """(n_queries, n_prompts) per-query pseudo-outcomes behind the values (measured cell means, or doubly
+    robust): paired comparisons and the honest heterogeneity test use them."""
 
     def uplift_bounds(self) -> tuple[float, float]:
         """The range an uplift over the chosen prompt can take on this score scale."""
@@ -134,16 +143,17 @@ class StaticChoice:
             others = [self.value_of(i) for i in self.contenders[1:4]]
             listed = ", ".join(f"'{o.prompt_id}' {o.value:.4f}" for o in others if o is not None)
             more = len(self.contenders) - 1 - len([o for o in others if o is not None])
-            text += (f" The logs cannot separate it from {listed}{f' and {more} more' if more > 0 else ''}: "
-                     f"keep the prompt you run now if it is among these, or run an experiment on these "
-                     f"{min(len(self.contenders), 3)} prompts to choose.")
+            text += (f" The logs cannot separate it from {listed}{f' and {more} more' if more > 0 else ''}"
+                     + (": it is the prompt the logs ran most, so keep it" if self.kept_most_logged else
+                        ": keep the prompt you run now if it is among these")
+                     + f", or run an experiment on these {min(len(self.contenders), 3)} prompts to choose.")
         return text
 
     def to_dict(self) -> dict[str, Any]:
         c = self.chosen
         return {"prompt_id": self.prompt_id, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high,
                 "evidence": self.evidence, "method": self.method, "propensity_source": self.propensity_source,
-                "separated": self.separated, "contenders": [self.values_by_index[i].prompt_id for i in self.contenders],
+                "separated": self.separated, "kept_most_logged": self.kept_most_logged, "contenders": [self.values_by_index[i].prompt_id for i in self.contenders],
                 "level": self.level, "sentence": self.sentence(), "excluded": self.excluded,
                 "score_range": list(self.score_range),
                 "values": [v.to_dict() for v in sorted(self.values, key=lambda v: -v.lcb)]}
@@ -181,6 +191,15 @@ def choose_static(q: Any, a: Any, y: Any, X: Any, prompt_ids: Sequence[str], *, 
         raise DataError(f"choose_static needs rows of equal length (q {len(q)}, a {len(a)}, y {len(y)}), at least one")
     if a.min() < 0 or a.max() >= n_p or q.min() < 0 or q.max() >= len(X):
         raise DataError("choose_static: a prompt or query index is out of range")
+    if propensity is not None:
+        propensity = np.asarray(propensity, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(propensity) | (propensity <= 0) | (propensity > 1))
+        if len(bad) or len(propensity) != len(y):
+            row = int(bad[0]) if len(bad) else len(propensity)
+            raise DataError(f"column 'propensity' must hold a probability in (0, 1] on every row; row {row} holds "
+                            f"{propensity[row] if row < len(propensity) else 'nothing'!r}",
+                            column="propensity", fix="give P(logged prompt | query) as the logging policy had it, "
+                                                     "or drop the column (propensities are then estimated)")
     w_row = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
     uq, qi = np.unique(q, return_inverse=True)
     n_rows = np.bincount(a, minlength=n_p)
@@ -197,7 +216,7 @@ def choose_static(q: Any, a: Any, y: Any, X: Any, prompt_ids: Sequence[str], *, 
     np.add.at(cells, (qi, a), 1.0)
     if (cells[:, cand] > 0).all():
         psi = _measured(qi, a, y, w_row, len(uq), n_p)
-        evidence, method, source = MEASURED, "measured: every training query ran every candidate prompt", None
+        evidence, method, source, e = MEASURED, "measured: every training query ran every candidate prompt", None, None
     else:
         e, source = _propensities(q, a, X, n_p, propensity, query_texts, uq, qi, cfg, seed)
         dr = _doubly_robust(qi, a, y, w_row, X[q], e, len(uq), n_p, cfg, seed)
@@ -205,7 +224,9 @@ def choose_static(q: Any, a: Any, y: Any, X: Any, prompt_ids: Sequence[str], *, 
         evidence = ESTIMATED
         method = (f"doubly robust, cross-fitted, {source} propensities"
                   + (", pooled with the logged means where they show no bias" if cfg.combine else ""))
-    return _choose(psi, cand, prompt_ids, n_rows, naive, y, evidence, method, source, excluded, cfg)
+    out = _choose(psi, cand, prompt_ids, n_rows, naive, y, evidence, method, source, excluded, cfg)
+    out.propensity, out.queries, out.pseudo = e, uq, psi
+    return out
 
 
 def _measured(qi: np.ndarray, a: np.ndarray, y: np.ndarray, w: np.ndarray, n_q: int, n_p: int) -> np.ndarray:
@@ -219,12 +240,7 @@ def _measured(qi: np.ndarray, a: np.ndarray, y: np.ndarray, w: np.ndarray, n_q: 
 def _propensities(q: np.ndarray, a: np.ndarray, X: np.ndarray, n_p: int, given: Any, texts: Any, uq: np.ndarray,
                   qi: np.ndarray, cfg: StaticChoiceConfig, seed: int) -> tuple[np.ndarray, str]:
     if given is not None:
-        e = np.asarray(given, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(e) | (e <= 0) | (e > 1))
-        if len(bad):
-            raise DataError(f"propensity must be in (0, 1] on every row; row {int(bad[0])} holds {e[bad[0]]!r}",
-                            fix="give P(logged prompt | query) as the logging policy had it, or drop the column")
-        return np.maximum(e, cfg.min_propensity), "logged"
+        return np.maximum(np.asarray(given, dtype=np.float64), cfg.min_propensity), "logged"
     from cpo_engine.causal.propensity import PropensityModel, propensity_features
 
     F = propensity_features(X, list(texts) if texts is not None else None)
@@ -331,11 +347,12 @@ def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows
     contenders = [best.index] + [v.index for v in sorted(values, key=lambda v: -v.value)
                                  if v.index != best.index and not _worse(psi, best.index, v.index, z1)]
     most_logged = max(values, key=lambda v: (v.n_rows, v.lcb))
+    kept = False
     if cfg.keep_logged and most_logged.index in contenders and most_logged.index != best.index:
-        best = most_logged  # the logs cannot show a better prompt than the one run most: keep it
+        best, kept = most_logged, True  # the logs cannot show a better prompt than the one run most: keep it
         contenders = [best.index] + [i for i in contenders if i != best.index]
     return StaticChoice(best.index, best.prompt_id, evidence, method, source, values, contenders, cfg.level, excluded,
-                        (lo, hi))
+                        (lo, hi), kept)
 
 
 def _worse(psi: np.ndarray, best: int, other: int, z: float) -> bool:

@@ -72,6 +72,10 @@ class PolicyConfig:
     min_queries: int = 100
     """Check 1: fewer training queries than this, or than the model's heterogeneity coefficients
     ((d_phi - 1) x d_T), is too few."""
+    heterogeneity_level: float = 0.05
+    """Check 4: keep the per-query choice only when the honest heterogeneity test (half-sample predictions
+    of per-query uplift against the other half's measured or doubly robust uplifts) rejects at this level;
+    1.0 turns the check off."""
     min_outcome_r2: float = 0.005
     """Check 2: an out-of-fold R^2 of E[Y|X] below this means the query features say next to nothing
     about the score; with no detectable variation of the effects with the query either (joint Wald test
@@ -82,6 +86,8 @@ class PolicyConfig:
             raise ConfigError(f"policy.candidates must be one of {CANDIDATE_SETS}, got '{self.candidates}'")
         if self.max_searched < 1 or self.min_queries < 1:
             raise ConfigError("policy.max_searched and policy.min_queries must be >= 1")
+        if not 0 < self.heterogeneity_level <= 1:
+            raise ConfigError(f"policy.heterogeneity_level must be in (0, 1], got {self.heterogeneity_level}")
 
 
 @dataclass

@@ -18,7 +18,10 @@ query gets the incumbent, with an :class:`UnreliablePolicyWarning`, unless ``pol
 2. outcome R^2 near zero: the query features barely predict the score, and the joint Wald test finds
    no variation of the effects with them (p >= 0.05; a pure interaction effect is still learned);
 3. intervals that cover everything: the median 95% interval of a per-query effect is wider than the
-   whole spread of the prompts' mean scores.
+   whole spread of the prompts' mean scores;
+4. no honest evidence of heterogeneity: the model's half-sample predictions of each query's uplift do not
+   predict the other half's measured or doubly robust uplifts (:func:`honest_heterogeneity`, one-sided
+   p >= ``policy.heterogeneity_level``): then a per-query policy would only chase noise.
 
 ::
 
@@ -141,10 +144,15 @@ def _num(x: float) -> float | None:
 
 def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prompt_texts: Sequence[str],
                 T: np.ndarray, train_mean: np.ndarray, selection: SelectionConfig, *,
-                max_queries: int = 5000, incumbent: int | None = None) -> PolicyState:
-    """The policy state of a fitted model: the incumbent (``incumbent``: the best static prompt chosen from
-    the logs by :func:`~cpo_engine.causal.static_choice.choose_static`) and the evidence of the reliability
-    checks (the interval check on at most ``max_queries`` training queries)."""
+                max_queries: int = 5000, incumbent: int | None = None, static_choice: Any = None,
+                X_queries: np.ndarray | None = None) -> PolicyState:
+    """The policy state of a fitted model: the incumbent (the best static prompt chosen from the logs by
+    :func:`~cpo_engine.causal.static_choice.choose_static`: ``static_choice``, or its index ``incumbent``) and
+    the evidence of the reliability checks (the interval check on at most ``max_queries`` training queries;
+    the heterogeneity test is the honest one of :func:`honest_heterogeneity` when ``static_choice`` is given;
+    ``X_queries``: the features of the queries its ``queries`` index, default ``X_train``)."""
+    if static_choice is not None:
+        incumbent = static_choice.index
     from cpo_engine.kernels import dispatch as kernels
     from cpo_engine.search import referenced_head
 
@@ -158,11 +166,77 @@ def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prom
                 "n_heterogeneity_coefs": int((head.d_phi - 1) * head.d_t),
                 "outcome_r2": float(diag.r2_y) if diag is not None else None,
                 "heterogeneity_p_value": heterogeneity_p_value(head),
+                "heterogeneity_test": "joint Wald test of the fitted head",
                 "median_ci_halfwidth": float(np.median(_Z95 * se)) if se.size else 0.0,
                 "mean_score_spread": float(np.nanmax(means) - np.nanmin(means)) if np.isfinite(means).any() else None}
+    if static_choice is not None:
+        honest = honest_heterogeneity(model, X_train if X_queries is None else X_queries,
+                                      np.asarray(T, dtype=np.float64), static_choice)
+        if honest is not None:
+            evidence["heterogeneity_wald_p_value"] = evidence["heterogeneity_p_value"]
+            evidence.update(heterogeneity_p_value=honest["p_value"], heterogeneity_test=honest["test"],
+                            heterogeneity_slope=honest["slope"], heterogeneity_slope_se=honest["se"])
+        evidence["static_choice"] = static_choice.to_dict()
     return PolicyState(prompt_ids=[str(p) for p in prompt_ids], prompt_texts=list(prompt_texts),
                        T=np.asarray(T, dtype=np.float64), train_mean=[float(m) for m in means], incumbent=int(inc),
                        selection=selection, evidence=evidence)
+
+
+def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any) -> dict[str, Any] | None:
+    """Do the model's per-query differences between prompts predict held-out ones? An honest test of effect
+    heterogeneity, at its level with one logged prompt per query (the joint Wald test of every heterogeneity
+    coefficient is not: with hundreds of coefficients its sandwich covariance is far too small).
+
+    The model's two half-sample heads (fitted on disjoint, seeded halves of the training queries) predict,
+    for every query of the *other* half, each candidate prompt's uplift over the static prompt; the per-query
+    pseudo-outcomes of ``choice`` (:func:`~cpo_engine.causal.static_choice.choose_static`: measured cell means,
+    or doubly robust) give its realized uplift. Regressing realized on predicted uplift, centred per prompt and
+    half (the best linear predictor test of Chernozhukov, Demirer, Duflo and Fernandez-Val), gives a slope
+    that is 0 when the effects do not vary with the query; the one-sided p-value uses a query-clustered
+    standard error. None when the model has no half-sample heads or the choice no pseudo-outcomes.
+
+    ``X``: features of the queries ``choice.queries`` index (the rows the model was fitted on)."""
+    from statistics import NormalDist
+
+    from cpo_engine.causal.inference import split_halves
+    from cpo_engine.kernels import dispatch as kernels
+
+    head = model.linear_head()
+    psi, uq = getattr(choice, "pseudo", None), getattr(choice, "queries", None)
+    if head.split is None or psi is None or uq is None or head.d_phi < 2:
+        return None
+    inc = int(choice.index)
+    cands = np.array([v.index for v in choice.values if v.index != inc], dtype=np.int64)
+    if len(cands) == 0:
+        return None
+    Xq = np.asarray(X, dtype=np.float64)[uq] if len(X) > int(uq.max()) else None
+    if Xq is None:
+        return None
+    half = split_halves(len(uq), int(getattr(model, "random_state", 0) or 0))
+    Ys, Ss, Qs = [], [], []
+    for h, fitted in ((1, head.select_head()), (0, head.estimate_head())):  # predict the half it did not see
+        qs = np.flatnonzero(half == h)
+        if len(qs) < 3:
+            continue
+        eff, _ = kernels.score_dense(fitted.featurize(Xq[qs]), T[cands] - T[inc], fitted.coef, fitted.cov)
+        y = psi[qs][:, cands] - psi[qs][:, [inc]]
+        ok = np.isfinite(y)
+        with np.errstate(invalid="ignore"):
+            y = np.where(ok, y - np.nanmean(np.where(ok, y, np.nan), axis=0), 0.0)
+            s = np.where(ok, eff - np.nanmean(np.where(ok, eff, np.nan), axis=0), 0.0)
+        Ys.append(y), Ss.append(s), Qs.append(qs)
+    if not Ys:
+        return None
+    Y, S = np.vstack(Ys), np.vstack(Ss)
+    sxx = float((S * S).sum())
+    if sxx <= 1e-300:
+        return {"p_value": 1.0, "slope": 0.0, "se": float("inf"), "test": "honest BLP (no predicted variation)"}
+    beta = float((S * Y).sum() / sxx)
+    score = ((Y - beta * S) * S).sum(axis=1)  # one value per query: clustered by query
+    se = float(np.sqrt((score ** 2).sum()) / sxx)
+    p = 1.0 - NormalDist().cdf(beta / se) if se > 0 else (0.0 if beta > 0 else 1.0)
+    return {"p_value": float(p), "slope": beta, "se": se,
+            "test": "honest: half-sample predictions of per-query uplift vs held-out pseudo-outcomes (one-sided)"}
 
 
 def heterogeneity_p_value(head: Any) -> float | None:
@@ -197,10 +271,8 @@ def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig
             weight = np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)
     choice = choose_static(reps.row_query, reps.row_prompt, y, reps.X, [str(p) for p in reps.prompt_ids],
                            propensity=prop, weight=weight, query_texts=list(reps.query_texts), seed=seed)
-    state = learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection,
-                        incumbent=choice.index)
-    state.evidence["static_choice"] = choice.to_dict()
-    return state
+    return learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection,
+                       static_choice=choice)
 
 
 def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
@@ -234,11 +306,16 @@ def reliability_problems(evidence: dict[str, Any], cfg: PolicyConfig) -> list[st
     if r2 is not None and r2 < cfg.min_outcome_r2 and (p is None or p >= 0.05):
         out.append(f"the query features explain almost none of the score (out-of-fold outcome R^2 {r2:.3f} < "
                    f"{cfg.min_outcome_r2}) and the prompts' effects do not detectably vary with them"
-                   + (f" (joint test p = {p:.2f})" if p is not None else ""))
+                   + (f" (heterogeneity test p = {p:.2f})" if p is not None else ""))
     hw, spread = evidence.get("median_ci_halfwidth"), evidence.get("mean_score_spread")
     if hw is not None and spread is not None and hw > spread:
         out.append(f"per-query effect intervals (median 95% CI +/-{hw:.3f}) are wider than the whole spread of "
                    f"the prompts' mean scores ({spread:.3f}): they cover every plausible effect")
+    test = str(evidence.get("heterogeneity_test", ""))
+    if test.startswith("honest") and p is not None and p >= cfg.heterogeneity_level:
+        out.append(f"the model's per-query differences between prompts do not predict held-out ones (honest "
+                   f"heterogeneity test p = {p:.2f} >= policy.heterogeneity_level = {cfg.heterogeneity_level}): "
+                   "no evidence that any query is better served by another prompt")
     return out
 
 

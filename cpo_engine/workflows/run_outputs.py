@@ -66,8 +66,7 @@ def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResul
     """The run's policy (saved as ``model/policy.json``), with the searched candidates when
     ``policy.candidates='searched'``; warns when the data cannot support a per-query policy."""
     state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
-                        cfg.selection, incumbent=pool.static_index)
-    state.evidence["static_choice"] = pool.static_choice.to_dict()
+                        cfg.selection, static_choice=pool.static_choice, X_queries=reps.X)
     state.save(Path(run_dir) / "model")
     searched = None
     if result is not None and cfg.policy.candidates == "searched":
