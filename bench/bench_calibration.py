@@ -13,6 +13,10 @@ replications):
   interval; the default rule beside the pointwise rule it replaced.
 - ``known_policy``: coverage when the logging policy's E[T | query] is passed (latent confounding).
 - ``edits_fdr``: the edit analysis's realized FDR and coverage at prompt_sd 0.03 (null and with effects).
+- ``one_per_query``: one logged prompt per query (observational logs, confounded, propensities given): the
+  static choice's value intervals, the honest heterogeneity test's size and power, and how often the
+  per-query policy departs from the static prompt under a global null of heterogeneity
+  (:func:`cpo_engine.causal.static_choice.one_per_query_study`).
 
     python bench/bench_calibration.py                 # 200 replications per part (tens of minutes on 2 cores)
     python bench/bench_calibration.py --reps 20       # quick look
@@ -29,7 +33,7 @@ import time
 import warnings
 from pathlib import Path
 
-PARTS = ("coverage", "search_null", "known_policy", "edits_fdr")
+PARTS = ("coverage", "search_null", "known_policy", "edits_fdr", "one_per_query")
 
 
 def part_coverage(reps: int, seed: int) -> dict:
@@ -67,6 +71,13 @@ def part_edits_fdr(reps: int, seed: int) -> dict:
                                                                        inference="query")}
 
 
+def part_one_per_query(reps: int, seed: int) -> dict:
+    from cpo_engine.causal.static_choice import one_per_query_study
+
+    return {"no heterogeneity (null)": one_per_query_study(reps, seed),
+            "heterogeneity 0.4": one_per_query_study(max(reps // 2, 2), seed + 1, heterogeneity=0.4)}
+
+
 def verdict(report: dict) -> dict:
     """The targets of the calibration issue, checked on this report."""
     out = {}
@@ -81,6 +92,14 @@ def verdict(report: dict) -> dict:
             d["false_departures"] <= 0.05 and null["design"]["n_candidates"] >= 5000)
         out["reported uplift of the pick unbiased (|z| within 2 MC se)"] = (
             abs(d["pick_reported_uplift_z"]) <= 2 * d["pick_reported_uplift_z_mc_se"])
+    one = report.get("one_per_query")
+    if one:
+        n = one["no heterogeneity (null)"]
+        out["one prompt per query: value coverage 0.93-0.97"] = 0.93 <= n["value_interval_coverage"]["mean"] <= 0.97
+        out["one prompt per query: heterogeneity test size <= 0.05 + 2 MC se"] = (
+            n["heterogeneity_test_rejects"]["mean"] <= 0.05 + 2 * n["heterogeneity_test_rejects"]["mc_se"])
+        out["one prompt per query: policy stays put under the null (departs in <= 10% of data sets)"] = (
+            n["policy_departs_on_any_query"]["mean"] <= 0.10)
     ed = report.get("edits_fdr")
     if ed:
         out["edits FDR <= 0.05 at prompt_sd 0.03"] = all(
@@ -100,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from cpo_engine.utils import atomic_write_json, device_info, versions
 
     runners = {"coverage": part_coverage, "search_null": part_search_null, "known_policy": part_known_policy,
-               "edits_fdr": part_edits_fdr}
+               "edits_fdr": part_edits_fdr, "one_per_query": part_one_per_query}
     report: dict = {"benchmark": "bench_calibration", "device": device_info(), "versions": versions(),
                     "config": vars(args), "loadavg_start": os.getloadavg(), "seconds": {}}
     for part in args.parts:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA = ROOT.parent / "shared" / "data" / "prompt_oirl_llama2_dev.parquet"
 BETAS = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
 MECHANISMS = ("difficulty", "length")
-METHODS = ("naive", "ipw", "dr", "engine", "engine_no_keep", "engine_dr_only")
+METHODS = ("naive", "ipw", "dr", "engine", "engine_no_keep", "engine_pooled")
 
 
 # ----------------------------------------------------------------------------------------------- grids
@@ -149,8 +149,8 @@ def draw(grid: Grid, policy: np.ndarray, k: int, rng) -> dict:
 
 def pick_all(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str, int]:
     """Every method's pick on the same logs. ``engine`` is the engine's rule at its defaults; the ablations reuse
-    the engine's propensities: ``engine_no_keep`` (never keeps the most-logged prompt), ``engine_dr_only``
-    (doubly robust alone, no pooling with the logged means), ``dr`` (argmax of the doubly robust point
+    the engine's propensities: ``engine_no_keep`` (never keeps the most-logged prompt), ``engine_pooled``
+    (doubly robust pooled with the logged means where they agree), ``dr`` (argmax of the doubly robust point
     estimates), ``ipw`` (argmax of the inverse-propensity means)."""
     from cpo_engine.causal.static_choice import StaticChoiceConfig, choose_static
 
@@ -163,7 +163,7 @@ def pick_all(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str,
     e = choice.propensity
     kw = dict(propensity=e, query_texts=grid.query_texts, seed=seed)
     no_keep = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(keep_logged=False), **kw)
-    dr_only = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(combine=False), **kw)
+    pooled = choose_static(q, a, y, grid.X, grid.prompt_ids, config=StaticChoiceConfig(combine=True), **kw)
     ipw = np.bincount(a, weights=y / e, minlength=n_p) / len(np.unique(q))
     ipw[cnt == 0] = -np.inf
     dr = np.full(n_p, -np.inf)
@@ -171,7 +171,7 @@ def pick_all(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str,
                            config=StaticChoiceConfig(combine=False, keep_logged=False), **kw).values:
         dr[v.index] = v.value
     return {"naive": int(np.argmax(naive)), "ipw": int(np.argmax(ipw)), "dr": int(np.argmax(dr)),
-            "engine": choice.index, "engine_no_keep": no_keep.index, "engine_dr_only": dr_only.index,
+            "engine": choice.index, "engine_no_keep": no_keep.index, "engine_pooled": pooled.index,
             "_separated": bool(choice.separated)}
 
 

@@ -182,61 +182,86 @@ def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prom
                        selection=selection, evidence=evidence)
 
 
-def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any) -> dict[str, Any] | None:
+def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any,
+                         permutations: int = 199) -> dict[str, Any] | None:
     """Do the model's per-query differences between prompts predict held-out ones? An honest test of effect
     heterogeneity, at its level with one logged prompt per query (the joint Wald test of every heterogeneity
     coefficient is not: with hundreds of coefficients its sandwich covariance is far too small).
 
-    The model's two half-sample heads (fitted on disjoint, seeded halves of the training queries) predict,
-    for every query of the *other* half, each candidate prompt's uplift over the static prompt; the per-query
-    pseudo-outcomes of ``choice`` (:func:`~cpo_engine.causal.static_choice.choose_static`: measured cell means,
-    or doubly robust) give its realized uplift. Regressing realized on predicted uplift, centred per prompt and
+    The model is refitted (nuisances and final stage) on each of two disjoint, seeded halves of its training
+    queries; each half's fit predicts, for every query of the *other* half, each candidate prompt's uplift
+    over the static prompt; per-query pseudo-outcomes recomputed from that other half's rows alone (as
+    :func:`~cpo_engine.causal.static_choice.choose_static` computes them: measured cell means, or doubly
+    robust) give its realized uplift. Nothing is shared between the halves: with the model's own
+    half-sample heads and the full-data pseudo-outcomes, which share cross-fitted nuisances, the test
+    rejected 10-13% of the time under a null. Regressing realized on predicted uplift, centred per prompt and
     half (the best linear predictor test of Chernozhukov, Demirer, Duflo and Fernandez-Val), gives a slope
     that is 0 when the effects do not vary with the query; the one-sided p-value uses a query-clustered
-    standard error. None when the model has no half-sample heads or the choice no pseudo-outcomes.
+    standard error. None when the model does not keep its training data or the choice has no pseudo-outcomes.
 
     ``X``: features of the queries ``choice.queries`` index (the rows the model was fitted on)."""
-    from statistics import NormalDist
-
     from cpo_engine.causal.inference import split_halves
     from cpo_engine.kernels import dispatch as kernels
 
-    head = model.linear_head()
-    psi, uq = getattr(choice, "pseudo", None), getattr(choice, "queries", None)
-    if head.split is None or psi is None or uq is None or head.d_phi < 2:
+    uq = getattr(choice, "queries", None)
+    data = [getattr(model, k, None) for k in ("_Y", "_T", "_X", "_groups")]
+    if uq is None or any(d is None for d in data) or model.linear_head().d_phi < 2:
         return None
+    Yr, Tr, Xr, groups = data
+    w = getattr(model, "_w", None)
     inc = int(choice.index)
     cands = np.array([v.index for v in choice.values if v.index != inc], dtype=np.int64)
-    if len(cands) == 0:
+    if len(cands) == 0 or len(X) <= int(uq.max()) or not np.isin(np.unique(groups), uq).all():
         return None
-    Xq = np.asarray(X, dtype=np.float64)[uq] if len(X) > int(uq.max()) else None
-    if Xq is None:
-        return None
+    Xq = np.asarray(X, dtype=np.float64)[uq]
     half = split_halves(len(uq), int(getattr(model, "random_state", 0) or 0))
-    Ys, Ss, Qs = [], [], []
-    for h, fitted in ((1, head.select_head()), (0, head.estimate_head())):  # predict the half it did not see
-        qs = np.flatnonzero(half == h)
-        if len(qs) < 3:
-            continue
+    row_half = half[np.searchsorted(uq, groups)]
+    Ys, Ss = [], []
+    for h in (0, 1):  # fit on one half (nuisances included), predict the other: nothing shared
+        fit_rows = np.flatnonzero(row_half == h)
+        qs = np.flatnonzero(half != h)
+        if len(qs) < 3 or len(np.unique(groups[fit_rows])) < 10:
+            return None
+        params = model.get_params() | {"random_state": int(getattr(model, "random_state", 0) or 0) + h}
+        fitted = type(model)(**params).fit(Yr[fit_rows], Tr[fit_rows], X=Xr[fit_rows], groups=groups[fit_rows],
+                                           sample_weight=None if w is None else w[fit_rows]).linear_head()
         eff, _ = kernels.score_dense(fitted.featurize(Xq[qs]), T[cands] - T[inc], fitted.coef, fitted.cov)
-        y = psi[qs][:, cands] - psi[qs][:, [inc]]
+        y = _half_pseudo(choice, uq[qs])
+        if y is None:
+            return None
+        y = y[:, cands] - y[:, [inc]]
         ok = np.isfinite(y)
         with np.errstate(invalid="ignore"):
             y = np.where(ok, y - np.nanmean(np.where(ok, y, np.nan), axis=0), 0.0)
             s = np.where(ok, eff - np.nanmean(np.where(ok, eff, np.nan), axis=0), 0.0)
-        Ys.append(y), Ss.append(s), Qs.append(qs)
-    if not Ys:
-        return None
+        Ys.append(y), Ss.append(s)
     Y, S = np.vstack(Ys), np.vstack(Ss)
-    sxx = float((S * S).sum())
-    if sxx <= 1e-300:
+    sizes = [len(y) for y in Ys]
+
+    def t_stat(S: np.ndarray) -> tuple[float, float, float]:
+        sxx = float((S * S).sum())
+        if sxx <= 1e-300:
+            return 0.0, 0.0, float("inf")
+        beta = float((S * Y).sum() / sxx)
+        score = ((Y - beta * S) * S).sum(axis=1)  # one value per query: clustered by query
+        se = float(np.sqrt((score ** 2).sum()) / sxx)
+        return (beta / se if se > 0 else 0.0), beta, se
+
+    t_obs, beta, se = t_stat(S)
+    if not np.isfinite(se):
         return {"p_value": 1.0, "slope": 0.0, "se": float("inf"), "test": "honest BLP (no predicted variation)"}
-    beta = float((S * Y).sum() / sxx)
-    score = ((Y - beta * S) * S).sum(axis=1)  # one value per query: clustered by query
-    se = float(np.sqrt((score ** 2).sum()) / sxx)
-    p = 1.0 - NormalDist().cdf(beta / se) if se > 0 else (0.0 if beta > 0 else 1.0)
-    return {"p_value": float(p), "slope": beta, "se": se,
-            "test": "honest: half-sample predictions of per-query uplift vs held-out pseudo-outcomes (one-sided)"}
+    # studentized permutation test (predictions shuffled among the queries of a half): the pseudo-outcomes of
+    # logs are heavy-tailed (inverse propensities), where the normal approximation of t over-rejects
+    rng = np.random.default_rng(int(getattr(model, "random_state", 0) or 0) + 0x4E7)
+    starts = np.cumsum([0] + sizes)
+    exceed = 0
+    for _ in range(permutations):
+        perm = np.concatenate([starts[i] + rng.permutation(n) for i, n in enumerate(sizes)])
+        exceed += t_stat(S[perm])[0] >= t_obs
+    p = (1 + exceed) / (1 + permutations)
+    return {"p_value": float(p), "slope": beta, "se": se, "permutations": permutations,
+            "test": "honest: half-sample predictions of per-query uplift vs held-out pseudo-outcomes "
+                    "(studentized permutation test, one-sided)"}
 
 
 def heterogeneity_p_value(head: Any) -> float | None:
@@ -293,6 +318,31 @@ def searched_from_result(result: Any, logged_texts: Sequence[str], n: int) -> tu
             and result.candidates[i].text not in logged][:n]
     return ([result.candidates[i].id for i in keep], [result.candidates[i].text for i in keep],
             np.asarray(result.T)[keep].reshape(len(keep), -1))
+
+
+def _half_pseudo(choice: Any, queries: np.ndarray) -> np.ndarray | None:
+    """Pseudo-outcomes (len(queries), n_prompts) of ``queries`` recomputed from their own rows only (the
+    doubly robust nuisances cross-fitted inside the half), so that nothing ties them to the other half, and
+    without self-normalization, so that their mean given the query is the true one."""
+    from cpo_engine.causal.static_choice import choose_static
+
+    r = choice.rows
+    if r is None:
+        return None
+    keep = np.isin(r["q"], queries)
+    prop = None if r["propensity"] is None else np.asarray(r["propensity"])[keep]
+    weight = None if r["weight"] is None else np.asarray(r["weight"])[keep]
+    from dataclasses import replace
+
+    try:
+        sub = choose_static(r["q"][keep], r["a"][keep], r["y"][keep], r["X"], r["prompt_ids"], propensity=prop,
+                            weight=weight, query_texts=r["query_texts"], seed=r["seed"],
+                            config=replace(r["config"], self_normalized=False, combine=False))
+    except DataError:
+        return None
+    if not np.array_equal(sub.queries, np.sort(queries)):
+        return None
+    return sub.pseudo[np.searchsorted(sub.queries, queries)]
 
 
 def reliability_problems(evidence: dict[str, Any], cfg: PolicyConfig) -> list[str]:

@@ -1,0 +1,134 @@
+"""Generate docs/benchmarks.md from the records in bench/results (never edit that file by hand).
+
+    python scripts/benchmarks_md.py          # rewrites docs/benchmarks.md
+
+Sections: the static prompt on confounded logs (bench/bench_observational.py, latest record), the one
+prompt per query calibration (bench/bench_calibration.py, part one_per_query), the newest versions the
+ranges allow (scripts/check_latest.sh), and the fresh-clone install and test times.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+METHODS = {"naive": "naive (best logged mean)", "ipw": "IPW argmax", "dr": "DR argmax",
+           "engine": "**engine** (default)", "engine_no_keep": "engine, never keeps the most-logged",
+           "engine_pooled": "engine, DR pooled with the logged mean"}
+
+
+def latest(pattern: str) -> Path | None:
+    found = sorted(RESULTS.glob(pattern))
+    return found[-1] if found else None
+
+
+def _mean(rows, key):
+    return sum(r[key] for r in rows) / len(rows) if rows else float("nan")
+
+
+def observational(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    rows = d["rows"]
+    methods = [m for m in METHODS if m in rows[0]]
+    out = [f"## The static prompt on confounded logs (`{path.relative_to(ROOT)}`)", "",
+           f"Command: `{d['command']}`; {d['seconds']:.0f} s, load average {', '.join(f'{x:.1f}' for x in d['load_average'])} "
+           "at the end (the machine's 2 cores also ran other jobs). Regret in points (x100 of a 0/1 score) of the "
+           "one prompt each method recommends, against the best true prompt of the full grid; mean over "
+           f"{rows[0]['seeds']} seeds. Mechanisms: `difficulty` (latent: beta > 0 gives hard queries the long "
+           "prompts, beta < 0 the easy ones) and `length` (observable: long queries get long prompts).", ""]
+    out += ["### Mean regret by setting group", "",
+            "| group | settings | " + " | ".join(METHODS[m] for m in methods) + " |",
+            "|---|---|" + "---|" * len(methods)]
+    groups = {}
+    for r in rows:
+        misled = "naive misled" if r["naive_misled"] else "naive not misled"
+        groups.setdefault((r["grid"], r["propensities"], misled), []).append(r)
+    for (grid, prop, misled), rs in sorted(groups.items()):
+        out.append(f"| {grid}, propensities {prop}, {misled} | {len(rs)} | "
+                   + " | ".join(f"{_mean(rs, m):.2f}" for m in methods) + " |")
+    out.append(f"| **all** | {len(rows)} | " + " | ".join(f"**{_mean(rows, m):.2f}**" for m in methods) + " |")
+    v = d.get("verdict", {})
+    out += ["", "### The issue's checks", "",
+            f"- settings where the engine's regret exceeds naive's by more than 2 Monte Carlo se: "
+            f"{len(v.get('engine_worse_than_naive_beyond_mc_error', []))} of {len(rows)}"
+            + (f" ({', '.join(v['engine_worse_than_naive_beyond_mc_error'][:8])})"
+               if v.get("engine_worse_than_naive_beyond_mc_error") else ""),
+            f"- engine's mean regret where naive is not misled by construction (difficulty beta > 0, length) or "
+            f"propensities are given: {v.get('engine_mean_regret_where_naive_not_misled_or_propensities_given', float('nan')):.2f} "
+            f"(max of a setting {v.get('max_engine_regret_there', float('nan')):.2f})",
+            f"- propensities given, naive misled (difficulty beta < 0): engine at most half of naive in every "
+            f"setting: {v.get('engine_at_most_half_naive_where_misled_with_propensities')}", ""]
+    pol = d.get("policy_rows") or []
+    if pol:
+        out += ["### `cpo run`'s per-query policy (fit on 70% of the queries, valued on the other 30%)", "",
+                "| grid | mechanism | beta | propensities | naive | engine static | engine per-query | falls back | departs |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in pol:
+            out.append(f"| {r['grid']} | {r['mechanism']} | {r['beta']:+.0f} | {r['propensities']} | {r['naive']:.2f} | "
+                       f"{r['static']:.2f} | {r['policy']:.2f} | {r['share_fallback']:.0%} | "
+                       f"{r['mean_share_departing']:.1%} |")
+        out.append("")
+    out += ["<details><summary>Every setting</summary>", "",
+            "| grid | mechanism | beta | k | propensities | " + " | ".join(methods) + " |",
+            "|---|---|---|---|---|" + "---|" * len(methods)]
+    for r in rows:
+        out.append(f"| {r['grid']} | {r['mechanism']} | {r['beta']:+.0f} | {r['logged_per_query']} | {r['propensities']} | "
+                   + " | ".join(f"{r[m]:.2f}" for m in methods) + " |")
+    return out + ["", "</details>", ""]
+
+
+def calibration(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    part = d.get("one_per_query")
+    if not part:
+        return []
+    out = [f"## One logged prompt per query: what the engine prints, checked (`{path.relative_to(ROOT)}`, part `one_per_query`)",
+           "", "| design | value interval coverage (95%) | heterogeneity test rejects | policy departs (data sets) | "
+           "queries departing | static regret |", "|---|---|---|---|---|---|"]
+    for name, r in part.items():
+        f = lambda k: f"{r[k]['mean']:.3f} +- {r[k]['mc_se']:.3f}"  # noqa: E731
+        out.append(f"| {name}, {r['design']['reps']} reps | {f('value_interval_coverage')} | "
+                   f"{f('heterogeneity_test_rejects')} | {f('policy_departs_on_any_query')} | "
+                   f"{f('share_of_queries_departing')} | {f('static_regret')} |")
+    return out + [""]
+
+
+def check_latest(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    moved = ", ".join(f"{k} {v['locked']} -> {v['latest']}" for k, v in d["moved"].items()) or "none"
+    return [f"## Newest versions the ranges allow (`{path.relative_to(ROOT)}`)", "",
+            f"{d['date']}, commit {d['commit']}: `{d['command']}` resolved {len(d['moved'])} package(s) newer than "
+            f"requirements/dev.lock ({moved}); the suite with them: {d['passed']} passed, {d['failed']} failed, "
+            f"{d['errors']} errors, {d['skipped']} skipped."
+            + ("" if not d["failures"] else " Failed: " + "; ".join(f["test"] for f in d["failures"][:10]) + "."), ""]
+
+
+def fresh_clone(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    out = [f"## Fresh clone, fresh venv, the README's two commands (`{path.relative_to(ROOT)}`)", "",
+           "| run | commit | `bash scripts/run.sh` | `bash scripts/test.sh` | tests | load average |", "|---|---|---|---|---|---|"]
+    for i, r in enumerate(d.get("runs", []), 1):
+        out.append(f"| {i} | {r['commit']} | {r['run_sh_s']} s | {r['test_sh_s']} s | {r.get('tests', '')} | "
+                   f"{r.get('load', '')} |")
+    return out + ["", d.get("note", ""), ""]
+
+
+def main() -> int:
+    parts = ["# Benchmarks", "", "Generated by `python scripts/benchmarks_md.py` from the records in `bench/results/`; "
+             "every number below is read from a record of a run (device, command, load average inside).", ""]
+    for pattern, fn in (("observational_*.json", observational), ("bench_calibration.json", calibration),
+                        ("check_latest_*.json", check_latest), ("fresh_clone_locked_*.json", fresh_clone)):
+        p = latest(pattern)
+        if p is not None:
+            parts += fn(p)
+    out = ROOT / "docs" / "benchmarks.md"
+    out.write_text("\n".join(parts).rstrip() + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
