@@ -287,12 +287,12 @@ def run_policy(grids: list[Grid], seeds: int, betas=(-2.0, 2.0)) -> list[dict]:
 def verdict(rows: list[dict]) -> dict:
     """The issue's acceptance checks over the settings."""
     worse = [r for r in rows if r["engine"] > r["naive"] + 2 * np.hypot(r["engine_mc_se"], r["naive_mc_se"]) + 1e-9]
-    easy = [r for r in rows if (r["beta"] > 0 and r["mechanism"] == "difficulty") or r["mechanism"] == "length"
-            or r["propensities"] == "given"]
+    easy = [r for r in rows if not r["naive_misled"] or r["propensities"] == "given"]
     misled = [r for r in rows if r["propensities"] == "given" and r["mechanism"] == "difficulty" and r["beta"] < 0
               and r["naive"] > 0.5]
     return {"engine_worse_than_naive_beyond_mc_error": [_key(r) for r in worse],
             "engine_mean_regret_where_naive_not_misled_or_propensities_given": float(np.mean([r["engine"] for r in easy])),
+            "naive_mean_regret_there": float(np.mean([r["naive"] for r in easy])),
             "max_engine_regret_there": float(max(r["engine"] for r in easy)),
             "misled_with_propensities": [{"setting": _key(r), "engine": r["engine"], "naive": r["naive"]}
                                          for r in misled],
@@ -320,9 +320,17 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="1,2")
     ap.add_argument("--max-queries", type=int, default=None, help="queries per dev grid (sampled once; default all)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reverdict", default=None, metavar="RECORD",
+                    help="recompute the verdict of a saved record (after a change of the checks) and exit")
     ap.add_argument("--policy-seeds", type=int, default=0,
                     help="also run `cpo run`'s per-query policy (beta +-2, k=1) with this many seeds (slow: a DML fit each)")
     args = ap.parse_args(argv)
+    if args.reverdict:
+        rec = json.loads(Path(args.reverdict).read_text())
+        rec["verdict"] = verdict(rec["rows"])
+        Path(args.reverdict).write_text(json.dumps(rec, indent=1) + "\n")
+        print(json.dumps(rec["verdict"], indent=1))
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     t0 = time.time()

@@ -157,6 +157,7 @@ def test_cpo_run_names_one_static_prompt_everywhere(tmp_path):
     assert rec["static_prompt_id"] == sid == evaluation["held_out"]["static_prompt"]["id"]
     assert summary["static_choice"]["prompt_id"] == sid == best["logged"]["choice"]["prompt_id"]
     assert policy["static_prompt_id"] == sid == policy["evidence"]["static_choice"]["prompt_id"]
+    assert policy["evidence"]["heterogeneity_test"].startswith("honest")  # computed on the run's own logs
     assert f"'{sid}'" in rec["headline"]
     assert pool.static_choice.sentence() in rec["details"]
     lg = evaluation["held_out"]["logging_policy"]

@@ -211,11 +211,12 @@ def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any,
     w = getattr(model, "_w", None)
     inc = int(choice.index)
     cands = np.array([v.index for v in choice.values if v.index != inc], dtype=np.int64)
-    if len(cands) == 0 or len(X) <= int(uq.max()) or not np.isin(np.unique(groups), uq).all():
+    # the model keeps its groups as dense codes in sorted order of the query ids it was given: code k is uq[k]
+    if len(cands) == 0 or len(X) <= int(uq.max()) or len(np.unique(groups)) != len(uq) or groups.max() >= len(uq):
         return None
     Xq = np.asarray(X, dtype=np.float64)[uq]
     half = split_halves(len(uq), int(getattr(model, "random_state", 0) or 0))
-    row_half = half[np.searchsorted(uq, groups)]
+    row_half = half[groups]
     Ys, Ss = [], []
     for h in (0, 1):  # fit on one half (nuisances included), predict the other: nothing shared
         fit_rows = np.flatnonzero(row_half == h)

@@ -158,7 +158,7 @@ def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
             e = pv.estimates[name]
             out["static_prompt"].update(value=e.value, ci_low=e.ci_low, ci_high=e.ci_high, kind=pv.evidence)
         d = pv.vs_logging.get(name)
-        if LOGGING in pv.estimates and d is not None:
+        if LOGGING in pv.estimates and d is not None:  # its value is the logged scores' mean; the difference is estimated
             out["logging_policy"] = {"value": pv.estimates[LOGGING].value, "static_minus_logging": d["diff"],
                                      "ci_low": d["ci_low"], "ci_high": d["ci_high"], "kind": pv.evidence}
         return out
@@ -222,10 +222,10 @@ def _how_sure(ho: dict[str, Any]) -> list[str]:
         out.append(f"The per-query choice could not be checked on held-out outcomes: {lcb['skipped']}")
     lg = ho.get("logging_policy")
     if lg:
-        how = " (estimated off-policy on the held-out logs)" if lg.get("kind") == ESTIMATED else ""
-        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}{how}; the best static "
+        how = ", estimated off-policy on the held-out logs" if lg.get("kind") == ESTIMATED else ""
+        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}; the best static "
                    f"prompt '{s['id']}' is {lg['static_minus_logging']:+.4f} better (95% CI {lg['ci_low']:+.4f} to "
-                   f"{lg['ci_high']:+.4f}).")
+                   f"{lg['ci_high']:+.4f}{how}).")
     return out
 
 
@@ -451,9 +451,15 @@ def _write_json(obj: Any, path: Path) -> Path:
 def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Path]) -> None:
     """Console summary: the recommendation, pool-mode findings, best searched prompt, report path."""
     warnings = evaluation.get("diagnostics", {}).get("warnings", [])
-    print("causal model diagnostics: " + ("; ".join(warnings) if warnings else "no warnings"))
+    problems = (evaluation.get("policy") or {}).get("problems") or []
+    print("causal model fit diagnostics: " + ("; ".join(warnings) if warnings else "no warnings")
+          + (f"; the per-query policy failed {len(problems)} reliability check(s) (above): every query gets the "
+             "static prompt" if problems and (evaluation.get("policy") or {}).get("fallback") else
+             f"; the per-query policy failed {len(problems)} reliability check(s) (above)" if problems else ""))
+    measured = any("skipped" not in e for e in evaluation["evaluations"].values())
     print(f"pool mode on {evaluation['n_test_queries']} held-out queries "
-          f"(best static prompt: {evaluation['static_prompt_id']}) [measured: held-out recorded outcomes]:")
+          f"(best static prompt: {evaluation['static_prompt_id']})"
+          + (" [measured: held-out recorded outcomes]:" if measured else ":"))
     for key, e in evaluation["evaluations"].items():
         if "skipped" in e:
             print(f"  {POLICY_LABELS[key]:<28} not evaluated: {e['skipped']}")
