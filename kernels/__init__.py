@@ -25,6 +25,10 @@ if __name__ == "kernels":
         except BaseException:
             _sys.modules.pop("kernels", None)
             raise
+    else:
+        # no installed `kernels`: look like a namespace package (no __file__, no __version__), which is what
+        # transformers' probe treats as "not installed" (an empty module with a file counts as installed)
+        __file__ = None  # noqa: F811
     del _machinery, _util, _os, _sys, _root, _path, _spec
 else:
     from .dispatch import *  # noqa: F401,F403
