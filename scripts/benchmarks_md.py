@@ -112,6 +112,9 @@ def calibration(path: Path) -> list[str]:
 
 def check_latest(path: Path) -> list[str]:
     d = json.loads(path.read_text())
+    if d.get("passed") is None:
+        return [f"## Newest versions the ranges allow (`{path.relative_to(ROOT)}`)", "",
+                f"{d['date']}, commit {d['commit']}: `{d['command']}`: {d.get('status', '')}. {d.get('note', '')}", ""]
     moved = ", ".join(f"{k} {v['locked']} -> {v['latest']}" for k, v in d["moved"].items()) or "none"
     return [f"## Newest versions the ranges allow (`{path.relative_to(ROOT)}`)", "",
             f"{d['date']}, commit {d['commit']}: `{d['command']}` resolved {len(d['moved'])} package(s) newer than "
