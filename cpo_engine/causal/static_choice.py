@@ -324,7 +324,6 @@ def _bias_aware(dr: np.ndarray, naive: np.ndarray) -> np.ndarray:
     Without detectable bias this leans on the precise logged mean; where the logs are confounded
     (a difference between the two far beyond its noise) it is the doubly robust estimate."""
     out = dr.copy()
-    n = len(dr)
     for j in range(dr.shape[1]):
         u, b = dr[:, j], naive[:, j]
         ok = np.isfinite(u) & np.isfinite(b)
@@ -337,7 +336,6 @@ def _bias_aware(dr: np.ndarray, naive: np.ndarray) -> np.ndarray:
         lam = (u.var(ddof=1) - np.cov(u, b)[0, 1]) / len(d) / max(var_d + bias2, 1e-300)
         lam = float(np.clip(lam, 0.0, 1.0))
         out[ok, j] = u + lam * d
-    del n
     return out
 
 
