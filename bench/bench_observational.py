@@ -167,8 +167,7 @@ def pick_all(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict[str,
     ipw = np.bincount(a, weights=y / e, minlength=n_p) / len(np.unique(q))
     ipw[cnt == 0] = -np.inf
     dr = np.full(n_p, -np.inf)
-    for v in choose_static(q, a, y, grid.X, grid.prompt_ids,
-                           config=StaticChoiceConfig(combine=False, keep_logged=False), **kw).values:
+    for v in no_keep.values:  # the same estimates (combine is off by default): argmax of the DR point values
         dr[v.index] = v.value
     return {"naive": int(np.argmax(naive)), "ipw": int(np.argmax(ipw)), "dr": int(np.argmax(dr)),
             "engine": choice.index, "engine_no_keep": no_keep.index, "engine_pooled": pooled.index,
