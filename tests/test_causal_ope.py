@@ -233,3 +233,29 @@ def test_propensity_smoothing_recovers_an_exploration_floor():
     assert model.oof_.min() >= model.smoothing_ / n_p - 1e-12
     plain = PropensityModel(cv=3).fit(X, np.argmax(logit, axis=1), n_prompts=n_p, groups=q)  # no exploration
     assert plain.smoothing_ <= 0.01
+
+
+def test_logged_propensities_are_not_clipped_at_the_estimated_floor():
+    """A logging policy with 16 prompts and 10% uniform exploration logs a prompt it disfavours with
+    probability 0.00625: the logs' own propensities are true, so they are used as they are (floor
+    ``min_logged_propensity``), where a model's floor of 0.01 would shrink those rows' weights by 0.625 and
+    bias the value of exactly that prompt (a held-out DR interval once missed the truth this way)."""
+    rng = np.random.default_rng(7)
+    n = 100_000
+    rare = np.arange(n) < n // 2  # on these queries prompt 0 is logged with probability 0.1 / 16
+    p0 = np.where(rare, 0.1 / 16, 0.3)
+    a = np.where(rng.random(n) < p0, 0, 1)
+    y = (rng.random(n) < np.where(rare, 0.8, 0.2)).astype(float)  # prompt 0's true value: 0.5
+    y[a == 1] = (rng.random(int((a == 1).sum())) < 0.5).astype(float)
+    p = np.where(a == 0, p0, 1 - p0)
+    q = np.arange(n)
+    logged = estimate_policy_value(BanditLogs(q, a, y, p, logged=True), 0, estimators=("ipw",))["ipw"]
+    assert logged.floor == OPEConfig().min_logged_propensity and logged.clipped_share == 0.0
+    assert logged.ci_low <= 0.5 <= logged.ci_high, (logged.value, logged.ci_low, logged.ci_high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        modelled = estimate_policy_value(BanditLogs(q, a, y, p), 0, estimators=("ipw",))["ipw"]
+    assert modelled.floor == OPEConfig().min_propensity and modelled.clipped_share > 0.01
+    assert modelled.ci_high < 0.5  # what the estimated-propensity floor does to true propensities
+    with pytest.raises(ConfigError, match="min_logged_propensity"):
+        OPEConfig(min_logged_propensity=0.0)

@@ -47,8 +47,13 @@ class OPEConfig:
     """Off-policy evaluation settings (`cpo ope`, and `cpo run`/`cpo optimize` on observational logs)."""
 
     min_propensity: float = 0.01
-    """Propensities below this are raised to it before weighting (weights are at most 1 / this).
+    """*Estimated* propensities below this are raised to it before weighting (weights are at most 1 / this).
     Clipping trades a small bias (corrected by the reward model in DR) for a bounded variance."""
+    min_logged_propensity: float = 0.001
+    """The floor for propensities the logs carry (the ``propensity`` column: the logging policy's own
+    probabilities, not a model's). Far lower than ``min_propensity``: clipping a true propensity biases the
+    estimate of exactly the prompts the logging policy rarely chose (a 16-prompt policy with 10% uniform
+    exploration logs each prompt with probability >= 0.00625, which a floor of 0.01 would clip)."""
     estimator: str = "dr"
     """The headline estimator: 'dr', 'sndr', 'ipw', 'snips' or 'dm' (falls back to 'snips' when no
     reward model is available)."""
@@ -75,6 +80,8 @@ class OPEConfig:
     def __post_init__(self) -> None:
         if not 0 < self.min_propensity < 1:
             raise ConfigError(f"ope.min_propensity must be in (0, 1), got {self.min_propensity}")
+        if not 0 < self.min_logged_propensity < 1:
+            raise ConfigError(f"ope.min_logged_propensity must be in (0, 1), got {self.min_logged_propensity}")
         if not 0 <= self.support_floor < 1:
             raise ConfigError(f"ope.support_floor must be in [0, 1), got {self.support_floor}")
         if self.estimator not in ESTIMATORS:
@@ -92,12 +99,18 @@ class OPEConfig:
 @dataclass
 class BanditLogs:
     """Logged rows: query index ``q`` (into the policy's and the reward model's rows), logged prompt
-    index ``a``, score ``y`` and the logging propensity ``p`` of the logged prompt."""
+    index ``a``, score ``y`` and the logging propensity ``p`` of the logged prompt; ``logged``: ``p`` is the
+    logging policy's own probability (a ``propensity`` column), not a model's estimate."""
 
     q: np.ndarray
     a: np.ndarray
     y: np.ndarray
     p: np.ndarray
+    logged: bool = False
+
+    def floor(self, cfg: "OPEConfig") -> float:
+        """The propensity floor these logs get (``min_logged_propensity`` for logged ones)."""
+        return cfg.min_logged_propensity if self.logged else cfg.min_propensity
 
     def __post_init__(self) -> None:
         self.q, self.a = np.asarray(self.q, dtype=np.int64), np.asarray(self.a, dtype=np.int64)
@@ -131,6 +144,8 @@ class PolicyEstimate:
     """Kish effective sample size of the (clipped) importance weights, in rows."""
     clipped_share: float | None = None
     """Share of rows with a positive target probability whose propensity was clipped."""
+    floor: float | None = None
+    """The propensity floor the weights used (``min_propensity``, or ``min_logged_propensity`` for logged ones)."""
     max_weight: float | None = None
     off_support: float | None = None
     """Share of the target's choices whose logging propensity is below ``support_floor``: the
@@ -288,8 +303,9 @@ def _estimates(logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None, cf
                estimators: tuple[str, ...]) -> dict[str, PolicyEstimate]:
     """Every requested estimator for a (possibly sub-stochastic) target probability matrix."""
     pi_t = probs[logs.q, logs.a]
-    w = pi_t / np.maximum(logs.p, cfg.min_propensity)
-    stats = weight_diagnostics(pi_t, logs.p, w, cfg.min_propensity)
+    floor = logs.floor(cfg)
+    w = pi_t / np.maximum(logs.p, floor)
+    stats = weight_diagnostics(pi_t, logs.p, w, floor) | {"floor": floor}
     cols = {"W": w, "Yw": w * logs.y}
     if q_hat is not None:
         cols |= {"D": (probs * q_hat).sum(1)[logs.q], "Rw": w * (logs.y - q_hat[logs.q, logs.a])}
@@ -354,7 +370,7 @@ def _warn_overlap(out: dict[str, PolicyEstimate], cfg: OPEConfig, name: str) -> 
     if e.ess < cfg.min_ess:
         problems.append(f"effective sample size {e.ess:.1f} rows < {cfg.min_ess:g}")
     if e.clipped_share > cfg.max_clipped_share:
-        problems.append(f"{e.clipped_share:.1%} of its weighted rows had propensity < {cfg.min_propensity:g} "
+        problems.append(f"{e.clipped_share:.1%} of its weighted rows had propensity < {e.floor:g} "
                         "(clipped)")
     if e.off_support is not None and e.off_support > cfg.max_off_support:
         problems.append(f"{e.off_support:.1%} of its choices have logging propensity < {cfg.support_floor:g}: "

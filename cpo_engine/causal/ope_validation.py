@@ -61,9 +61,9 @@ def validate_seed(grid: Grid, X: np.ndarray, T: np.ndarray, policy: np.ndarray, 
         local = np.repeat(np.arange(len(draw)), k)  # each draw is its own query (cluster)
         one: dict[str, Any] = {"estimates": {}, "weights": {}}
         for source, P in (("known", policy[test][draw]), ("estimated", P_hat[draw])):
-            bandit = BanditLogs(local, held["p"], held["y"], P[local, held["p"]])
+            bandit = BanditLogs(local, held["p"], held["y"], P[local, held["p"]], logged=source == "known")
             one["estimates"][source], one["weights"][source] = _estimate_all(bandit, choices, draw, q_hat[draw], P, ope)
-        known = BanditLogs(local, held["p"], held["y"], held["pi"])
+        known = BanditLogs(local, held["p"], held["y"], held["pi"], logged=True)
         one["by_reward_model"] = {name: _dm_dr(known, choices, draw, qh[draw], ope) for name, qh in reward_models.items()}
         on = on_policy_value(known, ope.level)
         one["logging_estimate"] = [on.value, on.ci_low, on.ci_high]

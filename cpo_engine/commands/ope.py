@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
          choices=["auto", "test", "all"])
     flag(p, "--out", "out", "output folder (ope.json, ope.md)")
     flag(p, "--estimator", "ope.estimator", "headline estimator", choices=["dr", "sndr", "ipw", "snips", "dm"])
-    flag(p, "--min-propensity", "ope.min_propensity", "propensity clipping floor", type=float)
+    flag(p, "--min-propensity", "ope.min_propensity", "clipping floor of estimated propensities", type=float)
+    flag(p, "--min-logged-propensity", "ope.min_logged_propensity",
+         "clipping floor of the logs' own propensity column", type=float)
     add_causal_flags(p)
     flag(p, "--seed", "seed", "seed of the folds", type=int)
     add_common(p)

@@ -76,6 +76,7 @@ def _propensity_diagnostics(model: Any, P: np.ndarray, prompt_ids: list[str], so
     from cpo_engine.causal.propensity import overlap_by_prompt
 
     return {"propensity_source": source, "propensity_model": model.diagnostics(), "min_propensity": ope.min_propensity,
+            "min_logged_propensity": ope.min_logged_propensity,
             "support_floor": ope.support_floor,
             "overlap_by_prompt": overlap_by_prompt(P, prompt_ids, ope.min_propensity, ope.support_floor)}
 
@@ -90,7 +91,8 @@ def _values(held: HeldOut, policies: dict[str, Any], static_name: str | None, q_
                                       ope.level)
     p = P[held.q, held.a] if p_logged is None else p_logged
     with _printed_warnings():
-        return estimated_policy_values(BanditLogs(held.q, held.a, held.y, p), policies, q_hat, ope, P, static_name,
+        return estimated_policy_values(BanditLogs(held.q, held.a, held.y, p, logged=p_logged is not None), policies,
+                                       q_hat, ope, P, static_name,
                                        diagnostics, where)
 
 
@@ -330,7 +332,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     named = {p.name: (p.policy[qs] if np.ndim(p.policy) else p.policy) for p in policies}
     with _printed_warnings():
         values = estimated_policy_values(BanditLogs(held.q, held.a, held.y, P[qs][held.q, held.a] if p_logged is None
-                                                    else p_logged), named, None if q_hat is None else q_hat[qs],
+                                                    else p_logged, logged=p_logged is not None), named, None if q_hat is None else q_hat[qs],
                                          cfg.ope, P[qs], None, diag, "the logs")
     out = Path(cfg.out)
     result = {"format": "cpo-ope/1", "data": info, "n_queries": len(qs), "n_rows": len(held.y),
