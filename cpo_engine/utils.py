@@ -67,7 +67,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` through a temp file and rename, with credentials masked (:func:`scrub`)."""
+    return atomic_write_bytes(path, scrub(text).encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -252,6 +253,17 @@ def sha256_tree(root: str | os.PathLike[str], pattern: str = "*", skip_suffixes:
 _SECRET_PARAM = re.compile(r"key|token|secret|pass|auth|sig", re.IGNORECASE)
 
 
+def _has_credentials(url: str) -> bool:
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    return "@" in parts.netloc or any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(parts.query,
+                                                                                    keep_blank_values=True))
+
+
 def redact_url(url: str) -> str:
     """``url`` safe to log or write: ``user:password@`` becomes ``***@`` and the values of query
     parameters that look like credentials (``api_key=``, ``token=``, ...) become ``***``."""
@@ -267,6 +279,44 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential (an API key read from its environment variable, a URL's password) so that
+    :func:`scrub` masks it wherever it turns up: a server's error body that echoes it, a message, a file."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def register_url_secrets(url: str) -> None:
+    """Register the password of ``user:password@`` and the values of credential-like query parameters."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if "@" in parts.netloc:
+        register_secret(unquote(parts.netloc.rsplit("@", 1)[0].partition(":")[2]))
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAM.search(k):
+            register_secret(v)
+
+
+def scrub(text: str) -> str:
+    """``text`` with credentials masked: every URL in it through :func:`redact_url`, and every registered
+    secret (:func:`register_secret`) as ``***``. Everything cpo_engine writes to disk as text passes here."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)) if _has_credentials(m.group(0)) else m.group(0),
+                                text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
 
 
 LOCK_FILE = ".cpo.lock"
@@ -314,7 +364,7 @@ class FolderLock:
                         self.folder)
             fcntl.flock(fd, fcntl.LOCK_EX)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                time.gmtime()), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}
+                time.gmtime()), "command": scrub(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))[:300]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd

@@ -347,6 +347,7 @@ class _Script(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             srv.auth.append(self.headers.get("Authorization"))
+            srv.paths.append(self.path)
             srv.bodies.append(body)
             status, delay = srv.script.pop(0) if srv.script else (200, 0.0)
             srv.in_flight += 1
@@ -358,7 +359,8 @@ class _Script(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Retry-After", "0")
             self.end_headers()
-            self.wfile.write(json.dumps({"error": {"message": f"status {status}"}}).encode())
+            echo = f" (you sent {self.headers.get('Authorization')} to {self.path})" if srv.echo else ""
+            self.wfile.write(json.dumps({"error": {"message": f"status {status}{echo}"}}).encode())
             return
         text = "The answer is 11." if "messages" in body else " 11"
         choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
@@ -376,6 +378,7 @@ class _Script(BaseHTTPRequestHandler):
 def fake_server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Script)
     srv.script, srv.auth, srv.bodies, srv.lock, srv.in_flight, srv.peak = [], [], [], threading.Lock(), 0, 0
+    srv.paths, srv.echo = [], False  # request paths (with query); echo: error bodies repeat the credentials
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv

@@ -131,6 +131,49 @@ def test_credentials_in_the_base_url_never_reach_a_file(log, tmp_path, fake_serv
     assert redact_url("https://u:p@h.example/v1?api_key=abc&model=m") == "https://***@h.example/v1?api_key=***&model=m"
 
 
+def _written(folder: Path) -> str:
+    return "".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+
+
+def test_credentials_on_the_command_line_reach_no_file_and_no_echoed_error(log, tmp_path, fake_server):
+    """The CLI as a user runs it (its argv, which the folder lock records, holds the URL): user:password@ and
+    ?api_key= in --base-url, a key in --api-key-env, and a server whose 401 body echoes what it was sent.
+    Nothing written under --out (the .cpo.lock, manifest.json, the shards' error column) holds a credential;
+    the path goes before the query string; the environment's key is sent as Bearer, not replaced by Basic."""
+    fake_server.script, fake_server.echo = [(401, 0.0)] * 4, True
+    port = fake_server.server_address[1]
+    url = f"http://alice:pa55-word-xyz@127.0.0.1:{port}/v1?api_key=QUERY-KEY-123&model=m"
+    out = tmp_path / "o"
+    env = dict(os.environ, CPO_TEST_KEY="sk-ENV-KEY-456", OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "cpo_engine.cli", "generate", "--queries", str(log), "--out", str(out),
+                          "--max-queries", "1", "--base-url", url, "--set", "backend.openai.max_retries=0",
+                          "--set", "backend.openai.api_key_env=CPO_TEST_KEY"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]  # every call failed (401)
+    assert fake_server.auth and all(a == "Bearer sk-ENV-KEY-456" for a in fake_server.auth)
+    assert all(p.startswith("/v1/chat/completions?") and "api_key=QUERY-KEY-123" in p for p in fake_server.paths)
+    written = _written(out)
+    assert (out / ".cpo.lock").is_file() and "--base-url" in (out / ".cpo.lock").read_text()
+    errors = [e for f in (out / "shards").glob("*.parquet") for e in pq.read_table(f).column("error").to_pylist() if e]
+    assert errors and all("HTTP 401" in e and "Bearer ***" in e for e in errors), errors[:2]
+    for secret in ("pa55-word-xyz", "QUERY-KEY-123", "sk-ENV-KEY-456"):
+        assert secret not in written and secret not in res.stdout + res.stderr, secret
+
+
+def test_user_and_password_in_the_url_without_a_key_are_sent_as_basic_auth(fake_server):
+    import base64
+
+    from cpo_engine.generation import OpenAIConfig
+    from cpo_engine.generation.backends.openai_http import OpenAIBackend
+    from tests.test_generation import _reqs
+
+    url = f"http://bob:b0b-secret-pw@127.0.0.1:{fake_server.server_address[1]}/v1"
+    out = OpenAIBackend(OpenAIConfig(base_url=url, api_key_env="CPO_NO_SUCH_VAR_XYZ"), model="m").generate(_reqs(1))
+    assert out[0].error is None
+    assert fake_server.auth[0] == "Basic " + base64.b64encode(b"bob:b0b-secret-pw").decode()
+    assert fake_server.paths[0] == "/v1/chat/completions"
+
+
 def test_temp_files_of_a_killed_commit_are_removed(log, tmp_path):
     cfg = _replay(log, tmp_path / "o", max_queries=2)
     generate_triplets(cfg, echo=lambda _: None)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.generation.types import GenerationRequest, GenerationResponse
-from cpo_engine.utils import redact_url, require
+from cpo_engine.utils import redact_url, register_secret, register_url_secrets, require, scrub
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 30.0
@@ -88,6 +88,9 @@ class OpenAIBackend:
         self.model = model
         self.base_url = config.base_url.rstrip("/")
         self._api_key = os.environ.get(config.api_key_env) or None
+        self._root, self._query, self._basic = _split_base_url(self.base_url)
+        for secret in (self._api_key, *(self._basic or ())):
+            register_secret(secret)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIBackend(base_url={redact_url(self.base_url)!r}, model={self.model!r})"
@@ -110,9 +113,13 @@ class OpenAIBackend:
         import httpx
 
         sem = asyncio.Semaphore(self.config.max_concurrency)
+        # a key from the environment wins: Bearer, never also Basic from the URL (httpx would send Basic from
+        # user:pass@ in the URL and drop the Bearer header); without one, user:pass@ is sent as Basic auth
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        auth = httpx.BasicAuth(*self._basic) if self._basic and not self._api_key else None
         limits = httpx.Limits(max_connections=self.config.max_concurrency)
-        async with httpx.AsyncClient(headers=headers, timeout=self.config.timeout_s, limits=limits) as client:
+        async with httpx.AsyncClient(headers=headers, auth=auth, timeout=self.config.timeout_s,
+                                     limits=limits) as client:
             return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
 
     def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
@@ -125,9 +132,13 @@ class OpenAIBackend:
             body["seed"] = req.seed
         if req.messages is not None:
             body["messages"] = list(req.messages)
-            return f"{self.base_url}/chat/completions", body
+            return self._endpoint("chat/completions"), body
         body["prompt"] = req.text
-        return f"{self.base_url}/completions", body
+        return self._endpoint("completions"), body
+
+    def _endpoint(self, path: str) -> str:
+        """``base_url`` + ``/path``, the path before any query string (``?api_key=...`` stays a query)."""
+        return f"{self._root}/{path}" + (f"?{self._query}" if self._query else "")
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, req: GenerationRequest) -> GenerationResponse:
         url, body = self._payload(req)
@@ -135,8 +146,8 @@ class OpenAIBackend:
             t0 = time.perf_counter()
             data, error = await self._post_with_retries(client, url, body)
             latency = time.perf_counter() - t0
-        if error is not None:
-            return GenerationResponse(key=req.key, text=None, latency_s=latency, error=error)
+        if error is not None:  # a server may echo the key or the URL in its error body
+            return GenerationResponse(key=req.key, text=None, latency_s=latency, error=scrub(error))
         return _parse(req, data, latency)
 
     async def _post_with_retries(self, client: Any, url: str, body: dict[str, Any]) -> tuple[Any, str | None]:
@@ -168,6 +179,21 @@ class OpenAIBackend:
             return min(retry_after, _MAX_BACKOFF_S)
         base = self.config.backoff_s * (2**attempt)
         return min(base * (0.5 + random.random()), _MAX_BACKOFF_S)
+
+
+def _split_base_url(url: str) -> tuple[str, str, tuple[str, str] | None]:
+    """(scheme://host/path without credentials, query string, (user, password) or None)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    basic = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        basic = (unquote(user), unquote(password))
+    register_url_secrets(url)  # api_key=..., token=... values are masked wherever a server echoes them
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/"), parts.query, basic
 
 
 def _retry_after(value: str | None) -> float | None:
