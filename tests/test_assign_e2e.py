@@ -133,3 +133,38 @@ def test_assign_on_ray_data_matches_the_local_path(run_dir, new_queries, tmp_pat
     assert len(res.prompt_counts) > 1
     assert got.column("recommended_prompt_id").equals(want.column("recommended_prompt_id"))
     assert pc.max(pc.abs(pc.subtract(got["effect"], want["effect"]))).as_py() < 1e-9
+
+
+def test_assign_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, new_queries, tmp_path, capsys):
+    """bundle.json names another encoder folder (here the packaged MiniLM with one config file changed: the same
+    name, other weights or config, as after an upgrade of the files behind a path): `cpo assign` and
+    Policy.load refuse it by its identity, before writing anything, instead of serving vectors from another
+    space (45 of 50 recommendations changed silently before)."""
+    import json
+    import shutil
+
+    from cpo_engine import Policy
+    from cpo_engine.embedding.config import EmbedConfig
+    from cpo_engine.embedding.encoders import packaged_minilm_path
+    from cpo_engine.exceptions import ConfigError
+
+    run, _, cache = run_dir
+    queries, _ = new_queries
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    other = tmp_path / "minilm-changed"
+    shutil.copytree(packaged_minilm_path(), other)
+    cfg = other / "config_sentence_transformers.json"
+    cfg.write_text(json.dumps(json.loads(cfg.read_text()) | {"note": "another revision"}))
+    info = json.loads((moved / "model" / "bundle.json").read_text())
+    info["embed"]["encoder"] = str(other)
+    (moved / "model" / "bundle.json").write_text(json.dumps(info))
+    out = tmp_path / "a.parquet"
+    argv = ["assign", "--model", str(moved), "--queries", str(queries), "--out", str(out),
+            "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]
+    assert main(argv) == 2
+    assert "is not the one the model bundle" in capsys.readouterr().err and not out.exists()
+    assert not list(tmp_path.glob(".a.parquet*"))
+    policy = Policy.load(moved, embed=EmbedConfig(cache_dir=str(cache), device="cpu"), warn=False)
+    with pytest.raises(ConfigError, match="is not the one the model bundle"):
+        policy.assign(["What is 2 plus 2?"])

@@ -573,10 +573,8 @@ class _LazyQueryFeatures:
         self.bundle, self.embed, self._rep = bundle, embed, None
 
     def representer(self) -> Any:
-        if self._rep is None:
-            from cpo_engine.workflows.common import Representer
-
-            self._rep = Representer(self.bundle.embed_config(self.embed))
+        if self._rep is None:  # the bundle's encoder, refused when its weights or config are not the fitted ones
+            self._rep = self.bundle.representer(self.embed)
         return self._rep
 
     def __call__(self, texts: list[str]) -> np.ndarray:
