@@ -145,6 +145,36 @@ def test_assign_streams_any_input_to_any_output(fitted, tmp_path, kind, out):
         assign(AssignConfig(model="unused", queries=str(src), out=str(tmp_path / out)), policy)
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv", "jsonl"])
+def test_assign_refuses_an_empty_table_and_repeated_ids_before_any_work(fitted, tmp_path, kind):
+    """An empty queries table used to exit 0 with a 0-byte output nobody can read; a repeated query_id gave
+    two rows, two different prompts, one id. Both are refused, naming the file, column, rows and fix, before
+    the policy is asked anything and with nothing written."""
+    reps, causal, _, state = fitted
+    calls = []
+    features = _features(reps)
+    policy = Policy(causal, state, query_features=lambda t: calls.append(len(t)) or features(t), device="cpu")
+    empty = pa.table({"query_id": pa.array([], pa.string()), "query_text": pa.array([], pa.string())})
+    texts = reps.query_texts[:3]
+    dup = pa.table({"query_id": ["a", "b", "a"], "query_text": list(texts)})
+    for name, table, match in (("empty", empty, r"no rows"), ("dup", dup, "query_id 'a' appears more than once")):
+        src = tmp_path / f"{name}.{kind}"
+        if kind == "parquet":
+            pq.write_table(table, src)
+        elif kind == "csv":
+            pacsv.write_csv(table, src)
+        else:
+            src.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+        out = tmp_path / f"{name}.out.parquet"
+        with pytest.raises(DataError, match=match) as exc:
+            assign(AssignConfig(model="unused", queries=str(src), out=str(out)), policy)
+        assert str(src) in str(exc.value) and "fix" in str(exc.value)
+        assert not out.exists() and not calls
+    assert "rows 0 and 2" in str(exc.value)
+    with pytest.raises(DataError, match="'a' appears more than once"):
+        policy.assign(list(texts), query_ids=["a", "b", "a"])
+
+
 def test_folder_output_resumes_and_refuses_another_assignment(fitted, tmp_path):
     reps, causal, _, state = fitted
     calls = []

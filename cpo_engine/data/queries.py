@@ -32,6 +32,8 @@ def query_dataset(path: str | os.PathLike[str]) -> Any:
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise DataError("the path does not exist", source=str(path), fix=_FIX)
+    if info.type == pafs.FileType.File and info.size == 0:
+        raise DataError("the file is empty (no rows): there is nothing to read", source=str(path), fix=_FIX)
     fmt = _format(str(path), fs, inner, info.type == pafs.FileType.Directory)
     try:
         return pads.dataset(inner, filesystem=fs, format=fmt, exclude_invalid_files=False,
@@ -87,6 +89,26 @@ def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterat
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
 
 
+def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> int:
+    """Check a whole query table before any work: it has rows, every batch validates, and no ``query_id``
+    repeats (two rows with one id would get two recommendations nobody can tell apart). Returns the row count.
+    Reads the input once more than the work does; the encoder's cost dwarfs it."""
+    seen: dict[str, int] = {}
+    n = 0
+    for batch in iter_queries(path, batch_size):
+        for i, qid in enumerate(batch.column("query_id").to_pylist(), start=n):
+            first = seen.setdefault(qid, i)
+            if first != i:
+                raise DataError(f"query_id {qid!r} appears more than once (rows {first} and {i}; row numbers count "
+                                "data rows from 0): each row would get its own recommendation under one id",
+                                source=str(path), column="query_id", rows=[first, i],
+                                fix="give every query a unique query_id (drop or rename the repeated rows)")
+        n += batch.num_rows
+    if n == 0:
+        raise DataError("the table has no rows: there is nothing to assign", source=str(path), fix=_FIX)
+    return n
+
+
 def count_queries(path: str | os.PathLike[str]) -> int | None:
     """Rows of a Parquet input from its footers (no scan); None for text formats."""
     ds = query_dataset(path)
@@ -138,5 +160,5 @@ def validate_queries(table: pa.Table, source: str = "<queries>", offset: int = 0
     return pa.table({"query_id": ids, "query_text": texts})
 
 
-__all__ = ["iter_queries", "read_queries", "count_queries", "query_dataset", "validate_queries", "check_columns",
+__all__ = ["iter_queries", "read_queries", "scan_queries", "count_queries", "query_dataset", "validate_queries", "check_columns",
            "COLUMNS"]

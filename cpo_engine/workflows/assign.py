@@ -80,15 +80,16 @@ def assign(cfg: AssignConfig, policy: Policy | None = None) -> AssignResult:
         raise ConfigError("assign needs --model (a `cpo run`/`cpo fit` folder or its model/ bundle) and "
                           "--queries (a table of query_id, query_text)")
     out = cfg.out or default_out(cfg.queries)
+    from cpo_engine.data.queries import iter_queries, scan_queries
+
+    n_queries = scan_queries(cfg.queries)  # rows, valid, unique ids: before any model or output is touched
     if cfg.executor == "ray":
         return assign_ray(cfg, out)
-    from cpo_engine.data.queries import count_queries, iter_queries
-
     t0 = time.perf_counter()
     policy = policy or Policy.load(cfg.model, cfg.policy, embed=cfg.embed, device=cfg.device)
     writer = open_writer(out, identity(cfg), cfg.overwrite)
     tally, skipped = _Tally(), 0
-    bar = progress_bar(count_queries(cfg.queries), "assign", " queries")
+    bar = progress_bar(n_queries, "assign", " queries")
     try:
         for i, batch in enumerate(iter_queries(cfg.queries, cfg.batch_size)):
             done = writer.existing(i)
