@@ -196,6 +196,32 @@ def test_folder_output_resumes_and_refuses_another_assignment(fitted, tmp_path):
                   policy).n_queries == 120  # a file system URI works like a path
 
 
+def test_folder_output_resumes_by_content_not_by_path(fitted, tmp_path):
+    """A daily job: new queries written to yesterday's path, or a model refitted into the same folder, then the
+    same command. Resuming by paths returned yesterday's rows (0 of 25 new queries assigned); the parts now
+    key on the queries' ids and texts and the bundle's files, and the rerun is refused, saying what changed."""
+    reps, causal, _, state = fitted
+    bundle = tmp_path / "model"
+    bundle.mkdir()
+    (bundle / "weights.bin").write_bytes(b"fit 1")
+    policy = Policy(causal, state, query_features=_features(reps), device="cpu", source=str(bundle))
+    src, out = tmp_path / "daily.parquet", tmp_path / "parts"
+    pq.write_table(pa.table({"query_id": [f"d1-{i}" for i in range(25)], "query_text": reps.query_texts[:25]}), src)
+    cfg = AssignConfig(model=str(bundle), queries=str(src), out=str(out), batch_size=10)
+    assert assign(cfg, policy).n_queries == 25
+    assert assign(cfg, policy).skipped_parts == 3  # the same content: a resume
+    pq.write_table(pa.table({"query_id": [f"d2-{i}" for i in range(25)], "query_text": reps.query_texts[25:50]}), src)
+    with pytest.raises(ConfigError, match="queries_sha256"):
+        assign(cfg, policy)
+    fresh = assign(AssignConfig(model=str(bundle), queries=str(src), out=str(out), batch_size=10, overwrite=True),
+                   policy)
+    assert fresh.skipped_parts == 0 and set(pq.read_table(out).column("query_id").to_pylist()) == {
+        f"d2-{i}" for i in range(25)}
+    (bundle / "weights.bin").write_bytes(b"fit 2")  # refitted in place
+    with pytest.raises(ConfigError, match="model_sha256"):
+        assign(cfg, policy)
+
+
 def test_query_reader_errors_and_warnings(tmp_path):
     from cpo_engine.data.queries import read_queries
 

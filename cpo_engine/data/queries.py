@@ -8,6 +8,7 @@ of shards), CSV/TSV and JSONL, on a local path, an NFS mount or any file system 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from typing import Any, Iterator
 
@@ -89,24 +90,31 @@ def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterat
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
 
 
-def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> int:
+def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple[int, str]:
     """Check a whole query table before any work: it has rows, every batch validates, and no ``query_id``
-    repeats (two rows with one id would get two recommendations nobody can tell apart). Returns the row count.
-    Reads the input once more than the work does; the encoder's cost dwarfs it."""
+    repeats (two rows with one id would get two recommendations nobody can tell apart). Returns the row count
+    and a sha256 of the ids and texts in order (what a resumable output keys on: new queries at the same path
+    are another input). Reads the input once more than the work does; the encoder's cost dwarfs it."""
+    import hashlib
+
     seen: dict[str, int] = {}
+    digest = hashlib.sha256()
     n = 0
     for batch in iter_queries(path, batch_size):
-        for i, qid in enumerate(batch.column("query_id").to_pylist(), start=n):
+        ids, texts = batch.column("query_id").to_pylist(), batch.column("query_text").to_pylist()
+        for i, qid in enumerate(ids, start=n):
             first = seen.setdefault(qid, i)
             if first != i:
                 raise DataError(f"query_id {qid!r} appears more than once (rows {first} and {i}; row numbers count "
                                 "data rows from 0): each row would get its own recommendation under one id",
                                 source=str(path), column="query_id", rows=[first, i],
                                 fix="give every query a unique query_id (drop or rename the repeated rows)")
+        for qid, text in zip(ids, texts):
+            digest.update(json.dumps([qid, text]).encode())
         n += batch.num_rows
     if n == 0:
         raise DataError("the table has no rows: there is nothing to assign", source=str(path), fix=_FIX)
-    return n
+    return n, digest.hexdigest()
 
 
 def count_queries(path: str | os.PathLike[str]) -> int | None:

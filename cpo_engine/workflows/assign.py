@@ -82,12 +82,12 @@ def assign(cfg: AssignConfig, policy: Policy | None = None) -> AssignResult:
     out = cfg.out or default_out(cfg.queries)
     from cpo_engine.data.queries import iter_queries, scan_queries
 
-    n_queries = scan_queries(cfg.queries)  # rows, valid, unique ids: before any model or output is touched
+    n_queries, queries_sha = scan_queries(cfg.queries)  # rows, valid, unique ids: before any model or output
     if cfg.executor == "ray":
         return assign_ray(cfg, out)
     t0 = time.perf_counter()
     policy = policy or Policy.load(cfg.model, cfg.policy, embed=cfg.embed, device=cfg.device)
-    writer = open_writer(out, identity(cfg), cfg.overwrite)
+    writer = open_writer(out, identity(cfg, queries_sha, _model_sha(policy)), cfg.overwrite)
     tally, skipped = _Tally(), 0
     bar = progress_bar(n_queries, "assign", " queries")
     try:
@@ -120,10 +120,21 @@ class _Tally:
         self.counts.update(t.column("recommended_prompt_id").to_pylist())
 
 
-def identity(cfg: AssignConfig) -> dict[str, Any]:
-    """What decides a folder output's parts: a rerun resumes only when it matches."""
+def identity(cfg: AssignConfig, queries_sha: str | None = None, model_sha: str | None = None) -> dict[str, Any]:
+    """What decides a folder output's parts: a rerun resumes only when it matches. Keyed on content (the
+    queries' ids and texts, the model bundle's files), not paths: new queries at yesterday's path, or a model
+    refitted into the same folder, are another assignment."""
     return {"model": str(cfg.model), "queries": str(cfg.queries), "batch_size": cfg.batch_size,
-            "policy": asdict(cfg.policy), "encoder": cfg.embed.encoder}
+            "policy": asdict(cfg.policy), "encoder": cfg.embed.encoder, "queries_sha256": queries_sha,
+            "model_sha256": model_sha}
+
+
+def _model_sha(policy: Policy) -> str | None:
+    """sha256 of the files of the policy's model bundle (None for a Policy built in memory)."""
+    from cpo_engine.utils import sha256_tree
+
+    src = Path(policy.source) if getattr(policy, "source", None) else None
+    return sha256_tree(src) if src is not None and src.is_dir() else None
 
 
 # ---------------------------------------------------------------------------------------- writers
@@ -204,8 +215,11 @@ class _PartsWriter:
             with self.fs.open_input_stream(marker) as f:
                 old = json.loads(f.read().decode())
             if old != ident and not overwrite:
-                raise ConfigError(f"{out} holds parts of another assignment (model, queries, batch size or policy "
-                                  "differ): pass --overwrite, or another --out")
+                what = [k for k in ("model_sha256", "queries_sha256", "model", "queries", "batch_size", "policy",
+                                    "encoder") if old.get(k) != ident.get(k)]
+                raise ConfigError(f"{out} holds parts of another assignment ({', '.join(what) or 'its settings'} "
+                                  "differ: new queries or a refitted model at the same path count as another "
+                                  "assignment): pass --overwrite, or another --out")
             if old != ident:
                 self.fs.delete_dir_contents(self.root)
         put_bytes(self.fs, marker, json.dumps(ident, indent=2).encode())
