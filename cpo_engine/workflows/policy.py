@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.search.config import SelectionConfig
-from cpo_engine.utils import atomic_write_json, filesystem, is_uri
+from cpo_engine.utils import atomic_write_json, filesystem, is_uri, json_default
 from cpo_engine.workflows.config import PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,22 @@ class PolicyState:
     def to_dict(self) -> dict[str, Any]:
         prompts = [{"prompt_id": p, "prompt_text": t, "train_mean_score": _num(m), "T": [float(v) for v in row]}
                    for p, t, m, row in zip(self.prompt_ids, self.prompt_texts, self.train_mean, self.T)]
-        return {"format": FORMAT, "static_prompt_id": self.static_id, "selection": asdict(self.selection),
+        body = {"format": FORMAT, "static_prompt_id": self.static_id, "selection": asdict(self.selection),
                 "evidence": self.evidence, "prompts": prompts}
+        return body | {"content_sha256": _content_sha(body)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = STATE_FILE) -> "PolicyState":
         if d.get("format") != FORMAT:
             raise DataError(f"format {d.get('format')!r}, expected {FORMAT!r}", source=source,
                             fix="refit with this version (`cpo run` or `cpo fit`)")
+        if "content_sha256" not in d:
+            raise DataError("no content hash (content_sha256): written by an older version, or edited", source=source,
+                            fix="rerun `cpo run` or `cpo fit` to write a policy that serving can check")
+        if d["content_sha256"] != _content_sha({k: v for k, v in d.items() if k != "content_sha256"}):
+            raise DataError("the policy does not match its hash (content_sha256): it was edited or corrupted after "
+                            "it was written (a changed prompt text or static prompt would be served as the fitted "
+                            "one)", source=source, fix="rerun `cpo run` or `cpo fit`, or restore the file")
         ids = [p["prompt_id"] for p in d["prompts"]]
         return cls(prompt_ids=ids, prompt_texts=[p["prompt_text"] for p in d["prompts"]],
                    T=np.array([p["T"] for p in d["prompts"]], dtype=np.float64),
@@ -133,6 +141,14 @@ class PolicyState:
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"not a valid policy file ({exc})", source=str(path),
                             fix="rerun `cpo run` or `cpo fit`") from exc
+
+
+def _content_sha(body: dict[str, Any]) -> str:
+    """sha256 of a JSON body as it reads back (canonical: sorted keys, no spaces, floats as JSON writes them)."""
+    import hashlib
+
+    canon = json.loads(json.dumps(body, default=json_default))
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _num(x: float) -> float | None:
