@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -243,6 +244,23 @@ def test_an_edited_policy_file_is_refused(fitted, tmp_path):
     path.write_text(json.dumps(original))
     with pytest.raises(DataError, match="no content hash"):
         PolicyState.load(tmp_path)
+
+
+def test_a_killed_file_writers_temp_file_is_removed_by_the_rerun(fitted, tmp_path):
+    """kill -9 of `cpo assign --out FILE` left .FILE.<pid>.tmp behind for good; the rerun removes the temp
+    files of writers that are gone and leaves a live writer's alone."""
+    import subprocess
+    import sys
+
+    reps, causal, _, state = fitted
+    policy = Policy(causal, state, query_features=_features(reps), device="cpu")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".a.parquet.{int(dead.stdout)}.tmp"
+    live = tmp_path / f".a.parquet.{os.getppid()}.tmp"
+    stale.write_bytes(b"cut by kill -9")
+    live.write_bytes(b"another writer, still running")
+    assign(AssignConfig(model="m", queries=str(_queries(reps, tmp_path)), out=str(tmp_path / "a.parquet")), policy)
+    assert not stale.exists() and live.exists() and (tmp_path / "a.parquet").is_file()
 
 
 def test_query_reader_errors_and_warnings(tmp_path):

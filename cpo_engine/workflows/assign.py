@@ -150,6 +150,21 @@ def open_writer(out: str, ident: dict[str, Any], overwrite: bool) -> Any:
     return _PartsWriter(out, ident, overwrite)
 
 
+def _remove_dead_temps(folder: Path, name: str) -> None:
+    """Remove ``.NAME.<pid>.tmp`` files of writers that are gone (a kill -9 leaves its temp file behind);
+    a live writer's file is left alone."""
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        pid = tmp.name[len(name) + 2:-4]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 class _FileWriter:
     """One file, streamed batch by batch into a temp file that is renamed into place at the end (on an
     object store the upload is committed when the stream closes)."""
@@ -164,6 +179,7 @@ class _FileWriter:
         parent = os.path.dirname(self.path)
         if self.local:
             Path(parent).mkdir(parents=True, exist_ok=True)
+            _remove_dead_temps(Path(parent), os.path.basename(self.path))
         self.tmp = f"{parent}/.{os.path.basename(self.path)}.{os.getpid()}.tmp" if self.local else self.path
         self.stream, self.writer = self.fs.open_output_stream(self.tmp), None
 
