@@ -144,3 +144,26 @@ def test_run_verify_stage_and_cpo_verify_with_recorded_outcomes(small_example, t
                  *common]) == 0
     assert json.loads((opt / "verify" / "verification.json").read_text())["arms"][0]["role"] == "incumbent"
     assert "recommended_verification" in pq.read_table(opt / "assignment.parquet").column_names
+
+
+def test_nothing_is_measured_when_no_call_succeeded_or_every_answer_is_empty(tmp_path):
+    """A rerun of a verification whose every LLM call failed used to mark 300 rows 'verified' with a measured
+    uplift of 0.0, and 100% empty answers passed as measured. Both are refused; a rerun retries failed calls."""
+    from pathlib import Path
+
+    from cpo_engine.exceptions import BackendError
+    from cpo_engine.workflows.config import LLMConfig
+    from cpo_engine.workflows.verify import check_measured, generate_config
+
+    def rows(errors, answers):
+        return pa.table({"query_id": ["q0", "q1"], "prompt_id": ["a", "b"], "score": [0.0, 0.0],
+                         "error": pa.array(errors, pa.string()), "raw_answer": pa.array(answers, pa.string())})
+
+    with pytest.raises(BackendError, match="no LLM call of this verification succeeded .*HTTP 503"):
+        check_measured(rows(["HTTP 503: down", "HTTP 503: down"], [None, None]), {"store": "s"})
+    with pytest.raises(BackendError, match="every one of the 2 LLM answers of this verification is empty"):
+        check_measured(rows([None, None], ["", "  "]), {"store": "s"})
+    check_measured(rows([None, "HTTP 503: down"], ["42", None]), {"store": "s"})  # some measured: fine
+    gen = generate_config(LLMConfig(), Path(tmp_path / "q.parquet"), Path(tmp_path / "p.parquet"), tmp_path / "s",
+                          "verify", VerifyConfig())
+    assert gen.retry_errors  # a rerun after the server is back retries the failed calls

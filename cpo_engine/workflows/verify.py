@@ -262,7 +262,7 @@ def generate_config(llm: LLMConfig, queries: Path, prompts: Path, store: Path, r
     from cpo_engine.generation import DesignConfig, GenerateConfig, SamplingConfig
 
     return GenerateConfig(queries=str(queries), prompts=str(prompts), out=str(store), run_id=run_id,
-                          gold_column="gold_answer", grader=llm.grader, executor=llm.executor,
+                          gold_column="gold_answer", grader=llm.grader, executor=llm.executor, retry_errors=True,
                           shard_size=llm.shard_size, backend=llm.backend, template=llm.template, ray=llm.ray,
                           sampling=SamplingConfig(temperature=llm.temperature, max_tokens=budget.max_tokens,
                                                   seed=budget.seed),
@@ -501,6 +501,7 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
         raise ConfigError("verification needs a baseline and at least one other prompt; raise verify.top_k or "
                           "set verify.seeds=all")
     rows, gen = run_arms(queries, arms, llm, cfg, out, backend=backend, echo=echo)
+    check_measured(rows, gen)
     qids = queries.column("query_id").to_pylist()
     Y = measured_matrix(rows, qids, [a.id for a in arms])
     pred = predict(model, queries.column("query_text").to_pylist(), arms, selection_z, embed, representer)
@@ -521,6 +522,25 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
     if cfg.append_to:
         atomic_write_parquet(verified, Path(cfg.append_to) / f"verified-{Path(gen['store']).parent.name}.parquet")
     return VerifyResult(out, report, arms, Y, pred.choice)
+
+
+def check_measured(rows: pa.Table, gen: dict[str, Any]) -> None:
+    """Refuse to call anything measured when no LLM call succeeded, or every answer was empty: a rerun of a
+    failed verification used to mark every row verified with a measured uplift of 0.0."""
+    from cpo_engine.exceptions import BackendError
+
+    ok = rows.filter(pc.is_null(rows.column("error")))
+    store = gen.get("store", "the generation store")
+    if ok.num_rows == 0:
+        first = next((e for e in rows.column("error").to_pylist() if e), None)
+        raise BackendError(f"no LLM call of this verification succeeded ({rows.num_rows} failed; first error: {first}): "
+                           f"nothing was measured, nothing is marked verified\n  fix: check the server, then rerun "
+                           f"the same command (failed calls are retried; the store is {store})")
+    answers = ok.column("raw_answer").to_pylist() if "raw_answer" in ok.column_names else None
+    if answers is not None and not any(a and str(a).strip() for a in answers):
+        raise BackendError(f"every one of the {ok.num_rows} LLM answers of this verification is empty: nothing was "
+                           "measured, nothing is marked verified\n  fix: check the model, its chat template and "
+                           "max_tokens (verify.max_tokens), then rerun")
 
 
 def verified_triplets(rows: pa.Table) -> pa.Table:
