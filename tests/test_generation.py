@@ -355,12 +355,20 @@ class _Script(BaseHTTPRequestHandler):
         time.sleep(delay)
         with srv.lock:
             srv.in_flight -= 1
-        if status != 200:
+        if status not in (200, "html"):
             self.send_response(status)
             self.send_header("Retry-After", "0")
             self.end_headers()
             echo = f" (you sent {self.headers.get('Authorization')} to {self.path})" if srv.echo else ""
             self.wfile.write(json.dumps({"error": {"message": f"status {status}{echo}"}}).encode())
+            return
+        if status == "html":  # HTTP 200 with a page that is not JSON (a proxy's login page)
+            page = b"<html><body>Please log in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
             return
         text = "The answer is 11." if "messages" in body else " 11"
         choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
@@ -413,6 +421,16 @@ def test_openai_gives_up_and_reports_per_row(fake_server):
     out = _backend(fake_server, max_retries=2, max_concurrency=1).generate(_reqs(2))
     assert "HTTP 503" in out[0].error and "gave up after 3 attempts" in out[0].error
     assert out[1].error.startswith("HTTP 400") and len(fake_server.bodies) == 4  # 400 is not retried
+
+
+@pytest.mark.timeout(60)
+def test_a_200_that_is_not_json_is_a_row_error_not_an_abort(fake_server):
+    """A proxy's login page with HTTP 200 aborted `cpo generate` / `cpo verify` mid-run; now that row fails,
+    says why, and the other rows are answered."""
+    fake_server.script = [("html", 0.0)]
+    out = _backend(fake_server, max_retries=0, max_concurrency=1).generate(_reqs(2))
+    assert out[0].text is None and "not JSON" in out[0].error and "Please log in" in out[0].error
+    assert out[1].error is None and out[1].text == "The answer is 11."
 
 
 @pytest.mark.timeout(60)

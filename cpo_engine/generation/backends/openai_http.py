@@ -165,7 +165,11 @@ class OpenAIBackend:
                                                                                   redact_url(self.base_url))
             else:
                 if resp.status_code < 400:
-                    return resp.json(), None
+                    try:
+                        return resp.json(), None
+                    except ValueError:  # a proxy's login page, an HTML error page: this row failed, the run goes on
+                        return None, (f"HTTP {resp.status_code} with a body that is not JSON (a proxy or login page "
+                                      f"in front of the server?): {resp.text[:120]!r}")
                 error = f"HTTP {resp.status_code}: {_error_text(resp)}"
                 if resp.status_code not in _RETRY_STATUS:
                     return None, error
