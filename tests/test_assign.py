@@ -263,6 +263,23 @@ def test_a_killed_file_writers_temp_file_is_removed_by_the_rerun(fitted, tmp_pat
     assert not stale.exists() and live.exists() and (tmp_path / "a.parquet").is_file()
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_text_that_is_not_utf8_is_refused_with_its_rows(tmp_path, suffix):
+    """A Latin-1 JSONL crashed `cpo assign` with a UnicodeDecodeError traceback."""
+    from cpo_engine.data.queries import scan_queries
+
+    src = tmp_path / f"latin1{suffix}"
+    if suffix == ".jsonl":
+        src.write_bytes(b'{"query_id": "a", "query_text": "ok"}\n{"query_id": "b", "query_text": "caf\xe9"}\n')
+    else:
+        src.write_bytes(b"query_id,query_text\na,ok\nb,caf\xe9\n")
+    with pytest.raises(DataError, match="UTF-?8") as exc:  # CSV: pyarrow's reader names the line itself
+        scan_queries(src)
+    assert str(src) in str(exc.value)
+    if suffix == ".jsonl":
+        assert "rows 1" in str(exc.value) and "query_text" in str(exc.value) and "iconv" in str(exc.value)
+
+
 def test_query_reader_errors_and_warnings(tmp_path):
     from cpo_engine.data.queries import read_queries
 

@@ -117,6 +117,14 @@ def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple
     return n, digest.hexdigest()
 
 
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def count_queries(path: str | os.PathLike[str]) -> int | None:
     """Rows of a Parquet input from its footers (no scan); None for text formats."""
     ds = query_dataset(path)
@@ -161,6 +169,14 @@ def validate_queries(table: pa.Table, source: str = "<queries>", offset: int = 0
                         fix="store query_text as UTF-8 strings")
     ids, texts = pc.cast(ids, pa.string()), pc.cast(texts, pa.string())
     for name, col in (("query_id", ids), ("query_text", texts)):
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            bad = [offset + i for i, v in enumerate(pc.cast(col, pa.binary()).to_pylist())
+                   if v is not None and not _is_utf8(v)]
+            raise DataError(f"{len(bad)} value(s) are not valid UTF-8 text (row numbers count data rows from 0)",
+                            source=source, column=name, rows=bad[:20],
+                            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
         if col.null_count:
             rows = [offset + i for i in pc.indices_nonzero(pc.is_null(col)).to_pylist()]
             raise DataError(f"{col.null_count} missing value(s) (row numbers count data rows from 0)", source=source,
