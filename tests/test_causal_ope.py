@@ -259,3 +259,31 @@ def test_logged_propensities_are_not_clipped_at_the_estimated_floor():
     assert modelled.ci_high < 0.5  # what the estimated-propensity floor does to true propensities
     with pytest.raises(ConfigError, match="min_logged_propensity"):
         OPEConfig(min_logged_propensity=0.0)
+
+
+def test_propensity_one_on_every_row_puts_other_choices_off_support_and_values_stay_in_range():
+    """`cpo ope` with propensity 1.0 on every row while 4 prompts were logged reported 0% off support and a tight
+    interval, and a value below 0 for a 0/1 score. Propensity 1.0 says the logging policy could choose nothing
+    else for that query: a target that chooses another prompt there is off support (bounded), whatever a fitted
+    propensity model guesses; reported values stay inside the score's range."""
+    rng = np.random.default_rng(3)
+    n, k = 400, 4
+    q = np.arange(n)
+    a = rng.integers(0, k, n)
+    y = (rng.random(n) < 0.5).astype(float)
+    P_model = np.full((n, k), 1.0 / k)  # what a propensity model fitted on these logs says
+    target = (a + 1) % k  # never the logged prompt
+    logged = BanditLogs(q, a, y, np.ones(n), logged=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        est = estimate_policy_value(logged, target, None, propensity_matrix=P_model, y_range=(0.0, 1.0))["ipw"]
+        naive = estimate_policy_value(BanditLogs(q, a, y, np.ones(n)), target, None, propensity_matrix=P_model,
+                                      y_range=(0.0, 1.0))["ipw"]
+    assert est.off_support == 1.0 and est.bounded and est.reported == (0.0, 1.0)
+    assert naive.off_support == 0.0  # without the logs' own propensities the model's guess is all there is
+    q_hat = np.full((n, k), -0.3)  # a reward model that extrapolates below the score's range
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        dm = estimate_policy_value(BanditLogs(q, a, y, np.full(n, 0.25)), target, q_hat, y_range=(0.0, 1.0),
+                                   estimators=("dm",))["dm"]
+    assert dm.value == 0.0 and dm.ci_low >= 0.0 and any("outside the score's range" in w for w in dm.warnings)

@@ -279,7 +279,8 @@ def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | Non
         each estimate also reports ``off_support`` (the target's share of choices the logs almost
         never made) and ``bounds`` that do not trust the reward model there.
     y_range : (float, float), optional
-        Range of the score for the bounds (default: the logged scores' min and max).
+        Range of the score: the bounds' range (default: the logged scores' min and max); when given, values
+        and intervals are also clipped to it, with a warning on an estimate that fell outside.
 
     Returns
     -------
@@ -293,10 +294,43 @@ def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | Non
     q_hat = None if q_hat is None else np.asarray(q_hat, dtype=np.float64)
     out = _estimates(logs, probs, q_hat, cfg, estimators)
     if propensity_matrix is not None and out:
-        _add_support(out, logs, probs, q_hat, cfg, np.asarray(propensity_matrix, np.float64),
+        P = np.asarray(propensity_matrix, np.float64)
+        _add_support(out, logs, probs, q_hat, cfg, logged_support(P, logs) if logs.logged else P,
                      y_range or (float(logs.y.min()), float(logs.y.max())))
+    if y_range is not None:  # reported values stay in the score's range (the raw estimators do not)
+        _clip_to_range(out, y_range)
     _warn_overlap(out, cfg, name)
     return out
+
+
+def logged_support(P: np.ndarray, logs: BanditLogs) -> np.ndarray:
+    """A propensity matrix made consistent with the logs' own propensities: each logged row's prompt gets its
+    logged probability, and the query's other prompts share at most what is left (1 - p). Propensity 1.0 on
+    a row says the logging policy could choose nothing else for that query: a target choosing another prompt
+    there is off support, whatever a fitted model of the logging policy guesses."""
+    P = np.array(P, dtype=np.float64, copy=True)
+    for q, a, p in zip(logs.q, logs.a, logs.p):
+        P[q, a] = p
+        others = np.arange(P.shape[1]) != a
+        total = P[q, others].sum()
+        if total > 1.0 - p:
+            P[q, others] *= max(1.0 - p, 0.0) / total
+    return P
+
+
+def _clip_to_range(out: dict[str, PolicyEstimate], y_range: tuple[float, float]) -> None:
+    """Keep values and intervals inside the score's range, and say so when an estimate fell outside it (extreme
+    weights, or a reward model that extrapolates): a value of -0.02 for a 0/1 score is not a value."""
+    lo, hi = y_range
+    for e in out.values():
+        if lo <= e.value <= hi and lo <= e.ci_low and e.ci_high <= hi:
+            continue
+        if not lo <= e.value <= hi:
+            e.warnings.append(f"the {e.estimator} estimate {e.value:.4f} fell outside the score's range [{lo:g}, "
+                              f"{hi:g}] and is reported clipped to it: extreme importance weights or a reward model "
+                              "that extrapolates; compare the other estimators")
+        e.value = float(np.clip(e.value, lo, hi))
+        e.ci_low, e.ci_high = float(np.clip(e.ci_low, lo, hi)), float(np.clip(e.ci_high, lo, hi))
 
 
 def _estimates(logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None, cfg: OPEConfig,

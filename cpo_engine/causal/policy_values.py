@@ -149,7 +149,8 @@ def estimated_policy_values(logs: BanditLogs, policies: dict[str, Any], q_hat: n
     headline = cfg.estimator if q_hat is not None or cfg.estimator in ("ipw", "snips") else "snips"
     all_est: dict[str, dict[str, PolicyEstimate]] = {}
     for name, policy in policies.items():
-        all_est[name] = estimate_policy_value(logs, policy, q_hat, cfg, name=name, propensity_matrix=propensity_matrix)
+        all_est[name] = estimate_policy_value(logs, policy, q_hat, cfg, name=name, propensity_matrix=propensity_matrix,
+                                              y_range=(float(logs.y.min()), float(logs.y.max())))
     est = {name: e[headline] for name, e in all_est.items()}
     est[LOGGING] = on_policy_value(logs, cfg.level)
     method = f"{ESTIMATOR_LABELS[headline]} off-policy estimate on {where}"
