@@ -151,11 +151,27 @@ def estimated_policy_values(logs: BanditLogs, policies: dict[str, Any], q_hat: n
     for name, policy in policies.items():
         all_est[name] = estimate_policy_value(logs, policy, q_hat, cfg, name=name, propensity_matrix=propensity_matrix,
                                               y_range=(float(logs.y.min()), float(logs.y.max())))
+    for name, e in all_est.items():
+        _warn_disagreement(name, e, headline)
     est = {name: e[headline] for name, e in all_est.items()}
     est[LOGGING] = on_policy_value(logs, cfg.level)
     method = f"{ESTIMATOR_LABELS[headline]} off-policy estimate on {where}"
     return PolicyValues(ESTIMATED, method, est, _paired(est, LOGGING, cfg.level), _paired(est, static_name, cfg.level),
                         static_name, all_est, diagnostics or {})
+
+
+def _warn_disagreement(name: str, estimates: dict[str, PolicyEstimate], headline: str) -> None:
+    """IPW and DR estimate the same value; far apart beyond their noise, the propensities or the reward model
+    are wrong, and the headline says so instead of printing one of them without comment."""
+    ipw, dr = estimates.get("ipw"), estimates.get("dr")
+    if ipw is None or dr is None or headline not in estimates:
+        return
+    gap, noise = abs(ipw.value - dr.value), float(np.hypot(ipw.se, dr.se))
+    if np.isfinite(noise) and gap > 3 * noise and gap > 0.02:
+        estimates[headline].warnings.append(
+            f"IPW ({ipw.value:.3f}) and doubly robust ({dr.value:.3f}) estimates of '{name}' disagree far beyond their "
+            "noise: the propensities (given or estimated) or the reward model are wrong here; check the "
+            "propensity column and the overlap table before trusting either")
 
 
 def logged_means(q: np.ndarray, y: np.ndarray, n_queries: int) -> np.ndarray:
