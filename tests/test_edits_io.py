@@ -153,6 +153,22 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "paired units" in capsys.readouterr().out
 
 
+def test_cli_refuses_a_run_folder_as_out_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cpo edits --out RUN_FOLDER` overwrote the run's summary.json; a run folder (it has a manifest) is refused,
+    naming a folder to use instead, and the run's files are untouched."""
+    data = tmp_path / "grid.parquet"
+    pq.write_table(simulate_grid(EFFECTS, n_queries=10, seed=2), data)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"workflow": "run", "status": "ok"}))
+    (run / "summary.json").write_text('{"recommendation": "the run\'s own"}')
+    assert main(["edits", "--data", str(data), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "is a `cpo run` run folder" in err and str(run / "edits") in err
+    assert json.loads((run / "summary.json").read_text()) == {"recommendation": "the run's own"}
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json", "summary.json"]
+
+
 def test_cli_bad_input_exits_2_with_the_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "grid.parquet"
     pq.write_table(simulate_grid(EFFECTS, n_queries=10, seed=2), data)

@@ -54,6 +54,27 @@ def _filters(specs: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _edits_folder(out: str) -> str:
+    """``--out`` as a writable folder that is not another workflow's run folder (whose summary.json the
+    analysis would overwrite)."""
+    import json
+    from pathlib import Path
+
+    from cpo_engine.exceptions import ConfigError
+    from cpo_engine.workflows.common import MANIFEST, usable_folder
+
+    folder = usable_folder(out)
+    manifest = Path(folder) / MANIFEST
+    if manifest.is_file():
+        try:
+            workflow = json.loads(manifest.read_text()).get("workflow", "cpo")
+        except (ValueError, AttributeError):
+            workflow = "cpo"
+        raise ConfigError(f"--out {out} is a `cpo {workflow}` run folder ({MANIFEST}): the edit analysis would "
+                          f"overwrite its summary.json\n  fix: pass another folder, e.g. --out {Path(out) / 'edits'}")
+    return str(folder)
+
+
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.edits import EffectConfig, PairConfig, PriorConfig, analyze, write_report
     from cpo_engine.exceptions import ConfigError
@@ -65,10 +86,14 @@ def run(args: argparse.Namespace) -> int:
     eff_cfg = EffectConfig(learner=args.learner, cv=args.cv, inference=args.inference, fdr=args.fdr,
                            min_edits=args.min_edits, min_prompts=args.min_prompts, by_model=not args.pool_models,
                            random_state=args.seed)
-    report, prior = analyze(data, args.kind, pair_cfg, eff_cfg, PriorConfig(temperature=args.temperature),
-                            _filters(args.filter), args.score_column)
-    prior["meta"]["source"] = str(data)
-    paths = write_report(report, prior, args.out, source=str(data))
+    out = _edits_folder(args.out)  # before the analysis: a wrong --out is refused in seconds, not after it
+    from cpo_engine.utils import FolderLock
+
+    with FolderLock(out, "edit analysis folder", fix=" or pass another --out"):
+        report, prior = analyze(data, args.kind, pair_cfg, eff_cfg, PriorConfig(temperature=args.temperature),
+                                _filters(args.filter), args.score_column)
+        prior["meta"]["source"] = str(data)
+        paths = write_report(report, prior, out, source=str(data))
     fam = report.families
     est = fam[fam["status"] == "estimated"]
     print(f"{report.config['n_edits']:,} edits, {report.config['n_units']:,} paired units; "
