@@ -127,7 +127,8 @@ def fresh_clone(path: Path) -> list[str]:
     d = json.loads(path.read_text())
     out = [f"## Fresh clone, fresh venv, the README's two commands (`{path.relative_to(ROOT)}`)", "",
            "| run | commit | `bash scripts/run.sh` | `bash scripts/test.sh` | tests | load average |", "|---|---|---|---|---|---|"]
-    for i, r in enumerate(d.get("runs", []), 1):
+    runs = [r for b in d.get("batches", []) for r in b["runs"]] or d.get("runs", [])  # scripts/fresh_clone.sh's
+    for i, r in enumerate(runs, 1):
         out.append(f"| {i} | {r['commit']} | {r['run_sh_s']} s | {r['test_sh_s']} s | {r.get('tests', '')} | "
                    f"{r.get('load', '')} |")
     return out + ["", d.get("note", ""), ""]
@@ -138,7 +139,7 @@ def main() -> int:
              "every number below is read from a record of a run (device, command, load average inside).", ""]
     for pattern, fn in (("observational_*.json", observational), ("policy_observational_*.json", policy),
                         ("bench_calibration.json", calibration),
-                        ("check_latest_*.json", check_latest), ("fresh_clone_locked_*.json", fresh_clone)):
+                        ("check_latest_*.json", check_latest), ("fresh_clone_2*.json", fresh_clone)):
         p = latest(pattern)
         if p is not None:
             parts += fn(p)
