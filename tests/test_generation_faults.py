@@ -84,10 +84,27 @@ def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, cap
     assert "Traceback" not in err
     m = _manifest(out)
     assert not m["complete"] and m["errors"] == m["rows"] == 6 and m["summary"]["failed_rows"] == 6
+    assert main(argv + ["--base-url", "http://127.0.0.1:9/v1"]) == 0  # a plain rerun keeps the failed rows
+    out_text = capsys.readouterr().out
+    assert "first error of this run: None" not in out_text and "failed in an earlier run" in out_text
+    assert "--retry-errors" in out_text
     assert main(argv + ["--base-url", _url(fake_server), "--retry-errors"]) == 0
     m = _manifest(out)
     assert m["complete"] and m["summary"]["failed_rows"] == 0
     assert read_generated(out).column("error").null_count == 6
+
+
+def test_verify_style_generation_advises_only_what_it_accepts(log, tmp_path, capsys):
+    """verify, nightly and run --verify-* build their generation with retry_errors on: their advice is to rerun,
+    not the --retry-errors flag they reject."""
+    from cpo_engine.generation import BackendConfig, GenerateConfig, OpenAIConfig
+
+    cfg = GenerateConfig(queries=str(log), out=str(tmp_path / "o"), shard_size=4, max_queries=1, retry_errors=True,
+                         backend=BackendConfig(kind="openai", openai=OpenAIConfig(base_url="http://127.0.0.1:9/v1",
+                                                                                  max_retries=0)))
+    with pytest.raises(BackendError) as exc:
+        generate_triplets(cfg, echo=lambda _: None)
+    assert "--retry-errors" not in str(exc.value) and "failed calls are retried" in str(exc.value)
 
 
 def test_some_calls_failed_is_reported_and_not_complete(log, tmp_path, fake_server):

@@ -300,16 +300,21 @@ def generate_triplets(
 
 
 def _report_failures(cfg: GenerateConfig, stats: "_Stats", unfinished: int, echo: Callable[[str], None]) -> None:
-    """Every call of this invocation failed: an error (nothing usable came back). Some failed: say so."""
+    """Every call of this invocation failed: an error (nothing usable came back). Some failed: say so, with advice
+    the caller accepts (`cpo generate` takes --retry-errors; verify, nightly and run retry failed calls on rerun)."""
     where = _endpoint(cfg)
+    retry = ("rerun the same command (failed calls are retried)" if cfg.retry_errors
+             else "rerun the same command with --retry-errors")
     if stats.rows and stats.errors == stats.rows:
         raise BackendError(
             f"all {stats.rows} LLM calls of this run failed (first error: {stats.first_error}); the rows are "
             f"recorded as failed in {cfg.out} and the run is not complete.\n  fix: check the backend{where}, "
-            "then rerun the same command with --retry-errors")
+            f"then {retry}")
     if unfinished:
-        echo(f"warning: {unfinished} planned row(s) have no result without error (first error of this run: "
-             f"{stats.first_error}); the run is not complete: rerun with --retry-errors to retry them")
+        first = (f"first error of this run: {stats.first_error}" if stats.first_error is not None else
+                 "they failed in an earlier run of this command; their errors are in the shards' error column")
+        echo(f"warning: {unfinished} planned row(s) have no result without error ({first}); the run is not "
+             f"complete: {retry}")
 
 
 def _endpoint(cfg: GenerateConfig) -> str:
