@@ -96,6 +96,21 @@ def test_small_data_warns_by_name_and_falls_back_to_the_static_prompt():
     assert (out.recommended_prompt_id == policy.static_prompt_id).all() and not out.departs_from_static.any()
     keep = Policy(causal, state, PolicyConfig(fallback=False), device="cpu")
     assert keep.problems and not keep.fallback
+    with pytest.warns(UnreliablePolicyWarning) as caught:  # no "Falling back" when it does not fall back
+        keep.warn()
+    text = str(caught[0].message)
+    assert "Falling back" not in text and "policy.fallback is off, so the per-query choice is used anyway" in text
+
+
+def test_a_bundle_without_its_policy_says_whether_its_run_was_killed(fitted, tmp_path):
+    """A killed run's bundle was called "written by an older version"."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps({"workflow": "run", "status": "running"}))
+    with pytest.raises(ConfigError, match="did not finish \\(status 'interrupted'"):
+        PolicyState.load(tmp_path / "model")
+    (tmp_path / "manifest.json").write_text(json.dumps({"workflow": "run", "status": "ok"}))
+    with pytest.raises(ConfigError, match="older version"):
+        PolicyState.load(tmp_path / "model")
 
 
 @pytest.mark.parametrize("evidence,expect", [

@@ -164,6 +164,12 @@ def test_a_folder_that_is_not_a_run_folder_is_never_emptied(tmp_path):
     with pytest.raises(ConfigError, match="cpo-generation/1"), open_run(tmp_path / "gen", Cfg("x"), "fit", ("model",)):
         pass
     assert (tmp_path / "mine" / "model").is_dir() and (tmp_path / "gen" / "manifest.json").exists()
+    (tmp_path / "notes").mkdir()  # a folder of unrelated files: refused, not mixed into, and no lock left behind
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds todo.txt but no cpo manifest.json"), \
+            open_run(tmp_path / "notes", Cfg("x"), "fit", ("model",)):
+        pass
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
 
 
 _EMBED = """

@@ -96,6 +96,7 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
         Top-level names the workflow writes in the folder (files or folders).
     """
     run_dir = usable_folder(run_dir, flag)
+    refuse_foreign_folder(run_dir, flag)  # before the lock: a refused folder gets no .cpo.lock either
     lock = FolderLock(run_dir, "run folder", fix=f" or pass another {flag}").acquire()
     try:
         replaces, moved = set_aside_previous_run(run_dir, owned, flag)
@@ -109,6 +110,18 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
         shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
     finally:
         lock.release()
+
+
+def refuse_foreign_folder(run_dir: Path, flag: str = "--out") -> None:
+    """A folder with files in it but no cpo manifest is someone else's: refused, so a run never mixes its
+    outputs into it (hidden files such as .cpo.lock or .cpo_cache do not count)."""
+    if (run_dir / MANIFEST).exists():
+        return
+    entries = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    if entries:
+        listed = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise ConfigError(f"{flag} {run_dir} already holds {listed} but no cpo {MANIFEST}: it does not look like a "
+                          "cpo run folder, and a run would mix its outputs into it\n  fix: pass a new or empty folder")
 
 
 def usable_folder(path: str | Path, flag: str = "--out") -> Path:

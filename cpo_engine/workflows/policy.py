@@ -134,13 +134,25 @@ class PolicyState:
     def load(cls, bundle_dir: str | Path) -> "PolicyState":
         path = Path(bundle_dir) / STATE_FILE
         if not path.is_file():
-            raise ConfigError(f"{bundle_dir} holds a model but no {STATE_FILE} (written by an older version): rerun "
-                              "`cpo run` or `cpo fit` to get a bundle that can assign prompts")
+            status = _run_status(Path(bundle_dir).parent)
+            why = (f"the run that wrote it did not finish (status {status!r} in its manifest.json)"
+                   if status not in (None, "ok") else "written by an older version")
+            raise ConfigError(f"{bundle_dir} holds a model but no {STATE_FILE} ({why}): rerun `cpo run` or `cpo fit` "
+                              "to get a bundle that can assign prompts")
         try:
             return cls.from_dict(json.loads(path.read_text()), str(path))
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"not a valid policy file ({exc})", source=str(path),
                             fix="rerun `cpo run` or `cpo fit`") from exc
+
+
+def _run_status(run_dir: Path) -> str | None:
+    """The status a run folder's manifest records ('running' reads as 'interrupted': its writer is gone)."""
+    try:
+        status = json.loads((run_dir / "manifest.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return "interrupted" if status == "running" else status
 
 
 def _content_sha(body: dict[str, Any]) -> str:
@@ -480,10 +492,10 @@ class Policy:
         """Raise the :class:`UnreliablePolicyWarning` of the failed checks (nothing when none failed)."""
         if not self.problems:
             return
-        then = (f"every query gets the best static prompt '{self.state.static_id}' instead"
-                if self.fallback else "the per-query choice is kept anyway (policy.fallback is off)")
+        then = (f"Falling back: every query gets the best static prompt '{self.state.static_id}' instead"
+                if self.fallback else "policy.fallback is off, so the per-query choice is used anyway")
         warnings.warn(f"the data are too small or too noisy to learn a per-query policy: {'; '.join(self.problems)}. "
-                      f"Falling back: {then}.", UnreliablePolicyWarning, stacklevel=3)
+                      f"{then}.", UnreliablePolicyWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ assigning
     @property
