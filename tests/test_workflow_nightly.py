@@ -202,3 +202,23 @@ def test_a_new_prompt_goes_live_only_on_a_measured_win(texts, tmp_path, encoder)
     assert r3["promotion"]["status"] == "kept" and "margin 1.01" in r3["promotion"]["reason"]
     assert (state / "live.json").read_bytes() == before
     assert r3["model_status"] == "updated"  # the model is refreshed; what is served is not
+
+
+def test_a_column_stored_as_numbers_one_night_and_text_another_still_merges(tmp_path):
+    """After one verified night (gold answers written as numbers by the task) every later night crashed on
+    "Field gold_answer has incompatible types: double vs string"; now the column reads as text everywhere."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cpo_engine.workflows.nightly import load_window
+
+    (tmp_path / "triplets" / "verified").mkdir(parents=True)
+    base = {"query_id": ["q1", "q2"], "query_text": ["1+1?", "2+2?"], "prompt_id": ["p", "p"],
+            "prompt_text": ["Answer:", "Answer:"], "score": [1.0, 0.0]}
+    pq.write_table(pa.table(base | {"gold_answer": ["2", "4"]}), tmp_path / "triplets" / "2026-12-01.parquet")
+    pq.write_table(pa.table(base | {"gold_answer": [2.0, 4.5]}), tmp_path / "triplets" / "verified" / "2026-12-01.parquet")
+    pq.write_table(pa.table(base | {"gold_answer": [2, 4]}), tmp_path / "triplets" / "2026-12-02.parquet")
+    table, dates = load_window(tmp_path, None)
+    assert dates == ["2026-12-01", "2026-12-02"] and table.num_rows == 6
+    assert table.schema.field("gold_answer").type == pa.string()
+    assert table.column("gold_answer").to_pylist() == ["2", "4", "2", "4.5", "2", "4"]

@@ -128,8 +128,36 @@ def load_window(state: Path, window_days: int | None, tonight: tuple[str, pa.Tab
         tables = [t if "weight" in t.column_names else t.append_column("weight", pa.array(np.ones(t.num_rows)))
                   for t in tables]
     common = [c for c in tables[0].column_names if all(c in t.column_names for t in tables)]
-    table = pa.concat_tables([t.select(common) for t in tables], promote_options="permissive")
+    table = pa.concat_tables(_same_types([t.select(common) for t in tables]), promote_options="permissive")
     return table, dates
+
+
+def _same_types(tables: list[pa.Table]) -> list[pa.Table]:
+    """Tables whose columns agree on a type: a column stored as numbers one night and as text another (a gold
+    answer: 42.0 from a generated task, "42" from a team's logs) is read as text everywhere, instead of
+    failing the merge of every later night ("Field gold_answer has incompatible types: double vs string")."""
+    import pyarrow.compute as pc
+
+    out = list(tables)
+    for name in tables[0].column_names:
+        types = {t.schema.field(name).type for t in tables}
+        if len(types) <= 1 or all(pa.types.is_integer(x) or pa.types.is_floating(x) or pa.types.is_null(x)
+                                  for x in types):
+            continue  # one type, or numbers of several widths: concat_tables promotes those itself
+        for i, t in enumerate(out):
+            col = t.column(name)
+            if not pa.types.is_string(col.type):
+                text = pc.cast(col, pa.string()) if not pa.types.is_floating(col.type) else pa.chunked_array(
+                    [pa.array([_number_text(v) for v in col.to_pylist()], pa.string())])
+                out[i] = t.set_column(t.schema.get_field_index(name), name, text)
+    return out
+
+
+def _number_text(v: Any) -> str | None:
+    """42.0 -> "42", 0.5 -> "0.5" (how a gold answer is written as text)."""
+    if v is None:
+        return None
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def append_triplets(state: Path, new: str | Path, date: str) -> Path:
