@@ -222,3 +222,27 @@ def test_a_column_stored_as_numbers_one_night_and_text_another_still_merges(tmp_
     assert dates == ["2026-12-01", "2026-12-02"] and table.num_rows == 6
     assert table.schema.field("gold_answer").type == pa.string()
     assert table.column("gold_answer").to_pylist() == ["2", "4", "2", "4.5", "2", "4"]
+
+
+def test_damaged_state_files_are_named_not_tracebacks(tmp_path):
+    """A corrupt current.json, live.json or stored day crashed `cpo nightly` without naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cpo_engine.exceptions import DataError
+    from cpo_engine.workflows.nightly import load_window, read_json
+
+    (tmp_path / "current.json").write_text('{"date": "2026-12-01", "run": ')
+    with pytest.raises(DataError, match="not valid JSON") as exc:
+        read_json(tmp_path / "current.json")
+    assert str(tmp_path / "current.json") in str(exc.value) and "fix" in str(exc.value)
+    (tmp_path / "live.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="JSON object"):
+        read_json(tmp_path / "live.json")
+    assert read_json(tmp_path / "absent.json") == {}
+    (tmp_path / "triplets").mkdir()
+    pq.write_table(pa.table({"query_id": ["q"], "score": [1.0]}), tmp_path / "triplets" / "2026-12-01.parquet")
+    (tmp_path / "triplets" / "2026-12-02.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(DataError, match="cannot be read") as exc:
+        load_window(tmp_path, None)
+    assert "2026-12-02.parquet" in str(exc.value)

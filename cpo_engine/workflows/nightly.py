@@ -113,7 +113,7 @@ def load_window(state: Path, window_days: int | None, tonight: tuple[str, pa.Tab
     """Triplets of the last ``window_days`` dates (all when None), with the dates used. ``tonight``
     (date, table) stands in for that date's stored file without being written."""
     files = stored_files(state)
-    tables_by_date: dict[str, list[pa.Table]] = {d: [pq.read_table(f) for f in fs] for d, fs in files.items()}
+    tables_by_date: dict[str, list[pa.Table]] = {d: [_read_day(f) for f in fs] for d, fs in files.items()}
     if tonight is not None:
         date, table = tonight
         tables_by_date[date] = [table]  # tonight's rows replace that date's stored ones
@@ -364,8 +364,30 @@ def _failed_dir(state: Path, run_dir: Path, date: str) -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A state file's JSON ({} when it does not exist)."""
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A state file's JSON ({} when it does not exist); a damaged one is a DataError naming it and the fix."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"the nightly state file is not valid JSON ({exc})", source=str(path),
+                        fix=f"restore {path.name} from a backup, or delete it to start that part of the state afresh "
+                            "(current.json: the next night fits from scratch; live.json: nothing is served until a "
+                            "measured win)") from None
+    if not isinstance(data, dict):
+        raise DataError("the nightly state file does not hold a JSON object", source=str(path),
+                        fix=f"restore {path.name} from a backup, or delete it")
+    return data
+
+
+def _read_day(path: Path) -> pa.Table:
+    """A stored day of triplets; a damaged file is a DataError naming it (not a pyarrow traceback)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"a stored day of triplets cannot be read ({str(exc).splitlines()[0]})", source=str(path),
+                        fix="restore the file from a backup, or move it out of triplets/ (that day's rows are then "
+                            "left out of the window)") from None
 
 
 def _finish(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
