@@ -246,3 +246,25 @@ def test_damaged_state_files_are_named_not_tracebacks(tmp_path):
     with pytest.raises(DataError, match="cannot be read") as exc:
         load_window(tmp_path, None)
     assert "2026-12-02.parquet" in str(exc.value)
+
+
+@pytest.mark.timeout(600)
+def test_a_night_that_fails_after_its_fit_changes_no_stored_day(texts, tmp_path, encoder, monkeypatch):
+    """A failed rerun of the live date overwrote triplets/<live date>.parquet before verification (80 queries'
+    rows lost) and a failed night's rows entered the next fit. A night is one transaction: here it fails in
+    search/verification, after its fit, and the stored triplets and current.json are exactly as before."""
+    import cpo_engine.workflows.nightly_promote as promote
+
+    state = tmp_path / "state"
+    run_nightly(_cfg(state, _night(texts, tmp_path / "d1.parquet", 1, +1), "2026-01-01"), representer=_rep(state, encoder))
+    before = _tree(state / "triplets") | {"current": (state / "current.json").read_text()}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("the LLM server went away during verification")
+
+    monkeypatch.setattr(promote, "search_and_promote", boom)
+    for date in ("2026-01-01", "2026-01-02"):  # the live date's rerun, and a new date
+        with pytest.raises(RuntimeError, match="went away"):
+            run_nightly(_cfg(state, _night(texts, tmp_path / f"n{date}.parquet", 5, +1), date),
+                        representer=_rep(state, encoder))
+        assert _tree(state / "triplets") | {"current": (state / "current.json").read_text()} == before

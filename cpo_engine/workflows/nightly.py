@@ -331,10 +331,9 @@ def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, back
     atomic_write_parquet(assignment, run_dir / "assignment.parquet")
     atomic_write_parquet(prompts, run_dir / "prompts.parquet")
     blocked = bool(report["comparison"] and report["comparison"]["drift"] and cfg.drift.fail_on_drift)
-    promote = not blocked
-    if new is not None:
-        _store_day(state, date, new, current, promote, run_dir, report)
     if blocked:
+        if new is not None:
+            _store_day(state, date, new, current, False, run_dir, report)
         report["model_status"] = "drift_blocked"
         report["live_run"] = current.get("run")
         report["promotion"] = {"status": "kept", "reason": "the model drifted and drift.fail_on_drift is set"}
@@ -342,6 +341,10 @@ def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, back
     from cpo_engine.workflows.nightly_promote import search_and_promote
 
     report["promotion"] = search_and_promote(state, run_dir, date, cfg, table, reps, model, rep, backend)
+    # the night commits here, all at once: tonight's triplets enter the state only now, so a night that fails
+    # anywhere before (search, verification, a crash) leaves the stored days (the live date's too) as they were
+    if new is not None:
+        _store_day(state, date, new, current, True, run_dir, report)
     report["model_status"] = "updated"
     atomic_write_json(state / "current.json", {"date": date, "run": str(run_dir.relative_to(state))})
     report["live_run"] = str(run_dir.relative_to(state))
