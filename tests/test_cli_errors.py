@@ -44,8 +44,15 @@ def _variant(grid: Path, tmp_path: Path, name: str, fn) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "fit", "edits", "optimize"])
-def test_out_that_is_a_file(capsys, tmp_path, grid, command):
+@pytest.mark.parametrize("command", ["run", "fit", "edits", "optimize", "embed", "ope"])
+def test_out_that_is_a_file(capsys, tmp_path, grid, command, monkeypatch):
+    """Refused before any expensive work: the embedding is never reached."""
+    from cpo_engine.workflows.common import Representer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("embedding started before --out was checked")
+
+    monkeypatch.setattr(Representer, "represent", no_work)
     (tmp_path / "afile").write_text("not a folder")
     out = str(tmp_path / "afile")
     argv = [command, "--data", str(grid), "--out", out] + (["--set", "embed.device=cpu"] if command != "edits" else [])

@@ -25,9 +25,11 @@ def run(args: argparse.Namespace) -> int:
 
     apply_positional_data(args)
     cfg = config_from_args(args, FitConfig)
+    from cpo_engine.workflows.common import usable_folder
+
+    out = usable_folder(args.out)  # a file or an unwritable --out is refused before the embedding
     table, _ = load_data(cfg.data)
     reps = Representer(cfg.embed).represent(table, cfg.pca)
-    out = Path(args.out)
     write_features(reps, out)
     s = reps.summary()
     cache = s.get("cache", {})

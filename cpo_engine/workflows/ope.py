@@ -300,6 +300,9 @@ def run_ope(cfg: Any) -> OffPolicyResult:
 
     if not cfg.out:
         raise ConfigError("ope needs an output folder: pass --out DIR")
+    from cpo_engine.workflows.common import usable_folder
+
+    usable_folder(cfg.out)  # a file or an unwritable --out is refused before the data are read and embedded
     table, info = load_data(cfg.data)
     bundle = None
     if cfg.model:
