@@ -246,3 +246,26 @@ def test_the_report_escapes_every_text(tmp_path):
                                              prompts=table, summary={evil: evil}, notes=[evil], candidates=table,
                                              trace=table, glossary={evil: evil})).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.parametrize("command", ["run", "fit"])
+def test_settings_that_cannot_work_are_refused_before_any_work(capsys, tmp_path, grid, command, monkeypatch):
+    """cuml_ridge without cuML, or a damaged --edit-prior, failed only after the embedding and the fit and left
+    summary.json, features/ and model/ behind; now refused first, and the --out folder is not even created."""
+    from cpo_engine.workflows.common import Representer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("embedding started before the settings were checked")
+
+    monkeypatch.setattr(Representer, "represent", no_work)
+    out = tmp_path / "o"
+    base = [command, "--data", str(grid), "--out", str(out), "--set", "embed.device=cpu"]
+    assert main(base + ["--set", "causal.model_y=cuml_ridge"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "'cuml' is needed here but is not installed" in err and "cpo-engine[cuml]" in err
+    assert not out.exists()
+    if command == "run":
+        bad = tmp_path / "prior.json"
+        bad.write_text('{"format": "not an edit prior"')
+        _fails_cleanly(capsys, base + ["--set", f"proposer.edit_prior={bad}"], str(bad))
+        assert not out.exists()

@@ -112,6 +112,29 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
         lock.release()
 
 
+#: Nuisances that need an optional package: (module, extra).
+_NUISANCE_NEEDS = {"cuml_ridge": ("cuml", "cuml"), "lgbm": ("lightgbm", "lightgbm")}
+
+
+def preflight(cfg: Any) -> None:
+    """What can be checked before any data is read or embedded: the nuisances' optional packages (cuML,
+    LightGBM) and an edit prior file named by the search settings. A mistake there used to surface after the
+    embedding and the fit, leaving a half-written run folder."""
+    from cpo_engine.utils import require
+
+    causal = getattr(cfg, "causal", None)
+    for key in ("model_y", "model_t"):
+        name = getattr(causal, key, None) if causal is not None else None
+        if isinstance(name, str) and name in _NUISANCE_NEEDS:
+            require(*_NUISANCE_NEEDS[name])
+    proposer = getattr(cfg, "proposer", None)
+    prior = getattr(proposer, "edit_prior", None) if proposer is not None else None
+    if proposer is not None and getattr(proposer, "kind", None) == "edit" and prior not in (None, "auto"):
+        from cpo_engine.search.proposers import load_prior
+
+        load_prior(prior)  # reads and validates the file: a DataError names it and the fix
+
+
 def refuse_foreign_folder(run_dir: Path, flag: str = "--out") -> None:
     """A folder with files in it but no cpo manifest is someone else's: refused, so a run never mixes its
     outputs into it (hidden files such as .cpo.lock or .cpo_cache do not count)."""

@@ -8,7 +8,8 @@ from typing import Any
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json
-from cpo_engine.workflows.common import Representer, load_data, open_run, scores_and_weights, write_features
+from cpo_engine.workflows.common import (Representer, load_data, open_run, preflight, scores_and_weights,
+                                         write_features)
 from cpo_engine.workflows.config import FitConfig
 
 
@@ -33,6 +34,7 @@ def fit(cfg: FitConfig) -> FitResult:
     if not cfg.out:
         raise ConfigError("fit needs an output folder: pass --out DIR")
     out = Path(cfg.out)
+    preflight(cfg)
     with open_run(out, cfg, "fit", FIT_OUTPUTS) as manifest:
         table, info = load_data(cfg.data)
         manifest.data["data"] = info

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from cpo_engine.data.grid import cell_means, split_queries
 from cpo_engine.exceptions import DataError
-from cpo_engine.workflows.common import (Representer, data_summary, load_data, open_run, print_summary,
+from cpo_engine.workflows.common import (Representer, data_summary, load_data, open_run, preflight, print_summary,
                                          scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
 
@@ -224,6 +224,7 @@ def run(cfg: RunConfig) -> RunResult:
     from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
 
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    preflight(cfg)  # optional packages of the nuisances, the edit prior: before the folder or the data
     with open_run(run_dir, cfg, "run", RUN_OUTPUTS) as manifest:
         with manifest.stage("data"):
             table, info = load_data(cfg.data)
