@@ -269,3 +269,19 @@ def test_settings_that_cannot_work_are_refused_before_any_work(capsys, tmp_path,
         bad.write_text('{"format": "not an edit prior"')
         _fails_cleanly(capsys, base + ["--set", f"proposer.edit_prior={bad}"], str(bad))
         assert not out.exists()
+
+
+def test_a_bad_ope_policy_is_refused_before_any_embedding(capsys, tmp_path, grid, monkeypatch):
+    """`cpo ope --policy` with an unknown prompt id or an assignment missing its columns failed only after the
+    embedding and the cross-fitted models."""
+    from cpo_engine.workflows.common import Representer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("embedding started before --policy was checked")
+
+    monkeypatch.setattr(Representer, "represent", no_work)
+    base = ["ope", "--data", str(grid), "--out", str(tmp_path / "o"), "--set", "embed.device=cpu"]
+    _fails_cleanly(capsys, base + ["--policy", "no_such_prompt"], "no_such_prompt", "neither a file nor a logged")
+    bad = tmp_path / "assignment.csv"
+    bad.write_text("query_id,prompt\nq1,p1\n")
+    _fails_cleanly(capsys, base + ["--policy", str(bad)], str(bad), "recommended_prompt_id")

@@ -227,6 +227,30 @@ class OffPolicyResult:
     paths: dict[str, Path]
 
 
+def _check_assignment_columns(cols: set[str], spec: str) -> None:
+    if "query_id" not in cols or not ({"recommended_prompt_id"} <= cols or {"prompt_id", "probability"} <= cols):
+        raise DataError("an assignment needs query_id and recommended_prompt_id (deterministic), or query_id, "
+                        "prompt_id and probability (stochastic)", source=spec,
+                        fix="pass search/assignment.parquet of `cpo run` / `cpo optimize`, or a long table of "
+                            "(query_id, prompt_id, probability)")
+
+
+def check_policy_specs(specs: list[str], table: pa.Table) -> None:
+    """Each ``--policy`` is a logged prompt id or a readable assignment with the needed columns: checked on the
+    table and the files' schemas, before any embedding (read_policy checks the rest against the embedded logs)."""
+    logged = set(str(p) for p in pc.unique(table.column("prompt_id")).to_pylist())
+    for spec in specs:
+        if not Path(spec).exists():
+            if spec not in logged:
+                raise DataError(f"policy '{spec}' is neither a file nor a logged prompt id",
+                                fix="pass an assignment file (query_id, recommended_prompt_id) or one of the logged "
+                                    f"prompt ids: {', '.join(sorted(logged)[:20])}")
+            continue
+        from cpo_engine.data.io import read_table
+
+        _check_assignment_columns(set(read_table(spec).column_names), spec)
+
+
 def read_policy(spec: str, reps: Any, queries: str = "auto") -> Policy:
     """A policy from a `--policy` value: an assignment file or a logged prompt id."""
     prompt_index = {str(p): j for j, p in enumerate(reps.prompt_ids)}
@@ -241,11 +265,7 @@ def read_policy(spec: str, reps: Any, queries: str = "auto") -> Policy:
 
     t = read_table(spec)
     cols = set(t.column_names)
-    if "query_id" not in cols or not ({"recommended_prompt_id"} <= cols or {"prompt_id", "probability"} <= cols):
-        raise DataError("an assignment needs query_id and recommended_prompt_id (deterministic), or query_id, "
-                        "prompt_id and probability (stochastic)", source=spec,
-                        fix="pass search/assignment.parquet of `cpo run` / `cpo optimize`, or a long table of "
-                            "(query_id, prompt_id, probability)")
+    _check_assignment_columns(cols, spec)
     if queries in ("auto", "test") and "split" in cols:
         t = t.filter(pc.equal(t["split"], "test"))
     elif queries == "test":
@@ -304,6 +324,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
 
     usable_folder(cfg.out)  # a file or an unwritable --out is refused before the data are read and embedded
     table, info = load_data(cfg.data)
+    check_policy_specs(cfg.policies or [], table)  # before the embedding and the cross-fitted models
     bundle = None
     if cfg.model:
         from cpo_engine.workflows.bundle import ModelBundle
