@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from cpo_engine.commands import add_common, add_data_flags, apply_positional_data, config_from_args
 
