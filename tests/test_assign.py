@@ -242,9 +242,14 @@ def test_an_edited_policy_file_is_refused(fitted, tmp_path):
     """model/policy.json had no integrity check: an edited prompt_text was served as the logged, verified
     prompt (a prompt-injection path through a shared run folder), an edited static_prompt_id silently sent
     every query to another prompt. Its content hash now refuses both; an untouched file loads."""
+    from dataclasses import replace
+
     _, _, _, state = fitted
     state.save(tmp_path)
     assert PolicyState.load(tmp_path).prompt_texts == state.prompt_texts
+    linked = replace(state, prompt_texts=["See https://docs.example/p?token=abc123 first."] + state.prompt_texts[1:])
+    linked.save(tmp_path / "linked")  # a URL with a credential-like parameter is scrubbed on write: still loads
+    assert PolicyState.load(tmp_path / "linked").prompt_texts[0] == "See https://docs.example/p?token=*** first."
     path = tmp_path / "policy.json"
     original = json.loads(path.read_text())
     other = next(p for p in state.prompt_ids if p != state.static_id)

@@ -156,10 +156,13 @@ def _run_status(run_dir: Path) -> str | None:
 
 
 def _content_sha(body: dict[str, Any]) -> str:
-    """sha256 of a JSON body as it reads back (canonical: sorted keys, no spaces, floats as JSON writes them)."""
+    """sha256 of a JSON body as it reads back (canonical: sorted keys, no spaces, floats as JSON writes them; and
+    as written: with credentials scrubbed, as atomic_write_json writes every file)."""
     import hashlib
 
-    canon = json.loads(json.dumps(body, default=json_default))
+    from cpo_engine.utils import scrub
+
+    canon = json.loads(scrub(json.dumps(body, default=json_default)))
     return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
