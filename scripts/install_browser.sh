@@ -22,6 +22,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "install_browser: apt-get install chromium (Debian packages, about a minute)"
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+install() { "${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+# with fresh package lists the install alone is enough; else (or after a failed try) update them, twice at most
+install 2>/dev/null || { "${SUDO[@]}" apt-get update -qq && install; } || { sleep 10; "${SUDO[@]}" apt-get update -qq && install; }
 command -v chromium
