@@ -413,13 +413,18 @@ def _lock_holder(path: Path) -> str:
         return "holder unknown"
 
 
-def remove_stale_temps(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> int:
+def remove_stale_temps(folder: str | os.PathLike[str], pattern: str = ".*.tmp",
+                       writer_pid: Any = None) -> int:
     """Delete temp files that :func:`atomic_path` left in ``folder`` when its process was killed.
 
-    Call it only while holding the folder's :class:`FolderLock`: a live writer's temp file would go too.
+    Call it only while holding the folder's :class:`FolderLock`: a live writer's temp file would go too. Without
+    a lock, ``writer_pid(path) -> int | None`` names each file's writer, and only files of writers that are
+    gone are deleted.
     """
     n = 0
     for f in Path(folder).glob(pattern):
+        if writer_pid is not None and not _writer_gone(writer_pid(f)):
+            continue
         try:
             f.unlink()
             n += 1
@@ -428,6 +433,18 @@ def remove_stale_temps(folder: str | os.PathLike[str], pattern: str = ".*.tmp") 
     if n:
         log.info("removed %d temp file(s) left by a killed process in %s", n, folder)
     return n
+
+
+def _writer_gone(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:

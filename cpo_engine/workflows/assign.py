@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.utils import filesystem, is_uri, progress_bar, put_bytes, put_parquet
+from cpo_engine.utils import filesystem, is_uri, progress_bar, put_bytes, put_parquet, remove_stale_temps
 from cpo_engine.workflows.config import AssignConfig
 from cpo_engine.workflows.policy import ASSIGNMENT_COLUMNS, Policy
 
@@ -150,19 +150,8 @@ def open_writer(out: str, ident: dict[str, Any], overwrite: bool) -> Any:
     return _PartsWriter(out, ident, overwrite)
 
 
-def _remove_dead_temps(folder: Path, name: str) -> None:
-    """Remove ``.NAME.<pid>.tmp`` files of writers that are gone (a kill -9 leaves its temp file behind);
-    a live writer's file is left alone."""
-    for tmp in folder.glob(f".{name}.*.tmp"):
-        pid = tmp.name[len(name) + 2:-4]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
+def _pid(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 class _FileWriter:
@@ -179,7 +168,8 @@ class _FileWriter:
         parent = os.path.dirname(self.path)
         if self.local:
             Path(parent).mkdir(parents=True, exist_ok=True)
-            _remove_dead_temps(Path(parent), os.path.basename(self.path))
+            name = os.path.basename(self.path)  # a killed writer's .NAME.<pid>.tmp goes, a live one's stays
+            remove_stale_temps(parent, f".{name}.*.tmp", writer_pid=lambda f: _pid(f.name[len(name) + 2:-4]))
         self.tmp = f"{parent}/.{os.path.basename(self.path)}.{os.getpid()}.tmp" if self.local else self.path
         self.stream, self.writer = self.fs.open_output_stream(self.tmp), None
 
