@@ -90,6 +90,20 @@ def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterat
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
 
 
+def check_unique_ids(ids: list[str], source: str | None = None, seen: dict[str, int] | None = None,
+                     start: int = 0) -> None:
+    """A DataError naming the first repeated query_id and both its rows (row numbers from ``start``; ``seen``
+    carries the ids of earlier batches of one input)."""
+    seen = {} if seen is None else seen
+    for i, qid in enumerate(ids, start=start):
+        first = seen.setdefault(qid, i)
+        if first != i:
+            raise DataError(f"query_id {qid!r} appears more than once (rows {first} and {i}; row numbers count "
+                            "data rows from 0): each row would get its own recommendation under one id",
+                            source=source, column="query_id", rows=[first, i],
+                            fix="give every query a unique query_id (drop or rename the repeated rows)")
+
+
 def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple[int, str]:
     """Check a whole query table before any work: it has rows, every batch validates, and no ``query_id``
     repeats (two rows with one id would get two recommendations nobody can tell apart). Returns the row count
@@ -102,13 +116,7 @@ def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple
     n = 0
     for batch in iter_queries(path, batch_size):
         ids, texts = batch.column("query_id").to_pylist(), batch.column("query_text").to_pylist()
-        for i, qid in enumerate(ids, start=n):
-            first = seen.setdefault(qid, i)
-            if first != i:
-                raise DataError(f"query_id {qid!r} appears more than once (rows {first} and {i}; row numbers count "
-                                "data rows from 0): each row would get its own recommendation under one id",
-                                source=str(path), column="query_id", rows=[first, i],
-                                fix="give every query a unique query_id (drop or rename the repeated rows)")
+        check_unique_ids(ids, source=str(path), seen=seen, start=n)
         for qid, text in zip(ids, texts):
             digest.update(json.dumps([qid, text]).encode())
         n += batch.num_rows
@@ -184,5 +192,5 @@ def validate_queries(table: pa.Table, source: str = "<queries>", offset: int = 0
     return pa.table({"query_id": ids, "query_text": texts})
 
 
-__all__ = ["iter_queries", "read_queries", "scan_queries", "count_queries", "query_dataset", "validate_queries", "check_columns",
+__all__ = ["iter_queries", "read_queries", "scan_queries", "check_unique_ids", "count_queries", "query_dataset", "validate_queries", "check_columns",
            "COLUMNS"]

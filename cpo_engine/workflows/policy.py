@@ -670,12 +670,9 @@ def _ids_and_texts(queries: Any, query_ids: Sequence[Any] | None) -> tuple[list[
     ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
     if len(ids) != len(texts):
         raise DataError(f"{len(ids)} query ids for {len(texts)} texts", fix="pass one id per text")
-    if len(set(ids)) != len(ids):
-        seen: dict[str, int] = {}
-        rows = next([seen[i], r] for r, i in enumerate(ids) if seen.setdefault(i, r) != r)
-        raise DataError(f"query_id {ids[rows[0]]!r} appears more than once (rows {rows[0]} and {rows[1]}): each "
-                        "would get its own recommendation under one id", column="query_id", rows=rows,
-                        fix="give every query a unique id")
+    from cpo_engine.data.queries import check_unique_ids
+
+    check_unique_ids(ids)
     return ids, texts
 
 
