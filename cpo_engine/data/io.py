@@ -33,16 +33,24 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
         return _read_parquet_dir(p)
     kind = _kind(p)
     try:
-        if kind == "parquet":
-            return pq.read_table(p)
-        if kind == "csv":
-            return _read_csv(p)
-        return _read_jsonl(p)
+        table = pq.read_table(p) if kind == "parquet" else _read_csv(p) if kind == "csv" else _read_jsonl(p)
     except DataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         _raise_decode_error(p, kind, exc)
         raise  # unreachable: _raise_decode_error always raises
+    column_names(table.schema, str(p))
+    return table
+
+
+def column_names(schema: pa.Schema, source: str) -> list[str]:
+    """The schema's column names, or a DataError naming ``source`` when one is not valid UTF-8 (the readers
+    keep the bytes of a Latin-1 CSV header or JSON key; reading the name raised UnicodeDecodeError)."""
+    try:
+        return schema.names
+    except UnicodeDecodeError as exc:
+        raise DataError(f"a column name is not valid UTF-8 text ({exc})", source=source,
+                        fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def _kind(p: Path) -> str:
@@ -71,10 +79,12 @@ def _read_parquet_dir(p: Path) -> pa.Table:
             raise DataError(f"cannot read this Parquet shard ({exc})", source=str(shard),
                             fix="remove or rewrite the corrupt shard") from exc
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"the shards have incompatible schemas ({exc})", source=str(p),
                         fix="write every shard with the same columns and types") from exc
+    column_names(table.schema, str(p))
+    return table
 
 
 def _read_csv(p: Path) -> pa.Table:
@@ -98,4 +108,4 @@ def _raise_decode_error(p: Path, kind: str, exc: Exception) -> None:
 
 
 
-__all__ = ["read_table"]
+__all__ = ["read_table", "column_names"]

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_engine.data.io import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+from cpo_engine.data.io import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES, column_names
 from cpo_engine.data.schema import ALIASES
 from cpo_engine.exceptions import DataError
 from cpo_engine.utils import filesystem
@@ -76,7 +76,7 @@ def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterat
     from cpo_engine.data.validate import warn_missing_like_ids
 
     ds = query_dataset(path)
-    check_columns(ds.schema.names, str(path))
+    check_columns(column_names(ds.schema, str(path)), str(path))
     offset, warned = 0, False
     try:
         for batch in ds.to_batches(columns=list(COLUMNS), batch_size=batch_size):

@@ -61,6 +61,11 @@ def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
 
 def _check_columns(table: pa.Table, source: str) -> None:
     present = table.column_names
+    repeated = sorted({c for c in present if present.count(c) > 1})
+    if repeated:  # table.column(name) cannot tell them apart (it raised KeyError)
+        raise DataError(f"column name(s) {', '.join(repr(c) for c in repeated)} appear more than once; found "
+                        f"columns: {', '.join(present)}", source=source, column=repeated[0],
+                        fix="keep one column of each name: drop or rename the repeats")
     missing = [c for c in REQUIRED if c not in present]
     if not missing:
         return
@@ -80,9 +85,10 @@ def _closest(col: str, present: list[str]) -> str | None:
     for alias in (col, *ALIASES.get(col, ())):
         if alias in lowered and lowered[alias] not in REQUIRED:
             return lowered[alias]
-    candidates = [c for c in present if c not in REQUIRED]
-    match = difflib.get_close_matches(col.lower(), [c.lower() for c in candidates], n=1, cutoff=0.6)
-    return lowered[match[0]] if match else None
+    # keyed like `lowered` (a name with stray spaces, 'query_id ', used to raise KeyError here)
+    candidates = {c.lower().strip(): c for c in present if c not in REQUIRED}
+    match = difflib.get_close_matches(col.lower(), list(candidates), n=1, cutoff=0.6)
+    return candidates[match[0]] if match else None
 
 
 def _cast_required(table: pa.Table, source: str) -> pa.Table:
