@@ -13,12 +13,18 @@ State folder layout (everything written atomically)::
     runs/<date>/report.json          diagnostics, gate verdict, drift, verification, promotion, why
     current.json                     the live model run; moved only by a fit that passed gate and drift rules
     live.json                        the live prompt or per-query policy; moved only by a measured win
+    commit.json                      only while a night commits: its staged files and the new current.json
 
 A night never writes into the live run's folder: a rerun of the live date goes to ``runs/<date>-N``,
 so the live run stays byte-identical whatever happens. The day's triplets are written only once
 the night's fit passed; a fit that raises or fails the gate is a failed night (`cpo nightly` exits
 4), its report goes to the night's folder (or ``failed/<date>/`` when that folder holds a model) and
 nothing else changes. With ``drift.fail_on_drift`` a drifted model is not promoted (exit 3).
+
+A night is one transaction, under the state folder's lock: its writes to the state (its day of triplets,
+the verified ones, live.json) wait in ``runs/<date>/staged/`` and enter the state together with the move
+of current.json at the end (:func:`commit`). A night killed before that leaves nothing that counts (a
+rerun discards what it staged); one killed during it is completed by the next night (:func:`recover`).
 
 Promotion of a prompt or policy (``live.json``) needs the LLM: tonight's searched prompts, the best
 logged ones and the per-query policy run on held-out queries against the live one, and a challenger
@@ -32,6 +38,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 import traceback
 from dataclasses import asdict
@@ -43,11 +51,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpo_engine.exceptions import DataError
-from cpo_engine.utils import atomic_write_json, atomic_write_parquet
+from cpo_engine.utils import FolderLock, atomic_write_json, atomic_write_parquet, remove_stale_temps
 from cpo_engine.workflows.common import Representer, scores_and_weights
 from cpo_engine.workflows.config import DriftConfig, GateConfig, NightlyConfig
 
 log = logging.getLogger(__name__)
+
+#: the commit record of a night (see :func:`commit`), and the folder of a run where its state writes wait
+JOURNAL, STAGED = "commit.json", "staged"
 
 #: model_status of a night whose fit raised or failed the gate (`cpo nightly` exits non-zero).
 FAILED_STATUSES = ("kept_previous", "no_model")
@@ -94,7 +105,7 @@ def check_texts(state: Path, table: pa.Table, date: str, source: str) -> None:
         if d == date:
             continue  # tonight's file is replaced, not compared
         for f in files:
-            old = pq.read_table(f, columns=["query_id", "query_text", "prompt_id", "prompt_text"])
+            old = _read_day(f, columns=["query_id", "query_text", "prompt_id", "prompt_text"])
             for id_col, text_col in (("query_id", "query_text"), ("prompt_id", "prompt_text")):
                 _same_texts(old, table, id_col, text_col, f"{f} ({d})", f"{source} ({date})")
 
@@ -294,11 +305,22 @@ def night_dir(state: Path, date: str, current: dict[str, Any]) -> Path:
 
 def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, backend: Any = None) -> dict[str, Any]:
     """One night: read -> check -> refit (cached embeddings) -> gate -> search -> compare -> verify ->
-    promote -> report. See the module docstring for what is written when."""
+    promote -> report -> commit, holding the state folder's lock (one night at a time). See the module
+    docstring for what is written when."""
     state = Path(cfg.state)
+    with FolderLock(state, "nightly state folder", fix=" (one `cpo nightly` at a time per --state)"):
+        recover(state)
+        return _night(cfg, state, representer, backend)
+
+
+def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, backend: Any) -> dict[str, Any]:
     date = cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
     current = read_json(state / "current.json")
+    check_current(state, current)
     run_dir = night_dir(state, date, current)
+    shutil.rmtree(run_dir / STAGED, ignore_errors=True)  # what a killed attempt of this night staged never counts
+    for folder in (run_dir, run_dir / "model"):
+        remove_stale_temps(folder)
     report: dict[str, Any] = {"date": date, "run_dir": str(run_dir.relative_to(state)), "config": asdict(cfg),
                               "started_at": _now()}
     new = tonight_table(cfg.new, date) if cfg.new else None
@@ -337,7 +359,9 @@ def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, back
         report["model_status"] = "drift_blocked"
         report["live_run"] = current.get("run")
         report["promotion"] = {"status": "kept", "reason": "the model drifted and drift.fail_on_drift is set"}
-        return _finish(run_dir, report)
+        _finish(run_dir, report)
+        commit(state, run_dir, None)
+        return report
     from cpo_engine.workflows.nightly_promote import search_and_promote
 
     report["promotion"] = search_and_promote(state, run_dir, date, cfg, table, reps, model, rep, backend)
@@ -346,9 +370,43 @@ def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, back
     if new is not None:
         _store_day(state, date, new, current, True, run_dir, report)
     report["model_status"] = "updated"
-    atomic_write_json(state / "current.json", {"date": date, "run": str(run_dir.relative_to(state))})
     report["live_run"] = str(run_dir.relative_to(state))
-    return _finish(run_dir, report)
+    _finish(run_dir, report)
+    commit(state, run_dir, {"date": date, "run": str(run_dir.relative_to(state))})
+    return report
+
+
+def staged(run_dir: Path, dest: str) -> Path:
+    """Where tonight writes the state file ``dest`` (relative to the state folder) until it commits."""
+    return run_dir / STAGED / dest
+
+
+def commit(state: Path, run_dir: Path, current: dict[str, Any] | None) -> None:
+    """Tonight's state writes, all or nothing: the files staged in <run>/staged/ (its day of triplets, the
+    verified ones, live.json) replace their state paths, then current.json moves to ``current`` (None: it
+    stays). Writing commit.json is the commit point: a night killed before it left nothing that counts, one
+    killed after it is completed by the next night (:func:`recover`)."""
+    folder = run_dir / STAGED
+    moves = {str(f.relative_to(folder)): str(f.relative_to(state)) for f in sorted(folder.rglob("*"))
+             if f.is_file() and not f.name.startswith(".")}
+    atomic_write_json(state / JOURNAL, {"moves": moves, "current": current})
+    recover(state)
+
+
+def recover(state: Path) -> None:
+    """Finish a commit that a killed night left half done (commit.json), and remove the temp files a killed
+    night left in the state folder; call it holding the state's lock."""
+    journal = read_json(state / JOURNAL)
+    for dest, src in (journal.get("moves") or {}).items():
+        if (state / src).is_file():  # moved already when a previous recovery got this far
+            (state / dest).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(state / src, state / dest)
+    if journal.get("current"):
+        atomic_write_json(state / "current.json", journal["current"])
+    if journal:
+        (state / JOURNAL).unlink()
+    for folder in (state, state / "triplets", state / "triplets" / "verified"):
+        remove_stale_temps(folder)
 
 
 def _store_day(state: Path, date: str, new: pa.Table, current: dict[str, Any], promote: bool, run_dir: Path,
@@ -358,7 +416,8 @@ def _store_day(state: Path, date: str, new: pa.Table, current: dict[str, Any], p
     if not promote and current.get("date") == date:
         report["appended"] = str(atomic_write_parquet(new, run_dir / "new_triplets.parquet"))
         return
-    report["appended"] = str(atomic_write_parquet(new, state / "triplets" / f"{date}.parquet"))
+    atomic_write_parquet(new, staged(run_dir, f"triplets/{date}.parquet"))
+    report["appended"] = str(state / "triplets" / f"{date}.parquet")
 
 
 def _failed_dir(state: Path, run_dir: Path, date: str) -> Path:
@@ -383,10 +442,30 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_day(path: Path) -> pa.Table:
+def check_current(state: Path, current: dict[str, Any]) -> None:
+    """current.json must name a live run folder that holds the outputs tonight is compared with; a missing
+    one is a DataError naming current.json, that folder and the fix (not a FileNotFoundError on one of its files)."""
+    if not current:
+        return
+    path = state / "current.json"
+    run = current.get("run")
+    if not isinstance(run, str) or not run:
+        raise DataError(f"the nightly state file does not name the live run (no \"run\" key): {current}",
+                        source=str(path), fix="restore current.json from a backup, or delete it (the next night then "
+                                              "fits from scratch and compares with no previous run)")
+    missing = [f for f in ("assignment.parquet", "prompts.parquet") if not (state / run / f).is_file()]
+    if missing:
+        what = "does not exist" if not (state / run).exists() else f"lacks {', '.join(missing)}"
+        raise DataError(f"the live run it names, {state / run}, {what}", source=str(path),
+                        fix=f"restore {state / run} from a backup, or edit current.json to name another run under "
+                            f"{state / 'runs'} (or delete current.json: the next night then fits from scratch and "
+                            "compares with no previous run)")
+
+
+def _read_day(path: Path, columns: list[str] | None = None) -> pa.Table:
     """A stored day of triplets; a damaged file is a DataError naming it (not a pyarrow traceback)."""
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"a stored day of triplets cannot be read ({str(exc).splitlines()[0]})", source=str(path),
                         fix="restore the file from a backup, or move it out of triplets/ (that day's rows are then "
@@ -406,4 +485,4 @@ def _now() -> str:
 
 __all__ = ["run_nightly", "append_triplets", "load_window", "tonight_table", "check_texts", "stored_files",
            "gate_problems", "pool_search", "compare", "predicted_uplift", "below", "above", "night_dir", "read_json",
-           "FAILED_STATUSES"]
+           "check_current", "commit", "recover", "staged", "FAILED_STATUSES"]

@@ -85,12 +85,14 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
                                 "predictions (labelled predicted) and only measured prompts go live"}
     result = verify_night(state, run_dir, cfg, table, reps, incumbent, cands, live, rep, backend)
     verified = result.report
-    atomic_write_parquet(_tag(_verified_rows(result), date), state / "triplets" / "verified" / f"{date}.parquet")
+    from cpo_engine.workflows.nightly import staged
+
+    atomic_write_parquet(_tag(_verified_rows(result), date), staged(run_dir, f"triplets/verified/{date}.parquet"))
     out["verification"] = {k: verified[k] for k in ("baseline", "arms", "policy", "calibration", "budget")}
     best = verified["best_promotable"]
     if best is not None:
         new_live = _live_record(best, result, run_dir, state, date, cfg)
-        atomic_write_json(state / "live.json", new_live)
+        atomic_write_json(staged(run_dir, "live.json"), new_live)
         return out | {"status": "promoted", "live": new_live,
                       "reason": f"{best['id']} beat the live one: measured uplift {_ci(best['uplift_vs_baseline'])} "
                                 f"has a 95% lower bound >= margin {cfg.verify.margin}"}
@@ -99,7 +101,7 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
         base = result.arms[0]
         new_live = {"kind": "static", "id": base.id, "text": base.text, "date": date, "run": _rel(run_dir, state),
                     "measured_value": verified["arms"][0]["value"]}
-        atomic_write_json(state / "live.json", new_live)
+        atomic_write_json(staged(run_dir, "live.json"), new_live)
         return out | {"status": "initial", "live": new_live,
                       "reason": f"nothing was live: the incumbent goes live as measured; {why}"}
     return out | {"status": "kept", "live": live, "reason": why}
