@@ -192,6 +192,8 @@ def plot_comparison(comparison: dict[str, tuple[Sequence[float], Sequence[float]
         pred, meas = np.asarray(pred, float), np.asarray(meas, float)
         ok = np.isfinite(pred) & np.isfinite(meas)
         pred, meas = pred[ok], meas[ok]
+        if len(pred) == 0:  # nothing measured for this model: no marker (np.mean of nothing warns)
+            continue
         corr = np.corrcoef(pred, meas)[0, 1] if len(pred) > 2 else float("nan")
         rmse = float(np.sqrt(np.mean((pred - meas) ** 2)))
         ax.scatter(meas, pred, marker=marker, label=f"{name} (r={corr:.2f}, rmse={rmse:.3f})")

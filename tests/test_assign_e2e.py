@@ -156,9 +156,11 @@ def test_assign_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, new_queri
     shutil.copytree(packaged_minilm_path(), other)
     cfg = other / "config_sentence_transformers.json"
     cfg.write_text(json.dumps(json.loads(cfg.read_text()) | {"note": "another revision"}))
+    from cpo_engine.workflows.bundle import write_info
+
     info = json.loads((moved / "model" / "bundle.json").read_text())
     info["embed"]["encoder"] = str(other)
-    (moved / "model" / "bundle.json").write_text(json.dumps(info))
+    write_info(moved / "model", info)  # with its hash: the bundle names the folder, the files behind it changed
     out = tmp_path / "a.parquet"
     argv = ["assign", "--model", str(moved), "--queries", str(queries), "--out", str(out),
             "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]

@@ -285,3 +285,24 @@ def test_a_bad_ope_policy_is_refused_before_any_embedding(capsys, tmp_path, grid
     bad = tmp_path / "assignment.csv"
     bad.write_text("query_id,prompt\nq1,p1\n")
     _fails_cleanly(capsys, base + ["--policy", str(bad)], str(bad), "recommended_prompt_id")
+
+
+@pytest.mark.parametrize("command", ["run", "fit", "ope"])
+def test_cv_larger_than_the_queries_allow_is_refused_before_any_work(capsys, tmp_path, grid, command, monkeypatch):
+    """Issue 21, item 17: `causal.cv` needing more queries than the data hold failed only in the fit, after the
+    embedding, and left summary.json and features/ in --out; now refused right after the data are read."""
+    from cpo_engine.workflows.common import Representer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("embedding started before causal.cv was checked against the queries")
+
+    monkeypatch.setattr(Representer, "represent", no_work)
+    out = tmp_path / "o"
+    # 30 queries; `cpo run` holds 9 out (holdout.test_fraction 0.3): 16 folds x 2 queries fit neither
+    n_train = {"run": 21, "fit": 30, "ope": 30}[command]
+    err = _fails_cleanly(capsys, [command, "--data", str(grid), "--out", str(out), "--cv", "16",
+                                  "--set", "embed.device=cpu"],
+                         "causal.cv = 16", "at least 32 distinct training queries", f"only {n_train} for training",
+                         str(grid), f"to at most {n_train // 2}")
+    assert "fix:" in err
+    assert not any((out / name).exists() for name in ("summary.json", "features", "model", "report.html", "search"))

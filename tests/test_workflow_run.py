@@ -133,6 +133,37 @@ def test_sparse_logs_evaluate_what_they_can_and_still_write_outputs(tmp_path: Pa
     assert paths["report"].exists() and pq.read_table(paths["assignment"]).num_rows == 200
 
 
+def test_a_prompt_never_run_on_a_held_out_query_leaks_no_runtime_warning(tmp_path: Path) -> None:
+    """Issue 21, item 18: observational logs where a prompt never ran on a held-out query leaked
+    `RuntimeWarning: Mean of empty slice` (np.nanmean, which np.errstate does not silence) from the report's
+    causal-versus-non-causal comparison, whose centered values all became NaN; the comparison now leaves the
+    unmeasured prompt out."""
+    import warnings
+
+    from cpo_engine.workflows.run_outputs import model_comparison
+
+    reps, y, table = _synthetic(n_q=200)
+    cfg = _cfg(query_beams=0, children_per_beam=3)
+    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
+    logged = np.random.default_rng(3).integers(0, 4, size=200)
+    logged[train[:20]] = 4  # p4: logged on 20 training queries, on no held-out one
+    keep = np.flatnonzero(reps.row_prompt == logged[reps.row_query])
+    reps.row_query, reps.row_prompt, y, table = reps.row_query[keep], reps.row_prompt[keep], y[keep], table.take(keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        logs = training_logs(table, reps, train, cfg.holdout, seed=0)
+        causal, outcome = fit_models(reps, logs, cfg)
+        pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
+        _, paths = write_run_outputs(tmp_path, reps, cfg, causal, pool, None, train, test, {"fit": 1.0})
+    assert paths["report"].exists() and not np.isfinite(pool.Y_test[:, 4]).any()
+    comparison = model_comparison(np.arange(5.0), np.arange(5.0), pool.Y_test, [f"p{j}" for j in range(5)])
+    assert set(comparison) == {"causal (DML)", "non-causal (outcome model)"}
+    for pred, meas, labels in comparison.values():
+        assert labels == ["p0", "p1", "p2", "p3"] and np.isfinite(meas).all() and abs(meas.sum()) < 1e-9
+        np.testing.assert_allclose(pred, [-1.5, -0.5, 0.5, 1.5])
+    assert model_comparison(np.zeros(5), np.zeros(5), pool.Y_test[:, [4, 4, 4, 4, 0]], list("abcde")) == {}
+
+
 def test_static_agreement_warns_when_model_and_data_disagree(caplog) -> None:
     from cpo_engine.causal.head import LinearHead
     from cpo_engine.workflows.run import static_agreement

@@ -23,6 +23,19 @@ def cell_means(row_q: np.ndarray, row_p: np.ndarray, y: np.ndarray, n_q: int, n_
     return means.reshape(n_q, n_p), count.reshape(n_q, n_p)
 
 
+def nan_mean(a: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """``np.nanmean`` without its ``RuntimeWarning: Mean of empty slice``: NaN where a slice holds no value
+    (a prompt never logged on the held-out queries, a query with no recorded outcome), silently, so callers
+    decide what an empty slice means. (``np.errstate`` does not silence that warning: numpy raises it with
+    ``warnings.warn``.)"""
+    a = np.asarray(a, dtype=np.float64)
+    ok = ~np.isnan(a)
+    n = ok.sum(axis=axis)
+    total = np.where(ok, a, 0.0).sum(axis=axis)
+    out = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
 def split_queries(query_texts: Sequence[str], test_fraction: float,
                   rng: np.random.Generator | int) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) query indices; queries with the same text never straddle the split (the same
@@ -38,4 +51,4 @@ def split_queries(query_texts: Sequence[str], test_fraction: float,
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-__all__ = ["cell_means", "split_queries"]
+__all__ = ["cell_means", "nan_mean", "split_queries"]

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cpo_engine.data.grid import cell_means
+from cpo_engine.data.grid import cell_means, nan_mean
 from cpo_engine.exceptions import DataError
 from cpo_engine.search.scoring import CandidateScorer
 
@@ -158,8 +158,7 @@ def evaluate_choice(choice: np.ndarray, Y: np.ndarray, static_index: int, level:
     if not ok.any():
         raise DataError("no held-out query has outcomes for both the chosen and the static prompt",
                         fix="evaluate pool mode on data where every pool prompt ran on the held-out queries")
-    with np.errstate(all="ignore"):
-        rand, oracle = np.nanmean(Y[ok], axis=1), np.nanmax(Y[ok], axis=1)
+    rand, oracle = nan_mean(Y[ok], axis=1), np.nanmax(Y[ok], axis=1)  # a row of Y[ok] has its static outcome
     return {"policy_value": float(pol[ok].mean()), "static_value": float(stat[ok].mean()),
             "random_value": float(rand.mean()), "oracle_value": float(oracle.mean()),
             "vs_static": paired_interval(pol[ok], stat[ok], level), "n_queries": int(ok.sum()),
@@ -173,8 +172,7 @@ def by_tier(choice: np.ndarray, Y: np.ndarray, static_index: int, n_tiers: int =
     (tier 0 = easiest). For reports only: the tiering looks at outcomes, the choice does not.
     """
     rows = np.arange(Y.shape[0])
-    with np.errstate(all="ignore"):
-        difficulty = 1.0 - np.nanmean(Y, axis=1)
+    difficulty = 1.0 - nan_mean(Y, axis=1)  # NaN for a query without outcomes: left out below
     pol, stat = Y[rows, choice], Y[:, static_index]
     ok = np.isfinite(pol) & np.isfinite(stat) & np.isfinite(difficulty)
     edges = np.quantile(difficulty[ok], np.linspace(0, 1, n_tiers + 1)) if ok.any() else np.zeros(n_tiers + 1)

@@ -6,9 +6,15 @@ consumer of a fitted model::
     bundle.json               format, encoder id and prefixes, the embedding settings, data hash, versions
     model.json, model.safetensors   the causal reward model (its provenance names both PCAs)
     query_pca.safetensors, prompt_pca.safetensors   the fitted PCAs (X and T coordinates)
+    policy.json               the policy `cpo assign` applies (workflows/policy.py)
+
+Every file serving or `cpo optimize` reads is under a hash: bundle.json under its own ``content_sha256``
+(its ``embed`` section decides how texts are embedded), model.json and model.safetensors under the
+model's, the PCAs through their fingerprints in model.json, policy.json under its own, and a run's
+``search/candidates.parquet`` through the hash policy.json records for it.
 
 Loading checks that the PCAs are the ones the model was fitted in (a bundle assembled from two runs
-is refused), through the model's hash that neither model file was edited, and that no process is
+is refused), through the hashes that no file was edited, and that no process is
 writing the bundle's run folder at that moment. :meth:`ModelBundle.representer` checks that the
 encoder found at the recorded path is the one the model was fitted with (its identity: a content hash
 of the weights and config), not just a model of the same name.
@@ -48,8 +54,37 @@ def save_bundle(folder: str | Path, model: Any, reps: Any, embed: EmbedConfig, d
                       "prompt_prefix": reps.provenance.get("prompt_prefix")},
             "data": data_info, "versions": versions(),
             "n_prompts": int(len(reps.prompt_ids)), "n_queries": int(len(reps.query_ids))}
-    atomic_write_json(folder / MARKER, info)
+    write_info(folder, info)
     return folder
+
+
+def write_info(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``bundle.json`` with its ``content_sha256`` (of the body as it reads back)."""
+    from cpo_engine.workflows.policy import _content_sha
+
+    body = {k: v for k, v in info.items() if k != "content_sha256"}
+    return atomic_write_json(Path(folder) / MARKER, body | {"content_sha256": _content_sha(body)})
+
+
+def check_info(info: Any, path: Path) -> dict[str, Any]:
+    """``bundle.json``'s content, refused (a DataError naming it) when it is not an object of this format or
+    does not match its hash: an edited ``embed`` section would embed new texts another way than the model's."""
+    from cpo_engine.workflows.policy import _content_sha
+
+    fix = "rerun `cpo fit` or `cpo run` to rewrite the bundle, or restore it from a copy"
+    if not isinstance(info, dict):
+        raise DataError("bundle.json is not a JSON object", source=str(path), fix=fix)
+    if info.get("format") != FORMAT:
+        raise DataError(f"has format {info.get('format')!r}, expected {FORMAT!r}", source=str(path),
+                        fix="refit the model with this version (`cpo fit` or `cpo run`)")
+    if "content_sha256" not in info:
+        raise DataError("no content hash (content_sha256): written by an older version, or edited", source=str(path),
+                        fix=fix)
+    if info["content_sha256"] != _content_sha({k: v for k, v in info.items() if k != "content_sha256"}):
+        raise DataError("bundle.json does not match its hash (content_sha256): it was edited or corrupted after it "
+                        "was written (its encoder and prefixes decide how new texts are embedded)", source=str(path),
+                        fix=fix)
+    return info
 
 
 def resolve(path: str | Path) -> Path:
@@ -91,14 +126,9 @@ class ModelBundle:
             info = json.loads((folder / MARKER).read_text())
         except ValueError as exc:
             raise DataError(f"{folder / MARKER} is not valid JSON: {exc}", fix="rewrite the bundle (`cpo fit`)") from exc
-        if info.get("format") != FORMAT:
-            raise DataError(f"{folder / MARKER} has format {info.get('format')!r}, expected {FORMAT!r}",
-                            fix="refit the model with this version (`cpo fit` or `cpo run`)")
+        info = check_info(info, folder / MARKER)
         qpca = TorchPCA.load(folder / "query_pca.safetensors", device="cpu")
         ppca = TorchPCA.load(folder / "prompt_pca.safetensors", device="cpu")
-        if not isinstance(info, dict):
-            raise DataError("bundle.json is not a JSON object", source=str(folder / MARKER),
-                            fix="rewrite the bundle (`cpo fit`)")
         prov = {"encoder": info.get("encoder"), "encoder_identity": info.get("encoder_identity"),
                 "query_prefix": info.get("query_prefix"), "prompt_prefix": info.get("prompt_prefix")}
         expect = representation_provenance(SimpleNamespace(provenance=prov, query_pca=qpca, prompt_pca=ppca))
@@ -147,4 +177,4 @@ class ModelBundle:
                 "n_prompts": self.info.get("n_prompts"), "n_queries": self.info.get("n_queries")}
 
 
-__all__ = ["ModelBundle", "save_bundle", "resolve", "FORMAT"]
+__all__ = ["ModelBundle", "save_bundle", "write_info", "check_info", "resolve", "FORMAT"]

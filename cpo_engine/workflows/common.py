@@ -135,6 +135,26 @@ def preflight(cfg: Any) -> None:
         load_prior(prior)  # reads and validates the file: a DataError names it and the fix
 
 
+#: Queries each cross-fitting fold must hold out (CausalRewardModel's min_groups_per_fold).
+MIN_QUERIES_PER_FOLD = 2
+
+
+def check_cv(cv: int, n_queries: int, source: str, held_out: str = "", key: str = "causal.cv",
+             flag: str = "--cv") -> None:
+    """Right after the data are read: ``cv`` cross-fitting folds need ``MIN_QUERIES_PER_FOLD`` distinct
+    training queries each. A ConfigError names the setting, its value, the queries there are and the fix;
+    before, the fit raised it after the embedding, with summary.json and features/ already written."""
+    if not isinstance(cv, int) or isinstance(cv, bool) or n_queries >= cv * MIN_QUERIES_PER_FOLD:
+        return
+    most = n_queries // MIN_QUERIES_PER_FOLD
+    lower = (f"lower {key} to at most {most} ({flag} {most} or --set {key}={most})" if most >= 2
+             else "cross-fitting needs at least 4 distinct training queries")
+    raise ConfigError(
+        f"{key} = {cv} cross-fitting folds need at least {cv * MIN_QUERIES_PER_FOLD} distinct training queries "
+        f"({MIN_QUERIES_PER_FOLD} per fold), but {source} has only {n_queries} for training{held_out}\n"
+        f"  fix: {lower}, or log more queries")
+
+
 def refuse_foreign_folder(run_dir: Path, flag: str = "--out") -> None:
     """A folder with files in it but no cpo manifest is someone else's: refused, so a run never mixes its
     outputs into it (hidden files such as .cpo.lock or .cpo_cache do not count)."""

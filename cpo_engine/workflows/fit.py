@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json
-from cpo_engine.workflows.common import (Representer, load_data, open_run, preflight, scores_and_weights,
+from cpo_engine.workflows.common import (Representer, check_cv, load_data, open_run, preflight, scores_and_weights,
                                          write_features)
 from cpo_engine.workflows.config import FitConfig
 
@@ -38,6 +40,7 @@ def fit(cfg: FitConfig) -> FitResult:
     with open_run(out, cfg, "fit", FIT_OUTPUTS) as manifest:
         table, info = load_data(cfg.data)
         manifest.data["data"] = info
+        check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), info["path"])  # before the embedding
         reps = Representer(cfg.embed).represent(table, cfg.pca)
         y, w = scores_and_weights(table)
         model = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)

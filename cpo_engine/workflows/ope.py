@@ -316,7 +316,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     from cpo_engine.causal._checks import make_folds
     from cpo_engine.causal.propensity import PropensityModel
     from cpo_engine.utils import atomic_write_json, atomic_write_text, json_default_str
-    from cpo_engine.workflows.common import Representer, load_data
+    from cpo_engine.workflows.common import Representer, check_cv, load_data
 
     if not cfg.out:
         raise ConfigError("ope needs an output folder: pass --out DIR")
@@ -325,6 +325,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     usable_folder(cfg.out)  # a file or an unwritable --out is refused before the data are read and embedded
     table, info = load_data(cfg.data)
     check_policy_specs(cfg.policies or [], table)  # before the embedding and the cross-fitted models
+    check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), info["path"])
     bundle = None
     if cfg.model:
         from cpo_engine.workflows.bundle import ModelBundle

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from cpo_engine.data.grid import nan_mean
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.search.config import SelectionConfig
 from cpo_engine.utils import atomic_write_json, filesystem, is_uri, json_default
@@ -86,6 +87,10 @@ class PolicyState:
     evidence : dict
         Inputs of the reliability checks: n_train_queries, n_heterogeneity_coefs, outcome_r2,
         heterogeneity_p_value, median_ci_halfwidth, mean_score_spread.
+    searched_sha256 : str or None
+        :func:`searched_candidates_sha256` of the run's ``search/candidates.parquet`` (None: the run searched
+        nothing). Serving with ``candidates='searched'`` reads that file: this hash, under policy.json's own,
+        puts it under the bundle's integrity check.
     """
 
     prompt_ids: list[str]
@@ -95,6 +100,7 @@ class PolicyState:
     incumbent: int
     selection: SelectionConfig
     evidence: dict[str, Any] = field(default_factory=dict)
+    searched_sha256: str | None = None
 
     @property
     def static_id(self) -> str:
@@ -105,6 +111,8 @@ class PolicyState:
                    for p, t, m, row in zip(self.prompt_ids, self.prompt_texts, self.train_mean, self.T)]
         body = {"format": FORMAT, "static_prompt_id": self.static_id, "selection": asdict(self.selection),
                 "evidence": self.evidence, "prompts": prompts}
+        if self.searched_sha256 is not None:
+            body["searched_candidates_sha256"] = self.searched_sha256
         return body | {"content_sha256": _content_sha(body)}
 
     @classmethod
@@ -125,7 +133,7 @@ class PolicyState:
                    train_mean=[float("nan") if p["train_mean_score"] is None else p["train_mean_score"]
                                for p in d["prompts"]],
                    incumbent=ids.index(d["static_prompt_id"]), selection=SelectionConfig(**d["selection"]),
-                   evidence=d.get("evidence", {}))
+                   evidence=d.get("evidence", {}), searched_sha256=d.get("searched_candidates_sha256"))
 
     def save(self, bundle_dir: str | Path) -> Path:
         return atomic_write_json(Path(bundle_dir) / STATE_FILE, self.to_dict())
@@ -268,9 +276,8 @@ def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any,
         return None
     Y = Y[:, cands] - Y[:, [inc]]
     ok = np.isfinite(Y)
-    with np.errstate(invalid="ignore"):
-        Y = np.where(ok, Y - np.nanmean(np.where(ok, Y, np.nan), axis=0), 0.0)
-        S = np.where(ok, eff - np.nanmean(np.where(ok, eff, np.nan), axis=0), 0.0)
+    Y = np.where(ok, Y - nan_mean(np.where(ok, Y, np.nan), axis=0), 0.0)  # a candidate no query ran: all 0
+    S = np.where(ok, eff - nan_mean(np.where(ok, eff, np.nan), axis=0), 0.0)
 
     def t_stat(S: np.ndarray) -> tuple[float, float, float]:
         sxx = float((S * S).sum())
@@ -636,15 +643,43 @@ def fetch_run(uri: str | Path) -> Path:
     raise ConfigError(f"{uri} is not a model bundle: no bundle.json in it or in its model/ folder")
 
 
+#: The columns of ``search/candidates.parquet`` that serving reads (and hashes); `cpo verify` adds others.
+SEARCHED_COLUMNS = ("id", "text", "in_support", "objective")
+
+
+def searched_candidates_sha256(table: pa.Table) -> str:
+    """sha256 of what serving reads of a searched-candidates table: :data:`SEARCHED_COLUMNS`, row by row in
+    the file's (ranked) order. Columns `cpo verify` adds later (its marks) do not change it."""
+    import hashlib
+
+    rows = table.select(list(SEARCHED_COLUMNS)).to_pylist()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _searched_candidates(path: Path, state: PolicyState, n: int,
                          embed: Callable[[list[str]], np.ndarray]) -> tuple[list[str], list[str], np.ndarray]:
-    """The run's best ``n`` searched candidates inside the trust region (logged prompts excluded)."""
+    """The run's best ``n`` searched candidates inside the trust region (logged prompts excluded), after
+    checking the file against the hash policy.json records for it."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
         raise ConfigError(f"policy.candidates='searched' needs the run's searched candidates, but {path} does not "
                           "exist: pass the `cpo run` folder (not a `cpo fit` bundle), or use candidates='logged'")
-    t = pq.read_table(path, columns=["id", "text", "in_support", "objective"]).to_pylist()
+    fix = "rerun `cpo run` (or restore the run folder from a copy), or serve with policy.candidates='logged'"
+    if state.searched_sha256 is None:
+        raise DataError(f"the bundle's {STATE_FILE} records no hash of the searched candidates: the file was not "
+                        "written by the run that wrote this bundle (or by an older version), so what it would "
+                        "recommend cannot be checked", source=str(path), fix=fix)
+    try:
+        table = pq.read_table(path, columns=list(SEARCHED_COLUMNS))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        raise DataError(f"the searched candidates cannot be read (truncated or corrupted: {exc})", source=str(path),
+                        fix=fix) from exc
+    if searched_candidates_sha256(table) != state.searched_sha256:
+        raise DataError(f"the searched candidates do not match the hash in the bundle's {STATE_FILE} "
+                        "(searched_candidates_sha256): the file was edited, replaced or corrupted after the run wrote "
+                        "it (an edited text would be recommended as the run's candidate)", source=str(path), fix=fix)
+    t = table.to_pylist()
     logged = set(state.prompt_texts)
     rows = [r for r in t if r["in_support"] and r["text"] not in logged][:n]  # the file is ranked by objective
     if not rows:
@@ -678,4 +713,4 @@ def _ids_and_texts(queries: Any, query_ids: Sequence[Any] | None) -> tuple[list[
 
 __all__ = ["Policy", "PolicyState", "UnreliablePolicyWarning", "learn_state", "reliability_problems", "fetch_run",
            "save_fitted_policy", "heterogeneity_p_value", "table_state", "searched_from_result",
-           "ASSIGNMENT_COLUMNS", "SOURCES", "STATE_FILE"]
+           "searched_candidates_sha256", "ASSIGNMENT_COLUMNS", "SEARCHED_COLUMNS", "SOURCES", "STATE_FILE"]

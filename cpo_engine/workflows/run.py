@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.data.grid import cell_means, split_queries
+from cpo_engine.data.grid import cell_means, nan_mean, split_queries
 from cpo_engine.exceptions import DataError
-from cpo_engine.workflows.common import (Representer, data_summary, load_data, open_run, preflight, print_summary,
-                                         scores_and_weights, write_features)
+from cpo_engine.workflows.common import (Representer, check_cv, data_summary, load_data, open_run, preflight,
+                                         print_summary, scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,18 @@ def training_logs(table: pa.Table, reps: Any, train: np.ndarray, holdout: Holdou
     return Logs(logs["q"], logs["p"], logs["y"])
 
 
+def check_training_queries(table: pa.Table, cfg: RunConfig, source: str) -> None:
+    """The query split the fit will use (:func:`split_queries` on the queries' texts, as after the
+    embedding), checked against ``causal.cv`` from the table alone: a ConfigError before any work."""
+    from cpo_engine.embedding.representations import unique_texts
+
+    _, texts, _ = unique_texts(table, "query_id", "query_text")
+    train, test = split_queries(texts, cfg.holdout.test_fraction, cfg.seed)
+    check_cv(cfg.causal.cv, len(train), source,
+             f" ({len(train) + len(test)} queries, {len(test)} held out by holdout.test_fraction="
+             f"{cfg.holdout.test_fraction})")
+
+
 def fit_models(reps: Any, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
     """Fit the causal model and the non-causal outcome model on training logs (query, prompt, score)."""
     from cpo_engine.causal import OutcomeRewardModel
@@ -118,7 +130,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
 
     The best static prompt (also the incumbent every query keeps unless its gain is confidently positive)
     is chosen from the training logs by :func:`~cpo_engine.causal.static_choice.choose_static`: measured
-    means on a full grid, doubly robust lower bounds on observational logs (the logs' propensities when
+    means on a full grid, doubly robust estimates on observational logs (the logs' propensities when
     they have them).
     """
     from cpo_engine.causal.static_choice import choose_static
@@ -130,8 +142,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     y, _ = scores_and_weights(table)
     Y, _ = cell_means(reps.row_query, reps.row_prompt, y, n_q, n_p)
     train = np.unique(logs.q)
-    with np.errstate(all="ignore"):
-        train_means = np.nanmean(cell_means(logs.q, logs.p, logs.y, n_q, n_p)[0][train], axis=0)
+    train_means = nan_mean(cell_means(logs.q, logs.p, logs.y, n_q, n_p)[0][train], axis=0)  # NaN: not logged
     choice = choose_static(logs.q, logs.p, logs.y, reps.X, [str(p) for p in reps.prompt_ids], propensity=logs.propensity,
                            weight=logs.w, query_texts=list(reps.query_texts), seed=cfg.seed)
     log.info(choice.sentence())
@@ -229,6 +240,7 @@ def run(cfg: RunConfig) -> RunResult:
         with manifest.stage("data"):
             table, info = load_data(cfg.data)
             manifest.data["data"] = info
+            check_training_queries(table, cfg, info["path"])  # cv vs queries: before the embedding and any output
         with manifest.stage("embed_pca"):
             rep = Representer(cfg.embed)
             reps = rep.represent(table, cfg.pca)

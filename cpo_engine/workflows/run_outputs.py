@@ -20,9 +20,10 @@ import pyarrow as pa
 
 from cpo_engine.causal.evidence import ESTIMATED, PREDICTED
 from cpo_engine.causal.policy_values import format_policy_values
+from cpo_engine.data.grid import nan_mean
 from cpo_engine.report import Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.policy import Policy, learn_state, searched_from_result
+from cpo_engine.workflows.policy import Policy, learn_state, searched_candidates_sha256, searched_from_result
 from cpo_engine.workflows.run import POLICY_LABELS, PoolResult
 
 _Z95 = NormalDist().inv_cdf(0.975)
@@ -63,11 +64,11 @@ def _interval_of(values: np.ndarray) -> Interval | None:
 
 def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
                 train: np.ndarray) -> Policy:
-    """The run's policy (saved as ``model/policy.json``), with the searched candidates when
-    ``policy.candidates='searched'``; warns when the data cannot support a per-query policy."""
+    """The run's policy (:func:`write_run_outputs` saves it as ``model/policy.json``, with the hash of the
+    searched candidates), with the searched candidates when ``policy.candidates='searched'``; warns when the
+    data cannot support a per-query policy."""
     state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
                         cfg.selection, static_choice=pool.static_choice, X_queries=reps.X)
-    state.save(Path(run_dir) / "model")
     searched = None
     if result is not None and cfg.policy.candidates == "searched":
         searched = searched_from_result(result, reps.prompt_texts, cfg.policy.max_searched)
@@ -162,8 +163,7 @@ def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
             out["logging_policy"] = {"value": pv.estimates[LOGGING].value, "static_minus_logging": d["diff"],
                                      "ci_low": d["ci_low"], "ci_high": d["ci_high"], "kind": pv.evidence}
         return out
-    with np.errstate(all="ignore"):
-        logging_ = np.nanmean(Y, axis=1)
+    logging_ = nan_mean(Y, axis=1)
     ok = np.isfinite(logging_) & np.isfinite(Y[:, s])
     if ok.sum() >= 2:
         d = paired_interval(Y[ok, s], logging_[ok])
@@ -338,22 +338,33 @@ def run_details(reps: Any, cfg: Any, pool: PoolResult, train: np.ndarray, test: 
     return out
 
 
+def model_comparison(causal: np.ndarray, non_causal: np.ndarray, Y_test: np.ndarray,
+                     labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Each model's predicted effect per prompt against the prompt's mean held-out score, both centered over
+    the prompts measured on held-out queries. Observational logs leave some prompts unmeasured there (never
+    logged on a held-out query): they are left out (before, their NaN made every centered value NaN and
+    leaked ``RuntimeWarning: Mean of empty slice``); with fewer than 2 measured prompts there is nothing
+    to compare (the report says the plot is not available)."""
+    measured = nan_mean(Y_test, axis=0)
+    ok = np.isfinite(measured) & np.isfinite(causal) & np.isfinite(non_causal)
+    if ok.sum() < 2:
+        return {}
+    m, kept = measured[ok] - measured[ok].mean(), [p for p, k in zip(labels, ok) if k]
+    return {"causal (DML)": (causal[ok] - causal[ok].mean(), m, kept),
+            "non-causal (outcome model)": (non_causal[ok] - non_causal[ok].mean(), m, kept)}
+
+
 def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, cands: pa.Table | None, result: Any,
                 ho: dict[str, Any], rec: dict[str, Any], assignment: pa.Table, run_dir: Path) -> ReportData:
     """Assemble the report's sections from the run's results."""
     eff, se = policy.head.static_effect(reps.X[test], reps.T, reps.T[policy.state.incumbent])
     effects = {str(p): Interval(e, e - _Z95 * s_, e + _Z95 * s_) for p, e, s_ in zip(reps.prompt_ids, eff, se)}
-    measured = np.nanmean(pool.Y_test, axis=0)
-    nc = pool.non_causal_mean_effect
-    labels = [str(p) for p in reps.prompt_ids]
-    comparison = {"causal (DML)": (eff - eff.mean(), measured - measured.mean(), labels),
-                  "non-causal (outcome model)": (nc - nc.mean(), measured - measured.mean(), labels)}
+    comparison = model_comparison(eff, pool.non_causal_mean_effect, pool.Y_test, [str(p) for p in reps.prompt_ids])
     rows = np.arange(len(pool.Y_test))
     values = {p["label"]: _interval_of(pool.Y_test[rows, pool.test_choices[key]])
               for key, p in ho["policies"].items() if "value" in p}
     values[f"best static ({ho['static_prompt']['id']})"] = _interval_of(pool.Y_test[:, pool.static_index])
-    with np.errstate(all="ignore"):
-        values["logging policy"] = _interval_of(np.nanmean(pool.Y_test, axis=1))
+    values["logging policy"] = _interval_of(nan_mean(pool.Y_test, axis=1))
     values = {k: v for k, v in values.items() if v is not None}
     if pool.policy_values is not None:  # every policy's value with its evidence, measured or estimated
         values = {f"{k} [{v.kind}]": Interval(v.value, v.ci_low, v.ci_high)
@@ -426,6 +437,9 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     for key, (name, obj) in files.items():
         paths[key] = out / name
         (atomic_write_parquet if isinstance(obj, pa.Table) else _write_json)(obj, paths[key])
+    # policy.json after the candidates: it records their hash, so serving refuses an edited candidates file
+    policy.state.searched_sha256 = None if cands is None else searched_candidates_sha256(cands)
+    policy.state.save(run_dir / "model")
     data = report_data(reps, pool, policy, test, cands, result, ho, rec, assignment, run_dir)
     data.summary = run_details(reps, cfg, pool, train, test, timings, result)
     data.diagnostics = diagnostics_section(causal.diagnostics_.to_dict())
@@ -479,4 +493,4 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
 
 
 __all__ = ["write_run_outputs", "make_policy", "assignment_table", "candidates_table", "best_static", "held_out",
-           "recommendation", "report_data", "findings", "print_findings", "GLOSSARY"]
+           "recommendation", "model_comparison", "report_data", "findings", "print_findings", "GLOSSARY"]
