@@ -16,8 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = {"naive": "naive (best logged mean)", "ipw": "IPW argmax", "dr": "DR argmax",
-           "engine": "**engine** (default)", "engine_no_keep": "engine, never keeps the most-logged",
-           "engine_pooled": "engine, DR pooled with the logged mean"}
+           "engine": "**engine** (default)", "engine_best_estimate": "engine's best estimate, no defaults kept",
+           "engine_lcb_keep": "previous rule (best lower bound, most-logged kept)",
+           "engine_no_keep": "engine, never keeps the most-logged", "engine_pooled": "engine, DR pooled with the logged mean"}
 
 
 def latest(pattern: str) -> Path | None:
@@ -52,10 +53,13 @@ def observational(path: Path) -> list[str]:
     out.append(f"| **all** | {len(rows)} | " + " | ".join(f"**{_mean(rows, m):.2f}**" for m in methods) + " |")
     v = d.get("verdict", {})
     out += ["", "### The issue's checks", "",
-            f"- settings where the engine's regret exceeds naive's by more than 2 Monte Carlo se: "
+            f"- settings where the engine's regret exceeds naive's by more than 2 Monte Carlo se (paired by seed): "
             f"{len(v.get('engine_worse_than_naive_beyond_mc_error', []))} of {len(rows)}"
             + (f" ({', '.join(v['engine_worse_than_naive_beyond_mc_error'][:8])})"
-               if v.get("engine_worse_than_naive_beyond_mc_error") else ""),
+               if v.get("engine_worse_than_naive_beyond_mc_error") else "")
+            + (f"; of these, latent confounding without propensities (no method can identify the values): "
+               f"{len(v['of_which_latent_confounding_without_propensities'])}"
+               if "of_which_latent_confounding_without_propensities" in v else ""),
             f"- engine's mean regret where naive is not misled (its regret <= 0.5) or propensities are given: "
             f"{v.get('engine_mean_regret_where_naive_not_misled_or_propensities_given', float('nan')):.2f} (naive "
             f"{v.get('naive_mean_regret_there', float('nan')):.2f}; max of a setting "

@@ -19,12 +19,28 @@ the training queries; each logged prompt gets one estimate of it:
   prompt was logged). Propensities correct the confounding the features cannot see; the outcome model
   removes what they do see and shrinks the variance.
 
-The choice is the best *lower* confidence bound ``V - z se`` (one-sided, ``level``), not the best point
-estimate: the argmax over noisy estimates favours the prompts with the least evidence (the winner's curse),
-and a prompt logged a handful of times on one corner of the queries must not win on its noise. Prompts
-with fewer than ``min_rows`` logged rows are not candidates. Every prompt whose paired difference from
-the choice is not significantly negative is a *contender*; when there are several, the logs cannot
-separate them and the result says so (keep what you run, or run an experiment on those prompts).
+The best *estimate* is the prompt with the largest empirical-Bayes posterior mean: each value shrunk toward
+the mean of the candidates by ``tau^2 / (tau^2 + se^2)`` (``tau^2`` the spread of the true values, estimated
+from the estimates). The argmax over raw estimates favours the prompts with the least evidence (the winner's
+curse); a lower bound ``V - z se`` fixes that but favours prompts logged on queries whose scores barely vary
+(easy ones, under confounding by difficulty: the very bias to correct); shrinkage does neither. Prompts
+with fewer than ``min_rows`` logged rows are not candidates. Every prompt whose paired difference from the
+best estimate is not significantly negative (one-sided, ``level``) is a *contender*.
+
+The recommendation moves away from what the logs already show only on evidence, in this order:
+
+1. the prompt logged most often (what the team runs now), if it is a contender; but if the prompt with the
+   best logged mean is a contender too and the doubly robust estimates put it ahead of the most-logged one by
+   at least ``ahead_z`` = 1 standard error (paired), that one;
+2. else the prompt with the best logged mean (the naive average's choice), if it is a contender;
+3. else the best estimate.
+
+So the engine leaves the status quo only where the doubly robust estimates show it worse, or the best logged
+mean ahead of it; it leaves the plain average's choice only for the status quo or where the estimates show
+the plain average's choice worse. When
+several prompts are contenders the logs cannot separate them and the result says so (keep what you run, or
+run an experiment on those prompts). bench/bench_observational.py measures the rule against the naive
+average and the truth on confounded logs (docs/causal.md, "The best static prompt on logs").
 """
 
 from __future__ import annotations
@@ -62,17 +78,26 @@ class StaticChoiceConfig:
     """Self-normalize the importance weights of each prompt (more stable values). The honest heterogeneity
     test turns it off: a per-prompt normalizing constant lets the outcome model's error leak into the
     per-query differences between prompts, which a test of variation across queries must not see."""
-    rule: str = "lcb"
-    """'lcb': the best lower bound value - z se (default); 'point': the best point estimate."""
+    rule: str = "eb"
+    """The best estimate: 'eb' the best empirical-Bayes posterior mean (default); 'lcb' the best lower bound
+    value - z se; 'point' the best raw point estimate."""
     keep_logged: bool = True
-    """When the logs cannot separate the best candidate from the prompt logged most often (what the team runs
+    """When the logs cannot separate the best estimate from the prompt logged most often (what the team runs
     now), recommend the latter: a switch needs evidence that it is better."""
+    keep_logged_mean: bool = True
+    """Else, when the logs cannot separate the best estimate from the prompt with the best logged mean (what a
+    plain average picks), recommend that one: departing from the plain average needs evidence too."""
+    ahead_z: float = 1.0
+    """When both the most-logged prompt and the best logged mean are contenders, the latter is recommended if its
+    paired doubly robust difference over the former is at least this many standard errors."""
 
     def __post_init__(self) -> None:
         if not 0.5 < self.level < 1:
             raise ConfigError(f"selection.static.level must be in (0.5, 1), got {self.level}")
         if self.min_rows < 1 or self.folds < 2:
             raise ConfigError("selection.static.min_rows must be >= 1 and selection.static.folds >= 2")
+        if self.rule not in ("eb", "lcb", "point"):
+            raise ConfigError(f"selection.static.rule must be 'eb', 'lcb' or 'point', got {self.rule!r}")
         if not 0 < self.min_propensity < 1:
             raise ConfigError(f"selection.static.min_propensity must be in (0, 1), got {self.min_propensity}")
 
@@ -116,6 +141,9 @@ class StaticChoice:
     """Smallest and largest logged score: every value and interval here stays inside it."""
     kept_most_logged: bool = False
     """The choice is the prompt logged most often, kept because the logs cannot show a better one."""
+    reason: str = "best estimate"
+    """Why this prompt: 'measured' (a full grid), 'most logged' (the status quo, not shown worse), 'best logged
+    mean' (the plain average's choice, not shown worse) or 'best estimate'."""
     propensity: np.ndarray | None = field(default=None, repr=False)
     """The (clipped) propensity of each row's logged prompt the estimates used (None when measured)."""
     queries: np.ndarray | None = field(default=None, repr=False)
@@ -153,7 +181,8 @@ class StaticChoice:
             more = len(self.contenders) - 1 - len([o for o in others if o is not None])
             text += (f" The logs cannot separate it from {listed}{f' and {more} more' if more > 0 else ''}"
                      + (": it is the prompt the logs ran most, so keep it" if self.kept_most_logged else
-                        ": keep the prompt you run now if it is among these")
+                        ": it has the best logged mean and no estimate shows it worse"
+                        if self.reason == "best logged mean" else ": keep the prompt you run now if it is among these")
                      + f", or run an experiment on these {min(len(self.contenders), 3)} prompts to choose.")
         return text
 
@@ -161,7 +190,8 @@ class StaticChoice:
         c = self.chosen
         return {"prompt_id": self.prompt_id, "value": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high,
                 "evidence": self.evidence, "method": self.method, "propensity_source": self.propensity_source,
-                "separated": self.separated, "kept_most_logged": self.kept_most_logged, "contenders": [self.values_by_index[i].prompt_id for i in self.contenders],
+                "separated": self.separated, "kept_most_logged": self.kept_most_logged, "reason": self.reason,
+                "contenders": [self.values_by_index[i].prompt_id for i in self.contenders],
                 "level": self.level, "sentence": self.sentence(), "excluded": self.excluded,
                 "score_range": list(self.score_range),
                 "values": [v.to_dict() for v in sorted(self.values, key=lambda v: -v.lcb)]}
@@ -339,9 +369,9 @@ def _bias_aware(dr: np.ndarray, naive: np.ndarray) -> np.ndarray:
     return out
 
 
-def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows: np.ndarray, naive: np.ndarray,
-            y: np.ndarray, evidence: str, method: str, source: str | None, excluded: dict[str, str],
-            cfg: StaticChoiceConfig) -> StaticChoice:
+def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows: np.ndarray,
+            naive: np.ndarray, y: np.ndarray, evidence: str, method: str, source: str | None,
+            excluded: dict[str, str], cfg: StaticChoiceConfig) -> StaticChoice:
     z1 = NormalDist().inv_cdf(cfg.level)
     z2 = NormalDist().inv_cdf(0.975)  # the reported two-sided 95% intervals
     lo, hi = float(np.min(y)), float(np.max(y))
@@ -354,16 +384,45 @@ def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows
         values.append(PromptValue(int(j), str(prompt_ids[j]), float(np.clip(m, lo, hi)), se,
                                   float(np.clip(m - z2 * se, lo, hi)), float(np.clip(m + z2 * se, lo, hi)),
                                   m - z1 * se, int(n_rows[j]), float(naive[j])))
-    best = max(values, key=(lambda v: (v.lcb, v.value)) if cfg.rule == "lcb" else (lambda v: (v.value, v.lcb)))
-    contenders = [best.index] + [v.index for v in sorted(values, key=lambda v: -v.value)
-                                 if v.index != best.index and not _worse(psi, best.index, v.index, z1)]
+    if evidence == MEASURED:  # every candidate measured on the same queries: the best mean, nothing to estimate
+        best = max(values, key=lambda v: (v.value, v.lcb))
+        contenders = _contenders(psi, best, values, z1)
+        return StaticChoice(best.index, best.prompt_id, evidence, method, source, values, contenders, cfg.level,
+                            excluded, (lo, hi), False, "measured")
+    rank = {"eb": dict(zip((v.index for v in values), _shrunk(values))),
+            "lcb": {v.index: v.lcb for v in values}, "point": {v.index: v.value for v in values}}[cfg.rule]
+    best = max(values, key=lambda v: (rank[v.index], v.lcb))
+    contenders = _contenders(psi, best, values, z1)
     most_logged = max(values, key=lambda v: (v.n_rows, v.lcb))
-    kept = False
-    if cfg.keep_logged and most_logged.index in contenders and most_logged.index != best.index:
-        best, kept = most_logged, True  # the logs cannot show a better prompt than the one run most: keep it
-        contenders = [best.index] + [i for i in contenders if i != best.index]
+    top_mean = max(values, key=lambda v: (v.naive_mean, v.n_rows))
+    reason = "best estimate"
+    if cfg.keep_logged and most_logged.index in contenders:
+        best, reason = most_logged, "most logged"  # the logs cannot show a better prompt than the one run most
+        if (cfg.keep_logged_mean and top_mean.index in contenders and top_mean.index != most_logged.index
+                and _worse(psi, top_mean.index, most_logged.index, cfg.ahead_z)):
+            best, reason = top_mean, "best logged mean"  # ... but the estimates put the top mean ahead of it
+    elif cfg.keep_logged_mean and top_mean.index in contenders:
+        best, reason = top_mean, "best logged mean"  # the logs cannot show the plain average's choice worse
+    contenders = [best.index] + [i for i in contenders if i != best.index]
     return StaticChoice(best.index, best.prompt_id, evidence, method, source, values, contenders, cfg.level, excluded,
-                        (lo, hi), kept)
+                        (lo, hi), reason == "most logged", reason)
+
+
+def _contenders(psi: np.ndarray, best: PromptValue, values: list[PromptValue], z: float) -> list[int]:
+    """The best first, then every candidate not shown worse than it (paired, one-sided), by value."""
+    return [best.index] + [v.index for v in sorted(values, key=lambda v: -v.value)
+                           if v.index != best.index and not _worse(psi, best.index, v.index, z)]
+
+
+def _shrunk(values: list[PromptValue]) -> list[float]:
+    """Empirical-Bayes posterior means: each value shrunk toward the candidates' mean by tau^2 / (tau^2 + se^2),
+    tau^2 the variance of the values less their mean squared standard error (method of moments)."""
+    m = np.array([v.value for v in values])
+    se2 = np.array([v.se for v in values]) ** 2
+    if len(m) < 3 or not np.isfinite(se2).all():
+        return list(m)
+    tau2 = max(float(np.var(m, ddof=1) - se2.mean()), 1e-12)
+    return list(m.mean() + tau2 / (tau2 + se2) * (m - m.mean()))
 
 
 def _worse(psi: np.ndarray, best: int, other: int, z: float) -> bool:
