@@ -45,3 +45,22 @@ def test_regenerating_from_a_run_folder_rewrites_only_the_block(tmp_path):
     new = readme.read_text()
     assert "-0.1234" in new and new.split(readme_table.BEGIN)[0] == text.split(readme_table.BEGIN)[0]
     assert new.split(readme_table.END)[1] == text.split(readme_table.END)[1]
+
+
+def test_every_test_the_readme_names_exists():
+    """The README backs its promises with named tests (`tests/x.py::test_y`, or a file then `::test_y`): a
+    renamed or deleted test must not leave a promise pointing at nothing."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    missing = []
+    for line in text.splitlines():
+        files = re.findall(r"tests/[\w/]+\.py", line)
+        for f in files:
+            if not (ROOT / f).is_file():
+                missing.append(f)
+        sources = "".join((ROOT / f).read_text() for f in files if (ROOT / f).is_file())
+        for name in re.findall(r"`(?:tests/[\w/]+\.py)?(?:::)?(test_\w+)", line):
+            if f"def {name}(" not in sources:
+                missing.append(name)
+    assert not missing, missing
