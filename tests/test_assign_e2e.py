@@ -135,32 +135,40 @@ def test_assign_on_ray_data_matches_the_local_path(run_dir, new_queries, tmp_pat
     assert pc.max(pc.abs(pc.subtract(got["effect"], want["effect"]))).as_py() < 1e-9
 
 
-def test_assign_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, new_queries, tmp_path, capsys):
-    """bundle.json names another encoder folder (here the packaged MiniLM with one config file changed: the same
-    name, other weights or config, as after an upgrade of the files behind a path): `cpo assign` and
-    Policy.load refuse it by its identity, before writing anything, instead of serving vectors from another
-    space (45 of 50 recommendations changed silently before)."""
+def _bundle_on_a_changed_encoder(run_dir, tmp_path):
+    """A copy of the run whose bundle.json names another encoder folder: the packaged MiniLM with one config file
+    changed (the same name, other weights or config, as after an upgrade of the files behind a path)."""
     import json
     import shutil
 
-    from cpo_engine import Policy
-    from cpo_engine.embedding.config import EmbedConfig
     from cpo_engine.embedding.encoders import packaged_minilm_path
-    from cpo_engine.exceptions import ConfigError
+    from cpo_engine.workflows.bundle import write_info
 
-    run, _, cache = run_dir
-    queries, _ = new_queries
+    run, _, _ = run_dir
     moved = tmp_path / "run"
     shutil.copytree(run, moved)
     other = tmp_path / "minilm-changed"
     shutil.copytree(packaged_minilm_path(), other)
     cfg = other / "config_sentence_transformers.json"
     cfg.write_text(json.dumps(json.loads(cfg.read_text()) | {"note": "another revision"}))
-    from cpo_engine.workflows.bundle import write_info
-
     info = json.loads((moved / "model" / "bundle.json").read_text())
     info["embed"]["encoder"] = str(other)
     write_info(moved / "model", info)  # with its hash: the bundle names the folder, the files behind it changed
+    return moved
+
+
+def test_assign_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, new_queries, tmp_path, capsys):
+    """bundle.json names another encoder folder (here the packaged MiniLM with one config file changed: the same
+    name, other weights or config, as after an upgrade of the files behind a path): `cpo assign` and
+    Policy.load refuse it by its identity, before writing anything, instead of serving vectors from another
+    space (45 of 50 recommendations changed silently before)."""
+    from cpo_engine import Policy
+    from cpo_engine.embedding.config import EmbedConfig
+    from cpo_engine.exceptions import ConfigError
+
+    _, _, cache = run_dir
+    queries, _ = new_queries
+    moved = _bundle_on_a_changed_encoder(run_dir, tmp_path)
     out = tmp_path / "a.parquet"
     argv = ["assign", "--model", str(moved), "--queries", str(queries), "--out", str(out),
             "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]
@@ -170,3 +178,25 @@ def test_assign_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, new_queri
     policy = Policy.load(moved, embed=EmbedConfig(cache_dir=str(cache), device="cpu"), warn=False)
     with pytest.raises(ConfigError, match="is not the one the model bundle"):
         policy.assign(["What is 2 plus 2?"])
+
+
+def test_ope_refuses_an_encoder_that_is_not_the_fitted_one(run_dir, small_example, tmp_path, capsys, monkeypatch):
+    """`cpo ope --model RUN` built its embedder from the bundle's embed settings without the identity check of
+    `cpo assign` / `cpo optimize`: with other files behind the bundle's encoder name it embedded the logs with
+    other weights and valued the policies in another space, silently. Now refused before anything is embedded
+    or written."""
+    from cpo_engine.workflows.common import Representer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the logs were embedded with an encoder that is not the bundle's")
+
+    monkeypatch.setattr(Representer, "represent", no_work)
+    _, _, cache = run_dir
+    moved = _bundle_on_a_changed_encoder(run_dir, tmp_path)
+    out = tmp_path / "ope"
+    argv = ["ope", "--data", str(small_example), "--model", str(moved), "--policy", "CoT", "--out", str(out),
+            "--cv", "3", "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not the one the model bundle" in err and "fix:" in err and "Traceback" not in err
+    assert not (out / "ope.json").exists() and not (out / "ope.md").exists()

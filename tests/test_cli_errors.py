@@ -287,22 +287,29 @@ def test_a_bad_ope_policy_is_refused_before_any_embedding(capsys, tmp_path, grid
     _fails_cleanly(capsys, base + ["--policy", str(bad)], str(bad), "recommended_prompt_id")
 
 
-@pytest.mark.parametrize("command", ["run", "fit", "ope"])
+@pytest.mark.parametrize("command", ["run", "fit", "ope", "evaluate", "nightly"])
 def test_cv_larger_than_the_queries_allow_is_refused_before_any_work(capsys, tmp_path, grid, command, monkeypatch):
     """Issue 21, item 17: `causal.cv` needing more queries than the data hold failed only in the fit, after the
-    embedding, and left summary.json and features/ in --out; now refused right after the data are read."""
+    embedding, and left summary.json and features/ in --out; now refused right after the data are read. `cpo
+    evaluate` and `cpo nightly` too: a night refused this way is bad input (exit 2), not a failed night, and
+    changes no state (no report, nothing staged or stored)."""
     from cpo_engine.workflows.common import Representer
 
     def no_work(*args, **kwargs):
         raise AssertionError("embedding started before causal.cv was checked against the queries")
 
+    monkeypatch.setattr(Representer, "__init__", no_work)  # not even the encoder is loaded
     monkeypatch.setattr(Representer, "represent", no_work)
     out = tmp_path / "o"
-    # 30 queries; `cpo run` holds 9 out (holdout.test_fraction 0.3): 16 folds x 2 queries fit neither
-    n_train = {"run": 21, "fit": 30, "ope": 30}[command]
-    err = _fails_cleanly(capsys, [command, "--data", str(grid), "--out", str(out), "--cv", "16",
-                                  "--set", "embed.device=cpu"],
+    # 30 queries; `cpo run` and `cpo evaluate` hold 9 out (test_fraction 0.3): 16 folds x 2 queries fit neither
+    n_train = {"run": 21, "fit": 30, "ope": 30, "evaluate": 21, "nightly": 30}[command]
+    where = ["--state", str(out), "--new", str(grid)] if command == "nightly" else ["--data", str(grid), "--out",
+                                                                                    str(out)]
+    err = _fails_cleanly(capsys, [command, *where, "--cv", "16", "--set", "embed.device=cpu"],
                          "causal.cv = 16", "at least 32 distinct training queries", f"only {n_train} for training",
                          str(grid), f"to at most {n_train // 2}")
     assert "fix:" in err
-    assert not any((out / name).exists() for name in ("summary.json", "features", "model", "report.html", "search"))
+    assert not any((out / name).exists() for name in ("summary.json", "features", "model", "report.html", "search",
+                                                      "seeds", "points", "evaluation.json"))
+    if command == "nightly":  # the state folder holds nothing but (at most) its released lock
+        assert not [p for p in out.rglob("*") if not p.name.startswith(".")], sorted(out.rglob("*"))

@@ -164,6 +164,40 @@ def test_a_prompt_never_run_on_a_held_out_query_leaks_no_runtime_warning(tmp_pat
     assert model_comparison(np.zeros(5), np.zeros(5), pool.Y_test[:, [4, 4, 4, 4, 0]], list("abcde")) == {}
 
 
+def test_a_prompt_logged_only_on_held_out_queries_is_off_support_not_an_invalid_propensity(tmp_path: Path,
+                                                                                          caplog) -> None:
+    """Issue 21 follow-up: a prompt logged only on held-out queries (no training row) got propensity 0 from the
+    propensity model fitted on the training logs, and `cpo run` failed in the off-policy step with "column
+    'propensity' ...: propensities must be in (0, 1]", a column the user never gave. With no training evidence the
+    prompt is off support: its held-out rows are left out of the estimates, and the values say so."""
+    reps, y, table = _synthetic(n_q=200)
+    cfg = _cfg(query_beams=0, children_per_beam=3)
+    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
+    logged = np.random.default_rng(3).integers(0, 4, size=200)
+    logged[test[:10]] = 4  # p4: logged on 10 held-out queries, on no training one
+    keep = np.flatnonzero(reps.row_prompt == logged[reps.row_query])
+    keep = keep[np.unique(reps.row_query[keep], return_index=True)[1]]  # one row per query
+    reps.row_query, reps.row_prompt, y, table = reps.row_query[keep], reps.row_prompt[keep], y[keep], table.take(keep)
+    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
+    assert 4 not in set(logs.p) and logs.propensity is None
+    causal, outcome = fit_models(reps, logs, cfg)
+    with caplog.at_level("WARNING", logger="cpo_engine.workflows.ope"):
+        pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
+    values = pool.policy_values
+    assert "prompt(s) p4 were logged only on held-out queries" in values.method
+    assert "10 logged row(s) on 10 queries are left out" in values.method
+    assert any("p4" in r.getMessage() and "log them on training queries" in r.getMessage() for r in caplog.records)
+    assert values.diagnostics["untrained_prompts"] == {"p4": 10}
+    p4 = next(o for o in values.diagnostics["overlap_by_prompt"] if o["prompt_id"] == "p4")
+    assert p4["mean"] == 0.0 and p4["share_off_support"] == 1.0
+    for name, e in values.estimates.items():
+        assert 0.0 <= e.value <= 1.0 and e.n_queries == len(test) - 10, name
+    evaluation, paths = write_run_outputs(tmp_path, reps, cfg, causal, pool, None, train, test, {"fit": 1.0})
+    summary = json.loads(paths["summary"].read_text())
+    assert "p4 were logged only on held-out queries" in summary["policy_values"]["method"]
+    assert paths["report"].exists()
+
+
 def test_static_agreement_warns_when_model_and_data_disagree(caplog) -> None:
     from cpo_engine.causal.head import LinearHead
     from cpo_engine.workflows.run import static_agreement

@@ -23,6 +23,7 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print
     if not cfg.out:
         raise ConfigError("evaluate needs an output folder: pass --out DIR")
     table, info = load_data(cfg.data)
+    _check_cv(cfg, table, info["path"])  # before the encoder is loaded and the texts embedded
     rep = Representer(cfg.embed)
     reps = rep.represent(table, cfg.pca)
     if cfg.sweep.axes:
@@ -32,6 +33,30 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print
     result["settings"]["data"] = info
     result["paths"] = write_evaluation(result, Path(cfg.out))
     return result
+
+
+def _check_cv(cfg: EvaluateConfig, table: Any, source: str) -> None:
+    """``causal.cv`` against the fewest training queries any repetition (or sweep point) fits on: the split of
+    each seed (as the harness draws it, on the queries' texts), capped by ``evaluation.train_queries`` and the
+    sweep's train_queries values. As in `cpo run`/`fit`/`ope`, a ConfigError before any embedding."""
+    import numpy as np
+
+    from cpo_engine.data.grid import split_queries
+    from cpo_engine.embedding.representations import unique_texts
+    from cpo_engine.workflows.common import check_cv
+
+    ev = cfg.evaluation
+    _, texts, _ = unique_texts(table, "query_id", "query_text")
+    n_train = min(len(split_queries(texts, ev.test_fraction, np.random.default_rng(seed))[0])
+                  for seed in range(ev.first_seed, ev.first_seed + max(ev.seeds, 1)))
+    caps = {"evaluation.train_queries": ev.train_queries}
+    if "train_queries" in (cfg.sweep.axes or []) and cfg.sweep.train_queries:
+        caps["sweep.train_queries"] = min(cfg.sweep.train_queries)
+    held_out = f" ({len(texts)} queries, the rest held out by evaluation.test_fraction={ev.test_fraction})"
+    for key, cap in caps.items():
+        if cap is not None and cap < n_train:
+            n_train, held_out = cap, f" ({key} = {cap})"
+    check_cv(cfg.causal.cv, n_train, source, held_out)
 
 
 def budget(cfg: EvaluateConfig, table: Any, info: dict[str, Any], rep: Representer, base_reps: Any,

@@ -19,7 +19,9 @@ A night never writes into the live run's folder: a rerun of the live date goes t
 so the live run stays byte-identical whatever happens. The day's triplets are written only once
 the night's fit passed; a fit that raises or fails the gate is a failed night (`cpo nightly` exits
 4), its report goes to the night's folder (or ``failed/<date>/`` when that folder holds a model) and
-nothing else changes. With ``drift.fail_on_drift`` a drifted model is not promoted (exit 3).
+nothing else changes. With ``drift.fail_on_drift`` a drifted model is not promoted (exit 3). Bad input
+found before the fit (``causal.cv`` more folds than the window's queries allow) is refused (exit 2)
+before any embedding, and the state stays as it was.
 
 A night is one transaction, under the state folder's lock: its writes to the state (its day of triplets,
 the verified ones, live.json) wait in ``runs/<date>/staged/`` and enter the state together with the move
@@ -244,9 +246,10 @@ def pool_search(reps: Any, model: Any, cfg: NightlyConfig) -> tuple[pa.Table, pa
     def no_new_texts(texts: Any) -> np.ndarray:
         raise DataError("nightly scores only the logged prompts (their representations are known)")
 
-    head, _ = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
+    head, incumbent = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
     scorer = CandidateScorer.from_selection(head, reps.X, no_new_texts, cfg.selection, reps.T, device="cpu")
-    pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], list(reps.prompt_texts), T_pool=reps.T)
+    pool = pool_assign(scorer, [str(p) for p in reps.prompt_ids], list(reps.prompt_texts), T_pool=reps.T,
+                       incumbent=incumbent)
     assignment = pool.assignment_table(reps.query_ids).rename_columns(
         ["query_id", "prompt_id", "effect", "se", "source"])
     prompts = pa.table({"prompt_id": pool.prompt_ids, "static_effect": pool.effect.mean(axis=0),
@@ -327,6 +330,7 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
     if new is not None:
         check_texts(state, new, date, str(cfg.new))
     table, dates = load_window(state, cfg.window_days, (date, new) if new is not None else None)
+    _check_cv(cfg, table, state, dates)  # a ConfigError (exit 2) before any embedding, with nothing written
     report.update(rows=table.num_rows, dates=dates)
     try:
         reps, model, rep = fit_night(table, cfg, state, representer)
@@ -374,6 +378,20 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
     _finish(run_dir, report)
     commit(state, run_dir, {"date": date, "run": str(run_dir.relative_to(state))})
     return report
+
+
+def _check_cv(cfg: NightlyConfig, table: pa.Table, state: Path, dates: list[str]) -> None:
+    """``causal.cv`` against the queries of tonight's window, as `cpo run`/`fit`/`ope` check it: a night that
+    cannot be cross-fitted is bad input (exit 2) refused before the embedding, not a failed night, and it leaves
+    the state as it was (no report, no staged or stored triplets)."""
+    import pyarrow.compute as pc
+
+    from cpo_engine.workflows.common import check_cv
+
+    window = f"{len(dates)} date(s) {dates[0]}..{dates[-1]}" if len(dates) > 1 else f"date {dates[0]}"
+    source = f"the nightly window of {state} ({window}{', with --new ' + str(cfg.new) if cfg.new else ''})"
+    hint = "" if cfg.window_days is None else f" (window_days={cfg.window_days})"
+    check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), source, hint)
 
 
 def staged(run_dir: Path, dest: str) -> Path:

@@ -89,11 +89,49 @@ def _values(held: HeldOut, policies: dict[str, Any], static_name: str | None, q_
     if np.isfinite(Y).all():
         return measured_policy_values(Y, policies, logged_means(held.q, held.y, len(held.queries)), static_name,
                                       ope.level)
+    note = None
+    if p_logged is None:
+        held, note = _rows_with_evidence(P, held, [o["prompt_id"] for o in diagnostics["overlap_by_prompt"]],
+                                         diagnostics.get("untrained_prompts") or {})
     p = P[held.q, held.a] if p_logged is None else p_logged
     with _printed_warnings():
-        return estimated_policy_values(BanditLogs(held.q, held.a, held.y, p, logged=p_logged is not None), policies,
-                                       q_hat, ope, P, static_name,
-                                       diagnostics, where)
+        values = estimated_policy_values(BanditLogs(held.q, held.a, held.y, p, logged=p_logged is not None), policies,
+                                         q_hat, ope, P, static_name,
+                                         diagnostics, where)
+    if note:
+        values.method += f"; {note}"
+    return values
+
+
+def _rows_with_evidence(P: np.ndarray, held: HeldOut, prompt_ids: list[str],
+                        untrained: dict[str, int]) -> tuple[HeldOut, str | None]:
+    """The logged rows whose estimated propensity ``P[q, a]`` is positive, and a note when some are not.
+
+    A propensity of 0 means the propensity model never saw that prompt chosen (e.g. it was logged only on
+    held-out queries, or in one cross-fitting fold): how often the logging policy chooses it is unknown, and 0
+    is no propensity to weight a row by (it used to fail as an invalid 'propensity' column the user never
+    gave). Such a prompt is off support (its cells stay below ``support_floor``: where a policy chooses it,
+    the value rests on the reward model, within bounds), and its logged rows are left out of the off-policy
+    estimates, which the note says; every policy is valued on the same remaining rows."""
+    zero = ~(P[held.q, held.a] > 0)
+    if not zero.any():
+        return held, None
+    ids = [str(prompt_ids[j]) for j in np.unique(held.a[zero])]
+    keep = ~zero
+    if not keep.any():
+        raise DataError(f"no held-out row can be valued off-policy: every one was logged with prompt(s) "
+                        f"{', '.join(ids)}, which the propensity model never saw chosen", column="prompt_id",
+                        fix="log those prompts on training queries too, or store the logging probability of each row "
+                            "in a 'propensity' column")
+    why = ("were logged only on held-out queries, never on a training query" if set(ids) <= set(untrained)
+           else "were never chosen in the rows the propensity model was fitted on")
+    note = (f"prompt(s) {', '.join(ids)} {why}: with no evidence of how often the logging policy chooses them, they "
+            f"are off support (where a policy chooses them its value rests on the reward model, within bounds) and "
+            f"their {int(zero.sum())} logged row(s) on {len(np.unique(held.q[zero]))} queries are left out of these "
+            "estimates")
+    log.warning("off-policy values: %s; log them on training queries too (or store a propensity column) to value "
+                "them", note)
+    return HeldOut(held.queries, held.rows[keep], held.q[keep], held.a[keep], held.y[keep]), note
 
 
 @contextmanager
@@ -120,10 +158,16 @@ def held_out_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarr
     model = PropensityModel(ope.propensity_model, ope.propensity_c, random_state=seed).fit(
         F[logs.q], logs.p, n_prompts=n_p, folds=causal.folds_)
     P = model.predict_proba(F[test])
+    # a prompt with held-out rows but no training rows: the model has no evidence on it (its smoothing alone would
+    # give it a made-up probability); off support, see _rows_with_evidence
+    untrained = np.setdiff1d(np.unique(held.a), np.unique(logs.p))
+    P[:, untrained] = 0.0
     p_logged = logged_propensity(table, held.rows)
     diag = _propensity_diagnostics(model, P, [str(p) for p in reps.prompt_ids],
                                    "logged (propensity column)" if p_logged is not None else
                                    "estimated (cross-fitted on the training logs, the DML folds)", ope)
+    if len(untrained):
+        diag["untrained_prompts"] = {str(reps.prompt_ids[j]): int((held.a == j).sum()) for j in untrained}
     q_hat = causal_q_hat(causal, reps.X[test], reps.T, (float(logs.y.min()), float(logs.y.max())))
     return _values(held, policies, static_name, q_hat, P, p_logged, diag, ope, n_p, "held-out logs")
 
@@ -331,8 +375,10 @@ def run_ope(cfg: Any) -> OffPolicyResult:
         from cpo_engine.workflows.bundle import ModelBundle
 
         bundle = ModelBundle.load(cfg.model)
-        reps = Representer(bundle.embed_config(cfg.embed)).represent(table, query_pca=bundle.query_pca,
-                                                                     prompt_pca=bundle.prompt_pca)
+        # the bundle's encoder and prefixes, and its identity checked (as `cpo assign` and `cpo optimize` do):
+        # another encoder behind the bundle's encoder name would embed the logs in another space
+        reps = bundle.representer(cfg.embed).represent(table, query_pca=bundle.query_pca,
+                                                       prompt_pca=bundle.prompt_pca)
     else:
         reps = Representer(cfg.embed).represent(table, cfg.pca)
     policies = [read_policy(s, reps, cfg.queries) for s in cfg.policies or []] or [
@@ -355,10 +401,15 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     diag = _propensity_diagnostics(prop, P[qs], [str(p) for p in reps.prompt_ids], source, cfg.ope) | {
         "reward_model": "cross-fitted on the logs" if bundle is None else f"model bundle {bundle.path}"}
     named = {p.name: (p.policy[qs] if np.ndim(p.policy) else p.policy) for p in policies}
+    note = None
+    if p_logged is None:
+        held, note = _rows_with_evidence(P[qs], held, [str(p) for p in reps.prompt_ids], {})
+    p = P[qs][held.q, held.a] if p_logged is None else p_logged
     with _printed_warnings():
-        values = estimated_policy_values(BanditLogs(held.q, held.a, held.y, P[qs][held.q, held.a] if p_logged is None
-                                                    else p_logged, logged=p_logged is not None), named, None if q_hat is None else q_hat[qs],
-                                         cfg.ope, P[qs], None, diag, "the logs")
+        values = estimated_policy_values(BanditLogs(held.q, held.a, held.y, p, logged=p_logged is not None), named,
+                                         None if q_hat is None else q_hat[qs], cfg.ope, P[qs], None, diag, "the logs")
+    if note:
+        values.method += f"; {note}"
     out = Path(cfg.out)
     result = {"format": "cpo-ope/1", "data": info, "n_queries": len(qs), "n_rows": len(held.y),
               "config": asdict(cfg)} | values.to_dict()
