@@ -184,12 +184,20 @@ def main(argv: list[str] | None = None) -> int:
 
     runners = {"coverage": part_coverage, "search_null": part_search_null, "known_policy": part_known_policy,
                "edits_fdr": part_edits_fdr, "one_per_query": part_one_per_query}
-    report: dict = {"benchmark": "bench_calibration", "device": device_info(), "versions": versions(),
-                    "config": vars(args), "loadavg_start": os.getloadavg(), "seconds": {}}
+    run = {"command": "python bench/bench_calibration.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "device": device_info(), "versions": versions(), "loadavg_start": os.getloadavg()}
+    report: dict = {"benchmark": "bench_calibration", "device": run["device"], "versions": run["versions"],
+                    "config": vars(args), "loadavg_start": run["loadavg_start"], "seconds": {}}
+    if set(args.parts) != set(PARTS) and Path(args.out).is_file():
+        # a rerun of some parts: the record keeps the other parts, and says which run made each part
+        report = json.loads(Path(args.out).read_text())
+        report.setdefault("runs", {})
     for part in args.parts:
         t0 = time.perf_counter()
         report[part] = runners[part](args.reps, args.seed)
         report["seconds"][part] = round(time.perf_counter() - t0, 1)
+        if "runs" in report:
+            report["runs"][part] = run | {"loadavg_end": os.getloadavg()}
         print(part, json.dumps(report[part], default=str)[:2000], flush=True)
         atomic_write_json(args.out, report)  # partial results survive an interrupted run
     report["loadavg_end"] = os.getloadavg()
