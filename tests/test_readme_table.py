@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("readme_table", ROOT / "scripts" / "readme_table.py")
 readme_table = importlib.util.module_from_spec(_spec)
@@ -47,12 +49,13 @@ def test_regenerating_from_a_run_folder_rewrites_only_the_block(tmp_path):
     assert new.split(readme_table.END)[1] == text.split(readme_table.END)[1]
 
 
-def test_every_test_the_readme_names_exists():
-    """The README backs its promises with named tests (`tests/x.py::test_y`, or a file then `::test_y`): a
-    renamed or deleted test must not leave a promise pointing at nothing."""
+@pytest.mark.parametrize("doc", ["README.md", "docs/guarantees.md"])
+def test_every_test_the_docs_name_exists(doc):
+    """The README and docs/guarantees.md back their promises with named tests (`tests/x.py::test_y`, or a file
+    then `::test_y`): a renamed or deleted test must not leave a promise pointing at nothing."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / doc).read_text()
     missing = []
     for line in text.splitlines():
         files = re.findall(r"tests/[\w/]+\.py", line)
@@ -63,4 +66,16 @@ def test_every_test_the_readme_names_exists():
         for name in re.findall(r"`(?:tests/[\w/]+\.py)?(?:::)?(test_\w+)", line):
             if f"def {name}(" not in sources:
                 missing.append(name)
-    assert not missing, missing
+    assert not missing, f"{doc} names tests that do not exist: {missing}"
+
+
+def test_readme_is_one_page_without_measurement_conditions():
+    """Issue 22: the README is for users (at most 250 lines); the device, date, load and commit of a measurement
+    live in bench/results and the generated docs/benchmarks.md, not in the README's prose."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250, f"README.md has {len(text.splitlines())} lines; move detail to docs/"
+    assert "load average" not in text.lower() and "loadavg" not in text.lower()
+    hashes = [w for w in re.findall(r"\b[0-9a-f]{7,40}\b", text) if re.search(r"[a-f]", w) and re.search(r"\d", w)]
+    assert not hashes, f"commit hashes in README.md: {hashes}"
