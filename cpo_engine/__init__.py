@@ -11,6 +11,14 @@ cpo_engine`` stays light)::
     policy = Policy.load("runs/mine")                 # a `cpo run` / `cpo fit` folder or its model/
     policy.assign(["A train goes 60 km in 1 hour. How far in 3 hours?"]).to_pandas()
 
+Every table argument takes a pandas DataFrame, a pyarrow Table or a path (``FitConfig(data=df)`` too); in
+memory, with no file written::
+
+    from cpo_engine import fit_policy
+    policy = fit_policy(df)                           # df: query_id, query_text, prompt_id, prompt_text, score
+    policy.assign(new_queries_df).to_pandas()         # query_id, query_text
+    policy.model.prompt_effects().to_pandas()         # each prompt's average effect, se, 95% CI
+
 Importing the package sets no environment variable: the CLI and the Ray Jobs entrypoints set the
 offline and threading defaults for their own process (:func:`cpo_engine.utils.process_defaults`).
 """
@@ -33,7 +41,7 @@ _getattr, _dir, _names = lazy_exports(__name__, {
     "workflows.assign": ("assign",),
     "workflows.bundle": ("ModelBundle",),
     "workflows.config": ("AssignConfig", "FitConfig", "OptimizeConfig", "RunConfig"),
-    "workflows.fit": ("fit",),
+    "workflows.fit": ("fit", "fit_policy"),
     "workflows.optimize": ("optimize",),
     "workflows.policy": ("Policy", "UnreliablePolicyWarning"),
     "workflows.run": ("run",),

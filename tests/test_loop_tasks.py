@@ -1,5 +1,6 @@
-"""The loop's task generator and configuration (the loop itself runs against a real LLM in
-tests/engines/test_verify_engines.py)."""
+"""The loop's task (built-in or the user's --queries table), its grader specs, its refusals and its
+printed budget, with no LLM (the loop itself runs against a real LLM in tests/engines/test_verify_engines.py
+and tests/engines/test_loop_user_task.py)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,106 @@ def test_bad_loop_settings_are_config_errors(capsys):
         LocalServerConfig(threads=0)
     assert main(["loop", "--task", "nope", "--out", "unused"]) == 2
     assert "task.kind 'nope' is not a task" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the loop on the user's own task
+
+
+def _write_queries(path, n, gold="gold_answer"):
+    import pyarrow as pa
+
+    table = pa.table({"query_id": [f"r{i}" for i in range(n)],
+                      "query_text": [f"Review {i}: {'loved it' if i % 2 else 'hated it'}. Positive or negative?"
+                                     for i in range(n)],
+                      gold: ["positive" if i % 2 else "negative" for i in range(n)]})
+    if path.suffix == ".csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, path)
+    elif path.suffix == ".jsonl":
+        import json
+
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+_DEAD = ["--endpoint", "http://127.0.0.1:9/v1"]  # nothing listens there: a refusal must come first
+
+
+def test_user_task_tables_read_alike_in_every_format_and_built_in_tasks_are_such_files(tmp_path):
+    from cpo_engine.generation.tasks import builtin_table, read_task, write_example
+
+    tables = [read_task(_write_queries(tmp_path / f"reviews.{ext}", 10)) for ext in ("csv", "jsonl", "parquet")]
+    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
+    assert tables[0].column_names == ["query_id", "query_text", "gold_answer", "task"]
+    assert set(tables[0]["task"].to_pylist()) == {"reviews"}
+    # the built-in task is a file of the same interface: written, read back and drawn like a user's
+    csv = write_example("addition", tmp_path / "addition.csv")
+    assert read_task(csv).select(["query_id", "query_text", "gold_answer"]).equals(
+        builtin_table("addition").select(["query_id", "query_text", "gold_answer"]))
+    user = TaskConfig(queries=str(csv), n_train=60, n_verify=40, seed=3)
+    assert draw_queries(user, rounds=2)[0]["query_id"].equals(draw_queries(TaskConfig(seed=3), rounds=2)[0]["query_id"])
+    assert user.name == "addition"
+
+
+def test_grader_specs_of_the_loop(tmp_path, monkeypatch):
+    from cpo_engine.generation.graders import FunctionGrader, MultipleChoiceGrader
+
+    assert isinstance(get_grader("choice"), MultipleChoiceGrader) and get_grader("choice:ABCD").letters == "ABCD"
+    (tmp_path / "mygrader.py").write_text("def first_word(text, gold):\n"
+                                          "    return text.split()[0].strip(',.').lower() == gold\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    g = get_grader("mygrader:first_word")
+    assert isinstance(g, FunctionGrader) and g.grade("Positive, clearly", "positive") == 1.0
+    with pytest.raises(ConfigError, match="unknown grader"):
+        get_grader("sentiment")
+
+
+@pytest.mark.parametrize("case", ["too_few", "bad_grader", "no_gold", "alias", "few_train"])
+def test_loop_refuses_a_bad_task_before_any_llm_call(case, tmp_path, capsys):
+    from cpo_engine.cli import main
+
+    q = _write_queries(tmp_path / "reviews.csv", 20, gold="label" if case in ("no_gold",) else "gold_answer")
+    if case == "alias":
+        q.write_text(q.read_text().replace("query_text", "question", 1))
+    args = {"too_few": ["--grader", "exact"],  # default 60 + 40 queries
+            "bad_grader": ["--grader", "sentiment", "--train-queries", "14", "--verify-queries", "4"],
+            "no_gold": ["--grader", "exact", "--train-queries", "14", "--verify-queries", "4"],
+            "alias": ["--grader", "exact", "--train-queries", "14", "--verify-queries", "4"],
+            "few_train": ["--grader", "exact", "--train-queries", "8", "--verify-queries", "4"]}[case]
+    out = tmp_path / "loop"
+    assert main(["loop", "--queries", str(q), "--out", str(out), *_DEAD, *args]) == 2
+    printed = capsys.readouterr()
+    assert "LLM budget" not in printed.out and not (out / "generate").exists()
+    expected = {"too_few": "has 20 queries; 60 training + 1 x 40 verification queries need 100",
+                "bad_grader": "unknown grader 'sentiment'",
+                "no_gold": "no gold answer column 'gold_answer'",
+                "alias": "did you mean 'question'? rename it to 'query_text'",
+                "few_train": "pass --train-queries 13 or more (the queries table then needs 17 queries"}[case]
+    assert expected in printed.err
+    if case == "no_gold":  # the gold column under another name
+        rc = main(["loop", "--queries", str(q), "--out", str(out), *_DEAD, *args, "--gold-column", "label",
+                   "--max-calls", "0"])
+        assert rc == 3 and "LLM budget: at most" in capsys.readouterr().out
+
+
+def test_loop_prints_its_budget_and_stops_at_max_calls_before_any_call(tmp_path, capsys):
+    from cpo_engine.cli import main
+
+    q = _write_queries(tmp_path / "reviews.jsonl", 18)
+    out = tmp_path / "loop"
+    rc = main(["loop", "--queries", str(q), "--grader", r"regex:\b(positive|negative)\b", "--out", str(out), *_DEAD,
+               "--train-queries", "14", "--verify-queries", "4", "--max-tokens", "4", "--max-calls", "0"])
+    printed = capsys.readouterr()
+    assert rc == 3
+    # 14 x 6 generic seed prompts, then 4 queries x (6 seeds + 3 searched) to verify
+    assert "LLM budget: at most 120 calls (84 for the training triplets" in printed.out
+    assert "at most 480 generated tokens (4 a call)" in printed.out
+    assert "stopped at the budget of 0 LLM calls" in printed.err and "rerun the same command" in printed.err
+    train = pq.read_table(out / "data" / "train_queries.parquet")
+    verify = pq.read_table(out / "data" / "verify_queries_0.parquet")
+    assert train.num_rows == 14 and verify.num_rows == 4
+    assert not set(train["query_id"].to_pylist()) & set(verify["query_id"].to_pylist())
+    assert pq.read_table(out / "data" / "seed_prompts.parquet").num_rows == 6

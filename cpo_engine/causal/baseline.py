@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs
+from cpo_engine.causal._params import ParamsMixin
 from cpo_engine.causal.nuisances import fit_nuisance
 from cpo_engine.exceptions import NotFittedError
 
 
-class OutcomeRewardModel:
+class OutcomeRewardModel(ParamsMixin):
     """Correlational reward model ``f(X, T)`` with the causal model's interface.
 
     Parameters

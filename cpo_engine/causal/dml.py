@@ -12,12 +12,12 @@ on CUDA when present, grouped cross-fitting, diagnostics and a linear head for b
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 from scipy.stats import norm, t as student_t
 
+from cpo_engine.causal._params import ParamsMixin
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs, group_codes, make_folds
 from cpo_engine.causal._crossfit import assemble, can_use_stats, query_predictions, run_folds
 from cpo_engine.causal.config import check_nuisance_name
@@ -31,7 +31,7 @@ from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
 INTERVALS = ("normal", "t")
 
 
-class CausalRewardModel:
+class CausalRewardModel(ParamsMixin):
     """Cross-fitted linear DML: the effect of prompt features T on the score, given query features X.
 
     Parameters
@@ -91,6 +91,48 @@ class CausalRewardModel:
         Out-of-fold residuals, kept so :meth:`refit_final` needs no nuisance refit.
     diagnostics_ : FitDiagnostics
         Nuisance R^2, overlap, ESS, conditioning and warnings of the last fit.
+    prompts_T_, prompt_ids_ : ndarray (n_prompts, d_T) or None, list of str or None
+        The prompts of the fit (the distinct rows of T when rows repeat them; a workflow records the
+        table's prompts with their ids): what :meth:`prompt_effects` and :meth:`summary` tabulate.
+    phi_mean_ : ndarray (d_phi,)
+        Mean of ``phi(X)`` over the fitted queries: per-prompt effects average over them.
+
+    Examples
+    --------
+    Four prompts (2-d representations) logged on 200 queries; the second helps most where the
+    query's second feature is large:
+
+    >>> import numpy as np
+    >>> from cpo_engine import CausalRewardModel
+    >>> rng = np.random.default_rng(0)
+    >>> prompts = np.array([[0., 0.], [1., 0.], [0., 1.], [1., 1.]])
+    >>> x = rng.normal(size=(200, 2))
+    >>> q, a = np.repeat(np.arange(200), 4), np.tile(np.arange(4), 200)  # query and prompt of each row
+    >>> X, T = x[q], prompts[a]
+    >>> Y = X[:, 0] + T @ [0.3, -0.2] + 0.5 * X[:, 1] * T[:, 0] + rng.normal(scale=0.3, size=len(q))
+    >>> model = CausalRewardModel(cv=3, device="cpu").fit(Y, T, X=X, groups=q)
+    >>> model.prompt_effects(prompt_ids=["a", "b", "c", "d"], reference="a").to_pandas().round(2)
+      prompt_id  effect    se  ci_low  ci_high
+    0         a    0.00  0.00    0.00     0.00
+    1         b    0.33  0.02    0.29     0.37
+    2         c   -0.19  0.02   -0.22    -0.15
+    3         d    0.14  0.03    0.09     0.19
+
+    The effect of moving from prompt a to b on two new queries, and its 95% interval:
+
+    >>> X_new = np.array([[0., -1.], [0., 1.]])
+    >>> model.effect(X_new, T0=prompts[0], T1=prompts[1]).round(2).tolist()
+    [-0.18, 0.8]
+    >>> lo, hi = model.effect_interval(X_new, T0=prompts[0], T1=prompts[1])
+    >>> bool((lo < 0.8).all() and (hi > -0.2).all())
+    True
+
+    scikit-learn's parameter protocol: ``clone`` gives an unfitted copy with the same parameters.
+
+    >>> from sklearn.base import clone
+    >>> twin = clone(model).set_params(cv=5)
+    >>> twin.get_params()["cv"], hasattr(twin, "coef_")
+    (5, False)
     """
 
     def __init__(self, model_y: Any = "ridge", model_t: Any = "ridge",
@@ -114,13 +156,8 @@ class CausalRewardModel:
         self.stats_crossfit = stats_crossfit
         self.interval = interval
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, by name (as scikit-learn's ``get_params``)."""
-        return {name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters
-                if name != "self"}
-
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.get_params(deep=False).items())
         if not hasattr(self, "coef_"):
             return f"{type(self).__name__}({params}) [not fitted]"
         fitted = f"d_X={self.n_features_in_}, d_T={self.d_t_}, d_phi={self.coef_.shape[0]}, " \
@@ -192,6 +229,8 @@ class CausalRewardModel:
         self._Y, self._T, self._X, self._w, self._groups = Y, T, X, w, groups
         self.t_ref_ = T.mean(0) if t_ref is None else as_float_array(t_ref, "t_ref", (1,))
         self.n_features_in_, self.d_t_ = X.shape[1], T.shape[1]
+        # the prompts (distinct rows of T, when rows repeat them) for summary's per-prompt effects
+        self.prompts_T_, self.prompt_ids_ = distinct_rows(T, max_rows=min(10_000, len(T) // 2)), None
         return self._fit_final(self.featurizer, self.final_alpha, self.cov_type)
 
     def _check_nuisance_specs(self) -> None:
@@ -234,6 +273,8 @@ class CausalRewardModel:
                                 cluster_moments=getattr(self, "_final_moments", None) if first is not None else None)
         fit = stage.inference
         self.featurizer_, self.final_alpha_, self.cov_type_ = feat, stage.alpha, cov_type
+        # mean of phi over the fitted queries (each once): what per-prompt average effects average over
+        self.phi_mean_ = feat.transform(self._X if first is None else self._X[first]).mean(0)
         self.final_alpha_cv_, self.final_path_ = stage.alpha_cv, stage.path
         self.coef_, self.inference_coef_, self.cov_ = stage.coef, fit.coef, fit.cov
         self.n_clusters_ = fit.n_clusters
@@ -371,21 +412,114 @@ class CausalRewardModel:
         pred = ((self._phi(X) @ self.coef_) * (T - t_hat)).sum(1)
         return float(np.average((Y - y_hat - pred) ** 2, weights=w))
 
-    def summary(self, alpha: float = 0.05, max_rows: int = 50) -> str:
-        """Coefficients of ``theta(X) = B^T phi(X)`` with standard errors and ``1 - alpha`` intervals
-        (row 0 of phi is the constant: the average effect of each prompt feature), then the diagnostics."""
+    def prompt_effects(self, T: Any = None, prompt_ids: Any = None, *, X: Any = None, reference: Any = None,
+                       alpha: float = 0.05) -> Any:
+        """Average effect of each prompt on the score versus a reference prompt, over queries: one row
+        per prompt, with its standard error and ``1 - alpha`` interval (a ``pyarrow.Table``: prompt_id,
+        effect, se, ci_low, ci_high; ``.to_pandas()`` for a DataFrame).
+
+        The effect of prompt ``p`` is ``mean_q theta(X_q)^T (T_p - T_ref)``, centred at the unpenalized fit
+        (``inference_coef_``, as the intervals; conditional on the queries averaged over).
+
+        Parameters
+        ----------
+        T : array (n_prompts, d_T), optional
+            Prompt representations; default the prompts of the fit (``prompts_T_``: the distinct rows of
+            the fitted T, or the ones a workflow recorded with their ids).
+        prompt_ids : sequence of str, optional
+            Names of the rows of T; default the recorded ``prompt_ids_``, else ``"p0"``, ``"p1"``, ...
+        X : array (n_queries, d_X), optional
+            Queries to average over (each row once); default the fitted queries (``phi_mean_``).
+        reference : int, str or array (d_T,), optional
+            The prompt effects are measured from: a row of T (index or prompt id) or a representation;
+            default ``t_ref_`` (the mean fitted prompt representation, unless ``fit`` was given one).
+        alpha : float
+            Intervals are ``1 - alpha``.
+        """
+        import pyarrow as pa
+
         self._check_fitted()
-        se = np.sqrt(np.clip(np.diag(self.cov_), 0, None)).reshape(self.coef_.shape)
+        T, ids = self._prompts(T, prompt_ids)
+        if X is None:
+            mbar = getattr(self, "phi_mean_", None)
+            if mbar is None:
+                raise DataError("this model does not record its fitted queries (saved by an older version): pass X")
+        else:
+            mbar = self._phi(X).mean(0)
+        ref = self._reference(reference, T, ids)
+        dt = T - ref  # (n_p, d_T)
+        v = (np.asarray(mbar)[None, :, None] * dt[:, None, :]).reshape(len(T), -1)
+        est = v @ self._inference_coef().ravel()
+        se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", v, self.cov_, v), 0.0, None))
+        q = self._quantile(alpha)
+        return pa.table({"prompt_id": pa.array(ids, pa.string()), "effect": est, "se": se,
+                         "ci_low": est - q * se, "ci_high": est + q * se})
+
+    def _prompts(self, T: Any, prompt_ids: Any) -> tuple[np.ndarray, list[str]]:
+        recorded = getattr(self, "prompt_ids_", None)
+        if T is None:
+            T = getattr(self, "prompts_T_", None)
+            if T is None:
+                raise DataError("this model does not record its prompts (saved by an older version): pass T")
+            prompt_ids = recorded if prompt_ids is None and recorded is not None and len(recorded) == len(T) \
+                else prompt_ids
+        T = as_float_array(T, "T", (2,))
+        if T.shape[1] != self.d_t_:
+            raise DataError(f"T must have {self.d_t_} columns (the model's d_T), got {T.shape[1]}")
+        ids = [f"p{i}" for i in range(len(T))] if prompt_ids is None else [str(p) for p in prompt_ids]
+        if len(ids) != len(T):
+            raise DataError(f"{len(ids)} prompt ids for {len(T)} rows of T", fix="pass one id per prompt")
+        return T, ids
+
+    def _reference(self, reference: Any, T: np.ndarray, ids: list[str]) -> np.ndarray:
+        if reference is None:
+            return np.asarray(self.t_ref_, dtype=np.float64)
+        if isinstance(reference, str):
+            if reference not in ids:
+                raise DataError(f"reference {reference!r} is not one of the prompt ids ({', '.join(ids[:10])})")
+            return T[ids.index(reference)]
+        if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
+            return T[int(reference)]
+        ref = as_float_array(reference, "reference", (1,))
+        if ref.shape != (self.d_t_,):
+            raise DataError(f"reference must be a prompt index, id or a ({self.d_t_},) representation")
+        return ref
+
+    def summary(self, alpha: float = 0.05, max_rows: int = 50, *, T: Any = None, prompt_ids: Any = None,
+                X: Any = None, reference: Any = None) -> str:
+        """What the fit says, as text: the per-prompt average effects versus the reference with standard
+        errors and ``1 - alpha`` intervals (:meth:`prompt_effects`; ``T``, ``prompt_ids``, ``X`` and
+        ``reference`` are passed to it), then the coefficients of ``theta(X) = B^T phi(X)`` in the PCA
+        coordinates (row 0 of phi is the constant: the average effect of each prompt feature), then the
+        diagnostics. ``max_rows`` caps each table."""
+        self._check_fitted()
         z = self._quantile(alpha)
-        b = self._inference_coef()  # the unpenalized estimate the se belongs to (coef_ may be shrunk)
         head = [f"{type(self).__name__}: {self.diagnostics_.n_rows} rows, {self.diagnostics_.n_groups} queries; "
-                f"final_alpha_={self.final_alpha_!r} (point estimates; intervals unpenalized); "
-                f"unpenalized coefficient (se) [{1 - alpha:.0%} CI]"]
+                f"final_alpha_={self.final_alpha_!r} (point estimates; intervals unpenalized)"]
+        return "\n".join(head + self._prompt_lines(alpha, max_rows, T, prompt_ids, X, reference)
+                         + self._coef_lines(alpha, z, max_rows) + [self.diagnostics_.summary()])
+
+    def _prompt_lines(self, alpha: float, max_rows: int, T: Any, prompt_ids: Any, X: Any, reference: Any) -> list[str]:
+        if T is None and getattr(self, "prompts_T_", None) is None or X is None and getattr(self, "phi_mean_", None) is None:
+            return []
+        eff = self.prompt_effects(T, prompt_ids, X=X, reference=reference, alpha=alpha).to_pydict()
+        ref = "t_ref_ (the mean fitted prompt)" if reference is None else repr(reference)
+        ids = eff["prompt_id"]
+        width = max(len(i) for i in ids) if ids else 0
+        rows = [f"  {p:<{width}}  {e:+.4f} ({s:.4f}) [{lo:+.4f}, {hi:+.4f}]" for p, e, s, lo, hi in
+                zip(ids, eff["effect"], eff["se"], eff["ci_low"], eff["ci_high"])]
+        more = [f"  ... {len(rows) - max_rows} more prompts (prompt_effects())"] if len(rows) > max_rows else []
+        return ([f"per-prompt average effect vs {ref}: effect (se) [{1 - alpha:.0%} CI]"]
+                + rows[:max_rows] + more)
+
+    def _coef_lines(self, alpha: float, z: float, max_rows: int) -> list[str]:
+        se = np.sqrt(np.clip(np.diag(self.cov_), 0, None)).reshape(self.coef_.shape)
+        b = self._inference_coef()  # the unpenalized estimate the se belongs to (coef_ may be shrunk)
         rows = [f"phi[{f}] x T[{t}]: {b[f, t]:+.4f} ({se[f, t]:.4f}) "
                 f"[{b[f, t] - z * se[f, t]:+.4f}, {b[f, t] + z * se[f, t]:+.4f}]"
                 for f in range(b.shape[0]) for t in range(self.d_t_)]
         more = [f"... {len(rows) - max_rows} more rows (inference_coef_, cov_)"] if len(rows) > max_rows else []
-        return "\n".join(head + rows[:max_rows] + more + [self.diagnostics_.summary()])
+        return [f"coefficients (PCA coordinates): unpenalized coefficient (se) [{1 - alpha:.0%} CI]"] + rows[:max_rows] + more
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any, provenance: dict | None = None, *, keep_residuals: bool = False) -> Any:
@@ -400,6 +534,20 @@ class CausalRewardModel:
         from cpo_engine.causal.persist import load_model
 
         return load_model(path, expect)
+
+
+def distinct_rows(T: np.ndarray, max_rows: int = 10_000) -> np.ndarray | None:
+    """The distinct rows of T in first-seen order (the prompts of CPO logs: one representation each); None when
+    there are more than ``max_rows`` (a continuous treatment, not a set of prompts). Rows are told apart by a
+    fixed random projection (one sort of n floats, not of n x d_T)."""
+    T = np.asarray(T, dtype=np.float64)
+    if len(T) == 0:
+        return None
+    key = T @ np.random.default_rng(0).standard_normal(T.shape[1])
+    _, first = np.unique(key, return_index=True)
+    if len(first) > max_rows:
+        return None
+    return T[np.sort(first)].copy()
 
 
 def _short(value: Any) -> str:

@@ -3,15 +3,11 @@
 Logs are rows ``(query q, logged prompt a, score y, propensity p)`` where ``p = pi_0(a | q)`` is the
 probability that the logging policy chose ``a`` for ``q``. A target policy ``pi(a | q)`` (a per-query
 assignment, a static prompt or a stochastic policy) has value ``V(pi) = mean_q sum_a pi(a|q) mu(q, a)``
-over the logged queries, ``mu`` the expected score. Estimators (Dudik, Langford & Li 2011; Swaminathan
-& Joachims 2015; Kallus & Uehara 2019), with importance weights ``w = pi(a|q) / max(p, min_propensity)``
-and a reward model ``q_hat(q, a)``:
-
-- ``dm``: direct method, ``mean_q sum_a pi(a|q) q_hat(q, a)``: the reward model alone (*predicted*);
-- ``ipw``: ``mean w y``;
-- ``snips``: self-normalized IPW, ``sum w y / sum w``;
-- ``dr``: doubly robust, ``dm + mean w (y - q_hat)``;
-- ``sndr``: ``dm + sum w (y - q_hat) / sum w``.
+over the logged queries, ``mu`` the expected score. The estimators use importance weights
+``w = pi(a|q) / max(p, min_propensity)`` and a reward model ``q_hat(q, a)``; they are registered in
+:mod:`cpo_engine.causal.ope_estimators` (:func:`estimator_names` lists them; the defaults, computed with
+every evaluation, are those of :mod:`cpo_engine.causal.ope_estimators.standard`: direct method, IPW, SNIPS,
+doubly robust and self-normalized doubly robust).
 
 Rows are averaged within each query first, so every query counts once and the estimand is the mean
 over queries. Intervals are Student-t intervals of the per-query influence values (clustered by
@@ -28,13 +24,30 @@ from typing import Any
 
 import numpy as np
 
-from cpo_engine.causal.evidence import ESTIMATED, MEASURED, PREDICTED, LabelledValue
+from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
+from cpo_engine.causal.ope_estimators import LoggedRows, estimator_names, estimator_spec
+from cpo_engine.causal.ope_estimators import per_query_means as _per_query
 from cpo_engine.exceptions import ConfigError, DataError
 
-ESTIMATORS = ("dm", "ipw", "snips", "dr", "sndr")
-ESTIMATOR_LABELS = {"dm": "direct method (reward model)", "ipw": "IPW", "snips": "self-normalized IPW",
-                    "dr": "doubly robust", "sndr": "self-normalized doubly robust",
-                    "on_policy": "on-policy mean of the logged scores", "held_out": "held-out recorded outcomes"}
+#: Values that are not off-policy estimates, measured directly (their label and evidence).
+_MEASURED_LABELS = {"on_policy": "on-policy mean of the logged scores", "held_out": "held-out recorded outcomes"}
+
+
+def estimator_label(name: str) -> str:
+    """``name`` in words: a registered estimator's label, or one of the measured values' (on_policy, held_out);
+    an unknown name as it is."""
+    if name in _MEASURED_LABELS:
+        return _MEASURED_LABELS[name]
+    return estimator_spec(name).label if name in estimator_names() else name
+
+
+def __getattr__(name: str) -> Any:
+    # Formerly hand-written constants; now read from the registry.
+    if name == "ESTIMATORS":  # the default estimators
+        return estimator_names(default=True)
+    if name == "ESTIMATOR_LABELS":
+        return {n: estimator_spec(n).label for n in estimator_names()} | _MEASURED_LABELS
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
 
 
 class OverlapWarning(UserWarning):
@@ -55,8 +68,9 @@ class OPEConfig:
     estimate of exactly the prompts the logging policy rarely chose (a 16-prompt policy with 10% uniform
     exploration logs each prompt with probability >= 0.00625, which a floor of 0.01 would clip)."""
     estimator: str = "dr"
-    """The headline estimator: 'dr', 'sndr', 'ipw', 'snips' or 'dm' (falls back to 'snips' when no
-    reward model is available)."""
+    """The headline estimator: a registered one (:func:`cpo_engine.causal.ope_estimators.estimator_names`;
+    `cpo ope --help` lists them), doubly robust by default; one that needs a reward model falls back to
+    'snips' when none is available."""
     level: float = 0.95
     """Confidence level of the intervals."""
     propensity_model: str = "logistic"
@@ -84,8 +98,7 @@ class OPEConfig:
             raise ConfigError(f"ope.min_logged_propensity must be in (0, 1), got {self.min_logged_propensity}")
         if not 0 <= self.support_floor < 1:
             raise ConfigError(f"ope.support_floor must be in [0, 1), got {self.support_floor}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"ope.estimator must be one of {ESTIMATORS}, got '{self.estimator}'")
+        estimator_spec(self.estimator)  # a ConfigError naming the registered ones
         if not 0 < self.level < 1:
             raise ConfigError(f"ope.level must be in (0, 1), got {self.level}")
         if self.propensity_model not in ("logistic", "hgb"):
@@ -169,17 +182,19 @@ class PolicyEstimate:
 
     @property
     def evidence(self) -> str:
-        return {"dm": PREDICTED, "on_policy": MEASURED, "held_out": MEASURED}.get(self.estimator, ESTIMATED)
+        if self.estimator in _MEASURED_LABELS:
+            return MEASURED
+        return estimator_spec(self.estimator).evidence if self.estimator in estimator_names() else ESTIMATED
 
     def labelled(self) -> LabelledValue:
         """The value as a :class:`~cpo_engine.causal.evidence.LabelledValue`."""
-        note = "interval covers query sampling only, not the reward model's error" if self.estimator == "dm" else ""
+        note = estimator_spec(self.estimator).note if self.estimator in estimator_names() else ""
         if self.bounded:
             note = (f"interval = bounds: {self.off_support:.1%} of the choices are off the logs' support, where only "
                     "the score range is known (the point value extrapolates the reward model there)")
         lo, hi = self.reported
         return LabelledValue(self.value, lo, hi, self.evidence,
-                             ESTIMATOR_LABELS[self.estimator], n=self.n_queries,
+                             estimator_label(self.estimator), n=self.n_queries,
                              note="; ".join([note] * bool(note) + self.warnings))
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,12 +236,6 @@ def policy_matrix(policy: Any, n_queries: int, n_prompts: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- estimators
-def _per_query(q: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Unique queries (sorted) and, for each column, its mean over each query's rows."""
-    queries, inv, counts = np.unique(q, return_inverse=True, return_counts=True)
-    return queries, [np.bincount(inv, weights=c, minlength=len(queries)) / counts for c in cols]
-
-
 def _interval(pseudo: np.ndarray, level: float) -> tuple[float, float, float, float]:
     """Mean, standard error and Student-t interval of per-query values."""
     from scipy.stats import t as student_t
@@ -254,7 +263,7 @@ def weight_diagnostics(target_prob: np.ndarray, p: np.ndarray, w: np.ndarray, mi
 
 
 def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | None = None,
-                          cfg: OPEConfig | None = None, estimators: tuple[str, ...] = ESTIMATORS,
+                          cfg: OPEConfig | None = None, estimators: tuple[str, ...] | None = None,
                           name: str = "policy", propensity_matrix: np.ndarray | None = None,
                           y_range: tuple[float, float] | None = None) -> dict[str, PolicyEstimate]:
     """Off-policy estimates of a target policy's value on logged bandit data.
@@ -267,11 +276,13 @@ def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | Non
         The target policy (see :func:`policy_matrix`).
     q_hat : array (n_queries, n_prompts), optional
         Reward-model prediction of every (query, prompt) cell. It must not have been fitted on
-        these rows (fit it on other queries, or cross-fit it). Without it only 'ipw' and 'snips' run.
+        these rows (fit it on other queries, or cross-fit it). Without it only the estimators that need no
+        reward model run ('ipw' and 'snips' of the defaults).
     cfg : OPEConfig
         Propensity clipping, confidence level, warning thresholds.
-    estimators : tuple of str
-        Which of :data:`ESTIMATORS` to compute.
+    estimators : tuple of str, optional
+        Registered estimators to compute (:func:`~cpo_engine.causal.ope_estimators.estimator_names`);
+        default: the default ones (``estimator_names(default=True)``).
     name : str
         The policy's name, for warnings.
     propensity_matrix : array (n_queries, n_prompts), optional
@@ -285,8 +296,27 @@ def estimate_policy_value(logs: BanditLogs, policy: Any, q_hat: np.ndarray | Non
     Returns
     -------
     dict of str -> PolicyEstimate
+
+    Examples
+    --------
+    Logs of a confounded policy over 5 prompts whose true cell means ``mu`` are known; the value of the
+    policy that gives each query its best prompt, estimated from the logs, against the truth:
+
+    >>> import numpy as np
+    >>> from cpo_engine.causal.ope import BanditLogs, estimate_policy_value
+    >>> from cpo_engine.causal.synthetic import make_bandit
+    >>> b = make_bandit(n_queries=2000, exploration=0.2, seed=0)
+    >>> logs = BanditLogs(q=b.q, a=b.a, y=b.y, p=b.pi0[b.q, b.a], logged=True)  # p: the logging policy's
+    >>> best = b.mu.argmax(1)
+    >>> est = estimate_policy_value(logs, policy=best, estimators=("ipw", "snips"))
+    >>> e = est["snips"]
+    >>> round(e.value, 2), round(e.ci_low, 2), round(e.ci_high, 2)
+    (0.72, 0.69, 0.74)
+    >>> round(float(b.mu[np.arange(2000), best].mean()), 2)  # the true value; the logs' own mean is 0.64
+    0.73
     """
     cfg = cfg or OPEConfig()
+    estimators = estimator_names(default=True) if estimators is None else tuple(estimators)
     probs = policy_matrix(policy, *_policy_shape(policy, logs, q_hat))
     if logs.q.max() >= probs.shape[0] or logs.a.max() >= probs.shape[1]:
         raise DataError(f"logs index query {logs.q.max()} / prompt {logs.a.max()} outside the policy's "
@@ -340,13 +370,12 @@ def _estimates(logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None, cf
     floor = logs.floor(cfg)
     w = pi_t / np.maximum(logs.p, floor)
     stats = weight_diagnostics(pi_t, logs.p, w, floor) | {"floor": floor}
-    cols = {"W": w, "Yw": w * logs.y}
-    if q_hat is not None:
-        cols |= {"D": (probs * q_hat).sum(1)[logs.q], "Rw": w * (logs.y - q_hat[logs.q, logs.a])}
-    queries, means = _per_query(logs.q, *cols.values())
-    agg = dict(zip(cols, means))
-    return {est: _estimate(est, _pseudo(est, agg), queries, len(logs.y), cfg.level, None if est == "dm" else stats)
-            for est in estimators if q_hat is not None or est in ("ipw", "snips")}
+    rows = LoggedRows(logs.q, logs.a, logs.y, pi_t, w,
+                      q_hat_logged=None if q_hat is None else q_hat[logs.q, logs.a],
+                      dm=None if q_hat is None else (probs * q_hat).sum(1)[logs.q])
+    specs = [estimator_spec(est, key="estimators") for est in estimators]
+    return {s.name: _estimate(s.name, s.fn(rows), rows.queries, len(logs.y), cfg.level, stats if s.weighted else None)
+            for s in specs if q_hat is not None or not s.needs_reward_model}
 
 
 def _add_support(out: dict[str, PolicyEstimate], logs: BanditLogs, probs: np.ndarray, q_hat: np.ndarray | None,
@@ -375,24 +404,6 @@ def _policy_shape(policy: Any, logs: BanditLogs, q_hat: np.ndarray | None) -> tu
         return np.shape(policy)
     n_q = len(policy) if np.ndim(policy) == 1 else int(logs.q.max()) + 1
     return n_q, max(int(np.max(policy)), int(logs.a.max())) + 1
-
-
-def _pseudo(est: str, v: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-query influence values of one estimator (their mean is the estimate) from the per-query
-    means ``W`` (weights), ``Yw`` (weighted scores), ``D`` (the reward model's policy value) and ``Rw``
-    (weighted residuals)."""
-    W = v["W"]
-    if est == "ipw":
-        return v["Yw"]
-    if est == "snips":
-        value = v["Yw"].sum() / W.sum() if W.sum() > 0 else 0.0
-        return value + (v["Yw"] - value * W) / max(W.mean(), 1e-300)
-    if est == "dm":
-        return v["D"]
-    if est == "dr":
-        return v["D"] + v["Rw"]
-    corr = v["Rw"].sum() / W.sum() if W.sum() > 0 else 0.0  # sndr
-    return v["D"] + corr + (v["Rw"] - corr * W) / max(W.mean(), 1e-300)
 
 
 def _warn_overlap(out: dict[str, PolicyEstimate], cfg: OPEConfig, name: str) -> None:
@@ -457,14 +468,13 @@ def causal_q_hat(model: Any, X: np.ndarray, T: np.ndarray, y_range: tuple[float,
 
 
 __all__ = [
-    "ESTIMATORS",
-    "ESTIMATOR_LABELS",
     "BanditLogs",
     "OPEConfig",
     "OverlapWarning",
     "PolicyEstimate",
     "causal_q_hat",
     "estimate_policy_value",
+    "estimator_label",
     "on_policy_value",
     "paired_difference",
     "policy_matrix",

@@ -19,7 +19,6 @@ import numpy as np
 
 from cpo_engine.causal.evaluation import Grid, draw_logs
 from cpo_engine.causal.ope import (
-    ESTIMATORS,
     BanditLogs,
     OPEConfig,
     OverlapWarning,
@@ -27,6 +26,7 @@ from cpo_engine.causal.ope import (
     estimate_policy_value,
     on_policy_value,
 )
+from cpo_engine.causal.ope_estimators import estimator_names
 from cpo_engine.causal.propensity import PropensityModel, propensity_features
 
 SOURCES = ("known", "estimated")
@@ -130,7 +130,7 @@ def summarize_ope(per_seed: list[dict]) -> dict[str, Any]:
                            "warned_share": {}, "off_support": {}}
     for source in SOURCES:
         out["by_method"][source], out["pooled"][source] = {}, {}
-        for e in ESTIMATORS + ("dr_reported",):
+        for e in estimator_names(default=True) + ("dr_reported",):
             cols = {m: np.array([d["estimates"][source][m][e] + [s["truth"][m]] for s, d in runs]) for m in methods}
             out["by_method"][source][e] = {m: error_stats(*c.T) for m, c in cols.items()}
             out["pooled"][source][e] = error_stats(*np.vstack(list(cols.values())).T)

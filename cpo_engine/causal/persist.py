@@ -93,6 +93,9 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
         arrays.update(ny | nt)
     if keep_residuals:
         arrays.update(_residual_arrays(model))
+    for name in ("prompts_T", "phi_mean"):  # what summary()'s per-prompt effects need (None: not recorded)
+        if getattr(model, f"{name}_", None) is not None:
+            arrays[name] = getattr(model, f"{name}_")
     arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}
     blob = save(arrays)
     meta = {
@@ -104,6 +107,7 @@ def save_model(model: Any, path: Any, provenance: dict, *, keep_residuals: bool 
         "n_features_in": model.n_features_in_, "d_t": model.d_t_,
         "nuisances": None if spec_y is None or spec_t is None else {"y": spec_y, "t": spec_t},
         "has_residuals": keep_residuals,
+        "prompt_ids": None if getattr(model, "prompt_ids_", None) is None else [str(p) for p in model.prompt_ids_],
         "diagnostics": model.diagnostics_.to_dict(),
         "provenance": provenance | {"versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "arrays_sha256": _sha(blob),
@@ -197,6 +201,7 @@ def _build(meta: dict, arrays: dict) -> Any:
     m.n_features_in_, m.d_t_ = meta["n_features_in"], meta["d_t"]
     m.device_ = "cpu"
     m.provenance_ = meta.get("provenance", {})
+    m.prompts_T_, m.phi_mean_, m.prompt_ids_ = arrays.get("prompts_T"), arrays.get("phi_mean"), meta.get("prompt_ids")
     m.diagnostics_ = _diagnostics(meta["diagnostics"])
     nuis = meta.get("nuisances")
     m.models_y_ = _load_nuisances("nuisance_y", nuis["y"], arrays) if nuis else []

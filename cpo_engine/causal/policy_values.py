@@ -22,16 +22,17 @@ import numpy as np
 
 from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
 from cpo_engine.causal.ope import (
-    ESTIMATOR_LABELS,
     BanditLogs,
     OPEConfig,
     PolicyEstimate,
     _estimate,
     _per_query,
     estimate_policy_value,
+    estimator_label,
     on_policy_value,
     paired_difference,
 )
+from cpo_engine.causal.ope_estimators import estimator_names, estimator_spec
 
 LOGGING = "logging policy (as logged)"
 
@@ -134,7 +135,7 @@ def measured_policy_values(Y: np.ndarray, policies: dict[str, Any], logged: np.n
     est = {name: _estimate("held_out", Y[rows, np.broadcast_to(np.asarray(c), rows.shape)], queries, Y.size, level)
            for name, c in policies.items()}
     est[LOGGING] = _estimate("on_policy", np.asarray(logged, np.float64), queries, len(logged), level)
-    return PolicyValues(MEASURED, ESTIMATOR_LABELS["held_out"], est, _paired(est, LOGGING, level), _paired(est, static_name, level),
+    return PolicyValues(MEASURED, estimator_label("held_out"), est, _paired(est, LOGGING, level), _paired(est, static_name, level),
                         static_name)
 
 
@@ -143,19 +144,22 @@ def estimated_policy_values(logs: BanditLogs, policies: dict[str, Any], q_hat: n
                             static_name: str | None = None, diagnostics: dict[str, Any] | None = None,
                             where: str = "held-out logs") -> PolicyValues:
     """Off-policy values of each policy on ``logs`` (see :func:`~cpo_engine.causal.ope.estimate_policy_value`);
-    the headline is ``cfg.estimator`` (SNIPS when no reward model is given). Overlap warnings are
-    raised once per policy and kept with its estimate."""
+    the headline is ``cfg.estimator`` (SNIPS when it needs a reward model and none is given), computed with the
+    default estimators. Overlap warnings are raised once per policy and kept with its estimate."""
     cfg = cfg or OPEConfig()
-    headline = cfg.estimator if q_hat is not None or cfg.estimator in ("ipw", "snips") else "snips"
+    headline = cfg.estimator if q_hat is not None or not estimator_spec(cfg.estimator).needs_reward_model else "snips"
+    estimators = estimator_names(default=True)
+    estimators += (headline,) * (headline not in estimators)
     all_est: dict[str, dict[str, PolicyEstimate]] = {}
     for name, policy in policies.items():
-        all_est[name] = estimate_policy_value(logs, policy, q_hat, cfg, name=name, propensity_matrix=propensity_matrix,
+        all_est[name] = estimate_policy_value(logs, policy, q_hat, cfg, estimators, name=name,
+                                              propensity_matrix=propensity_matrix,
                                               y_range=(float(logs.y.min()), float(logs.y.max())))
     for name, e in all_est.items():
         _warn_disagreement(name, e, headline)
     est = {name: e[headline] for name, e in all_est.items()}
     est[LOGGING] = on_policy_value(logs, cfg.level)
-    method = f"{ESTIMATOR_LABELS[headline]} off-policy estimate on {where}"
+    method = f"{estimator_label(headline)} off-policy estimate on {where}"
     return PolicyValues(ESTIMATED, method, est, _paired(est, LOGGING, cfg.level), _paired(est, static_name, cfg.level),
                         static_name, all_est, diagnostics or {})
 

@@ -70,8 +70,10 @@ def add_causal_flags(p: argparse.ArgumentParser) -> None:
 
 def add_selection_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the selection rule (the `selection` section)."""
-    flag(p, "--z", "selection.z", "lower-confidence-bound multiplier (1.645: one-sided 95%%; 0: point estimate)",
-         type=float)
+    from cpo_engine.search.config import SelectionConfig
+
+    flag(p, "--z", "selection.z", f"lower-confidence-bound multiplier (default {SelectionConfig.z:g}; 0: point "
+         "estimate)", type=float)
     flag(p, "--reference", "selection.reference", "measure effects from the incumbent prompt or the mean prompt",
          choices=["incumbent", "mean"])
     flag(p, "--trust-region", "selection.trust_region", "candidates beyond the logged prompts' support",

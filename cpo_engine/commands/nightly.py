@@ -7,6 +7,7 @@ import argparse
 
 from cpo_engine.commands import add_beam_flags, add_causal_flags, add_common, config_from_args, flag
 from cpo_engine.commands.verify import add_verify_flags
+from cpo_engine.search.proposers import proposer_help, proposer_names
 
 DRIFT_EXIT = 3
 FAILED_EXIT = 4
@@ -29,9 +30,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--date", "date", "label of tonight's run (default: today, UTC)")
     flag(p, "--window-days", "window_days", "fit on the last N dates only (default: all)", type=int)
     add_causal_flags(p)
-    flag(p, "--z", "selection.z", "lower-confidence-bound multiplier (default 1.645, as `cpo run`)", type=float)
-    flag(p, "--proposer", "proposer.kind", "generative search proposer (none: the logged pool only)",
-         choices=["edit", "llm", "none"])
+    from cpo_engine.search.config import SelectionConfig
+
+    flag(p, "--z", "selection.z", f"lower-confidence-bound multiplier (default {SelectionConfig.z:g}, as `cpo run`)",
+         type=float)
+    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help()}",
+         choices=proposer_names())
     flag(p, "--llm-base-url", "proposer.llm_base_url", "OpenAI-compatible server (llm proposer)")
     add_beam_flags(p)
     flag(p, "--min-kendall-tau", "drift.min_kendall_tau", "drift when the ranking tau is below this", type=float)

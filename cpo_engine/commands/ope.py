@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cpo_engine.causal.ope_estimators import estimator_help, estimator_names
 from cpo_engine.commands import (
     add_causal_flags,
     add_common,
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--queries", "queries", "value on the test rows of an assignment with a split column (auto), or all",
          choices=["auto", "test", "all"])
     flag(p, "--out", "out", "output folder (ope.json, ope.md)")
-    flag(p, "--estimator", "ope.estimator", "headline estimator", choices=["dr", "sndr", "ipw", "snips", "dm"])
+    flag(p, "--estimator", "ope.estimator", f"headline estimator. {estimator_help()}", choices=estimator_names())
     flag(p, "--min-propensity", "ope.min_propensity", "clipping floor of estimated propensities", type=float)
     flag(p, "--min-logged-propensity", "ope.min_logged_propensity",
          "clipping floor of the logs' own propensity column", type=float)

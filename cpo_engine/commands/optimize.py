@@ -14,6 +14,7 @@ import argparse
 from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags, apply_positional_data,
                                  config_from_args, flag)
 from cpo_engine.commands.verify import add_verify_flags
+from cpo_engine.search.proposers import proposer_help, proposer_names
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "--out", "out", "output folder")
     flag(p, "--mode", "mode", "pool: choose per query among the table's prompts; search: beam search",
          choices=["pool", "search", "both"])
-    flag(p, "--proposer", "proposer.kind", "generative proposer", choices=["edit", "llm", "none"])
+    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help()}", choices=proposer_names())
     flag(p, "--llm-base-url", "proposer.llm_base_url", "OpenAI-compatible server (llm proposer)")
     flag(p, "--llm-model", "proposer.llm_model", "model name sent to the server (llm proposer)")
     add_selection_flags(p)

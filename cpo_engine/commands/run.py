@@ -7,6 +7,7 @@ import argparse
 from cpo_engine.commands import (add_beam_flags, add_causal_flags, add_common, add_data_flags, add_selection_flags,
                                  config_from_args, flag)
 from cpo_engine.commands.verify import add_verify_flags
+from cpo_engine.search.proposers import proposer_help, proposer_names
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "--data, runs the bundled example (real LLaMA-2 outcomes on svamp+mawps).")
     add_data_flags(p, positional=False)
     flag(p, "--out", "out", "run folder (default: runs/<timestamp>)")
-    flag(p, "--proposer", "proposer.kind", "generative proposer, or none (pool mode only)", choices=["edit", "none"])
+    offline = proposer_names(needs_server=False)  # `cpo run` starts no LLM server for a proposer
+    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help(offline)}", choices=offline)
     add_causal_flags(p)
     add_selection_flags(p)
     add_beam_flags(p)

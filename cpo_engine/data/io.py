@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -16,6 +18,107 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".tsv")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _FORMATS_HINT = "give a .parquet file, a folder of .parquet shards, a .csv/.tsv file or a .jsonl file"
+
+
+#: What a table argument may be, for error messages.
+TABLE_TYPES = ("a pyarrow Table, a pandas DataFrame (or another dataframe with __arrow_c_stream__, "
+               "__dataframe__ or to_arrow) or the path of a .parquet file or folder, a .csv/.tsv or a .jsonl file")
+
+
+def is_table_like(obj: Any) -> bool:
+    """Whether ``obj`` is an in-memory table :func:`as_table` converts (not a path)."""
+    return isinstance(obj, (pa.Table, pa.RecordBatch, InMemoryTable)) or _is_pandas(obj) or any(
+        hasattr(obj, a) for a in ("__arrow_c_stream__", "__dataframe__", "to_arrow"))
+
+
+def as_table(data: Any, source: str | None = None) -> pa.Table:
+    """The one conversion at the API boundary: a table argument as a ``pyarrow.Table``.
+
+    Accepts a pyarrow Table or RecordBatch; a pandas DataFrame (its index dropped; pandas is only
+    imported when given one); another dataframe that exports Arrow (``__arrow_c_stream__``, e.g.
+    polars or DuckDB results; ``to_arrow()``; or the ``__dataframe__`` interchange protocol); or a path
+    (``str`` or ``os.PathLike``), read by :func:`read_table`. Anything else is a :class:`DataError`
+    naming what was given and what is accepted.
+
+    >>> import pandas as pd
+    >>> as_table(pd.DataFrame({"query_id": ["q1"], "score": [1.0]})).column_names
+    ['query_id', 'score']
+    """
+    if isinstance(data, InMemoryTable):
+        return data.table
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(data)
+    src = source or f"<{type(data).__name__}>"
+    try:
+        if _is_pandas(data):
+            return pa.Table.from_pandas(data, preserve_index=False)
+        if hasattr(data, "__arrow_c_stream__"):
+            return pa.table(data)
+        if hasattr(data, "to_arrow"):
+            table = data.to_arrow()
+            return table if isinstance(table, pa.Table) else as_table(table, source)
+        if hasattr(data, "__dataframe__"):
+            from pyarrow.interchange import from_dataframe
+
+            return from_dataframe(data)
+    except (pa.ArrowException, TypeError, ValueError) as exc:  # mixed-type object columns, unsupported dtypes
+        raise DataError(f"cannot convert this {type(data).__name__} to an Arrow table ({str(exc).splitlines()[0]})",
+                        source=src, fix="give every column one type (e.g. ids as str, score as float)") from exc
+    raise DataError(f"a table was expected, got {type(data).__name__}", source=src, fix=f"pass {TABLE_TYPES}")
+
+
+def _is_pandas(obj: Any) -> bool:
+    """A pandas DataFrame, checked without importing pandas when the caller never did."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(obj, pd.DataFrame)
+
+
+class InMemoryTable(str):
+    """A table given in memory where a config expects a path (``FitConfig(data=df)``,
+    ``DataConfig(path=table)``): reads as a short description (``<in-memory table: N rows x M columns>``),
+    so a config holding it still prints and is written to a manifest as JSON; ``.table`` is the
+    ``pyarrow.Table``, converted once by :func:`as_table`."""
+
+    table: pa.Table
+
+    def __new__(cls, data: Any) -> "InMemoryTable":
+        table = as_table(data)
+        self = super().__new__(cls, f"<in-memory table: {table.num_rows} rows x {table.num_columns} columns>")
+        self.table = table
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "InMemoryTable":  # dataclasses.asdict copies configs: share the table
+        return self
+
+    def __copy__(self) -> "InMemoryTable":
+        return self
+
+    def __reduce__(self) -> tuple:  # pickles (Ray) carry the table, not only its description
+        return (InMemoryTable, (self.table,))
+
+    def sha256(self) -> str:
+        """sha256 of the table's Arrow IPC stream (schema and values): the data hash a file would get."""
+        import hashlib
+
+        h = hashlib.sha256()
+
+        class _Sink:
+            closed = False
+
+            def write(self, b: Any) -> int:
+                h.update(b)
+                return len(b)
+
+            def flush(self) -> None:
+                pass
+
+        with pa.ipc.new_stream(pa.PythonFile(_Sink(), mode="w"), self.table.schema) as writer:
+            writer.write_table(self.table)
+        return h.hexdigest()
 
 
 def read_table(path: str | os.PathLike[str]) -> pa.Table:
@@ -108,4 +211,4 @@ def _raise_decode_error(p: Path, kind: str, exc: Exception) -> None:
 
 
 
-__all__ = ["read_table", "column_names"]
+__all__ = ["read_table", "as_table", "is_table_like", "InMemoryTable", "column_names", "TABLE_TYPES"]

@@ -141,8 +141,20 @@ def count_queries(path: str | os.PathLike[str]) -> int | None:
     return int(ds.count_rows())
 
 
-def read_queries(path: str | os.PathLike[str]) -> pa.Table:
-    """The whole query table, validated (for inputs that fit in memory; `cpo assign` streams)."""
+def read_queries(path: Any) -> pa.Table:
+    """The whole query table, validated (for inputs that fit in memory; `cpo assign` streams): a path or
+    URI, or a table in memory (pyarrow Table, pandas DataFrame: :func:`~cpo_engine.data.io.as_table`)."""
+    from cpo_engine.data.io import as_table, is_table_like
+
+    if is_table_like(path):
+        table = as_table(path)
+        if table.num_rows == 0:
+            raise DataError("the table has no rows", source="<table>", fix=_FIX)
+        from cpo_engine.data.validate import warn_missing_like_ids
+
+        table = validate_queries(table, "<table>")
+        warn_missing_like_ids(table, "query_id", "<table>")
+        return table
     batches = list(iter_queries(path))
     if not batches:
         raise DataError("the table has no rows", source=str(path), fix=_FIX)

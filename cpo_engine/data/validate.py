@@ -11,34 +11,52 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_engine.data.io import read_table
+from cpo_engine.data.io import as_table, is_table_like, read_table
 from cpo_engine.data.schema import ALIASES, ID_COLUMNS, OPTIONAL, REQUIRED, TEXT_COLUMNS
 from cpo_engine.exceptions import DataError, DataWarning
 
 _ROWS_NOTE = "(row numbers count data rows from 0)"
 
 
-def read_triplets(path: str | os.PathLike[str]) -> pa.Table:
-    """Read and validate a triplet table from Parquet (file or folder), CSV/TSV or JSONL."""
-    return validate_triplets(read_table(path), source=str(path))
+def read_triplets(data: Any) -> pa.Table:
+    """Read and validate a triplet table: a path (Parquet file or folder, CSV/TSV, JSONL) or a table in
+    memory (pyarrow Table, pandas DataFrame; see :func:`~cpo_engine.data.io.as_table`)."""
+    if is_table_like(data):  # an InMemoryTable (a config's table) is a str too: checked first
+        return validate_triplets(data, source=str(data) if isinstance(data, str) else "<table>")
+    return validate_triplets(read_table(data), source=str(data))
 
 
-def validate_triplets(table: pa.Table, source: str = "<table>") -> pa.Table:
-    """Check a table against the triplet contract and return it normalized.
+def validate_triplets(table: Any, source: str = "<table>") -> pa.Table:
+    """Check a table against the triplet contract and return it normalized as a ``pyarrow.Table``.
 
-    Required columns are cast to their contract types (ids to string, score to float64) and put
-    first; optional columns are cast when present; other columns are kept unchanged.
+    ``table`` is a pyarrow Table, a pandas DataFrame (or another dataframe that exports Arrow) or a
+    path; it is converted once (:func:`~cpo_engine.data.io.as_table`). Required columns are cast to their
+    contract types (ids to string, score to float64) and put first; optional columns are cast when
+    present; other columns are kept unchanged.
 
     Raises
     ------
     DataError
         On the first problem found, with where it is and how to fix it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "query_text": ["2+2?", "2+2?", "3+3?", "3+3?"],
+    ...                    "prompt_id": ["plain", "cot"] * 2, "prompt_text": ["Answer:", "Think step by step:"] * 2,
+    ...                    "score": [1, 1, 0, 1]})
+    >>> validate_triplets(df).schema.field("score").type
+    DataType(double)
     """
+    if isinstance(table, (str, os.PathLike)) and source == "<table>":
+        source = str(table)  # the path (or an InMemoryTable's description)
+    table = as_table(table, source)
     if table.num_rows == 0:
         raise DataError("the table has no rows", source=source, fix="pass a table with at least one triplet")
     _check_columns(table, source)

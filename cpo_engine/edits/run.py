@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,7 @@ def _filter(table: pa.Table, filters: dict[str, list[str]], source: str) -> pa.T
 
 
 def load_units(
-    data: str | os.PathLike[str] | pa.Table,
+    data: Any,
     kind: Literal["auto", "triplets", "trajectory"] = "auto",
     pair_config: PairConfig | None = None,
     filters: dict[str, list[str]] | None = None,
@@ -47,10 +47,11 @@ def load_units(
 
     ``filters`` keeps rows whose column value is in the list, e.g. ``{"task": ["svamp", "gsm8k"]}``.
     """
-    from cpo_engine.data.io import read_table
+    from cpo_engine.data.io import as_table, is_table_like
 
-    source = "<table>" if isinstance(data, pa.Table) else str(data)
-    table = data if isinstance(data, pa.Table) else read_table(data)
+    in_memory = is_table_like(data) or not isinstance(data, (str, os.PathLike))
+    source = "<table>" if in_memory else str(data)
+    table = as_table(data, source)  # a path, a pyarrow Table or a pandas DataFrame
     table = _filter(table, filters or {}, source)
     if kind == "auto":
         kind = "triplets" if _TRIPLET_COLS <= set(table.column_names) else "trajectory"
@@ -59,7 +60,7 @@ def load_units(
             table = table.drop_columns([c for c in ("score",) if c in table.column_names])
             table = table.rename_columns(["score" if c == score_column else c for c in table.column_names])
         return units_from_triplets(table, pair_config, source)
-    if isinstance(data, pa.Table):
+    if in_memory:
         raise DataError("trajectories are read from a file", source=source, fix="pass the trajectory's path")
     traj = read_trajectories(data, score_column)
     if filters:
@@ -68,7 +69,7 @@ def load_units(
 
 
 def analyze(
-    data: str | os.PathLike[str] | pa.Table,
+    data: Any,
     kind: Literal["auto", "triplets", "trajectory"] = "auto",
     pair_config: PairConfig | None = None,
     effect_config: EffectConfig | None = None,

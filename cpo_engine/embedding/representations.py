@@ -67,7 +67,7 @@ def unique_texts(table: pa.Table, id_col: str, text_col: str) -> tuple[np.ndarra
 
 
 def build_representations(
-    table: pa.Table,
+    table: Any,
     *,
     encoder: Encoder | None = None,
     cache: EmbeddingCache | str | os.PathLike[str] | None = None,
@@ -83,13 +83,18 @@ def build_representations(
 ) -> Representations:
     """Embed a validated triplet table's queries and prompts and fit a PCA for each.
 
-    Prefixes default to what the encoder's model expects (e.g. nomic's 'search_query: ').
+    ``table`` that is not a ``pyarrow.Table`` (a pandas DataFrame, a path) is validated first
+    (:func:`~cpo_engine.data.validate_triplets`, which converts it once). Prefixes default to what the encoder's model expects (e.g. nomic's 'search_query: ').
     The prompt PCA is capped at n_prompts - 1 components. Fitted ``query_pca``/``prompt_pca`` (a saved
     model bundle's) are used as they are instead of fitting new ones; ``pca_backend='cuml'`` fits new
     ones with the cuML twin (:mod:`cpo_engine.embedding.pca_cuml`).
     """
     from cpo_engine.embedding.pca_cuml import fit_pca
 
+    if not isinstance(table, pa.Table):
+        from cpo_engine.data.validate import validate_triplets
+
+        table = validate_triplets(table)
     encoder = encoder or make_encoder(device=device)
     if cache is not None and not isinstance(cache, EmbeddingCache):
         cache = EmbeddingCache(cache)

@@ -20,5 +20,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
              "referenced_head"),
     "proposers": ("EditProposer", "Feedback", "LLMProposer", "Proposer", "make_proposer"),
     "scoring": ("CandidateScorer", "ScoredBatch"),
+    "select": ("select_per_query",),
     "trust": ("TrustRegion",),
 })

@@ -93,7 +93,8 @@ def null_replication(design: NullDesign, seed: int, rules: dict[str, SelectionCo
         pick_z = batch.topk.effect[rows, j] / batch.topk.se[rows, j]
         chosen = batch.topk.indices[:, 0]
         true_up = d["gain"] * (d["candidates"][chosen, 0] - d["T"][inc, 0])  # logit scale, 0 under the null
-        pool = pool_assign(scorer, [str(i) for i in range(len(d["T"]))], texts[:len(d["T"])], T_pool=d["T"])
+        pool = pool_assign(scorer, [str(i) for i in range(len(d["T"]))], texts[:len(d["T"])], T_pool=d["T"],
+                           incumbent=inc)
         best = int(np.argmax(batch.static_objective))
         s_eff, s_se = scorer.report_head.static_effect(d["X"], d["candidates"][best:best + 1])
         out[name] = {"departures": float(left.mean()), "pool_departures": float(np.mean(pool.choice != inc)),

@@ -7,13 +7,14 @@ Each knob has one default, documented here once; every workflow (`cpo run`, `cpo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cpo_engine.exceptions import ConfigError
+from cpo_engine.search.proposers import check_proposer, proposer_names
 
 REFERENCES = ("incumbent", "mean")
 TRUST_MODES = ("exclude", "penalize", "off")
-PROPOSERS = ("edit", "llm", "none")
 
 
 @dataclass
@@ -106,8 +107,12 @@ class ProposerConfig:
     """Where new candidate prompts come from."""
 
     kind: str = "edit"
-    """'edit' (edit operators, no LLM), 'llm' (rewrites by an LLM on an OpenAI-compatible server) or
-    'none' (no generative search: choose among the logged prompts only)."""
+    """A registered proposer (:func:`cpo_engine.search.proposers.proposer_names`; `cpo optimize --help` lists
+    them with one line each): 'edit' (edit operators, no LLM) by default; 'none': no generative search
+    (choose among the logged prompts only)."""
+    options: dict = field(default_factory=dict)  # bare dict: the config loader reads dict[K, V] as a union
+    """Options of the chosen proposer: the keys it registered with their defaults
+    (:attr:`cpo_engine.search.proposers.ProposerSpec.options`); any other key is an error."""
     edit_prior: str | None = "auto"
     """Edit-prior JSON steering the edit operators; 'auto' uses the packaged one; None: uniform."""
     task: str | None = None
@@ -118,8 +123,13 @@ class ProposerConfig:
     """Model name sent to that server."""
 
     def __post_init__(self) -> None:
-        if self.kind not in PROPOSERS:
-            raise ConfigError(f"proposer.kind must be one of {PROPOSERS}, got '{self.kind}'")
+        check_proposer(self)  # a registered kind, and only options it takes
 
 
-__all__ = ["SelectionConfig", "BeamConfig", "ProposerConfig", "REFERENCES", "TRUST_MODES", "PROPOSERS"]
+def __getattr__(name: str) -> Any:
+    if name == "PROPOSERS":  # the registered names (formerly a hand-written tuple)
+        return proposer_names()
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+
+
+__all__ = ["SelectionConfig", "BeamConfig", "ProposerConfig", "REFERENCES", "TRUST_MODES"]

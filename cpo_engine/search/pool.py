@@ -17,6 +17,7 @@ import numpy as np
 from cpo_engine.data.grid import cell_means, nan_mean
 from cpo_engine.exceptions import DataError
 from cpo_engine.search.scoring import CandidateScorer
+from cpo_engine.search.select import select_per_query
 
 
 @dataclass
@@ -41,6 +42,8 @@ class PoolPolicy:
         Point estimate (+ bias) of the full-data, possibly penalized fit: the point-estimate policy.
     estimate : str
         How ``effect``/``se`` of a chosen prompt were estimated (out of sample, or selection-biased).
+    incumbent : int, optional
+        The pool prompt a query keeps unless another one's bound is strictly higher (:func:`select_per_query`).
     """
 
     prompt_ids: list[str]
@@ -51,20 +54,21 @@ class PoolPolicy:
     z: float = 0.0
     point: np.ndarray | None = None
     estimate: str = ""
+    incumbent: int | None = None
 
     @property
     def chosen_ids(self) -> list[str]:
         return [self.prompt_ids[i] for i in self.choice]
 
     def static_choice(self) -> int:
-        """The pool prompt with the best objective averaged over the queries."""
+        """The pool prompt with the best objective averaged over the queries (a static choice, not per query)."""
         return int(np.argmax(self.objective.mean(axis=0)))
 
     def point_choice(self) -> np.ndarray:
-        """The per-query choice by point estimate (``point``; without one, ``effect + bias``)."""
-        if self.point is not None:
-            return np.argmax(self.point, axis=1)
-        return np.argmax(self.objective + self.z * self.se, axis=1)
+        """The per-query choice by point estimate (``point``; without one, ``effect + bias``): the rule of
+        :func:`select_per_query` with ``z = 0``."""
+        point = self.objective + self.z * self.se if self.point is None else self.point
+        return select_per_query(point, incumbent=self.incumbent)[0]
 
     def chosen(self) -> tuple[np.ndarray, np.ndarray]:
         """Effect and se of each query's chosen prompt."""
@@ -87,19 +91,21 @@ class PoolPolicy:
 
 
 def pool_assign(scorer: CandidateScorer, prompt_ids: Sequence[str], texts: Sequence[str],
-                T_pool: np.ndarray | None = None) -> PoolPolicy:
-    """Score every pool prompt for every query and pick the best objective per query.
+                T_pool: np.ndarray | None = None, incumbent: int | None = None) -> PoolPolicy:
+    """Score every pool prompt for every query and choose per query by :func:`select_per_query` (the best
+    lower bound of the scorer's head; a query keeps ``incumbent`` unless another prompt's bound is higher).
 
     ``T_pool`` skips embedding when the pool's representations are known (the logged prompts).
     """
     T = scorer.represent(texts) if T_pool is None else np.asarray(T_pool, dtype=np.float64)
     bias, _ = scorer.bias(texts, T)
     eff, se = scorer.per_query(T)
-    obj = eff - scorer.z * se + bias[None, :]
+    choice, obj = select_per_query(eff, se, scorer.z, bias=bias, incumbent=incumbent)
     rep_eff, rep_se = (eff, se) if scorer.report_head is scorer.rank_head else scorer.per_query_reported(T)
     point = scorer.point_effect(T) + bias[None, :]
-    return PoolPolicy(prompt_ids=list(prompt_ids), choice=np.argmax(obj, axis=1), effect=rep_eff, se=rep_se,
-                      objective=obj, z=float(scorer.z), point=point, estimate=scorer.estimate_label)
+    return PoolPolicy(prompt_ids=list(prompt_ids), choice=choice, effect=rep_eff, se=rep_se, objective=obj,
+                      z=float(scorer.z), point=point, estimate=scorer.estimate_label,
+                      incumbent=None if incumbent is None else int(incumbent))
 
 
 def referenced_head(head: Any, X: np.ndarray, T_pool: np.ndarray, reference: str,

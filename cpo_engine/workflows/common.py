@@ -128,11 +128,10 @@ def preflight(cfg: Any) -> None:
         if isinstance(name, str) and name in _NUISANCE_NEEDS:
             require(*_NUISANCE_NEEDS[name])
     proposer = getattr(cfg, "proposer", None)
-    prior = getattr(proposer, "edit_prior", None) if proposer is not None else None
-    if proposer is not None and getattr(proposer, "kind", None) == "edit" and prior not in (None, "auto"):
-        from cpo_engine.search.proposers import load_prior
+    if proposer is not None:
+        from cpo_engine.search.proposers import preflight_proposer
 
-        load_prior(prior)  # reads and validates the file: a DataError names it and the fix
+        preflight_proposer(proposer)  # e.g. the edit proposer reads and validates its edit prior file
 
 
 #: Queries each cross-fitting fold must hold out (CausalRewardModel's min_groups_per_fold).
@@ -247,23 +246,37 @@ def _read_previous(path: Path) -> dict[str, Any] | None:
 
 
 def load_data(cfg: DataConfig) -> tuple[pa.Table, dict[str, Any]]:
-    """Read and validate the configured table (the bundled example when no path is set)."""
-    from cpo_engine.data import example_path, read_triplets
-    from cpo_engine.exceptions import DataError
+    """Read and validate the configured table (the bundled example when no path is set). A table given in
+    memory (``cfg.table``: a pyarrow Table or pandas DataFrame) is validated as it is and recorded by its
+    description and the sha256 of its Arrow IPC stream."""
+    from cpo_engine.data import example_path, read_triplets, validate_triplets
 
+    cfg = DataConfig.coerce(cfg)
+    if cfg.table is not None:
+        source = str(cfg.path)
+        table = _keep_tasks(validate_triplets(cfg.table, source=source), cfg.tasks, source)
+        return table, {"path": source, "bundled_example": False, "in_memory": True, "rows": table.num_rows,
+                       "sha256": cfg.path.sha256()}
     path = Path(cfg.path) if cfg.path else example_path()
-    table = read_triplets(path)
-    if cfg.tasks:
-        if "task" not in table.column_names:
-            raise DataError("data.tasks is set but the table has no 'task' column", source=str(path), column="task",
-                            fix="drop data.tasks or add a task column")
-        table = table.filter(pc.is_in(table["task"], pa.array(cfg.tasks)))
-        if table.num_rows == 0:
-            raise DataError(f"no rows have task in {cfg.tasks}", source=str(path), column="task",
-                            fix="check the task names (cpo validate lists them)")
+    table = _keep_tasks(read_triplets(path), cfg.tasks, str(path))
     info = {"path": str(path), "bundled_example": cfg.path is None, "rows": table.num_rows,
             "sha256": sha256_file(path) if path.is_file() else _dir_hash(path)}
     return table, info
+
+
+def _keep_tasks(table: pa.Table, tasks: list[str] | None, source: str) -> pa.Table:
+    from cpo_engine.exceptions import DataError
+
+    if not tasks:
+        return table
+    if "task" not in table.column_names:
+        raise DataError("data.tasks is set but the table has no 'task' column", source=source, column="task",
+                        fix="drop data.tasks or add a task column")
+    table = table.filter(pc.is_in(table["task"], pa.array(tasks)))
+    if table.num_rows == 0:
+        raise DataError(f"no rows have task in {tasks}", source=source, column="task",
+                        fix="check the task names (cpo validate lists them)")
+    return table
 
 
 def _dir_hash(path: Path) -> str:

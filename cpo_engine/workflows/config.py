@@ -22,6 +22,7 @@ from cpo_engine.generation.local_server import LocalServerConfig
 from cpo_engine.generation.tasks import TaskConfig
 from cpo_engine.generation.templating import TemplateConfig
 from cpo_engine.search.config import BeamConfig, ProposerConfig, SelectionConfig
+from cpo_engine.search.proposers import proposer_names, proposer_spec
 
 @dataclass
 class HoldoutConfig:
@@ -176,6 +177,9 @@ class VerifyJobConfig:
     generation: LLMConfig = field(default_factory=LLMConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
 
+    def __post_init__(self) -> None:
+        self.data = DataConfig.coerce(self.data)
+
 
 def _loop_llm() -> LLMConfig:
     from cpo_engine.generation.backends import OpenAIConfig
@@ -209,6 +213,9 @@ class LoopConfig:
     endpoint: str | None = None
     """OpenAI-compatible endpoint of the LLM; None (with backend kind openai): start the packaged
     SmolLM2-135M-Instruct on a local llama.cpp server for the duration of the loop."""
+    max_calls: int | None = None
+    """Stop after this many LLM calls in all (calls made by earlier runs of the loop count); a rerun with a
+    larger cap continues without repeating a call. None: no cap (the loop prints its maximum first)."""
     server: LocalServerConfig = field(default_factory=LocalServerConfig)
     generation: LLMConfig = field(default_factory=_loop_llm)
     """Backend, template (default: the prompt before the query) and grader of every LLM call."""
@@ -227,8 +234,11 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
-        if self.proposer.kind == "none":
-            raise ConfigError("the loop searches new prompts: proposer.kind must be 'edit' or 'llm'")
+        if self.max_calls is not None and self.max_calls < 0:
+            raise ConfigError(f"max_calls must be >= 0, got {self.max_calls}")
+        if not proposer_spec(self.proposer.kind).generative:
+            raise ConfigError("the loop searches new prompts: proposer.kind must be one of "
+                              f"{', '.join(proposer_names(generative=True))}")
 
 
 @dataclass
@@ -256,9 +266,10 @@ class RunConfig:
     """Where the causal model and the scoring run ('auto': CUDA when present)."""
 
     def __post_init__(self) -> None:
-        if self.proposer.kind == "llm":
-            raise ConfigError("proposer.kind 'llm' is available in `cpo optimize` (it needs a running LLM server); "
-                              "use 'edit' or 'none' for `cpo run`")
+        self.data = DataConfig.coerce(self.data)
+        if proposer_spec(self.proposer.kind).needs_server:
+            raise ConfigError(f"proposer.kind '{self.proposer.kind}' is available in `cpo optimize` (it needs a running "
+                              f"LLM server); use one of {', '.join(proposer_names(needs_server=False))} for `cpo run`")
 
 
 @dataclass
@@ -279,6 +290,9 @@ class FitConfig:
     """Where the causal model runs."""
     keep_residuals: bool = False
     """Also save out-of-fold residuals so refit_final works after loading."""
+
+    def __post_init__(self) -> None:
+        self.data = DataConfig.coerce(self.data)  # FitConfig(data=df): a table in memory
 
 
 @dataclass
@@ -307,6 +321,7 @@ class OptimizeConfig:
     """Where the scoring runs."""
 
     def __post_init__(self) -> None:
+        self.data = DataConfig.coerce(self.data)
         if self.mode not in ("pool", "search", "both"):
             raise ConfigError(f"mode must be 'pool', 'search' or 'both', got '{self.mode}'")
 
@@ -378,6 +393,9 @@ class EvaluateConfig:
     device: str = "auto"
     """Where the models run."""
 
+    def __post_init__(self) -> None:
+        self.data = DataConfig.coerce(self.data)
+
 
 @dataclass
 class OffPolicyConfig:
@@ -405,6 +423,7 @@ class OffPolicyConfig:
     """Where the causal model runs."""
 
     def __post_init__(self) -> None:
+        self.data = DataConfig.coerce(self.data)
         if self.queries not in ("auto", "test", "all"):
             raise ConfigError(f"queries must be 'auto', 'test' or 'all', got '{self.queries}'")
 
@@ -461,7 +480,7 @@ class NightlyConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
-    """The generative search from the logged prompts ('edit' or 'llm'; 'none': the logged pool only)."""
+    """The generative search from the logged prompts (a registered proposer; 'none': the logged pool only)."""
     generation: LLMConfig | None = None
     """The LLM that verifies tonight's prompts before one goes live; None: nothing new goes live."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)

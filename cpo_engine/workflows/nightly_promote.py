@@ -20,18 +20,19 @@ import numpy as np
 import pyarrow as pa
 
 from cpo_engine.causal.evidence import PREDICTED, LabelledValue
+from cpo_engine.search.proposers import proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.config import NightlyConfig
 
 
 def search(table: pa.Table, reps: Any, head: Any, rep: Any, cfg: NightlyConfig, run_dir: Path) -> tuple[pa.Table | None,
                                                                                                          dict[str, Any]]:
-    """The generative search from the logged prompts (edit or LLM proposer), scored for every query;
+    """The generative search from the logged prompts (the configured proposer), scored for every query;
     writes ``candidates.parquet``. Its numbers are predictions."""
     from cpo_engine.workflows.run import generative_search
 
-    if cfg.proposer.kind == "none":
-        return None, {"proposer": "none"}
+    if not proposer_spec(cfg.proposer.kind).generative:
+        return None, {"proposer": cfg.proposer.kind}
     result = generative_search(table, reps, head, cfg, rep.prompt_embedder(reps))
     cands = result.table()
     atomic_write_parquet(cands, run_dir / "candidates.parquet")
@@ -56,13 +57,16 @@ def live_route(state: Path, live: dict[str, Any], cfg: NightlyConfig, rep: Any) 
     first in tonight's arms, in the same order), or None for a static live prompt."""
     if live.get("kind") != "per_query":
         return None
+    from dataclasses import replace
+
     from cpo_engine.workflows.verify import predict
 
     arms = live_arms(live)
+    # the rule it was verified with: its z and multiplier (a record from before "simultaneous" was stored: pointwise)
+    selection = replace(cfg.selection, z=live.get("z", cfg.selection.z), simultaneous=live.get("simultaneous", False))
 
     def route(query_texts: Sequence[str]) -> np.ndarray:
-        return predict(state / live["run"] / "model", query_texts, arms, live.get("z", cfg.selection.z),
-                       cfg.embed).choice
+        return predict(state / live["run"] / "model", query_texts, arms, selection, cfg.embed).choice
 
     return route
 
@@ -128,7 +132,7 @@ def verify_night(state: Path, run_dir: Path, cfg: NightlyConfig, table: pa.Table
     baseline = None if route is None else ({"id": "live per-query policy", "role": "live",
                                             "text": f"the per-query policy of {live['run']}"}, route)
     return verify(arms, run_dir / "model", queries, cfg.generation, cfg.verify, run_dir / "verify",
-                  selection_z=cfg.selection.z, embed=cfg.embed, representer=rep, backend=backend, baseline=baseline)
+                  selection=cfg.selection, embed=cfg.embed, representer=rep, backend=backend, baseline=baseline)
 
 
 def _live_record(best: dict[str, Any], result: Any, run_dir: Path, state: Path, date: str,
@@ -136,7 +140,8 @@ def _live_record(best: dict[str, Any], result: Any, run_dir: Path, state: Path, 
     record = {"date": date, "run": _rel(run_dir, state), "measured_uplift": best["uplift_vs_baseline"],
               "measured_value": best["value"]}
     if best["kind"] == "per_query":
-        return record | {"kind": "per_query", "arms": [asdict(a) for a in result.arms], "z": cfg.selection.z}
+        return record | {"kind": "per_query", "arms": [asdict(a) for a in result.arms], "z": cfg.selection.z,
+                         "simultaneous": cfg.selection.simultaneous}
     return record | {"kind": "static", "id": best["id"], "text": best["text"]}
 
 

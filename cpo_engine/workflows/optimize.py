@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.search.proposers import proposer_names
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.common import load_data, usable_folder
 from cpo_engine.workflows.config import OptimizeConfig
@@ -55,7 +56,8 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     if cfg.mode in ("search", "both"):
         proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
         if proposer is None:
-            raise ConfigError("mode 'search' needs a proposer: set proposer.kind to 'edit' or 'llm'")
+            raise ConfigError(f"mode 'search' needs a generative proposer: set proposer.kind to one of "
+                              f"{', '.join(proposer_names(generative=True))}")
         policy = Policy(bundle.model, state, device=cfg.device)
         scorer = CandidateScorer.from_selection(policy.head, reps.X, rep.prompt_embedder(reps), cfg.selection, reps.T,
                                                 device=cfg.device)

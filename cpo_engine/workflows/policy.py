@@ -267,7 +267,7 @@ def honest_heterogeneity(model: Any, X: np.ndarray, T: np.ndarray, choice: Any,
     qs = np.flatnonzero(half != 0)
     if len(qs) < 3 or len(np.unique(groups[fit_rows])) < 10:
         return None
-    params = model.get_params() | {"random_state": int(getattr(model, "random_state", 0) or 0)}
+    params = model.get_params(deep=False) | {"random_state": int(getattr(model, "random_state", 0) or 0)}
     fitted = type(model)(**params).fit(Yr[fit_rows], Tr[fit_rows], X=Xr[fit_rows], groups=groups[fit_rows],
                                        sample_weight=None if w is None else w[fit_rows]).linear_head()
     eff, _ = kernels.score_dense(fitted.featurize(Xq[qs]), T[cands] - T[inc], fitted.coef, fitted.cov)
@@ -442,6 +442,31 @@ class Policy:
         Failed reliability checks (empty when the per-query policy is trusted).
     fallback : bool
         True when every query gets the static prompt because of ``problems``.
+
+    Examples
+    --------
+    Logged triplets in a DataFrame -> a policy in memory (:func:`~cpo_engine.workflows.fit.fit_policy`, no
+    file written): 20 arithmetic questions, three prompts, step-by-step reasoning best everywhere.
+
+    >>> import pandas as pd
+    >>> from cpo_engine import fit_policy
+    >>> prompts = {"plain": "The answer is:", "cot": "Let's think step by step.", "short": "Reply with a number."}
+    >>> df = pd.DataFrame([{"query_id": f"q{i}", "query_text": f"What is {i} plus {2 * i + 1}?", "prompt_id": p,
+    ...                     "prompt_text": text, "score": float(p == "cot" or (p == "plain" and i % 2 == 0))}
+    ...                    for i in range(20) for p, text in prompts.items()])
+    >>> policy = fit_policy(df, warn=False)  # 20 queries are too few for a per-query policy: it falls back
+    >>> policy.static_prompt_id, policy.fallback
+    ('cot', True)
+    >>> policy.assign(["What is 6 times 7?"], query_ids=["new1"]).to_pandas()[["query_id", "recommended_prompt_id"]]
+      query_id recommended_prompt_id
+    0     new1                   cot
+    >>> policy.model.prompt_effects(reference="plain").to_pandas()[["prompt_id", "effect"]].round(1)
+      prompt_id  effect
+    0     plain     0.0
+    1       cot     0.5
+    2     short    -0.5
+
+    A `cpo run` / `cpo fit` folder loads the same way: ``Policy.load("runs/mine")``.
     """
 
     def __init__(self, model: Any, state: PolicyState, config: PolicyConfig | None = None, *,
@@ -534,17 +559,32 @@ class Policy:
 
     def assign_features(self, X: np.ndarray, query_ids: Sequence[Any]) -> pa.Table:
         """:meth:`assign` for queries whose features X (the bundle's query PCA space) are known."""
+        return self.assignment(self.choose(X), query_ids)
+
+    def choose(self, X: np.ndarray) -> Any:
+        """The per-query choice for queries with features ``X``: a :class:`~cpo_engine.search.pool.PoolPolicy`
+        over this policy's candidates, chosen by :func:`~cpo_engine.search.select.select_per_query` (every
+        query gets the static prompt when the policy falls back); its ``effect``/``se`` are measured from the
+        static prompt. :meth:`assignment` turns it into the assignment table; `cpo run` scores the same
+        object on its held-out queries."""
+        from dataclasses import replace
+
         from cpo_engine.kernels import dispatch as kernels
         from cpo_engine.search import CandidateScorer, pool_assign
 
         c, sel, X = self.candidates, self.state.selection, np.asarray(X, dtype=np.float64)
         scorer = CandidateScorer.from_selection(self.head, X, _no_new_texts, sel, self.state.T, device=self.device)
-        pool = pool_assign(scorer, c.ids, c.texts, T_pool=c.T)
-        choice = np.full(len(pool.choice), self.state.incumbent) if self.fallback else pool.choice
-        eff, se = pool.effect, pool.se
+        pool = pool_assign(scorer, c.ids, c.texts, T_pool=c.T, incumbent=self.state.incumbent)
+        if self.fallback:
+            pool = replace(pool, choice=np.full(len(pool.choice), self.state.incumbent, dtype=np.int64))
         if sel.reference != "incumbent":  # effects are reported versus the static prompt in every case
             eff, se = kernels.score_dense(scorer.phi, c.T - c.T[self.state.incumbent], self.head.coef, self.head.cov)
-        return self._table(query_ids, choice, eff, se, pool.z, pool.objective)
+            pool = replace(pool, effect=eff, se=se)
+        return pool
+
+    def assignment(self, pool: Any, query_ids: Sequence[Any]) -> pa.Table:
+        """The assignment table (:data:`ASSIGNMENT_COLUMNS`) of a choice made by :meth:`choose`."""
+        return self._table(query_ids, pool.choice, pool.effect, pool.se, pool.z, pool.objective)
 
     def _table(self, query_ids: Sequence[Any], choice: np.ndarray, eff: np.ndarray, se: np.ndarray,
                z: float, objective: np.ndarray | None = None) -> pa.Table:

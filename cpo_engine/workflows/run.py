@@ -51,7 +51,9 @@ class PoolResult:
     """The per-query choice among the logged prompts, and its check against held-out outcomes."""
 
     policy: Any
-    """:class:`~cpo_engine.search.pool.PoolPolicy` over every query (train and held-out)."""
+    """:class:`~cpo_engine.search.pool.PoolPolicy` over every query (train and held-out), chosen once by
+    ``run_policy``: the held-out evaluation scores its held-out rows and ``search/assignment.parquet`` is its
+    table (:meth:`Policy.assignment`), so the two cannot disagree."""
     head: Any
     """The causal model's head, referenced to the incumbent (or the mean prompt)."""
     static_index: int
@@ -68,6 +70,9 @@ class PoolResult:
     on the training logs, with every candidate's value and the contenders the logs cannot separate from it."""
     policy_values: Any = None
     """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
+    run_policy: Any = None
+    """The run's :class:`~cpo_engine.workflows.policy.Policy` over the logged prompts (saved as
+    ``model/policy.json``), which made ``policy``."""
 
 
 @dataclass
@@ -128,6 +133,9 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
                 cfg: RunConfig) -> PoolResult:
     """Per-query choice among the logged prompts, checked on held-out queries against recorded outcomes.
 
+    The choice is the run's :class:`~cpo_engine.workflows.policy.Policy` (``PoolResult.run_policy``) applied
+    once to every query (:func:`~cpo_engine.search.select.select_per_query`; the static prompt everywhere when
+    the policy falls back); the held-out evaluation scores its held-out rows, the assignment is its table.
     The best static prompt (also the incumbent every query keeps unless its gain is confidently positive)
     is chosen from the training logs by :func:`~cpo_engine.causal.static_choice.choose_static`: measured
     means on a full grid, doubly robust estimates on observational logs (the logs' propensities when
@@ -135,8 +143,9 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
     """
     from cpo_engine.causal.static_choice import choose_static
 
-    from cpo_engine.search import CandidateScorer, by_tier, pool_assign, referenced_head
+    from cpo_engine.search import by_tier, select_per_query
     from cpo_engine.workflows.ope import run_policy_values
+    from cpo_engine.workflows.policy import Policy, learn_state
 
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     y, _ = scores_and_weights(table)
@@ -147,11 +156,17 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
                            weight=logs.w, query_texts=list(reps.query_texts), seed=cfg.seed)
     log.info(choice.sentence())
     static = choice.index
-    head, incumbent = referenced_head(causal.linear_head(), reps.X[train], reps.T, cfg.selection.reference, static)
-    scorer = CandidateScorer.from_selection(head, reps.X, lambda t: None, cfg.selection, reps.T, device="cpu")
-    policy = pool_assign(scorer, [str(p) for p in reps.prompt_ids], reps.prompt_texts, T_pool=reps.T)
+    # the run's policy (logged prompts; the reliability checks decide its fallback) chooses once, for every query:
+    # the held-out evaluation below and search/assignment.parquet are the same choice
+    state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, train_means,
+                        cfg.selection, static_choice=choice, X_queries=reps.X)
+    run_policy = Policy(causal, state, cfg.policy, device="cpu")
+    run_policy.warn()
+    policy = run_policy.choose(reps.X)
+    head, incumbent = run_policy.head, state.incumbent
+    non_causal = outcome.effect_grid(reps.X[test], reps.T)
     test_choices = {"causal_lcb": policy.choice[test], "causal_point": policy.point_choice()[test],
-                    "non_causal": np.argmax(outcome.effect_grid(reps.X[test], reps.T), axis=1)}
+                    "non_causal": select_per_query(non_causal)[0]}
     Yt = Y[test]
     evals = {name: _evaluate(c, Yt, static) for name, c in test_choices.items()}
     agreement = static_agreement(head, reps.X[train], reps.T, train_means, [str(p) for p in reps.prompt_ids], choice)
@@ -159,9 +174,10 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
                       train_means=train_means, Y_test=Yt, test_choices=test_choices, evaluations=evals,
                       tiers=by_tier(test_choices["causal_lcb"], Yt, static, cfg.holdout.n_tiers)
                       if np.isfinite(Yt).all() else [],  # sparse outcomes would tier a selected subset
-                      non_causal_mean_effect=outcome.effect_grid(reps.X[test], reps.T).mean(axis=0),
+                      non_causal_mean_effect=non_causal.mean(axis=0),
                       static_rank_agreement=agreement, static_choice=choice,
-                      policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg))
+                      policy_values=run_policy_values(reps, table, logs, test, causal, test_choices, static, cfg),
+                      run_policy=run_policy)
 
 
 def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
@@ -284,7 +300,7 @@ def run(cfg: RunConfig) -> RunResult:
             from cpo_engine.workflows.verify import print_verification, verify_run
 
             with manifest.stage("verify"):
-                verified = verify_run(run_dir, cfg.verify, cfg.generation, table, selection_z=cfg.selection.z,
+                verified = verify_run(run_dir, cfg.verify, cfg.generation, table, selection=cfg.selection,
                                       embed=cfg.embed, representer=rep)
                 manifest.output("verification", verified.out / "verification.json")
                 evaluation["verification"] = verified.report

@@ -36,7 +36,7 @@ GLOSSARY = {
     "per-query choice": "A prompt chosen for each query by the causal model from the query's text.",
     "effect": "The predicted change in a query's expected score when its prompt is switched from the static prompt to "
               "another (score units: +0.05 on 0/1 scores is 5 more correct answers per 100 queries).",
-    "lower confidence bound (LCB)": "effect - z x standard error (z = 1.645: one-sided 95%). A query leaves the "
+    "lower confidence bound (LCB)": "effect - z x standard error (z: the run's selection.z). A query leaves the "
                                     "static prompt only when this bound is above 0.",
     "95% CI": "95% confidence interval: the range the true value lies in with 95% confidence.",
     "held-out queries": "Queries set aside before fitting (never seen by the model); their recorded outcomes score "
@@ -52,6 +52,17 @@ GLOSSARY = {
 }
 
 
+def glossary(selection: Any) -> dict[str, str]:
+    """:data:`GLOSSARY` with the lower bound's multiplier of the run's selection rule (``selection.z``, whose
+    one default is :class:`~cpo_engine.search.config.SelectionConfig`'s)."""
+    z = selection.z
+    level = f"one-sided {NormalDist().cdf(z):.0%}" if z > 0 else "the point estimate"
+    lcb = (f"effect - z x standard error (selection.z = {z:g}: {level}"
+           + ("; simultaneous over the prompts, so the multiplier is larger" if selection.simultaneous and z > 0
+              else "") + "). A query leaves the static prompt only when this bound is above 0.")
+    return GLOSSARY | {"lower confidence bound (LCB)": lcb}
+
+
 def _interval_of(values: np.ndarray) -> Interval | None:
     from cpo_engine.search import paired_interval
 
@@ -65,23 +76,40 @@ def _interval_of(values: np.ndarray) -> Interval | None:
 def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
                 train: np.ndarray) -> Policy:
     """The run's policy (:func:`write_run_outputs` saves it as ``model/policy.json``, with the hash of the
-    searched candidates), with the searched candidates when ``policy.candidates='searched'``; warns when the
-    data cannot support a per-query policy."""
-    state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
-                        cfg.selection, static_choice=pool.static_choice, X_queries=reps.X)
-    searched = None
+    searched candidates): the one that made the pool choice (``pool.run_policy``), or, when
+    ``policy.candidates='searched'``, the same state with the searched candidates competing too."""
+    policy = pool.run_policy
+    if policy is None:  # a PoolResult built without its policy
+        state = learn_state(causal, reps.X[train], reps.prompt_ids, reps.prompt_texts, reps.T, pool.train_means,
+                            cfg.selection, static_choice=pool.static_choice, X_queries=reps.X)
+        policy = Policy(causal, state, cfg.policy, device="cpu")
+        policy.warn()
     if result is not None and cfg.policy.candidates == "searched":
         searched = searched_from_result(result, reps.prompt_texts, cfg.policy.max_searched)
-    policy = Policy(causal, state, cfg.policy, searched=searched, device="cpu", source=str(Path(run_dir) / "model"))
-    policy.warn()
+        policy = Policy(causal, policy.state, cfg.policy, searched=searched, device="cpu")
+    policy.source = str(Path(run_dir) / "model")
     return policy
 
 
-def assignment_table(policy: Policy, reps: Any, test: np.ndarray) -> pa.Table:
-    """One row per query of the run: its split and the policy's one recommendation with its evidence."""
-    t = policy.assign_features(reps.X, reps.query_ids)
+def assignment_table(policy: Policy, reps: Any, test: np.ndarray, chosen: Any = None) -> pa.Table:
+    """One row per query of the run: its split and the policy's one recommendation with its evidence.
+
+    ``chosen``: the policy's choice already made for every query (``PoolResult.policy``, the choice the
+    held-out evaluation scored); without it the policy chooses here."""
+    t = policy.assignment(policy.choose(reps.X) if chosen is None else chosen, reps.query_ids)
     split = np.where(np.isin(np.arange(len(reps.query_ids)), test), "test", "train")
     return t.add_column(1, "split", pa.array(split))
+
+
+def held_out_choices(reps: Any, pool: PoolResult, test: np.ndarray) -> pa.Table:
+    """The held-out evaluation's per-query choices (``search/held_out_choices.parquet``): one row per held-out
+    query, the prompt each evaluated policy chose for it and the best static prompt it is compared with."""
+    ids = np.asarray([str(p) for p in reps.prompt_ids], dtype=object)
+    cols = {"query_id": pa.array([str(reps.query_ids[i]) for i in test], pa.string())}
+    for key, choice in pool.test_choices.items():
+        cols[key] = pa.array(ids[np.asarray(choice, dtype=np.int64)].tolist(), pa.string())
+    cols["static_prompt_id"] = pa.array([str(reps.prompt_ids[pool.static_index])] * len(test), pa.string())
+    return pa.table(cols)
 
 
 def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any,
@@ -378,7 +406,7 @@ def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, c
         policy_table=policy_table(ho), tiers=pool.tiers, comparison=comparison, candidates=candidates_section(cands),
         trace=trace_section([] if result is None else result.trace),
         notes=findings(pool, reps) + ([] if pool.policy_values is None else pool.policy_values.lines()),
-        glossary=GLOSSARY)
+        glossary=glossary(policy.state.selection))
 
 
 def findings(pool: PoolResult, reps: Any) -> list[str]:
@@ -409,7 +437,9 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     run_dir = Path(run_dir)
     out = run_dir / "search"
     policy = make_policy(run_dir, reps, cfg, causal, pool, result, train)
-    assignment = assignment_table(policy, reps, test)
+    # the choice the held-out evaluation scored, unless searched candidates compete in the assignment (those have
+    # no recorded outcomes: the held-out evaluation scores the policy over the logged prompts)
+    assignment = assignment_table(policy, reps, test, pool.policy if policy is pool.run_policy else None)
     cands = None if result is None else candidates_table(
         result, reps.X, reps.T[pool.static_index], pool.head,
         None if pool.static_choice is None else pool.static_choice.uplift_bounds())
@@ -427,6 +457,7 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
                   "policy_values": None if pool.policy_values is None else pool.policy_values.to_dict()}
     files: dict[str, tuple[str, Any]] = {
         "assignment": ("assignment.parquet", assignment),
+        "held_out_choices": ("held_out_choices.parquet", held_out_choices(reps, pool, test)),
         "best_static": ("best_static_prompt.json", best_static(reps, pool, cands)),
         "pool_evaluation": ("pool_evaluation.json", evaluation)}
     if result is not None:
@@ -492,5 +523,6 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
     print(f"report: {paths['report']}")
 
 
-__all__ = ["write_run_outputs", "make_policy", "assignment_table", "candidates_table", "best_static", "held_out",
-           "recommendation", "model_comparison", "report_data", "findings", "print_findings", "GLOSSARY"]
+__all__ = ["write_run_outputs", "make_policy", "assignment_table", "held_out_choices", "candidates_table", "best_static", "held_out",
+           "recommendation", "model_comparison", "report_data", "findings", "print_findings", "GLOSSARY",
+           "glossary"]

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from cpo_engine.causal.evidence import MEASURED, PREDICTED, LabelledValue
 from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.search.config import SelectionConfig
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_text
 from cpo_engine.workflows.config import LLMConfig, VerifyConfig
 
@@ -291,30 +292,36 @@ class Predictions:
     """(n_arms,) predicted uplift over the baseline averaged over the queries."""
     static_se: np.ndarray
     choice: np.ndarray
-    """Per-query policy: the arm with the best lower confidence bound (the baseline unless one is
-    confidently better)."""
+    """Per-query policy: the arm chosen by :func:`~cpo_engine.search.select.select_per_query` (the best lower
+    confidence bound; the baseline unless one is confidently better)."""
 
 
-def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], z: float,
+def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], selection: SelectionConfig | None = None,
             embed: Any = None, representer: Any = None) -> Predictions:
-    """Score the arms for the queries with a model bundle, effects referenced to ``arms[0]``."""
+    """Score the arms for the queries with a model bundle, effects referenced to ``arms[0]``; the per-query
+    policy routes by the run's selection rule (``selection``: its z and simultaneous multiplier; default
+    :class:`SelectionConfig`)."""
     from cpo_engine.embedding import text_embedder
-    from cpo_engine.search import CandidateScorer
+    from cpo_engine.search import CandidateScorer, select_per_query
+    from cpo_engine.search.scoring import selection_multiplier
     from cpo_engine.workflows.bundle import ModelBundle
     from cpo_engine.workflows.common import Representer
 
+    selection = selection or SelectionConfig()
     bundle = ModelBundle.load(model)
     rep = representer or Representer(bundle.embed_config(embed))
     info = bundle.info
     X = text_embedder(rep.encoder, rep.cache, bundle.query_pca, info.get("query_prefix") or "")(list(query_texts))
     T = text_embedder(rep.encoder, rep.cache, bundle.prompt_pca, info.get("prompt_prefix") or "")([a.text for a in arms])
     head = bundle.model.linear_head().with_reference(T[0])
-    # the full fit, not the split halves: verification itself is the out-of-sample check of the arms
+    z = selection_multiplier(selection.z, head.d_t, selection.simultaneous)
+    # the full fit, not the split halves, and no trust region: verification itself is the out-of-sample check of
+    # the arms, which were chosen already
     scorer = CandidateScorer(head, X, lambda t: None, trust_region=None, z=z, device="cpu", split=False)
     eff, se = scorer.per_query(T)
     s_eff, s_se = head.static_effect(X, T)
     return Predictions(effect=eff, se=se, static_effect=np.asarray(s_eff), static_se=np.asarray(s_se),
-                       choice=np.argmax(eff - z * se, axis=1))
+                       choice=select_per_query(eff, se, z, incumbent=0)[0])
 
 
 # ---------------------------------------------------------------------------------- statistics
@@ -471,7 +478,7 @@ def _lv(d: dict[str, Any] | None) -> LabelledValue | None:
 
 
 def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMConfig, cfg: VerifyConfig,
-           out: str | Path, *, selection_z: float = 1.645, embed: Any = None, representer: Any = None,
+           out: str | Path, *, selection: SelectionConfig | None = None, embed: Any = None, representer: Any = None,
            backend: Any = None, echo: Callable[[str], None] = print,
            baseline: tuple[dict[str, Any], Callable[[Sequence[str]], np.ndarray]] | None = None) -> VerifyResult:
     """Run ``arms`` (baseline first) on ``queries`` with the LLM, measure, compare with the model's
@@ -487,8 +494,9 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
         ``query_id, query_text, gold_answer`` (:func:`sample_queries`).
     llm, cfg : LLMConfig, VerifyConfig
         The backend, template and grader; the budget.
-    selection_z : float
-        The per-query policy's lower-confidence-bound multiplier (the run's ``selection.z``).
+    selection : SelectionConfig, optional
+        The run's selection rule (``selection.z``, ``selection.simultaneous``), by which the per-query policy
+        routes among the arms; default :class:`SelectionConfig`.
     baseline : (description, route), optional
         A per-query baseline instead of ``arms[0]``: ``route(query_texts)`` gives each query's arm
         index (`cpo nightly`: the live per-query policy), ``description`` names it in the report.
@@ -504,7 +512,7 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
     check_measured(rows, gen)
     qids = queries.column("query_id").to_pylist()
     Y = measured_matrix(rows, qids, [a.id for a in arms])
-    pred = predict(model, queries.column("query_text").to_pylist(), arms, selection_z, embed, representer)
+    pred = predict(model, queries.column("query_text").to_pylist(), arms, selection, embed, representer)
     method = (f"LLM run: {llm.backend.kind} '{llm.backend.model}', {len(qids)} held-out queries x {cfg.samples} "
               f"sample(s), max {cfg.max_tokens} tokens, grader {llm.grader}")
     route = None if baseline is None else np.asarray(baseline[1](queries.column("query_text").to_pylist()))
@@ -658,7 +666,8 @@ def print_verification(report: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ `cpo run` folders
 
 
-def verify_run(run_dir: str | Path, cfg: VerifyConfig, llm: LLMConfig, table: pa.Table, *, selection_z: float = 1.645,
+def verify_run(run_dir: str | Path, cfg: VerifyConfig, llm: LLMConfig, table: pa.Table, *,
+               selection: SelectionConfig | None = None,
                embed: Any = None, representer: Any = None, backend: Any = None) -> VerifyResult:
     """The verify stage of a `cpo run` folder: its recommendations on its held-out queries (or
     ``cfg.queries``), then the marks on its assignment, candidates and report."""
@@ -668,7 +677,7 @@ def verify_run(run_dir: str | Path, cfg: VerifyConfig, llm: LLMConfig, table: pa
         queries = sample_queries(read_queries(cfg.queries), cfg, source=cfg.queries)
     else:
         queries = sample_queries(table, cfg, only=rec.held_out, source="the run's held-out queries")
-    result = verify(rec.arms, rec.model, queries, llm, cfg, run_dir / "verify", selection_z=selection_z,
+    result = verify(rec.arms, rec.model, queries, llm, cfg, run_dir / "verify", selection=selection,
                     embed=embed, representer=representer, backend=backend)
     mark_outputs(rec, result)
     return result
@@ -692,7 +701,7 @@ def verify_optimize(out: str | Path, cfg: Any, table: pa.Table, representer: Any
     queries = sample_queries(read_queries(cfg.verify.queries) if cfg.verify.queries else table, cfg.verify,
                              source=source)
     result = verify(rec.arms, rec.model, queries, cfg.generation, cfg.verify, out / "verify",
-                    selection_z=cfg.selection.z, embed=cfg.embed, representer=representer, backend=backend)
+                    selection=cfg.selection, embed=cfg.embed, representer=representer, backend=backend)
     mark_outputs(rec, result)
     return result
 
@@ -712,7 +721,7 @@ def verify_job(cfg: Any, backend: Any = None) -> VerifyResult:
         table, _ = load_data(data)
         if cfg.model:
             raise ConfigError("--model is for `cpo optimize` folders; a `cpo run` folder is verified with its own model")
-        return verify_run(folder, cfg.verify, cfg.generation, table, selection_z=cfg.selection.z, embed=cfg.embed,
+        return verify_run(folder, cfg.verify, cfg.generation, table, selection=cfg.selection, embed=cfg.embed,
                           backend=backend)
     inputs = folder / "inputs.json"
     if not inputs.is_file():

@@ -1,69 +1,201 @@
 """Proposers: make child prompts from parent prompts, deduplicated, with lineage.
 
-One file per proposer, all built by :func:`make_proposer` from a
-:class:`~cpo_engine.search.config.ProposerConfig`:
+A registry, in the shape of the nuisance registry (:mod:`cpo_engine.causal.nuisances`): every public
+module of this package registers one proposer with :func:`register_proposer` (a name, a factory, the
+options it takes and a one-line help). The package's modules are imported on the first question to
+the registry (:func:`proposer_names`, :func:`proposer_spec`, :func:`make_proposer`), so importing this
+module imports no proposer, and a proposer's module keeps its heavy imports inside its factory.
 
-- ``edit`` (:mod:`.edit`): :class:`EditProposer` applies edit operators sampled with the weights of
-  an edit prior (:class:`cpo_engine.edits.prior.EditPrior`); no LLM, deterministic under a seed.
-- ``llm`` (:mod:`.llm`): :class:`LLMProposer` asks an LLM on an OpenAI-compatible server to rewrite
-  a parent, telling it what the causal model found strong and weak about it.
-- ``none``: no generative search (choose among the logged prompts only).
+The ``--proposer`` choices and help of the CLI, the validation of
+:class:`~cpo_engine.search.config.ProposerConfig` and the workflows' checks (does it need an LLM server?
+does it search at all?) all read the registry, so no list of names is written anywhere else.
+``proposer_names()`` lists them; each module's docstring describes its own (e.g. :mod:`.edit`: edit
+operators weighted by an edit prior, no LLM; :mod:`.llm`: rewrites by an LLM told what the causal model
+found strong and weak; :mod:`.none`: no generative search).
+
+To add a proposer: write ``proposers/<name>.py`` whose module calls :func:`register_proposer` on a
+factory ``factory(cfg, *, task, seed, **options)`` returning an object with
+:meth:`~cpo_engine.search.proposers.base.Proposer.propose`. Nothing else changes.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
-from cpo_engine.edits.prior import EditPrior, default_prior_path
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.search.config import PROPOSERS, ProposerConfig
-from cpo_engine.search.proposers.base import Feedback, Proposer
-from cpo_engine.search.proposers.edit import EditProposer
-from cpo_engine.search.proposers.llm import LLMProposer, meta_prompt, parse_rewrites
+from cpo_engine.utils import lazy_exports
 
 
-def load_prior(edit_prior: str | None) -> EditPrior | None:
-    """The edit prior a :class:`ProposerConfig` names.
+@dataclass(frozen=True)
+class ProposerSpec:
+    """A registered proposer.
 
-    ``"auto"``: the packaged prior (:func:`cpo_engine.edits.prior.default_prior_path`) when it is
-    installed, else uniform weights; None: uniform weights; anything else: a path, read and
-    validated (a missing or bad file is a :class:`~cpo_engine.exceptions.DataError` naming it).
+    Attributes
+    ----------
+    name : str
+        The value of ``proposer.kind`` (and of ``--proposer``) that selects it.
+    factory : callable
+        ``factory(cfg, *, task, seed, **options)``: a fresh proposer (None: no generative search).
+    help : str
+        One line (no semicolon), shown in the CLI's help.
+    options : mapping of str -> default
+        The keys of ``proposer.options`` it takes, with their defaults (any other key is a ConfigError).
+    needs_server : bool
+        It calls an LLM server (``cpo run``, which starts none, refuses it).
+    generative : bool
+        It proposes new prompts (False only for ``none``: the logged pool only).
+    preflight : callable, optional
+        ``preflight(cfg)``: checks run before any data is read (e.g. that a named file exists).
     """
-    if edit_prior is None:
-        return None
-    if edit_prior == "auto":
-        path = default_prior_path("math")
-        return EditPrior.load(path) if path.is_file() else None
-    return EditPrior.load(Path(edit_prior))
+
+    name: str
+    factory: Callable[..., Any]
+    help: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    needs_server: bool = False
+    generative: bool = True
+    preflight: Callable[[Any], None] | None = None
+
+    def resolve_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The options with the given ones over the defaults; ConfigError for a key it does not take or a
+        value of another type than its default's."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            takes = ", ".join(self.options) or "none"
+            raise ConfigError(f"proposer.options: proposer '{self.name}' does not take {', '.join(unknown)} "
+                              f"(it takes: {takes})")
+        for key, value in given.items():
+            default = self.options[key]
+            if not _same_kind(value, default):
+                raise ConfigError(f"proposer.options.{key} of proposer '{self.name}' must be of type "
+                                  f"{type(default).__name__} (default {default!r}), got {value!r}")
+        return dict(self.options) | given
 
 
-def make_proposer(cfg: ProposerConfig, *, task: str | None = None, seed: int = 0) -> Proposer | None:
-    """The proposer ``cfg.kind`` names, or None for ``"none"``.
+def _same_kind(value: Any, default: Any) -> bool:
+    """``value`` may replace ``default``: same type (an int where a float is expected; never a bool for a number)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+_REGISTRY: dict[str, ProposerSpec] = {}
+_discovered = False
+
+
+def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None = None,
+                      needs_server: bool = False, generative: bool = True,
+                      preflight: Callable[[Any], None] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``factory`` as the proposer ``name`` (see :class:`ProposerSpec`).
+
+    Examples
+    --------
+    >>> @register_proposer("echo", help="children equal to their parents (a doctest)")
+    ... def make_echo(cfg, *, task=None, seed=0):
+    ...     return None
+    >>> proposer_spec("echo").help
+    'children equal to their parents (a doctest)'
+    >>> unregister_proposer("echo")
+    """
+    def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+        old = _REGISTRY.get(name)
+        if old is not None and _origin(old.factory) != _origin(factory):
+            raise ValueError(f"proposer '{name}' is already registered by {_origin(old.factory)}")
+        _REGISTRY[name] = ProposerSpec(name, factory, help, dict(options or {}), needs_server, generative, preflight)
+        return factory
+
+    return decorate
+
+
+def unregister_proposer(name: str) -> None:
+    """Remove ``name`` from the registry (tests and notebooks that registered one of their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _discover() -> None:
+    """Import every public module of this package once (each registers its proposer)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def proposer_names(*, needs_server: bool | None = None, generative: bool | None = None) -> tuple[str, ...]:
+    """Registered proposer names, the generative ones first; filtered by ``needs_server``/``generative`` when given."""
+    _discover()
+    specs = sorted(_REGISTRY.values(), key=lambda s: not s.generative)  # stable: registration order otherwise
+    return tuple(s.name for s in specs if (needs_server is None or s.needs_server == needs_server)
+                 and (generative is None or s.generative == generative))
+
+
+def proposer_spec(name: str, key: str = "proposer.kind") -> ProposerSpec:
+    """The registered proposer ``name``; a ConfigError naming ``key``, the closest name and every name otherwise."""
+    _discover()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key}: unknown proposer '{name}'{hint}; registered: {', '.join(proposer_names())}")
+    return _REGISTRY[name]
+
+
+def proposer_help(names: tuple[str, ...] | None = None) -> str:
+    """``name: help; ...`` for ``names`` (default: every registered proposer), for the CLI's help (argparse
+    formats help with ``%``, so a ``%`` is doubled)."""
+    text = "; ".join(f"{n}: {proposer_spec(n).help}" for n in (proposer_names() if names is None else names))
+    return text.replace("%", "%%")
+
+
+def check_proposer(cfg: Any) -> None:
+    """Validate a :class:`~cpo_engine.search.config.ProposerConfig`: a registered kind, options it takes."""
+    proposer_spec(cfg.kind).resolve_options(cfg.options)
+
+
+def preflight_proposer(cfg: Any) -> None:
+    """The proposer's own checks before any data is read (e.g. the edit prior file a config names)."""
+    spec = proposer_spec(cfg.kind)
+    if spec.preflight is not None:
+        spec.preflight(cfg)
+
+
+def make_proposer(cfg: Any, *, task: str | None = None, seed: int = 0) -> Any:
+    """The proposer ``cfg.kind`` names (None for one that is not generative, e.g. ``"none"``).
 
     Parameters
     ----------
     cfg : ProposerConfig
-        Kind, edit prior, task and the LLM server.
+        Kind, its options, edit prior, task and the LLM server.
     task : str, optional
         Task whose edit-prior weights apply when ``cfg.task`` is unset (callers pass the most common
         task of their table); ``cfg.task`` wins when set.
     seed : int
         Base seed of the proposer.
     """
-    if cfg.kind == "none":
-        return None
-    if cfg.kind == "llm":
-        # The LLM backend (HTTP client) is imported only when an LLM proposer is asked for.
-        from cpo_engine.generation.backends import BackendConfig, OpenAIConfig, make_backend
-
-        backend = make_backend(BackendConfig(kind="openai", model=cfg.llm_model,
-                                             openai=OpenAIConfig(base_url=cfg.llm_base_url)))
-        return LLMProposer(backend, seed=seed)
-    if cfg.kind == "edit":
-        return EditProposer(prior=load_prior(cfg.edit_prior), task=cfg.task if cfg.task is not None else task,
-                            seed=seed)
-    raise ConfigError(f"proposer.kind must be one of {PROPOSERS}, got '{cfg.kind}'")
+    spec = proposer_spec(cfg.kind)
+    return spec.factory(cfg, task=task, seed=seed, **spec.resolve_options(getattr(cfg, "options", None)))
 
 
-__all__ = ["EditProposer", "Feedback", "LLMProposer", "Proposer", "load_prior", "make_proposer", "meta_prompt",
-           "parse_rewrites"]
+__getattr__, __dir__, _ = lazy_exports(__name__, {
+    "base": ("Feedback", "Proposer"),
+    "edit": ("EditProposer", "load_prior"),
+    "llm": ("LLMProposer", "meta_prompt", "parse_rewrites"),
+})
+
+__all__ = ["EditProposer", "Feedback", "LLMProposer", "Proposer", "ProposerSpec", "check_proposer",
+           "load_prior", "make_proposer", "meta_prompt", "parse_rewrites", "preflight_proposer", "proposer_help",
+           "proposer_names", "proposer_spec", "register_proposer", "unregister_proposer"]

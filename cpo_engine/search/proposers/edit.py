@@ -8,15 +8,19 @@ donor pool), not on the order of the parents.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from cpo_engine.edits.prior import EditPrior
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.candidates import Candidate
 from cpo_engine.search.operators import Operator, get_operators
+from cpo_engine.search.proposers import register_proposer
 from cpo_engine.search.proposers.base import Feedback
+
+if TYPE_CHECKING:  # the edit prior (pandas) is imported when a proposer is built, not when it is registered
+    from cpo_engine.edits.prior import EditPrior
 
 
 def _stable_int(text: str) -> int:
@@ -51,6 +55,8 @@ class EditProposer:
 
     def operator_weights(self) -> tuple[tuple[Operator, ...], np.ndarray]:
         """The operators and their normalized sampling probabilities."""
+        from cpo_engine.edits.prior import EditPrior
+
         ops = get_operators(self.operators)
         fam = (self.prior or EditPrior()).weights(self.task)
         w = np.array([_op_weight(fam[op.family], op.direction) for op in ops])
@@ -100,4 +106,32 @@ def _op_weight(family_weight: float, direction: int) -> float:
     return min(1.0 / family_weight, 10.0) if family_weight > 0 else 10.0
 
 
-__all__ = ["EditProposer"]
+def load_prior(edit_prior: str | None) -> "EditPrior | None":
+    """The edit prior a :class:`~cpo_engine.search.config.ProposerConfig` names.
+
+    ``"auto"``: the packaged prior (:func:`cpo_engine.edits.prior.default_prior_path`) when it is
+    installed, else uniform weights; None: uniform weights; anything else: a path, read and
+    validated (a missing or bad file is a :class:`~cpo_engine.exceptions.DataError` naming it).
+    """
+    from cpo_engine.edits.prior import EditPrior, default_prior_path
+
+    if edit_prior is None:
+        return None
+    if edit_prior == "auto":
+        path = default_prior_path("math")
+        return EditPrior.load(path) if path.is_file() else None
+    return EditPrior.load(Path(edit_prior))
+
+
+def _check_prior(cfg: Any) -> None:
+    if cfg.edit_prior not in (None, "auto"):
+        load_prior(cfg.edit_prior)  # reads and validates the file: a DataError names it and the fix
+
+
+@register_proposer("edit", help="edit operators weighted by the edit prior, no LLM", preflight=_check_prior)
+def make_edit_proposer(cfg: Any, *, task: str | None = None, seed: int = 0) -> EditProposer:
+    """The registered ``edit``: an :class:`EditProposer` with ``cfg.edit_prior`` for ``cfg.task`` (else ``task``)."""
+    return EditProposer(prior=load_prior(cfg.edit_prior), task=cfg.task if cfg.task is not None else task, seed=seed)
+
+
+__all__ = ["EditProposer", "load_prior", "make_edit_proposer"]

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from cpo_engine.exceptions import BackendError
 from cpo_engine.search.candidates import Candidate, unique
+from cpo_engine.search.proposers import register_proposer
 from cpo_engine.search.proposers.base import Feedback
 
 log = logging.getLogger(__name__)
@@ -189,4 +190,17 @@ class LLMProposer:
         self.accepted += accepted
 
 
-__all__ = ["LLMProposer", "META_SYSTEM", "meta_prompt", "parse_rewrites"]
+@register_proposer("llm", help="rewrites by an LLM on an OpenAI-compatible server (--llm-base-url)",
+                   options={"per_call": 4, "max_words": 120}, needs_server=True)
+def make_llm_proposer(cfg: Any, *, task: str | None = None, seed: int = 0, per_call: int = 4,
+                      max_words: int = 120) -> LLMProposer:
+    """The registered ``llm``: an :class:`LLMProposer` on the server ``cfg.llm_base_url`` (model ``cfg.llm_model``)."""
+    # The LLM backend (HTTP client) is imported only when an LLM proposer is asked for.
+    from cpo_engine.generation.backends import BackendConfig, OpenAIConfig, make_backend
+
+    backend = make_backend(BackendConfig(kind="openai", model=cfg.llm_model,
+                                         openai=OpenAIConfig(base_url=cfg.llm_base_url)))
+    return LLMProposer(backend, per_call=per_call, seed=seed, max_words=max_words)
+
+
+__all__ = ["LLMProposer", "META_SYSTEM", "make_llm_proposer", "meta_prompt", "parse_rewrites"]
