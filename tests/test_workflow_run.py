@@ -72,6 +72,9 @@ def test_pool_mode_beats_static_and_outputs_are_written(tmp_path: Path) -> None:
     logs = training_logs(table, reps, train, cfg.holdout, seed=0)
     assert set(np.unique(logs.q)) == set(train)
     causal, outcome = fit_models(reps, logs, cfg)
+    # the run's model names its prompts as the data do (not p0, p1, ... by position) in its per-prompt effects
+    named = SimpleNamespace(**(vars(reps) | {"prompt_ids": np.array([f"instr-{j}" for j in range(5)], dtype=object)}))
+    assert fit_models(named, logs, cfg)[0].prompt_effects().column("prompt_id").to_pylist() == list(named.prompt_ids)
     pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
     for key in ("causal_point", "causal_lcb"):  # heterogeneous truth: the per-query choice must win
         ev = pool.evaluations[key]

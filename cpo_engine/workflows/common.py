@@ -362,5 +362,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {p['prompt_id']:<12} mean score {p['mean_score']:.3f}  ({p['rows']:,} rows)")
 
 
+def name_prompts(model: Any, reps: Any) -> Any:
+    """Record the run's prompts on a fitted causal model (their representations and ids), so its per-prompt
+    effect table (``model.prompt_effects()``, ``summary()``) names them as the data do."""
+    import numpy as np
+
+    model.prompts_T_, model.prompt_ids_ = np.asarray(reps.T, dtype=np.float64), [str(p) for p in reps.prompt_ids]
+    return model
+
+
+
 __all__ = ["Manifest", "open_run", "usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
-           "print_summary", "now"]
+           "print_summary", "now", "name_prompts"]
+

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from cpo_engine.data.config import DataConfig
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json
-from cpo_engine.workflows.common import (Representer, check_cv, load_data, open_run, preflight, scores_and_weights,
-                                         write_features)
+from cpo_engine.workflows.common import (Representer, check_cv, load_data, name_prompts, open_run, preflight,
+                                         scores_and_weights, write_features)
 from cpo_engine.workflows.config import FitConfig
 
 
@@ -41,8 +41,7 @@ def fit_model(cfg: FitConfig, table: pa.Table, source: str, representer: Represe
     y, w = scores_and_weights(table)
     model = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)
     model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
-    model.prompts_T_, model.prompt_ids_ = np.asarray(reps.T, dtype=np.float64), [str(p) for p in reps.prompt_ids]
-    return model, reps, y
+    return name_prompts(model, reps), reps, y
 
 
 def fit(cfg: FitConfig) -> FitResult:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from cpo_engine.data.grid import cell_means, nan_mean, split_queries
 from cpo_engine.exceptions import DataError
 from cpo_engine.workflows.common import (Representer, check_cv, data_summary, load_data, open_run, preflight,
-                                         print_summary, scores_and_weights, write_features)
+                                         name_prompts, print_summary, scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def fit_models(reps: Any, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
     X, T, g = reps.X[logs.q], reps.T[logs.p], logs.q
     causal = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)
     causal.fit(logs.y, T, X=X, groups=g, sample_weight=logs.w)
+    name_prompts(causal, reps)
     outcome = OutcomeRewardModel(random_state=cfg.seed).fit(logs.y, T, X=X, groups=g)
     return causal, outcome
 
