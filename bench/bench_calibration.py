@@ -79,7 +79,7 @@ def one_per_query_study(reps: int, seed: int = 0, n_queries: int = 800, n_prompt
     policy (softmax over ``strength`` * x0 * a prompt score, 10% uniform; its propensities given), scores
     ``0.3 x0 + effect_p (+ heterogeneity * x1 * s_p) + N(0, 1)``. A :class:`~cpo_engine.causal.CausalRewardModel`
     is fitted on them, the static prompt chosen (:func:`choose_static`) and the per-query policy learned
-    (:func:`~cpo_engine.workflows.policy.learn_state`, its checks and fallback). Reported: coverage of every
+    (:func:`~cpo_engine.policy.policy.learn_state`, its checks and fallback). Reported: coverage of every
     prompt's 95% value interval, the chosen prompt's regret, the honest heterogeneity test's rejection rate,
     the share of replications whose policy departs from the static prompt on any query, and the mean share
     of queries it departs on; with Monte Carlo standard errors.
@@ -91,7 +91,7 @@ def one_per_query_study(reps: int, seed: int = 0, n_queries: int = 800, n_prompt
     from cpo_engine.causal import CausalConfig
     from cpo_engine.causal.static_choice import choose_static
     from cpo_engine.workflows.config import PolicyConfig
-    from cpo_engine.workflows.policy import Policy, learn_state
+    from cpo_engine.policy.policy import Policy, learn_state
     from cpo_engine.search.config import SelectionConfig
 
     cover, regret, reject, departs_any, departs_share = [], [], [], [], []

@@ -66,7 +66,7 @@ def dev_grid(task: str, max_queries: int | None, seed: int = 0) -> Grid:
     import pyarrow.parquet as pq
 
     from cpo_engine.embedding.config import EmbedConfig, PCAConfig
-    from cpo_engine.workflows.common import Representer
+    from cpo_engine.policy.represent import Representer
 
     t = pq.read_table(DEV_DATA, columns=["task", "split", "query_id", "query_text", "prompt_id", "prompt_text",
                                          "score"])
@@ -228,7 +228,7 @@ def policy_regret(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict
     from cpo_engine.causal import CausalConfig
     from cpo_engine.data.grid import split_queries
     from cpo_engine.workflows.config import RunConfig
-    from cpo_engine.workflows.policy import Policy, learn_state
+    from cpo_engine.policy.policy import Policy, learn_state
     from cpo_engine.workflows.run import Logs, choose_pool, fit_models
 
     n_q, n_p = grid.truth.shape

@@ -1,4 +1,4 @@
-"""Monte Carlo of the policy's reliability checks at their defaults (cpo_engine.workflows.policy).
+"""Monte Carlo of the policy's reliability checks at their defaults (cpo_engine.policy.policy).
 
 The "outcome R^2 near zero" check only fires when the joint Wald test of effect heterogeneity
 (every row of theta(X) = B^T phi(X) but the constant one is zero) is not significant at 5%. This
@@ -36,7 +36,7 @@ def simulate(n_groups: int, heterogeneity: float, seed: int) -> dict[str, float 
     from cpo_engine.causal import CausalRewardModel
     from cpo_engine.causal.synthetic import make_synthetic
     from cpo_engine.workflows.config import PolicyConfig
-    from cpo_engine.workflows.policy import heterogeneity_p_value, reliability_problems
+    from cpo_engine.policy.policy import heterogeneity_p_value, reliability_problems
 
     d = make_synthetic(n_groups=n_groups, rows_per_group=5, heterogeneity=heterogeneity, seed=seed)
     with warnings.catch_warnings():

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cpo_engine.causal.evidence import MEASURED
-from cpo_engine.workflows.verify import labelled, promotable
+from cpo_engine.causal.verification import labelled, promotable
 
 DELTAS = (0.05, 0.1, 0.2, 0.5, 1.0)
 

@@ -39,11 +39,11 @@ _getattr, _dir, _names = lazy_exports(__name__, {
     "embedding.representations": ("build_representations",),
     "exceptions": ("CPOError", "ConfigError", "DataError", "DataWarning"),
     "workflows.assign": ("assign",),
-    "workflows.bundle": ("ModelBundle",),
+    "policy.bundle": ("ModelBundle",),
     "workflows.config": ("AssignConfig", "FitConfig", "OptimizeConfig", "RunConfig"),
     "workflows.fit": ("fit", "fit_policy"),
     "workflows.optimize": ("optimize",),
-    "workflows.policy": ("Policy", "UnreliablePolicyWarning"),
+    "policy.policy": ("Policy", "UnreliablePolicyWarning"),
     "workflows.run": ("run",),
 })
 __all__ = ["__version__", *_names]

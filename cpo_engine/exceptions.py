@@ -65,5 +65,10 @@ class BackendError(CPOError, RuntimeError):
     and the fix (nothing usable came back, so going on would report an empty result as a success)."""
 
 
+class BudgetExhausted(CPOError, RuntimeError):
+    """A run reached its cap on LLM calls (``--max-calls``): every call made so far is committed, and
+    rerunning the same command with a larger cap continues without repeating one."""
+
+
 __all__ = ["CPOError", "DataError", "ConfigError", "NotFittedError", "MissingExtraError", "DataWarning", "BusyError",
-           "BackendError"]
+           "BackendError", "BudgetExhausted"]

@@ -488,7 +488,8 @@ def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any
     """PEP 562 ``__getattr__``/``__dir__``/``__all__`` for a room's ``__init__``: names are imported from
     their module on first use, so importing a light module of the room (its config) never pulls torch.
 
-    ``exports`` maps a submodule name to the names it provides.
+    ``exports`` maps a submodule name (or a module's full dotted name, for a name another room provides) to
+    the names it provides.
     """
     where = {name: module for module, names in exports.items() for name in names}
     names = sorted(where)
@@ -496,7 +497,9 @@ def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any
     def __getattr__(name: str) -> Any:
         if name not in where:
             raise AttributeError(f"module '{package}' has no attribute '{name}'")
-        return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+        module = where[name]
+        return getattr(importlib.import_module(module if module.startswith("cpo_engine.") else f"{package}.{module}"),
+                       name)
 
     def __dir__() -> list[str]:
         return names
@@ -636,3 +639,76 @@ def put_parquet(fs: Any, path: str, table: Any) -> None:
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd")
     put_bytes(fs, path, buf.getvalue().to_pybytes())
+
+
+class Registry:
+    """Name -> spec of the plugins of one package, each module of which registers its own (proposers, OPE
+    estimators). The package's public modules are imported on the first lookup, so importing the package
+    imports no plugin; a name registered twice by two different functions is an error.
+
+    Examples
+    --------
+    >>> reg = Registry("widget", "cpo_engine.no_such_package", [])
+    >>> reg.add("w", {"help": "a widget"}, print)
+    >>> reg.get("w")["help"], reg.names()
+    ('a widget', ('w',))
+    >>> reg.get("x", "widget.kind")
+    Traceback (most recent call last):
+    ...
+    cpo_engine.exceptions.ConfigError: widget.kind: unknown widget 'x'; registered: w
+    """
+
+    def __init__(self, kind: str, package: str, path: Any) -> None:
+        self.kind, self._package, self._path = kind, package, path
+        self._specs: dict[str, Any] = {}
+        self._fns: dict[str, Any] = {}
+        self._discovered = False
+
+    def add(self, name: str, spec: Any, fn: Any) -> None:
+        old = self._fns.get(name)
+        if old is not None and _origin(old) != _origin(fn):
+            raise ValueError(f"{self.kind} '{name}' is already registered by {_origin(old)}")
+        self._specs[name], self._fns[name] = spec, fn
+
+    def remove(self, name: str) -> None:
+        self._specs.pop(name, None)
+        self._fns.pop(name, None)
+
+    def specs(self) -> list[Any]:
+        """Every registered spec, in registration order."""
+        self._discover()
+        return list(self._specs.values())
+
+    def names(self) -> tuple[str, ...]:
+        self._discover()
+        return tuple(self._specs)
+
+    def get(self, name: str, key: str | None = None) -> Any:
+        """The spec of ``name``; a ConfigError naming ``key``, the closest name and every name otherwise."""
+        import difflib
+
+        self._discover()
+        if name not in self._specs:
+            close = difflib.get_close_matches(str(name), list(self._specs), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{key or self.kind}: unknown {self.kind} '{name}'{hint}; registered: "
+                              f"{', '.join(self._specs)}")
+        return self._specs[name]
+
+    def help(self, names: Any, text: Any) -> str:
+        """``name: text(spec); ...`` for the CLI's help (argparse formats help with ``%``: it is doubled)."""
+        return "; ".join(f"{n}: {text(self.get(n))}" for n in names).replace("%", "%%")
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        import pkgutil
+
+        for info in pkgutil.iter_modules(self._path):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self._package}.{info.name}")
+
+
+def _origin(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"

@@ -18,7 +18,7 @@ from cpo_engine.data.grid import split_queries
 from cpo_engine.exceptions import ConfigError, DataError, DataWarning
 from cpo_engine.workflows.assign import assign
 from cpo_engine.workflows.config import AssignConfig, PolicyConfig
-from cpo_engine.workflows.policy import (ASSIGNMENT_COLUMNS, Policy, PolicyState, UnreliablePolicyWarning,
+from cpo_engine.policy.policy import (ASSIGNMENT_COLUMNS, Policy, PolicyState, UnreliablePolicyWarning,
                                          learn_state, reliability_problems)
 from cpo_engine.workflows.run import choose_pool, fit_models, training_logs
 from tests.test_workflow_run import _cfg, _synthetic

@@ -142,7 +142,7 @@ def _bundle_on_a_changed_encoder(run_dir, tmp_path):
     import shutil
 
     from cpo_engine.embedding.encoders import packaged_minilm_path
-    from cpo_engine.workflows.bundle import write_info
+    from cpo_engine.policy.bundle import write_info
 
     run, _, _ = run_dir
     moved = tmp_path / "run"

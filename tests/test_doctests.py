@@ -11,7 +11,7 @@ import pytest
 
 MODULES = [
     "cpo_engine.causal.dml",  # CausalRewardModel: fit, prompt_effects, effect, clone
-    "cpo_engine.workflows.policy",  # Policy: fit_policy on a DataFrame, assign, prompt effects (embeds with MiniLM)
+    "cpo_engine.policy.policy",  # Policy: fit_policy on a DataFrame, assign, prompt effects (embeds with MiniLM)
     "cpo_engine.causal.ope",  # estimate_policy_value on synthetic bandit logs with a known truth
     "cpo_engine.data.io",  # as_table: a DataFrame at the boundary
     "cpo_engine.data.validate",  # validate_triplets(df)

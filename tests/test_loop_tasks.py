@@ -148,3 +148,19 @@ def test_loop_prints_its_budget_and_stops_at_max_calls_before_any_call(tmp_path,
     assert train.num_rows == 14 and verify.num_rows == 4
     assert not set(train["query_id"].to_pylist()) & set(verify["query_id"].to_pylist())
     assert pq.read_table(out / "data" / "seed_prompts.parquet").num_rows == 6
+
+
+def test_the_numeric_example_file_serves_its_documented_command(tmp_path, capsys):
+    """examples/loop/numbers.csv (docs/generation.md): numeric gold answers, enough queries for the command."""
+    from pathlib import Path
+
+    from cpo_engine.cli import main
+    from cpo_engine.generation.tasks import read_task
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "loop" / "numbers.csv"
+    table = read_task(example)
+    grader = get_grader("numeric")
+    assert table.num_rows == 120 and all(grader.grade(f"The answer is {g}.", g) == 1.0 for g in table["gold_answer"].to_pylist())
+    rc = main(["loop", "--queries", str(example), "--grader", "numeric", "--out", str(tmp_path / "loop"),
+               "--train-queries", "20", "--verify-queries", "12", *_DEAD, "--max-calls", "0"])
+    assert rc == 3 and "LLM budget: at most 228 calls (120 for the training triplets" in capsys.readouterr().out

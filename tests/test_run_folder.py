@@ -71,7 +71,7 @@ def test_two_cpo_fits_on_one_out_folder(grid, tmp_path, capsys):
 
 
 def test_a_bundle_being_written_is_not_loaded(grid, tmp_path):
-    from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.policy.bundle import ModelBundle
 
     assert _fit(grid, tmp_path / "fit") == 0
     holder = _hold(tmp_path / "fit")

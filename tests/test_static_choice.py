@@ -267,7 +267,7 @@ def _one_prompt_logs(n_q: int, heterogeneity: float, seed: int):
 
 def _honest_p(n_q: int, heterogeneity: float, seed: int) -> float:
     from cpo_engine.causal import CausalConfig
-    from cpo_engine.workflows.policy import honest_heterogeneity
+    from cpo_engine.policy.policy import honest_heterogeneity
 
     X, T, q, a, y, pi = _one_prompt_logs(n_q, heterogeneity, seed)
     model = CausalConfig(cv=3).make_model(device="cpu", random_state=seed)
@@ -282,7 +282,7 @@ def _bench_design_test(seed: int, heterogeneity: float) -> dict:
     import warnings
 
     from cpo_engine.causal import CausalConfig
-    from cpo_engine.workflows.policy import honest_heterogeneity
+    from cpo_engine.policy.policy import honest_heterogeneity
 
     rng = np.random.default_rng((seed, 0x0E1))
     n, k = 800, 8
@@ -325,7 +325,7 @@ def test_the_honest_heterogeneity_test_does_not_depend_on_which_prompt_was_chose
     from dataclasses import replace
 
     from cpo_engine.causal import CausalConfig
-    from cpo_engine.workflows.policy import honest_heterogeneity
+    from cpo_engine.policy.policy import honest_heterogeneity
 
     X, T, q, a, y, pi = _one_prompt_logs(400, 0.3, 3)
     model = CausalConfig(cv=3).make_model(device="cpu", random_state=3)

@@ -132,7 +132,7 @@ def test_a_model_bundle_refuses_another_encoder_of_the_same_name(two_models, tmp
 
     from cpo_engine.config import load_config
     from cpo_engine.workflows import FitConfig
-    from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.policy.bundle import ModelBundle
     from cpo_engine.workflows.fit import fit
 
     rng = np.random.default_rng(1)
@@ -185,7 +185,7 @@ def searched_run(tmp_path_factory) -> Path:
 def _searched_policy(run: Path):
     from cpo_engine.embedding.config import EmbedConfig
     from cpo_engine.workflows.config import PolicyConfig
-    from cpo_engine.workflows.policy import Policy
+    from cpo_engine.policy.policy import Policy
 
     return Policy.load(run, PolicyConfig(candidates="searched"), warn=False,
                        embed=EmbedConfig(cache_dir=str(run.parent / "cache"), device="cpu"))
@@ -202,7 +202,7 @@ def test_edited_searched_candidates_are_refused(searched_run, tmp_path, damage):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from cpo_engine.workflows.policy import STATE_FILE, PolicyState
+    from cpo_engine.policy.policy import STATE_FILE, PolicyState
 
     run = _copy(searched_run, tmp_path / "run")
     path = run / "search" / "candidates.parquet"
@@ -240,7 +240,7 @@ def test_edited_searched_candidates_are_refused(searched_run, tmp_path, damage):
 def test_an_edited_bundle_json_is_refused(searched_run, tmp_path, edit):
     """bundle.json was under no hash: its `embed` section (encoder, prefixes) decides how `cpo optimize` and
     `cpo ope` embed new texts, and an edited prefix moved every vector silently."""
-    from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.policy.bundle import ModelBundle
 
     run = _copy(searched_run, tmp_path / "run")
     path = run / "model" / "bundle.json"

@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "baseline": ("OutcomeRewardModel",),
     "config": ("CausalConfig",),
     "diagnostics": ("CausalDiagnosticWarning", "FitDiagnostics"),
-    "dml": ("CausalRewardModel",),
+    "dml": ("CausalRewardModel", "load_model"),
     "evaluation": ("EvaluationConfig",),
     "evidence": ("ESTIMATED", "MEASURED", "PREDICTED", "LabelledValue"),
     "featurize": ("Featurizer",),
@@ -22,5 +22,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "nuisances": ("make_nuisance", "nuisance_names"),
     "nuisances.mlp": ("TorchMLP",),
     "nuisances.ridge": ("TorchRidge",),
-    "persist": ("load_model", "representation_provenance"),
+    "persist": ("representation_provenance",),
 })

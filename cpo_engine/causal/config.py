@@ -4,25 +4,14 @@ embedding runs)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from cpo_engine.causal.nuisances import check_nuisance_name
 from cpo_engine.exceptions import ConfigError
 
 FEATURIZERS = ("constant", "linear", "poly2")
 BACKENDS = ("serial", "ray")
-
-
-def check_nuisance_name(name: str, key: str) -> None:
-    """Raise a ConfigError naming ``key`` and the closest registered nuisance when ``name`` is unknown."""
-    from cpo_engine.causal.nuisances import nuisance_names
-
-    names = nuisance_names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}: unknown nuisance '{name}'{hint}; registered: {', '.join(names)}")
 
 
 @dataclass

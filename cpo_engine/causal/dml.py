@@ -20,12 +20,12 @@ from scipy.stats import norm, t as student_t
 from cpo_engine.causal._params import ParamsMixin
 from cpo_engine.causal._checks import as_float_array, check_fit_inputs, group_codes, make_folds
 from cpo_engine.causal._crossfit import assemble, can_use_stats, query_predictions, run_folds
-from cpo_engine.causal.config import check_nuisance_name
 from cpo_engine.causal.diagnostics import compute_diagnostics
 from cpo_engine.causal.featurize import Featurizer, as_featurizer  # noqa: F401 (annotations)
 from cpo_engine.causal.head import LinearHead
 from cpo_engine.causal._final_stats import QueryMoments, cluster_rows
 from cpo_engine.causal.inference import ClusterPhi, fit_final_stage
+from cpo_engine.causal.nuisances import check_nuisance_name
 from cpo_engine.exceptions import ConfigError, DataError, NotFittedError
 
 INTERVALS = ("normal", "t")
@@ -531,9 +531,14 @@ class CausalRewardModel(ParamsMixin):
     @classmethod
     def load(cls, path: Any, expect: dict | None = None) -> "CausalRewardModel":
         """Load a saved model; refuses one whose embedder or PCA differ from ``expect``."""
-        from cpo_engine.causal.persist import load_model
+        from cpo_engine.causal.persist import load_saved
 
-        return load_model(path, expect)
+        return load_saved(path, expect, cls)
+
+
+def load_model(path: Any, expect: dict | None = None) -> CausalRewardModel:
+    """Load a model saved by :meth:`CausalRewardModel.save`, checking provenance against ``expect``."""
+    return CausalRewardModel.load(path, expect)
 
 
 def distinct_rows(T: np.ndarray, max_rows: int = 10_000) -> np.ndarray | None:

@@ -18,6 +18,7 @@ with :func:`paired_difference` on the same per-query values.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
 from cpo_engine.causal.ope_estimators import LoggedRows, estimator_names, estimator_spec
 from cpo_engine.causal.ope_estimators import per_query_means as _per_query
 from cpo_engine.exceptions import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 #: Values that are not off-policy estimates, measured directly (their label and evidence).
 _MEASURED_LABELS = {"on_policy": "on-policy mean of the logged scores", "held_out": "held-out recorded outcomes"}
@@ -467,6 +470,20 @@ def causal_q_hat(model: Any, X: np.ndarray, T: np.ndarray, y_range: tuple[float,
     return q_hat if y_range is None else np.clip(q_hat, *y_range)
 
 
+def logged_propensity(table: Any, rows: np.ndarray) -> np.ndarray | None:
+    """The ``propensity`` column on ``rows`` when the table has one without gaps there (None otherwise)."""
+    import pyarrow as pa
+
+    if "propensity" not in table.column_names:
+        return None
+    col = table.column("propensity").take(pa.array(rows))
+    if col.null_count:
+        log.warning("the propensity column has %d empty values on the evaluated rows: propensities are estimated "
+                    "from the query features instead", col.null_count)
+        return None
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 __all__ = [
     "BanditLogs",
     "OPEConfig",
@@ -475,6 +492,7 @@ __all__ = [
     "causal_q_hat",
     "estimate_policy_value",
     "estimator_label",
+    "logged_propensity",
     "on_policy_value",
     "paired_difference",
     "policy_matrix",

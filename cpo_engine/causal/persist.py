@@ -172,26 +172,26 @@ def check_provenance(saved: dict, expect: dict | None, path: Any) -> None:
             )
 
 
-def load_model(path: Any, expect: dict | None = None) -> Any:
-    """Load a model saved by :func:`save_model`, checking provenance against ``expect``."""
+def load_saved(path: Any, expect: dict | None, cls: Any) -> Any:
+    """Load a model saved by :func:`save_model` as an instance of ``cls`` (the model class, which calls this
+    from its ``load``: this module never imports it), checking provenance against ``expect``."""
     from safetensors.numpy import load
 
     p = Path(path)
     meta, blob = _read(p)
     check_provenance(meta.get("provenance", {}), expect, p)
     try:
-        return _build(meta, load(blob))
+        return _build(meta, load(blob), cls)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # Only a file written by another version (or hand-edited legacy one) gets here: the hash matched.
         raise DataError(f"the saved model cannot be rebuilt ({type(exc).__name__}: {exc})",
                         source=str(p / "model.json"), fix=_REFIT) from exc
 
 
-def _build(meta: dict, arrays: dict) -> Any:
-    from cpo_engine.causal.dml import CausalRewardModel
+def _build(meta: dict, arrays: dict, cls: Any) -> Any:
     from cpo_engine.causal.featurize import Featurizer
 
-    m = CausalRewardModel(**meta["params"])
+    m = cls(**meta["params"])
     m.featurizer_ = Featurizer.from_dict(meta["featurizer"])
     m.coef_, m.cov_, m.t_ref_ = arrays["coef"], arrays["cov"], arrays["t_ref"]
     m.inference_coef_ = arrays.get("inference_coef", m.coef_)  # older saves: coef_ was the OLS/penalized fit

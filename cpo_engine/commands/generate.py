@@ -10,6 +10,7 @@ from cpo_engine.commands import add_common, flag_overrides
 #: flag -> config key (``section.key``); a flag left unset keeps the config file's value.
 FLAG_KEYS = {
     "queries": "queries", "prompts": "prompts", "out": "out", "run_id": "run_id", "grader": "grader",
+    "gold_column": "gold_column",
     "executor": "executor", "max_queries": "max_queries", "shard_size": "shard_size",
     "backend": "backend.kind", "model": "backend.model", "base_url": "backend.openai.base_url",
     "api_key_env": "backend.openai.api_key_env", "concurrency": "backend.openai.max_concurrency",
@@ -33,7 +34,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", help="environment variable holding the API key (the key is never logged)")
     p.add_argument("--concurrency", type=int, help="HTTP requests in flight (openai backend)")
     p.add_argument("--replay", help="triplet table to replay (replay backend)")
-    p.add_argument("--grader", help="numeric[:strategy], exact, normalized, mc, regex:<re>, function:<mod>:<fn>")
+    p.add_argument("--grader", help="numeric[:strategy], exact, normalized, choice[:ABCD] (or mc), regex:PATTERN, "
+                                    "module:function")
+    p.add_argument("--gold-column", help="column of --queries holding the gold answer (default gold_answer)")
     p.add_argument("--design", choices=["full_grid", "random_k"], help="which cells to run (default full_grid)")
     p.add_argument("--k", type=int, help="prompts per query for --design random_k")
     p.add_argument("--samples", type=int, help="samples per (query, prompt) cell")

@@ -25,8 +25,12 @@ def add_verify_flags(p: argparse.ArgumentParser, prefix: str = "--verify-") -> N
     flag(p, f"{prefix}llm-model", "generation.backend.model", "model name sent to the server, or the vLLM model path")
     flag(p, f"{prefix}position", "generation.template.position", "where the prompt goes relative to the query",
          choices=["prefix", "suffix", "system"])
-    flag(p, f"{prefix}grader", "generation.grader", "grader of the answers (as `cpo generate --grader`)")
-    flag(p, f"{prefix}queries", "verify.queries", "held-out queries with gold answers (default: the run's held-out split)")
+    flag(p, f"{prefix}grader", "generation.grader", "grader of the answers: numeric, exact, normalized, choice, "
+                                                    "regex:PATTERN or module:function (as `cpo generate`)")
+    flag(p, f"{prefix}queries", "verify.queries", "held-out queries: a table of query_id, query_text, gold_answer "
+                                                   "(Parquet, CSV, JSONL; default: the run's held-out split)")
+    flag(p, f"{prefix}gold-column", "verify.gold_column", "column of the queries holding the gold answer "
+                                                          "(default gold_answer)")
     flag(p, f"{prefix}max-queries", "verify.max_queries", "queries sampled for verification (budget)", type=int)
     flag(p, f"{prefix}samples", "verify.samples", "LLM samples per (query, prompt) (budget)", type=int)
     flag(p, f"{prefix}max-tokens", "verify.max_tokens", "most tokens per LLM answer (budget)", type=int)

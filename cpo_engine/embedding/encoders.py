@@ -192,19 +192,6 @@ def make_encoder(name: str = "minilm", **kwargs: Any) -> Encoder:
                       "(weights are never downloaded at run time)")
 
 
-def encoder_and_cache(cfg: Any, cache_dir: Any = "config", connect: Any = None) -> tuple[Encoder, Any]:
-    """The encoder and embedding cache of an :class:`~cpo_engine.embedding.config.EmbedConfig`: the one
-    place every workflow builds them. ``cache_dir`` overrides the config's folder (None: no cache);
-    ``connect`` attaches to Ray when the config's executor sends texts there
-    (:mod:`cpo_engine.embedding.ray_embed`)."""
-    from cpo_engine.embedding.cache import EmbeddingCache
-    from cpo_engine.embedding.ray_embed import make_embed_encoder
-
-    encoder = make_embed_encoder(cfg, connect=connect)
-    folder = cfg.cache_dir if cache_dir == "config" else cache_dir
-    return encoder, (EmbeddingCache(folder) if folder else None)
-
-
-__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encoder_and_cache", "encode_stream",
+__all__ = ["Encoder", "SentenceTransformerEncoder", "make_encoder", "encode_stream",
            "default_prefixes", "packaged_minilm_path", "encoder_identity", "model_fingerprint", "DEFAULT_MODEL_ID",
            "KNOWN_PREFIXES"]

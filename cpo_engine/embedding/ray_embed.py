@@ -207,4 +207,16 @@ def make_embed_encoder(cfg: Any, connect: Callable[[], Any] | None = None) -> An
                       min_texts=cfg.ray_min_texts, connect=connect)
 
 
-__all__ = ["EXECUTORS", "EncoderActor", "RayEncoder", "make_embed_encoder", "on_ray_cluster"]
+def encoder_and_cache(cfg: Any, cache_dir: Any = "config", connect: Any = None) -> tuple[Any, Any]:
+    """The encoder and embedding cache of an :class:`~cpo_engine.embedding.config.EmbedConfig`: the one
+    place every workflow builds them. ``cache_dir`` overrides the config's folder (None: no cache);
+    ``connect`` attaches to Ray when the config's executor sends texts there
+    (:func:`make_embed_encoder`)."""
+    from cpo_engine.embedding.cache import EmbeddingCache
+
+    encoder = make_embed_encoder(cfg, connect=connect)
+    folder = cfg.cache_dir if cache_dir == "config" else cache_dir
+    return encoder, (EmbeddingCache(folder) if folder else None)
+
+
+__all__ = ["EXECUTORS", "EncoderActor", "RayEncoder", "encoder_and_cache", "make_embed_encoder", "on_ray_cluster"]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.exceptions import BackendError, ConfigError, DataError
+from cpo_engine.exceptions import BackendError, BudgetExhausted, ConfigError, DataError
 from cpo_engine.generation.backends import BackendConfig
 from cpo_engine.generation.design import (
     CostProjection, DesignConfig, Plan, budget_cut, estimate_tokens, plan_cells, project_cost,
@@ -248,6 +250,56 @@ def replay_identity(replay: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# a cap on the LLM calls of several runs together
+
+
+@dataclass
+class CallBudget:
+    """At most ``max_calls`` LLM calls over every :func:`generate_triplets` run inside
+    ``with call_budget(...)`` (`cpo loop --max-calls`). A run's rows already committed count as calls
+    (made by an earlier invocation); when a run's pending rows do not fit, it runs the first ones that
+    do (in design order), commits them and raises :class:`~cpo_engine.exceptions.BudgetExhausted`, so a
+    rerun with a larger cap resumes there."""
+
+    max_calls: int
+    used: int = 0
+    """Calls counted so far (committed rows of the runs seen, plus :meth:`count`)."""
+
+    def count(self, calls: int) -> None:
+        """Count calls made outside :func:`generate_triplets` (e.g. a stage finished earlier)."""
+        self.used += int(calls)
+
+    def grant(self, done: int, pending: int) -> int:
+        """How many of a run's ``pending`` rows may run, its ``done`` rows counted first."""
+        self.used += done
+        n = max(0, min(pending, self.max_calls - self.used))
+        self.used += n
+        return n
+
+    def stop(self, left: int) -> BudgetExhausted:
+        return BudgetExhausted(
+            f"stopped at the budget of {self.max_calls} LLM calls (--max-calls): {self.used} calls are made and "
+            f"committed, {left} call(s) of this step are left, and the later steps have not run\n  fix: rerun the "
+            "same command with a larger --max-calls (or none) to continue: no call already made is repeated")
+
+
+_BUDGET: ContextVar[CallBudget | None] = ContextVar("cpo_call_budget", default=None)
+
+
+@contextmanager
+def call_budget(max_calls: int | None) -> Iterator[CallBudget | None]:
+    """Cap the LLM calls of the :func:`generate_triplets` runs in the block (None: no cap)."""
+    if max_calls is not None and max_calls < 0:
+        raise ConfigError(f"max_calls must be >= 0, got {max_calls}")
+    budget = None if max_calls is None else CallBudget(int(max_calls))
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+# ----------------------------------------------------------------------------------------------
 # running
 
 
@@ -280,6 +332,12 @@ def generate_triplets(
                                       "shard_size": cfg.shard_size, "prefix_order": cfg.prefix_order}
         pending = _pending(rows, store.done_keys(retry_errors=cfg.retry_errors))
         echo(f"{n_fit - len(pending)} rows already committed in {cfg.out}; {len(pending)} to generate")
+        budget, over = _BUDGET.get(), 0
+        if budget is not None:  # a cap on calls across runs (`cpo loop --max-calls`): run what fits
+            n = budget.grant(n_fit - len(pending), len(pending))
+            pending, over = pending[:n], len(pending) - n
+            if over:
+                echo(f"budget: {n} of them fit in --max-calls {budget.max_calls}")
         order = prefix_order([texts[i] for i in pending]) if cfg.prefix_order else np.arange(len(pending))
         todo = rows.take(pa.array(np.asarray(pending, dtype=np.int64)[order], pa.int64()))
         stats, t_gen = _Stats(), time.perf_counter()
@@ -295,6 +353,10 @@ def generate_triplets(
                                     projected=projected.describe())
         unfinished = len(_pending(rows, store.done_keys(retry_errors=True)))
         store.finish(summary.to_dict() | {"failed_rows": unfinished}, complete=unfinished == 0)
+    if over:
+        if stats.rows and stats.errors == stats.rows:
+            _report_failures(cfg, stats, unfinished, echo)  # every call failed: that is the news
+        raise budget.stop(over)
     _report_failures(cfg, stats, unfinished, echo)
     return summary
 
@@ -386,4 +448,4 @@ def _run_ray(cfg: GenerateConfig, todo: pa.Table) -> Iterator[pa.Table]:
 
 
 __all__ = ["GenerateConfig", "RayConfig", "GenerationSummary", "generate_triplets", "load_inputs", "plan_rows",
-           "identity"]
+           "identity", "CallBudget", "call_budget"]

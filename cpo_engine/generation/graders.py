@@ -13,10 +13,12 @@ string spec with :func:`get_grader`:
                             that holds a number
 ``exact``                   exact string match (whitespace-stripped)
 ``normalized``              case, punctuation, articles and whitespace ignored
-``mc``                      multiple-choice letter (``(B)``, ``Answer: B``, ``B.``)
+``choice`` (or ``mc``)      multiple-choice letter (``(B)``, ``Answer: B``, ``B.``); ``choice:ABCD``
+                            names the letters
 ``regex:<pattern>``         group ``answer`` (or 1, or the whole match) of the last match,
                             compared numerically when both sides are numbers
-``function:<mod>:<fn>``     a user function ``fn(text, gold) -> float | bool``
+``<module>:<function>``     a user function ``fn(text, gold) -> float | bool`` (also
+                            ``function:<module>:<function>``)
 ==========================  ==============================================================
 """
 
@@ -326,16 +328,21 @@ def get_grader(spec: str | Grader) -> Grader:
         return NumericGrader(strategy=arg or "auto")
     if kind in ("exact", "normalized") and not arg:
         return ExactGrader(normalized=kind == "normalized")
-    if kind in ("mc", "multiple_choice"):
+    if kind in ("mc", "multiple_choice", "choice"):
         return MultipleChoiceGrader(letters=arg.upper() or "ABCDE")
     if kind == "regex" and arg:
         return RegexGrader(arg)
     if kind in ("function", "py") and arg:
         return FunctionGrader(arg)
+    if arg and _IMPORT_PATH.fullmatch(spec.strip()):  # package.module:function
+        return FunctionGrader(spec.strip())
     raise ConfigError(
         f"unknown grader '{spec}': use numeric[:last_number|answer_is|final_sentence], exact, normalized, "
-        "mc[:ABCD], regex:<pattern> or function:<module>:<fn>"
+        "choice[:ABCD] (or mc), regex:<pattern> or <module>:<function> (or function:<module>:<fn>)"
     )
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 __all__ = [

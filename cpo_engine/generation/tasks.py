@@ -1,32 +1,36 @@
-"""Programmatic tasks for the real-LLM loop: queries with gold answers and seed prompts, no download.
+"""The loop's task: a table of queries with gold answers, and seed prompts.
 
-A task is a pool of distinct queries, each with its gold answer, drawn without replacement by a
-seed: the first ``n_train`` become the training queries (the seed prompts run on them to make the
-triplets the model learns from) and each further block of ``n_verify`` is one round's held-out
-verification queries. Training and verification queries never share a text.
+A task is a table ``query_id, query_text, gold_answer`` (Parquet, CSV/TSV or JSONL; another gold column
+with ``task.gold_column``), the user's (`cpo loop --queries FILE --grader SPEC`) or a built-in one,
+which the package writes as such a file first (``OUT/data/<kind>_queries.parquet``): both then take
+the same path. Its queries are drawn without replacement by a seed: the first ``n_train`` become the
+training queries (the seed prompts run on them to make the triplets the model learns from) and each
+further block of ``n_verify`` is one round's fresh held-out verification queries. Training and
+verification queries never share an id or a text.
 
-``addition``: single-digit additions ("What is 7 + 5?", "Add 7 and 5.", ...: 9 x 9 digit pairs in
-four phrasings, 324 queries), graded by the numeric grader. It suits a small model on a CPU: with
-greedy decoding and a 16-token budget SmolLM2-135M-Instruct gets between 7% and 70% of them right
+``addition`` (built in): single-digit additions ("What is 7 + 5?", "Add 7 and 5.", ...: 9 x 9 digit
+pairs in four phrasings, 324 queries), graded by the numeric grader. It suits a small model on a CPU:
+with greedy decoding and a 16-token budget SmolLM2-135M-Instruct gets between 7% and 70% of them right
 depending on the prompt (measured with llama.cpp, docs/generation.md), so the prompt's wording
 measurably moves the score. The queries are generated here; there is no third-party data to license.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.exceptions import ConfigError
+from cpo_engine.exceptions import ConfigError, DataError, DataWarning
 from cpo_engine.utils import atomic_write_parquet
 
 ADDITION_FORMS = ("What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}.")
 
-#: Seed prompts of each task: a spread of wordings (an answer trigger, reasoning, terse-answer,
+#: Seed prompts of each built-in task: a spread of wordings (an answer trigger, reasoning, terse-answer,
 #: explanation, a neutral persona and a reading instruction) for the search to start from.
 SEED_PROMPTS: dict[str, tuple[str, ...]] = {
     "addition": (
@@ -39,6 +43,20 @@ SEED_PROMPTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Seed prompts of a user's task (``--queries``) given without ``--prompts``: the same spread, worded
+#: for any task.
+GENERIC_SEED_PROMPTS: tuple[str, ...] = (
+    "The answer is:",
+    "Let's think step by step.",
+    "Answer with just the answer, nothing else.",
+    "Explain your reasoning, then give the answer.",
+    "You are a helpful assistant.",
+    "Read the question carefully, then answer it.",
+)
+
+#: The columns of a task table (the gold column under its own name in the user's file).
+TASK_COLUMNS = ("query_id", "query_text", "gold_answer")
+
 
 def addition_pool() -> list[tuple[str, str, str]]:
     """Every (query_id, query_text, gold answer) of the addition task, in a fixed order."""
@@ -50,7 +68,7 @@ def addition_pool() -> list[tuple[str, str, str]]:
     return out
 
 
-#: task name -> function returning its query pool (query_id, query_text, gold answer).
+#: built-in task name -> function returning its query pool (query_id, query_text, gold answer).
 TASKS: dict[str, Callable[[], list[tuple[str, str, str]]]] = {"addition": addition_pool}
 
 
@@ -59,7 +77,11 @@ class TaskConfig:
     """Which task the loop runs and how many queries it draws (the ``task`` section of `cpo loop`)."""
 
     kind: str = "addition"
-    """A key of :data:`TASKS`."""
+    """A built-in task (a key of :data:`TASKS`), written as a queries file; ignored when ``queries`` is set."""
+    queries: str | None = None
+    """The user's task: a table of query_id, query_text and the gold column (Parquet, CSV/TSV, JSONL)."""
+    gold_column: str = "gold_answer"
+    """Column of ``queries`` holding the gold answer the grader compares with."""
     n_train: int = 60
     """Training queries: every seed prompt runs on each."""
     n_verify: int = 40
@@ -68,61 +90,168 @@ class TaskConfig:
     """Seed of the draw."""
 
     def __post_init__(self) -> None:
-        if self.kind not in TASKS:
-            raise ConfigError(f"task.kind '{self.kind}' is not a task; choose one of {', '.join(TASKS)}")
+        if self.queries is None and self.kind not in TASKS:
+            raise ConfigError(f"task.kind '{self.kind}' is not a task; choose one of {', '.join(TASKS)}, or give "
+                              "your own queries table with --queries FILE (query_id, query_text, gold_answer)")
         if self.n_train < 2 or self.n_verify < 2:
             raise ConfigError(f"task.n_train and task.n_verify must be >= 2, got {self.n_train}, {self.n_verify}")
 
+    @property
+    def name(self) -> str:
+        """The task's name in reports: the built-in kind, or the stem of the user's queries file."""
+        return Path(str(self.queries)).name.split(".")[0] if self.queries else self.kind
 
-def draw_queries(cfg: TaskConfig, rounds: int = 1) -> tuple[pa.Table, list[pa.Table]]:
-    """(training queries, one held-out block per round): disjoint draws from the task's pool.
+    def needed(self, rounds: int = 1) -> int:
+        """Queries the loop draws: the training block and one verification block per round."""
+        return self.n_train + rounds * self.n_verify
 
-    Tables have ``query_id, query_text, gold_answer, task``.
+
+def builtin_table(kind: str) -> pa.Table:
+    """A built-in task as a task table (``query_id, query_text, gold_answer, task``)."""
+    if kind not in TASKS:
+        raise ConfigError(f"task.kind '{kind}' is not a task; choose one of {', '.join(TASKS)}")
+    pool = TASKS[kind]()
+    return pa.table({"query_id": [r[0] for r in pool], "query_text": [r[1] for r in pool],
+                     "gold_answer": [r[2] for r in pool], "task": [kind] * len(pool)})
+
+
+def write_example(kind: str, path: str | Path) -> Path:
+    """Write the built-in task ``kind`` as a queries file of the `cpo loop --queries` interface (Parquet,
+    or CSV/JSONL by the suffix of ``path``); returns its path."""
+    table, path = builtin_table(kind), Path(path)
+    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, path)
+        else:
+            import json
+
+            path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+        return path
+    return atomic_write_parquet(table, path)
+
+
+def _gold_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def read_task(path: str | Path, gold_column: str = "gold_answer", name: str | None = None) -> pa.Table:
+    """A task table from a file, validated: ``query_id, query_text, gold_answer, task`` as strings.
+
+    The query columns are checked as every queries table is (:func:`cpo_engine.data.queries.validate_queries`:
+    a missing column names its likely alias); the gold column must be there with no empty value. A repeated
+    query_id is an error; a query text repeated under another id is kept once (a warning), so training and
+    verification queries never share a text. ``task``: the file's own column, else ``name`` or the file's stem.
     """
-    pool = TASKS[cfg.kind]()
-    need = cfg.n_train + rounds * cfg.n_verify
-    if need > len(pool):
-        raise ConfigError(f"task '{cfg.kind}' has {len(pool)} queries; {cfg.n_train} training + {rounds} x "
-                          f"{cfg.n_verify} verification queries need {need}: lower task.n_train/n_verify or rounds")
-    order = np.random.default_rng(cfg.seed).permutation(len(pool))
+    from cpo_engine.data import read_table
+    from cpo_engine.data.queries import check_columns, check_unique_ids, validate_queries
+
+    source = str(path)
+    table = read_table(path)
+    check_columns(table.column_names, source)
+    if gold_column not in table.column_names:
+        raise DataError(f"no gold answer column '{gold_column}'; found: {', '.join(table.column_names)}",
+                        source=source, column=gold_column,
+                        fix=f"a task table needs query_id, query_text and {gold_column} (or name your gold column "
+                            "with --gold-column)")
+    if table.num_rows == 0:
+        raise DataError("the table has no rows", source=source, fix="give at least one query per row")
+    queries = validate_queries(table, source)
+    golds = table.column(gold_column).to_pylist()
+    empty = [i for i, g in enumerate(golds) if g is None or (isinstance(g, float) and g != g) or str(g).strip() == ""]
+    if empty:
+        raise DataError(f"{len(empty)} empty gold answer(s) (row numbers count data rows from 0)", source=source,
+                        column=gold_column, rows=empty, fix="give every query its gold answer, or drop those rows")
+    ids, texts = queries.column("query_id").to_pylist(), queries.column("query_text").to_pylist()
+    check_unique_ids(ids, source)
+    tasks = (table.column("task").cast(pa.string()).to_pylist() if "task" in table.column_names
+             else [None] * len(ids))
+    label = name or Path(source).name.split(".")[0]
+    seen: set[str] = set()
+    keep = []
+    for i, t in enumerate(texts):
+        if t not in seen:
+            seen.add(t)
+            keep.append(i)
+    if len(keep) < len(texts):
+        warnings.warn(f"{source}: {len(texts) - len(keep)} query text(s) repeat an earlier row's under another "
+                      "query_id; each text is used once", DataWarning, stacklevel=2)
+    return pa.table({"query_id": [ids[i] for i in keep], "query_text": [texts[i] for i in keep],
+                     "gold_answer": [_gold_text(golds[i]) for i in keep],
+                     "task": [tasks[i] or label for i in keep]})
+
+
+def task_table(cfg: TaskConfig) -> pa.Table:
+    """The task's queries: the user's file (``cfg.queries``) or the built-in task."""
+    return read_task(cfg.queries, cfg.gold_column) if cfg.queries else builtin_table(cfg.kind)
+
+
+def draw_queries(cfg: TaskConfig, rounds: int = 1, table: pa.Table | None = None,
+                 source: str | None = None) -> tuple[pa.Table, list[pa.Table]]:
+    """(training queries, one held-out block per round): disjoint draws from the task table (``table``,
+    default :func:`task_table`). A table too small for the rounds asked is a ConfigError saying how many
+    queries they need. Tables have ``query_id, query_text, gold_answer, task``.
+    """
+    table = task_table(cfg) if table is None else table
+    source = source or (cfg.queries if cfg.queries else f"task '{cfg.kind}'")
+    need = cfg.needed(rounds)
+    if need > table.num_rows:
+        raise ConfigError(f"{source} has {table.num_rows} queries; {cfg.n_train} training + {rounds} x "
+                          f"{cfg.n_verify} verification queries need {need}\n  fix: give a table with at least "
+                          f"{need} queries, or lower --train-queries / --verify-queries / --rounds")
+    order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
 
     def block(lo: int, hi: int) -> pa.Table:
-        rows = [pool[i] for i in order[lo:hi]]
-        return pa.table({"query_id": [r[0] for r in rows], "query_text": [r[1] for r in rows],
-                         "gold_answer": [r[2] for r in rows], "task": [cfg.kind] * len(rows)})
+        return table.take(pa.array(order[lo:hi], pa.int64()))
 
     verify = [block(cfg.n_train + r * cfg.n_verify, cfg.n_train + (r + 1) * cfg.n_verify) for r in range(rounds)]
     return block(0, cfg.n_train), verify
 
 
-def seed_prompts(kind: str, path: str | None = None) -> pa.Table:
-    """The seed prompts (``prompt_id, prompt_text``): a user's table when ``path`` is given, else the task's."""
+def seed_prompts(kind: str | None, path: str | None = None) -> pa.Table:
+    """The seed prompts (``prompt_id, prompt_text``): a user's table when ``path`` is given, else the
+    built-in task's (``kind``), else (``kind`` None: a user's task) :data:`GENERIC_SEED_PROMPTS`."""
     if path:
         from cpo_engine.data import read_table
 
         table = read_table(path)
         missing = [c for c in ("prompt_id", "prompt_text") if c not in table.column_names]
         if missing:
-            from cpo_engine.exceptions import DataError
-
             raise DataError(f"the seed prompts table lacks {missing}", source=str(path), column=missing[0],
                             fix="a prompts table needs prompt_id and prompt_text")
-        return table.select(["prompt_id", "prompt_text"])
-    texts = SEED_PROMPTS[kind]
+        table = table.select(["prompt_id", "prompt_text"])
+        if table.num_rows < 2:
+            raise DataError(f"{table.num_rows} seed prompt(s): the loop compares prompts, it needs at least 2",
+                            source=str(path), fix="give at least 2 seed prompts")
+        return pa.table({c: table.column(c).cast(pa.string()) for c in ("prompt_id", "prompt_text")})
+    texts = SEED_PROMPTS[kind] if kind else GENERIC_SEED_PROMPTS
     return pa.table({"prompt_id": [f"seed{i}" for i in range(len(texts))], "prompt_text": list(texts)})
 
 
 def write_task(cfg: TaskConfig, folder: str | Path, rounds: int = 1, prompts: str | None = None) -> dict[str, Path]:
-    """Write ``train_queries.parquet``, ``verify_queries_<r>.parquet`` and ``seed_prompts.parquet``
-    under ``folder`` (atomically; the same config always writes the same files)."""
+    """Write the task's files under ``folder`` (atomically; the same config always writes the same files):
+    a built-in task first as its queries file ``<kind>_queries.parquet`` (the shape `--queries` takes),
+    then, from the queries file either way, ``train_queries.parquet``, ``verify_queries_<r>.parquet``
+    and ``seed_prompts.parquet``. Every refusal (a bad table, too few queries, a bad prompts table)
+    comes before anything is written."""
     folder = Path(folder)
-    train, verify = draw_queries(cfg, rounds)
-    paths = {"train": atomic_write_parquet(train, folder / "train_queries.parquet"),
-             "prompts": atomic_write_parquet(seed_prompts(cfg.kind, prompts), folder / "seed_prompts.parquet")}
+    source = cfg.queries
+    if source is None:
+        source = str(write_example(cfg.kind, folder / f"{cfg.kind}_queries.parquet"))
+    table = read_task(source, cfg.gold_column if cfg.queries else "gold_answer", name=cfg.name)
+    train, verify = draw_queries(cfg, rounds, table, source)
+    prompts_table = seed_prompts(None if cfg.queries else cfg.kind, prompts)
+    paths = {"queries": Path(source), "train": atomic_write_parquet(train, folder / "train_queries.parquet"),
+             "prompts": atomic_write_parquet(prompts_table, folder / "seed_prompts.parquet")}
     for r, t in enumerate(verify):
         paths[f"verify_{r}"] = atomic_write_parquet(t, folder / f"verify_queries_{r}.parquet")
     return paths
 
 
-__all__ = ["TaskConfig", "TASKS", "SEED_PROMPTS", "ADDITION_FORMS", "addition_pool", "draw_queries", "seed_prompts",
-           "write_task"]
+__all__ = ["TaskConfig", "TASKS", "SEED_PROMPTS", "GENERIC_SEED_PROMPTS", "TASK_COLUMNS", "ADDITION_FORMS",
+           "addition_pool", "builtin_table", "write_example", "read_task", "task_table", "draw_queries",
+           "seed_prompts", "write_task"]

@@ -9,11 +9,11 @@ on the training queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, Sequence
 
 import numpy as np
 
+from cpo_engine.causal.verification import paired_interval
 from cpo_engine.data.grid import cell_means, nan_mean
 from cpo_engine.exceptions import DataError
 from cpo_engine.search.scoring import CandidateScorer
@@ -137,18 +137,6 @@ def outcome_matrix(table: Any, query_ids: Sequence[str], prompt_ids: Sequence[st
     ys = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
     keep = (qi >= 0) & (pj >= 0) & np.isfinite(ys)
     return cell_means(qi[keep], pj[keep], ys[keep], len(query_ids), len(prompt_ids))[0]
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Mean of ``a - b`` over paired units with a normal-approximation interval."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    n = d.size
-    if n < 2:
-        raise DataError(f"a paired interval needs at least 2 queries with both outcomes, got {n}")
-    se = float(d.std(ddof=1) / np.sqrt(n))
-    zq = NormalDist().inv_cdf(0.5 + level / 2)
-    return {"diff": float(d.mean()), "se": se, "ci_low": float(d.mean() - zq * se),
-            "ci_high": float(d.mean() + zq * se), "n": int(n), "level": level}
 
 
 def evaluate_choice(choice: np.ndarray, Y: np.ndarray, static_index: int, level: float = 0.95) -> dict[str, Any]:

@@ -12,7 +12,7 @@ the first; a NaN bound never wins. ``z = 0`` is the point-estimate rule.
 simultaneous multiplier when ``selection.simultaneous`` is on.
 
 Every per-query choice of the engine calls :func:`select_per_query`: pool mode of `cpo run` (the held-out
-evaluation and ``assignment.parquet`` read the same result), :class:`~cpo_engine.workflows.policy.Policy`
+evaluation and ``assignment.parquet`` read the same result), :class:`~cpo_engine.policy.policy.Policy`
 (`cpo assign`, `cpo optimize`), `cpo nightly`'s pool search, verification's per-query arm routing and
 the calibration study.
 """

@@ -12,7 +12,9 @@ from __future__ import annotations
 from cpo_engine.utils import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "bundle": ("ModelBundle", "save_bundle"),
+    # the model bundle and the policy live in the policy room (cpo_engine.policy); kept here for old imports
+    "cpo_engine.policy.bundle": ("ModelBundle", "save_bundle"),
+    "cpo_engine.policy.policy": ("Policy",),
     "config": ("DriftConfig", "EvaluateConfig", "FitConfig", "GateConfig", "HoldoutConfig", "NightlyConfig",
                "OffPolicyConfig", "OptimizeConfig", "RunConfig"),
     "fit": ("FitResult",),

@@ -9,7 +9,7 @@ output folder. Inputs and outputs may be local paths, NFS mounts or file system 
 
 Outputs: a ``.parquet``, ``.csv`` or ``.jsonl`` file (written whole, then renamed into place), or a
 folder of Parquet parts (``part-00000.parquet`` ...; a rerun of the same command skips the parts
-already written). Columns: :data:`~cpo_engine.workflows.policy.ASSIGNMENT_COLUMNS`.
+already written). Columns: :data:`~cpo_engine.policy.policy.ASSIGNMENT_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pyarrow as pa
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import filesystem, is_uri, progress_bar, put_bytes, put_parquet, remove_stale_temps
 from cpo_engine.workflows.config import AssignConfig
-from cpo_engine.workflows.policy import ASSIGNMENT_COLUMNS, Policy
+from cpo_engine.policy.policy import ASSIGNMENT_COLUMNS, Policy
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """`cpo fit`: load -> represent -> fit the causal reward model -> save a model bundle; and
-:func:`fit_policy`, the same fit in memory, ending in a :class:`~cpo_engine.workflows.policy.Policy`."""
+:func:`fit_policy`, the same fit in memory, ending in a :class:`~cpo_engine.policy.policy.Policy`."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def fit(cfg: FitConfig) -> FitResult:
     """Fit on every row of the table (query-grouped folds, the ``weight`` column when present) and write
     OUT/model (the bundle), OUT/features and OUT/diagnostics.json. ``cfg.data`` may be a table in memory
     (``FitConfig(data=df, out=...)``)."""
-    from cpo_engine.workflows.bundle import save_bundle
-    from cpo_engine.workflows.policy import save_fitted_policy
+    from cpo_engine.policy.bundle import save_bundle
+    from cpo_engine.policy.policy import save_fitted_policy
 
     if not cfg.out:
         raise ConfigError("fit needs an output folder: pass --out DIR")
@@ -70,7 +70,7 @@ def fit(cfg: FitConfig) -> FitResult:
 
 def fit_policy(data: Any = None, config: FitConfig | None = None, *, cache_dir: str | Path | None = None,
                encoder: Any = None, show_progress: bool = False, warn: bool = True) -> Any:
-    """A triplet table in memory -> fitted causal model -> :class:`~cpo_engine.workflows.policy.Policy`, with
+    """A triplet table in memory -> fitted causal model -> :class:`~cpo_engine.policy.policy.Policy`, with
     no file written: the fit of `cpo fit` (:func:`fit_model`) and the policy `cpo fit` saves for `cpo assign`
     (the best static prompt chosen from the logs, the reliability checks), held in memory.
 
@@ -89,7 +89,7 @@ def fit_policy(data: Any = None, config: FitConfig | None = None, *, cache_dir: 
     show_progress : bool
         Progress bars while embedding.
     warn : bool
-        Raise the :class:`~cpo_engine.workflows.policy.UnreliablePolicyWarning` when the checks fail.
+        Raise the :class:`~cpo_engine.policy.policy.UnreliablePolicyWarning` when the checks fail.
 
     Returns
     -------
@@ -99,7 +99,7 @@ def fit_policy(data: Any = None, config: FitConfig | None = None, *, cache_dir: 
         whose ``summary()`` and ``prompt_effects()`` name the table's prompt ids.
     """
     from cpo_engine.embedding import text_embedder
-    from cpo_engine.workflows.policy import Policy, table_state
+    from cpo_engine.policy.policy import Policy, table_state
 
     cfg = config or FitConfig()
     if data is not None:

@@ -1,7 +1,10 @@
 """`cpo loop`: the whole CPO loop on a real LLM, small enough for a CPU.
 
-1. **Task**: training queries, fresh held-out queries per round, seed prompts
-   (:mod:`cpo_engine.generation.tasks`), written under ``OUT/data``.
+1. **Task**: a table of ``query_id, query_text, gold_answer`` (the user's ``--queries FILE``, graded by
+   ``--grader SPEC``; or a built-in task, written as such a file first), split by query into training
+   queries and fresh held-out queries per round, and seed prompts (:mod:`cpo_engine.generation.tasks`),
+   written under ``OUT/data``. A table too small for the rounds asked is refused here, before any LLM
+   call; then the loop prints the most LLM calls and tokens it will make (``--max-calls`` caps them).
 2. **Generate**: every seed prompt on every training query with the LLM (``OUT/generate``, the
    resumable store of `cpo generate`).
 3. **Fit -> search -> verify**, once per round, as a `cpo run` in ``OUT/round-<r>``: fit on the
@@ -13,7 +16,8 @@
 
 Without an endpoint the packaged SmolLM2-135M-Instruct runs on a local llama.cpp server started for
 the loop. Rerunning the same command resumes: LLM calls already made are never repeated and a round
-whose run folder finished with the same settings is not rerun.
+whose run folder finished with the same settings is not rerun. A loop stopped by ``--max-calls``
+(:class:`~cpo_engine.exceptions.BudgetExhausted`) resumes the same way with a larger cap.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpo_engine.causal.evidence import MEASURED
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.search.proposers import proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text
 from cpo_engine.workflows.config import LLMConfig, LoopConfig, RunConfig
 from cpo_engine.workflows.verify import calibration_line, generate_config, labelled, verified_triplets
@@ -89,9 +95,9 @@ def round_config(cfg: LoopConfig, llm: LLMConfig, data: Path, queries: Path, run
     run_cfg = RunConfig(data=DataConfig(path=str(data)), embed=cfg.embed, pca=cfg.pca, causal=cfg.causal,
                         selection=cfg.selection, beam=cfg.beam, holdout=cfg.holdout, generation=llm, verify=verify,
                         out=str(run_dir), seed=cfg.seed)
-    # `cpo run` refuses the LLM proposer (it assumes no server); here the loop's endpoint serves it.
+    # `cpo run` refuses a proposer that needs an LLM server (it starts none); here the loop's endpoint serves it.
     run_cfg.proposer = (replace(cfg.proposer, llm_base_url=llm.backend.openai.base_url)
-                        if cfg.proposer.kind == "llm" else cfg.proposer)
+                        if proposer_spec(cfg.proposer.kind).needs_server else cfg.proposer)
     return run_cfg
 
 
@@ -116,18 +122,101 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_training_size(cfg: LoopConfig) -> None:
+    """Round 0 fits on the ``n_train`` training queries less the share `cpo run` holds out: in
+    ``causal.cv`` cross-fitting folds, and the static prompt's choice needs ``min_rows`` training rows of
+    a prompt (:class:`~cpo_engine.causal.static_choice.StaticChoiceConfig`). A ConfigError before any LLM
+    call when they are too few, naming the ``--train-queries`` that suffices (and the table size it needs)."""
+    import math
+
+    from cpo_engine.causal.static_choice import StaticChoiceConfig
+    from cpo_engine.workflows.common import MIN_QUERIES_PER_FOLD
+
+    cv = cfg.causal.cv if isinstance(cfg.causal.cv, int) and not isinstance(cfg.causal.cv, bool) else 2
+    min_rows = StaticChoiceConfig().min_rows
+    need = max(cv * MIN_QUERIES_PER_FOLD, math.ceil(min_rows / cfg.verify.samples))
+
+    def fitted(n: int) -> int:
+        return n - max(1, int(round(cfg.holdout.test_fraction * n)))
+
+    n = cfg.task.n_train
+    if fitted(n) >= need:
+        return
+    least = next(m for m in range(n, 100 * need + 100) if fitted(m) >= need)
+    raise ConfigError(
+        f"--train-queries {n} is too few: each round's fit holds out {n - fitted(n)} of them "
+        f"(holdout.test_fraction={cfg.holdout.test_fraction}) and fits on the other {fitted(n)}, but needs at "
+        f"least {need} (causal.cv={cfg.causal.cv} folds of {MIN_QUERIES_PER_FOLD} queries; "
+        f"the static prompt's choice: {min_rows} rows per prompt at {cfg.verify.samples} sample(s) a query)\n"
+        f"  fix: pass --train-queries {least} or more (the queries table then needs "
+        f"{least + cfg.rounds * cfg.task.n_verify} queries for {cfg.rounds} round(s))")
+
+
+def call_plan(cfg: LoopConfig, paths: dict[str, Path]) -> dict[str, Any]:
+    """The most LLM calls the loop makes, and its tokens: the seed prompts on the training queries, then
+    per round the verified prompts on the round's queries (every seed prompt with ``verify.seeds=all``,
+    plus what earlier rounds verified, plus ``verify.top_k`` searched prompts). Generated tokens are at most
+    ``max_tokens`` a call; prompt tokens are estimated as `cpo generate` projects them (the rendered input,
+    4 characters a token; a searched prompt as long as the longest seed prompt)."""
+    from cpo_engine.generation.builder import input_texts, plan_rows
+    from cpo_engine.generation.design import estimate_tokens
+
+    prompts = pq.read_table(paths["prompts"])
+    texts, top_k = prompts["prompt_text"].to_pylist(), cfg.verify.top_k
+    gen = generate_config(cfg.generation, paths["train"], paths["prompts"], Path(cfg.out) / "generate", "train",
+                          replace(cfg.verify, seed=cfg.seed))
+
+    def block(queries: Path, arm_texts: list[str]) -> tuple[int, int]:
+        arms = pa.table({"prompt_id": [f"p{i}" for i in range(len(arm_texts))], "prompt_text": arm_texts})
+        rows = plan_rows(gen, pq.read_table(queries), arms)
+        return rows.num_rows, int(estimate_tokens(input_texts(rows, gen)).sum()) if rows.num_rows else 0
+
+    train_calls, prompt_tokens = block(paths["train"], texts)
+    longest, rounds = max(texts, key=len), []
+    for r in range(cfg.rounds):
+        n_arms = (len(texts) + r * top_k if cfg.verify.seeds == "all" else 2) + top_k
+        calls, tokens = block(paths[f"verify_{r}"], (texts + [longest] * n_arms)[:n_arms])
+        rounds.append(calls)
+        prompt_tokens += tokens
+    calls = train_calls + sum(rounds)
+    return {"calls": calls, "train_calls": train_calls, "round_calls": rounds, "seed_prompts": len(texts),
+            "max_generated_tokens": calls * cfg.verify.max_tokens, "prompt_tokens_estimate": prompt_tokens}
+
+
+def print_plan(cfg: LoopConfig, plan: dict[str, Any], echo: Callable[[str], None] = print) -> None:
+    n_prompts = plan["seed_prompts"]
+    rounds = ", ".join(f"round {r}: {c}" for r, c in enumerate(plan["round_calls"]))
+    echo(f"LLM budget: at most {plan['calls']} calls ({plan['train_calls']} for the training triplets: "
+         f"{cfg.task.n_train} queries x {n_prompts} seed prompts x {cfg.verify.samples} sample(s); to verify, "
+         f"{rounds}), at most {plan['max_generated_tokens']} generated tokens ({cfg.verify.max_tokens} a call) and "
+         f"about {plan['prompt_tokens_estimate']} prompt tokens")
+    if proposer_spec(cfg.proposer.kind).needs_server:
+        echo(f"  plus the calls of the '{cfg.proposer.kind}' proposer's search (not counted above)")
+    if cfg.max_calls is not None and cfg.max_calls < plan["calls"]:
+        echo(f"  --max-calls {cfg.max_calls}: the loop stops after {cfg.max_calls} calls in all (earlier runs' "
+             "included); rerun with a larger --max-calls to continue")
+
+
 def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
-    """Task -> generate -> (fit -> search -> verify) x rounds -> report, in ``cfg.out`` (resumable)."""
+    """Task -> generate -> (fit -> search -> verify) x rounds -> report, in ``cfg.out`` (resumable).
+
+    Every refusal (a bad queries or prompts table, too few queries for the rounds asked, too few
+    training queries for the fit) comes before any LLM call; so does the printed budget. With
+    ``cfg.max_calls`` the loop raises :class:`~cpo_engine.exceptions.BudgetExhausted` at that many calls."""
+    from cpo_engine.generation.builder import call_budget
     from cpo_engine.generation.tasks import write_task
     from cpo_engine.workflows.run import run
 
+    check_training_size(cfg)
     out = Path(cfg.out)
+    paths = write_task(cfg.task, out / "data", cfg.rounds, cfg.prompts)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "loop_config.json", asdict(cfg))
+    plan = call_plan(cfg, paths)
+    print_plan(cfg, plan)
     timings: dict[str, float] = {}
-    paths = write_task(cfg.task, out / "data", cfg.rounds, cfg.prompts)
     rounds = []
-    with llm_endpoint(cfg, out) as llm:
+    with call_budget(cfg.max_calls) as budget, llm_endpoint(cfg, out) as llm:
         t0 = time.perf_counter()
         train = generate_training(cfg, llm, paths, out, backend)
         timings["generate"] = time.perf_counter() - t0
@@ -137,10 +226,13 @@ def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
             verification = finished_round(run_cfg)
             if verification is None:
                 verification = run(run_cfg).evaluation["verification"]
+            elif budget is not None:
+                budget.count(verification["budget"]["calls"])  # made by an earlier run of the loop
             rounds.append({"round": r, "run": str(run_cfg.out), "training_rows": pq.read_metadata(
                 run_cfg.data.path).num_rows, "verification": verification})
             timings[f"round_{r}"] = time.perf_counter() - t0
     report = loop_report(cfg, train, rounds, timings)
+    report["budget"].update(max_llm_calls=plan["calls"], max_calls=cfg.max_calls)
     atomic_write_json(out / "loop_report.json", report)
     atomic_write_text(out / "loop_report.md", render_loop(report))
     print(render_loop(report))
@@ -194,7 +286,8 @@ def loop_report(cfg: LoopConfig, train: pa.Table, rounds: list[dict[str, Any]],
                 timings: dict[str, float]) -> dict[str, Any]:
     n_calls = int(train.num_rows) + sum(r["verification"]["budget"]["calls"] for r in rounds)
     seeds = seed_scores(train)
-    return {"format": "cpo-loop/1", "task": asdict(cfg.task), "model": cfg.generation.backend.model,
+    return {"format": "cpo-loop/1", "task": asdict(cfg.task) | {"name": cfg.task.name},
+            "grader": cfg.generation.grader, "model": cfg.generation.backend.model,
             "budget": {"max_tokens": cfg.verify.max_tokens, "samples": cfg.verify.samples,
                        "temperature": cfg.generation.temperature, "llm_calls": n_calls},
             "seeds": seeds, "rounds": rounds,
@@ -212,7 +305,8 @@ def _ci(u: dict[str, Any] | None) -> str:
 def render_loop(report: dict[str, Any]) -> str:
     """loop_report.md: seeds, each round's verified prompts, the outcome and the calibration."""
     lines = ["# CPO loop on a real LLM", "",
-             f"Task `{report['task']['kind']}`: {report['task']['n_train']} training queries, "
+             f"Task `{report['task'].get('name', report['task']['kind'])}` (grader "
+             f"`{report.get('grader', 'numeric')}`): {report['task']['n_train']} training queries, "
              f"{report['task']['n_verify']} fresh held-out queries per round; at most "
              f"{report['budget']['max_tokens']} tokens per answer, temperature {report['budget']['temperature']}, "
              f"{report['budget']['llm_calls']} LLM calls in all.", "",
@@ -242,4 +336,4 @@ def render_loop(report: dict[str, Any]) -> str:
 
 
 __all__ = ["run_loop", "LoopResult", "llm_endpoint", "generate_training", "training_table", "round_config",
-           "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]
+           "check_training_size", "call_plan", "print_plan", "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]

@@ -37,7 +37,6 @@ recommendations stay predictions and nothing new goes live.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -56,11 +55,12 @@ from cpo_engine.exceptions import DataError
 from cpo_engine.utils import FolderLock, atomic_write_json, atomic_write_parquet, remove_stale_temps
 from cpo_engine.workflows.common import Representer, scores_and_weights
 from cpo_engine.workflows.config import DriftConfig, GateConfig, NightlyConfig
+from cpo_engine.workflows.nightly_state import STAGED, read_json, staged
 
 log = logging.getLogger(__name__)
 
-#: the commit record of a night (see :func:`commit`), and the folder of a run where its state writes wait
-JOURNAL, STAGED = "commit.json", "staged"
+#: the commit record of a night (see :func:`commit`)
+JOURNAL = "commit.json"
 
 #: model_status of a night whose fit raised or failed the gate (`cpo nightly` exits non-zero).
 FAILED_STATUSES = ("kept_previous", "no_model")
@@ -345,7 +345,7 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
         report["model_status"] = "kept_previous" if current else "no_model"
         report["live_run"] = current.get("run")
         return _finish(_failed_dir(state, run_dir, date), report)
-    from cpo_engine.workflows.bundle import save_bundle
+    from cpo_engine.policy.bundle import save_bundle
 
     assignment, prompts = pool_search(reps, model, cfg)
     prev = state / current["run"] if current else None
@@ -394,11 +394,6 @@ def _check_cv(cfg: NightlyConfig, table: pa.Table, state: Path, dates: list[str]
     check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), source, hint)
 
 
-def staged(run_dir: Path, dest: str) -> Path:
-    """Where tonight writes the state file ``dest`` (relative to the state folder) until it commits."""
-    return run_dir / STAGED / dest
-
-
 def commit(state: Path, run_dir: Path, current: dict[str, Any] | None) -> None:
     """Tonight's state writes, all or nothing: the files staged in <run>/staged/ (its day of triplets, the
     verified ones, live.json) replace their state paths, then current.json moves to ``current`` (None: it
@@ -441,23 +436,6 @@ def _store_day(state: Path, date: str, new: pa.Table, current: dict[str, Any], p
 def _failed_dir(state: Path, run_dir: Path, date: str) -> Path:
     """Where a failed night's report goes: its folder, unless that holds a model (then failed/<date>)."""
     return state / "failed" / date if (run_dir / "model").exists() else run_dir
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A state file's JSON ({} when it does not exist); a damaged one is a DataError naming it and the fix."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"the nightly state file is not valid JSON ({exc})", source=str(path),
-                        fix=f"restore {path.name} from a backup, or delete it to start that part of the state afresh "
-                            "(current.json: the next night fits from scratch; live.json: nothing is served until a "
-                            "measured win)") from None
-    if not isinstance(data, dict):
-        raise DataError("the nightly state file does not hold a JSON object", source=str(path),
-                        fix=f"restore {path.name} from a backup, or delete it")
-    return data
 
 
 def check_current(state: Path, current: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from cpo_engine.causal.evidence import PREDICTED, LabelledValue
 from cpo_engine.search.proposers import proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.config import NightlyConfig
+from cpo_engine.workflows.nightly_state import read_json, staged
 
 
 def search(table: pa.Table, reps: Any, head: Any, rep: Any, cfg: NightlyConfig, run_dir: Path) -> tuple[pa.Table | None,
@@ -79,7 +80,6 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
 
     head, incumbent = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
     cands, found = search(table, reps, head, rep, cfg, run_dir)
-    from cpo_engine.workflows.nightly import read_json
 
     live = read_json(state / "live.json")
     out: dict[str, Any] = {"search": found, "live_before": live or None}
@@ -89,7 +89,6 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
                                 "predictions (labelled predicted) and only measured prompts go live"}
     result = verify_night(state, run_dir, cfg, table, reps, incumbent, cands, live, rep, backend)
     verified = result.report
-    from cpo_engine.workflows.nightly import staged
 
     atomic_write_parquet(_tag(_verified_rows(result), date), staged(run_dir, f"triplets/verified/{date}.parquet"))
     out["verification"] = {k: verified[k] for k in ("baseline", "arms", "policy", "calibration", "budget")}
@@ -117,14 +116,14 @@ def verify_night(state: Path, run_dir: Path, cfg: NightlyConfig, table: pa.Table
     queries (``verify.queries``, else tonight's table) against the live prompt or policy."""
     from cpo_engine.data.grid import cell_means
     from cpo_engine.workflows.common import scores_and_weights
-    from cpo_engine.workflows.verify import _dedupe, pick_arms, read_queries, sample_queries, verify
+    from cpo_engine.workflows.verify import dedupe_arms, pick_arms, read_queries, sample_queries, verify
 
     y, _ = scores_and_weights(table)
     means, _ = cell_means(reps.row_query, reps.row_prompt, y, len(reps.query_ids), len(reps.prompt_ids))
     with np.errstate(all="ignore"):
         static = int(np.nanargmax(np.nanmean(means, axis=0)))
     ids = [str(p) for p in reps.prompt_ids]
-    arms = _dedupe(live_arms(live) + pick_arms(ids, list(reps.prompt_texts), incumbent, static, cands, cfg.verify))
+    arms = dedupe_arms(live_arms(live) + pick_arms(ids, list(reps.prompt_texts), incumbent, static, cands, cfg.verify))
     source = cfg.verify.queries or "tonight's triplets"
     queries = sample_queries(read_queries(cfg.verify.queries) if cfg.verify.queries else table, cfg.verify,
                              source=source)

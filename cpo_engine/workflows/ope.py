@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_engine.causal.ope import BanditLogs, OPEConfig, OverlapWarning, causal_q_hat
+from cpo_engine.causal.ope import BanditLogs, OPEConfig, OverlapWarning, causal_q_hat, logged_propensity
 from cpo_engine.causal.policy_values import PolicyValues, estimated_policy_values, logged_means, measured_policy_values
 from cpo_engine.data.grid import cell_means
 from cpo_engine.exceptions import ConfigError, DataError
@@ -51,18 +51,6 @@ def held_out_rows(table: pa.Table, reps: Any, queries: np.ndarray) -> HeldOut:
     pos[queries] = np.arange(len(queries))
     rows = np.flatnonzero(pos[reps.row_query] >= 0)
     return HeldOut(np.asarray(queries), rows, pos[reps.row_query[rows]], reps.row_prompt[rows], y[rows])
-
-
-def logged_propensity(table: pa.Table, rows: np.ndarray) -> np.ndarray | None:
-    """The ``propensity`` column on ``rows`` when the table has one without gaps there (None otherwise)."""
-    if "propensity" not in table.column_names:
-        return None
-    col = table.column("propensity").take(pa.array(rows))
-    if col.null_count:
-        log.warning("the propensity column has %d empty values on the evaluated rows: propensities are estimated "
-                    "from the query features instead", col.null_count)
-        return None
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _features(reps: Any, ope: OPEConfig) -> np.ndarray:
@@ -216,9 +204,9 @@ def _saved_q_hat(model: Any, reps: Any, y_range: tuple[float, float]) -> np.ndar
 
 def run_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarray, causal: Any,
                       test_choices: dict[str, np.ndarray], static: int, cfg: Any) -> PolicyValues:
-    """`cpo run`'s call: the pool choices (keys of :data:`~cpo_engine.workflows.run.POLICY_LABELS`, one
+    """`cpo run`'s call: the pool choices (keys of :data:`~cpo_engine.workflows.run_types.POLICY_LABELS`, one
     prompt per held-out query) and the best static prompt, valued on the held-out queries."""
-    from cpo_engine.workflows.run import POLICY_LABELS
+    from cpo_engine.workflows.run_types import POLICY_LABELS
 
     static_name = f"best static ({reps.prompt_ids[static]})"
     policies = {POLICY_LABELS.get(k, k): c for k, c in test_choices.items()} | {static_name: static}
@@ -236,7 +224,7 @@ def optimize_policy_values(reps: Any, table: pa.Table, bundle: Any, state: Any, 
     from dataclasses import replace
 
     if not all(s == "logged" for s in assignment.column("source").to_pylist()):
-        from cpo_engine.workflows.policy import Policy
+        from cpo_engine.policy.policy import Policy
 
         assignment = Policy(bundle.model, state, replace(cfg.policy, candidates="logged"),
                             device=cfg.device).assign_features(reps.X, reps.query_ids)
@@ -254,7 +242,7 @@ def optimize_policy_values(reps: Any, table: pa.Table, bundle: Any, state: Any, 
 
 # ---------------------------------------------------------------------------------------------- cpo ope
 @dataclass
-class Policy:
+class TargetPolicy:
     """A target policy over the table's queries: a prompt index (static), one per query (-1: not
     assigned), or a probability matrix; ``covered`` marks the queries it is defined (and valued) on."""
 
@@ -295,7 +283,7 @@ def check_policy_specs(specs: list[str], table: pa.Table) -> None:
         _check_assignment_columns(set(read_table(spec).column_names), spec)
 
 
-def read_policy(spec: str, reps: Any, queries: str = "auto") -> Policy:
+def read_policy(spec: str, reps: Any, queries: str = "auto") -> TargetPolicy:
     """A policy from a `--policy` value: an assignment file or a logged prompt id."""
     prompt_index = {str(p): j for j, p in enumerate(reps.prompt_ids)}
     n_q = len(reps.query_ids)
@@ -304,7 +292,7 @@ def read_policy(spec: str, reps: Any, queries: str = "auto") -> Policy:
             raise DataError(f"policy '{spec}' is neither a file nor a logged prompt id",
                             fix="pass an assignment file (query_id, recommended_prompt_id) or one of the logged "
                                 f"prompt ids: {', '.join(list(prompt_index)[:20])}")
-        return Policy(f"static ({spec})", prompt_index[spec], np.ones(n_q, dtype=bool))
+        return TargetPolicy(f"static ({spec})", prompt_index[spec], np.ones(n_q, dtype=bool))
     from cpo_engine.data.io import read_table
 
     t = read_table(spec)
@@ -332,11 +320,11 @@ def read_policy(spec: str, reps: Any, queries: str = "auto") -> Policy:
     if pcol == "recommended_prompt_id":
         choice = np.full(n_q, -1, dtype=np.int64)
         choice[qi[keep]] = pj[keep]
-        return Policy(name, choice, covered)
+        return TargetPolicy(name, choice, covered)
     probs = np.zeros((n_q, len(prompt_index)))
     np.add.at(probs, (qi[keep], pj[keep]), np.asarray(t.column("probability").to_numpy(zero_copy_only=False),
                                                        np.float64)[keep])
-    return Policy(name, probs, covered)
+    return TargetPolicy(name, probs, covered)
 
 
 def crossfit_q_hat(reps: Any, held: HeldOut, causal_cfg: Any, folds: list, seed: int, device: str) -> np.ndarray:
@@ -372,7 +360,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), info["path"])
     bundle = None
     if cfg.model:
-        from cpo_engine.workflows.bundle import ModelBundle
+        from cpo_engine.policy.bundle import ModelBundle
 
         bundle = ModelBundle.load(cfg.model)
         # the bundle's encoder and prefixes, and its identity checked (as `cpo assign` and `cpo optimize` do):
@@ -382,7 +370,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     else:
         reps = Representer(cfg.embed).represent(table, cfg.pca)
     policies = [read_policy(s, reps, cfg.queries) for s in cfg.policies or []] or [
-        Policy(f"static ({p})", j, np.ones(len(reps.query_ids), dtype=bool)) for j, p in enumerate(reps.prompt_ids)]
+        TargetPolicy(f"static ({p})", j, np.ones(len(reps.query_ids), dtype=bool)) for j, p in enumerate(reps.prompt_ids)]
     every = held_out_rows(table, reps, np.arange(len(reps.query_ids)))
     folds = make_folds(cfg.causal.cv, len(every.y), every.q, cfg.seed)
     prop = PropensityModel(cfg.ope.propensity_model, cfg.ope.propensity_c, random_state=cfg.seed).fit(
@@ -442,7 +430,7 @@ def ope_table(values: PolicyValues) -> str:
 __all__ = [
     "HeldOut",
     "OffPolicyResult",
-    "Policy",
+    "TargetPolicy",
     "crossfit_q_hat",
     "held_out_policy_values",
     "held_out_rows",

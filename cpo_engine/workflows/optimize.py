@@ -33,10 +33,10 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     """Embed the table with the bundle's encoder and PCAs, search, and write one recommended prompt per
     query (the table's prompts, plus the searched candidates labelled unverified in search modes)."""
     from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
-    from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.policy.bundle import ModelBundle
     from cpo_engine.workflows.common import scores_and_weights
     from cpo_engine.workflows.ope import optimize_policy_values
-    from cpo_engine.workflows.policy import Policy, searched_from_result, table_state
+    from cpo_engine.policy.policy import Policy, searched_from_result, table_state
     from cpo_engine.workflows.run import majority_task
     from cpo_engine.workflows.run_outputs import candidates_table
 

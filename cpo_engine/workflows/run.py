@@ -24,56 +24,12 @@ from cpo_engine.exceptions import DataError
 from cpo_engine.workflows.common import (Representer, check_cv, data_summary, load_data, open_run, preflight,
                                          name_prompts, print_summary, scores_and_weights, write_features)
 from cpo_engine.workflows.config import HoldoutConfig, RunConfig
+from cpo_engine.workflows.run_types import POLICY_LABELS, Logs, PoolResult
 
 log = logging.getLogger(__name__)
 
 #: What `cpo run` writes in its run folder (cleared when a later run reuses the folder).
 RUN_OUTPUTS = ("features", "model", "search", "plots", "summary.json", "report.html")
-
-POLICY_LABELS = {"causal_lcb": "per-query, causal (LCB)", "causal_point": "per-query, causal (point)",
-                 "non_causal": "per-query, non-causal"}
-
-
-@dataclass
-class Logs:
-    """The rows the models are fitted on (indices into the representations)."""
-
-    q: np.ndarray
-    p: np.ndarray
-    y: np.ndarray
-    w: np.ndarray | None = None
-    propensity: np.ndarray | None = None
-    """P(logged prompt | query) of each row, from the logs' ``propensity`` column (None without one)."""
-
-
-@dataclass
-class PoolResult:
-    """The per-query choice among the logged prompts, and its check against held-out outcomes."""
-
-    policy: Any
-    """:class:`~cpo_engine.search.pool.PoolPolicy` over every query (train and held-out), chosen once by
-    ``run_policy``: the held-out evaluation scores its held-out rows and ``search/assignment.parquet`` is its
-    table (:meth:`Policy.assignment`), so the two cannot disagree."""
-    head: Any
-    """The causal model's head, referenced to the incumbent (or the mean prompt)."""
-    static_index: int
-    incumbent_index: int
-    train_means: np.ndarray
-    Y_test: np.ndarray
-    test_choices: dict[str, np.ndarray]
-    evaluations: dict[str, dict[str, Any]]
-    tiers: list[dict[str, Any]]
-    non_causal_mean_effect: np.ndarray
-    static_rank_agreement: float
-    static_choice: Any = None
-    """:class:`~cpo_engine.causal.static_choice.StaticChoice`: the best static prompt (``static_index``), valued
-    on the training logs, with every candidate's value and the contenders the logs cannot separate from it."""
-    policy_values: Any = None
-    """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
-    run_policy: Any = None
-    """The run's :class:`~cpo_engine.workflows.policy.Policy` over the logged prompts (saved as
-    ``model/policy.json``), which made ``policy``."""
-
 
 @dataclass
 class RunResult:
@@ -93,7 +49,7 @@ def training_logs(table: pa.Table, reps: Any, train: np.ndarray, holdout: Holdou
     causal/non-causal comparison meets confounding."""
     y, w = scores_and_weights(table)
     if holdout.simulate_confounding is None:
-        from cpo_engine.workflows.ope import logged_propensity
+        from cpo_engine.causal.ope import logged_propensity
 
         rows = np.flatnonzero(np.isin(reps.row_query, train))
         return Logs(reps.row_query[rows], reps.row_prompt[rows], y[rows], None if w is None else w[rows],
@@ -134,7 +90,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
                 cfg: RunConfig) -> PoolResult:
     """Per-query choice among the logged prompts, checked on held-out queries against recorded outcomes.
 
-    The choice is the run's :class:`~cpo_engine.workflows.policy.Policy` (``PoolResult.run_policy``) applied
+    The choice is the run's :class:`~cpo_engine.policy.policy.Policy` (``PoolResult.run_policy``) applied
     once to every query (:func:`~cpo_engine.search.select.select_per_query`; the static prompt everywhere when
     the policy falls back); the held-out evaluation scores its held-out rows, the assignment is its table.
     The best static prompt (also the incumbent every query keeps unless its gain is confidently positive)
@@ -146,7 +102,7 @@ def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal
 
     from cpo_engine.search import by_tier, select_per_query
     from cpo_engine.workflows.ope import run_policy_values
-    from cpo_engine.workflows.policy import Policy, learn_state
+    from cpo_engine.policy.policy import Policy, learn_state
 
     n_q, n_p = len(reps.query_ids), len(reps.prompt_ids)
     y, _ = scores_and_weights(table)
@@ -248,7 +204,7 @@ def generative_search(table: pa.Table, reps: Any, head: Any, cfg: RunConfig, emb
 
 def run(cfg: RunConfig) -> RunResult:
     """`cpo run`: the whole pipeline in a run folder with a manifest (config, versions, data hash, timings)."""
-    from cpo_engine.workflows.bundle import save_bundle
+    from cpo_engine.policy.bundle import save_bundle
     from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
 
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")

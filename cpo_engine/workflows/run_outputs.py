@@ -1,6 +1,6 @@
 """Output files and report of `cpo run` (see :mod:`cpo_engine.workflows.run`).
 
-The run's answer is its policy (:class:`~cpo_engine.workflows.policy.Policy`, saved beside the model
+The run's answer is its policy (:class:`~cpo_engine.policy.policy.Policy`, saved beside the model
 bundle): ``search/assignment.parquet`` holds its one recommendation per query (the same rule `cpo
 assign` applies to new queries), the report and ``summary.json`` say what to do and how sure the run
 is, from the held-out evaluation of pool mode.
@@ -23,8 +23,8 @@ from cpo_engine.causal.policy_values import format_policy_values
 from cpo_engine.data.grid import nan_mean
 from cpo_engine.report import Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.policy import Policy, learn_state, searched_candidates_sha256, searched_from_result
-from cpo_engine.workflows.run import POLICY_LABELS, PoolResult
+from cpo_engine.policy.policy import Policy, learn_state, searched_candidates_sha256, searched_from_result
+from cpo_engine.workflows.run_types import POLICY_LABELS, PoolResult
 
 _Z95 = NormalDist().inv_cdf(0.975)
 

@@ -30,7 +30,6 @@ import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -39,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpo_engine.causal.evidence import MEASURED, PREDICTED, LabelledValue
+from cpo_engine.causal.verification import Z95, calibration, labelled, promotable, verdict
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.search.config import SelectionConfig
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_text
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cpo-verification/1"
 VERIFIED, PREDICTED_ONLY = "verified", "predicted only"
-_Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)
@@ -119,10 +118,10 @@ def pick_arms(pool_ids: Sequence[str], pool_texts: Sequence[str], incumbent: int
             if dedup_key(r["text"]) not in seen:
                 seen.add(dedup_key(r["text"]))
                 arms.append(Arm(str(r["id"]), r["text"], "searched"))
-    return _dedupe(arms)
+    return dedupe_arms(arms)
 
 
-def _dedupe(arms: list[Arm]) -> list[Arm]:
+def dedupe_arms(arms: list[Arm]) -> list[Arm]:
     from cpo_engine.taxonomy import dedup_key
 
     out, keys = [], set()
@@ -304,7 +303,7 @@ def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], 
     from cpo_engine.embedding import text_embedder
     from cpo_engine.search import CandidateScorer, select_per_query
     from cpo_engine.search.scoring import selection_multiplier
-    from cpo_engine.workflows.bundle import ModelBundle
+    from cpo_engine.policy.bundle import ModelBundle
     from cpo_engine.workflows.common import Representer
 
     selection = selection or SelectionConfig()
@@ -325,68 +324,7 @@ def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], 
 
 
 # ---------------------------------------------------------------------------------- statistics
-
-
-def labelled(values: np.ndarray, base: np.ndarray | None, evidence: str, method: str) -> LabelledValue | None:
-    """Mean of ``values`` (minus ``base``, paired by query) with its 95% interval, labelled.
-
-    The interval is the normal one computed with two pseudo-queries added at the ends of the score
-    range (0 and 1 for a value, -1 and +1 for a difference; Agresti-Min style). Graded answers are
-    often identical across prompts, so few queries differ; the plain interval then collapses to a
-    point (all differences 0 gives "+0.000 (+0.000 to +0.000)") and misses a small true uplift most
-    of the time (bench/bench_verify_mc.py). The value itself is the plain mean.
-    """
-    from cpo_engine.search import paired_interval
-
-    a = np.asarray(values, dtype=np.float64)
-    b = np.zeros_like(a) if base is None else np.asarray(base, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 2:
-        return None
-    d = a[ok] - b[ok]
-    top = max(1.0, float(np.max(np.abs(d))))
-    ends = np.array([-top, top]) if base is not None else np.array([min(0.0, float(d.min())), max(1.0, float(d.max()))])
-    aug = np.concatenate([d, ends])
-    r = paired_interval(aug, np.zeros_like(aug))
-    return LabelledValue(float(d.mean()), r["ci_low"], r["ci_high"], evidence, method, n=int(ok.sum()))
-
-
-def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray) -> dict[str, Any]:
-    """How predicted uplifts (vs the baseline) match measured ones over the non-baseline arms."""
-    from scipy.stats import kendalltau, spearmanr
-
-    ok = np.isfinite(pred) & np.isfinite(meas)
-    p, s, m = pred[ok], pred_se[ok], meas[ok]
-    out: dict[str, Any] = {"n_prompts": int(ok.sum()), "spearman": None, "kendall_tau": None}
-    if ok.sum() == 0:
-        return out
-    if ok.sum() >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
-        out["spearman"] = float(spearmanr(p, m).statistic)
-        out["kendall_tau"] = float(kendalltau(p, m).statistic)
-    has_se = np.isfinite(s)
-    covered = (p - _Z95 * s <= m) & (m <= p + _Z95 * s)
-    out.update(mean_abs_error=float(np.mean(np.abs(p - m))), mean_predicted=float(np.mean(p)),
-               mean_measured=float(np.mean(m)),
-               interval_coverage=float(np.mean(covered[has_se])) if has_se.any() else None,
-               sign_agreement=float(np.mean(np.sign(p) == np.sign(m))))
-    return out
-
-
-def verdict(uplift: LabelledValue | None) -> str:
-    """'better', 'worse' or 'tie' from the measured interval (the baseline itself: 'baseline')."""
-    if uplift is None:
-        return "not measured"
-    if uplift.ci_low is not None and uplift.ci_low > 0:
-        return "better"
-    if uplift.ci_high is not None and uplift.ci_high < 0:
-        return "worse"
-    return "tie"
-
-
-def promotable(uplift: LabelledValue | None, margin: float) -> bool:
-    """The promotion rule: a positive measured uplift whose 95% lower bound is >= ``margin``."""
-    return (uplift is not None and uplift.kind == "measured" and uplift.value > 0 and uplift.ci_low is not None
-            and uplift.ci_low >= margin)
+# labelled, calibration, verdict, promotable: cpo_engine.causal.verification
 
 
 def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str,
@@ -431,11 +369,11 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
 
 
 def _lo(v: float, se: float) -> float | None:
-    return v - _Z95 * se if math.isfinite(se) else None
+    return v - Z95 * se if math.isfinite(se) else None
 
 
 def _hi(v: float, se: float) -> float | None:
-    return v + _Z95 * se if math.isfinite(se) else None
+    return v + Z95 * se if math.isfinite(se) else None
 
 
 def headline(arms: Sequence[Arm], Y: np.ndarray, method: str) -> dict[str, Any] | None:

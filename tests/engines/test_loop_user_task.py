@@ -15,10 +15,12 @@ from cpo_engine.generation import read_generated
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 GOOD = ["I loved this film", "A wonderful, warm story", "The best meal I have had in years", "Great value, works well",
-        "Friendly staff and a lovely room", "An excellent book", "I would buy it again", "Brilliant acting"]
+        "Friendly staff and a lovely room", "An excellent book", "I would buy it again", "Brilliant acting",
+        "A delightful evening", "Fast delivery and a perfect fit"]
 BAD = ["I hated this film", "A dull, cold story", "The worst meal I have had in years", "Poor value, broke at once",
-       "Rude staff and a dirty room", "A terrible book", "I want my money back", "Wooden acting"]
-N_TRAIN, N_VERIFY, N_PROMPTS, TOP_K = 12, 4, 4, 1
+       "Rude staff and a dirty room", "A terrible book", "I want my money back", "Wooden acting",
+       "A miserable evening", "Slow delivery and it does not fit"]
+N_TRAIN, N_VERIFY, N_PROMPTS, TOP_K = 14, 4, 4, 1
 MAX = N_TRAIN * N_PROMPTS + N_VERIFY * (N_PROMPTS + TOP_K)  # the most calls: seeds on training, arms on verify
 
 
@@ -46,7 +48,7 @@ def test_loop_on_a_user_task_from_files_with_a_call_budget(llama_server, tmp_pat
     argv = ["loop", "--queries", str(queries), "--grader", r"regex:\b(positive|negative)\b", "--prompts", str(prompts),
             "--endpoint", llama_server, "--out", str(out), "--train-queries", str(N_TRAIN),
             "--verify-queries", str(N_VERIFY), "--rounds", "1", "--max-tokens", "6", "--top-k", str(TOP_K),
-            "--set", "causal.cv=3", "--set", "pca.query_components=4", "--set", "embed.device=cpu",
+            "--set", "pca.query_components=4", "--set", "embed.device=cpu",
             "--set", "beam.rounds=1", "--set", "beam.beam_width=3", "--set", "beam.children_per_beam=4"]
 
     # 1. a budget below the training step: it stops there, with the calls made committed

@@ -18,6 +18,7 @@ To add a nuisance: write ``nuisances/<name>.py`` and add one line below.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from typing import Any, Callable
@@ -38,10 +39,19 @@ def nuisance_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def check_nuisance_name(name: str, key: str) -> None:
+    """Raise a ConfigError naming ``key`` and the closest registered nuisance when ``name`` is unknown."""
+    from cpo_engine.exceptions import ConfigError
+
+    names = nuisance_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key}: unknown nuisance '{name}'{hint}; registered: {', '.join(names)}")
+
+
 def resolve(name: str) -> Callable[..., Any]:
     """The factory registered as ``name`` (imports its module); ConfigError for an unknown name."""
-    from cpo_engine.causal.config import check_nuisance_name
-
     check_nuisance_name(name, "nuisance")
     module, attr = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), attr)

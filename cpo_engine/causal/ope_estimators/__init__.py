@@ -18,9 +18,6 @@ To add an estimator: write ``ope_estimators/<name>.py`` whose module decorates s
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -29,6 +26,7 @@ import numpy as np
 
 from cpo_engine.causal.evidence import ESTIMATED
 from cpo_engine.exceptions import ConfigError
+from cpo_engine.utils import Registry
 
 
 def per_query_means(q: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -141,8 +139,7 @@ class EstimatorSpec:
     default: bool = False
 
 
-_REGISTRY: dict[str, EstimatorSpec] = {}
-_discovered = False
+_REGISTRY = Registry("OPE estimator", __name__, __path__)
 
 
 def register_estimator(name: str, *, label: str, needs_reward_model: bool = False, weighted: bool = True,
@@ -160,10 +157,7 @@ def register_estimator(name: str, *, label: str, needs_reward_model: bool = Fals
     >>> unregister_estimator("ipw_mean")
     """
     def decorate(fn: Callable[[LoggedRows], np.ndarray]) -> Callable[[LoggedRows], np.ndarray]:
-        old = _REGISTRY.get(name)
-        if old is not None and _origin(old.fn) != _origin(fn):
-            raise ValueError(f"OPE estimator '{name}' is already registered by {_origin(old.fn)}")
-        _REGISTRY[name] = EstimatorSpec(name, fn, label, needs_reward_model, weighted, evidence, note, default)
+        _REGISTRY.add(name, EstimatorSpec(name, fn, label, needs_reward_model, weighted, evidence, note, default), fn)
         return fn
 
     return decorate
@@ -171,47 +165,25 @@ def register_estimator(name: str, *, label: str, needs_reward_model: bool = Fals
 
 def unregister_estimator(name: str) -> None:
     """Remove ``name`` from the registry (tests and notebooks that registered one of their own)."""
-    _REGISTRY.pop(name, None)
-
-
-def _origin(fn: Callable) -> str:
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _discover() -> None:
-    """Import every public module of this package once (each registers its estimators)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    _REGISTRY.remove(name)
 
 
 def estimator_names(*, default: bool | None = None) -> tuple[str, ...]:
     """Registered estimator names, the default ones first (each group in registration order); only the
     default (or the other) ones when ``default`` is given."""
-    _discover()
-    specs = sorted(_REGISTRY.values(), key=lambda s: not s.default)
+    specs = sorted(_REGISTRY.specs(), key=lambda s: not s.default)
     return tuple(s.name for s in specs if default is None or s.default == default)
 
 
 def estimator_spec(name: str, key: str = "ope.estimator") -> EstimatorSpec:
     """The registered estimator ``name``; a ConfigError naming ``key``, the closest name and every name otherwise."""
-    _discover()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}: unknown OPE estimator '{name}'{hint}; registered: {', '.join(estimator_names())}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name, key)
 
 
 def estimator_help(names: tuple[str, ...] | None = None) -> str:
     """``name: label; ...`` for ``names`` (default: every registered estimator), for the CLI's help (argparse
     formats help with ``%``, so a ``%`` is doubled)."""
-    text = "; ".join(f"{n}: {estimator_spec(n).label}" for n in (estimator_names() if names is None else names))
-    return text.replace("%", "%%")
+    return _REGISTRY.help(estimator_names() if names is None else names, lambda s: s.label)
 
 
 __all__ = ["EstimatorSpec", "LoggedRows", "estimator_help", "estimator_names", "estimator_spec", "per_query_means",

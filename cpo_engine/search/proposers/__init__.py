@@ -20,14 +20,11 @@ factory ``factory(cfg, *, task, seed, **options)`` returning an object with
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.utils import lazy_exports
+from cpo_engine.utils import Registry, lazy_exports
 
 
 @dataclass(frozen=True)
@@ -88,8 +85,7 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-_REGISTRY: dict[str, ProposerSpec] = {}
-_discovered = False
+_REGISTRY = Registry("proposer", __name__, __path__)
 
 
 def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None = None,
@@ -107,10 +103,8 @@ def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None
     >>> unregister_proposer("echo")
     """
     def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-        old = _REGISTRY.get(name)
-        if old is not None and _origin(old.factory) != _origin(factory):
-            raise ValueError(f"proposer '{name}' is already registered by {_origin(old.factory)}")
-        _REGISTRY[name] = ProposerSpec(name, factory, help, dict(options or {}), needs_server, generative, preflight)
+        _REGISTRY.add(name, ProposerSpec(name, factory, help, dict(options or {}), needs_server, generative, preflight),
+                      factory)
         return factory
 
     return decorate
@@ -118,47 +112,25 @@ def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None
 
 def unregister_proposer(name: str) -> None:
     """Remove ``name`` from the registry (tests and notebooks that registered one of their own)."""
-    _REGISTRY.pop(name, None)
-
-
-def _origin(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _discover() -> None:
-    """Import every public module of this package once (each registers its proposer)."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    _REGISTRY.remove(name)
 
 
 def proposer_names(*, needs_server: bool | None = None, generative: bool | None = None) -> tuple[str, ...]:
     """Registered proposer names, the generative ones first; filtered by ``needs_server``/``generative`` when given."""
-    _discover()
-    specs = sorted(_REGISTRY.values(), key=lambda s: not s.generative)  # stable: registration order otherwise
+    specs = sorted(_REGISTRY.specs(), key=lambda s: not s.generative)  # stable: registration order otherwise
     return tuple(s.name for s in specs if (needs_server is None or s.needs_server == needs_server)
                  and (generative is None or s.generative == generative))
 
 
 def proposer_spec(name: str, key: str = "proposer.kind") -> ProposerSpec:
     """The registered proposer ``name``; a ConfigError naming ``key``, the closest name and every name otherwise."""
-    _discover()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}: unknown proposer '{name}'{hint}; registered: {', '.join(proposer_names())}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name, key)
 
 
 def proposer_help(names: tuple[str, ...] | None = None) -> str:
     """``name: help; ...`` for ``names`` (default: every registered proposer), for the CLI's help (argparse
     formats help with ``%``, so a ``%`` is doubled)."""
-    text = "; ".join(f"{n}: {proposer_spec(n).help}" for n in (proposer_names() if names is None else names))
-    return text.replace("%", "%%")
+    return _REGISTRY.help(proposer_names() if names is None else names, lambda s: s.help)
 
 
 def check_proposer(cfg: Any) -> None:

@@ -6,7 +6,7 @@ consumer of a fitted model::
     bundle.json               format, encoder id and prefixes, the embedding settings, data hash, versions
     model.json, model.safetensors   the causal reward model (its provenance names both PCAs)
     query_pca.safetensors, prompt_pca.safetensors   the fitted PCAs (X and T coordinates)
-    policy.json               the policy `cpo assign` applies (workflows/policy.py)
+    policy.json               the policy `cpo assign` applies (cpo_engine/policy/policy.py)
 
 Every file serving or `cpo optimize` reads is under a hash: bundle.json under its own ``content_sha256``
 (its ``embed`` section decides how texts are embedded), model.json and model.safetensors under the
@@ -30,12 +30,23 @@ from typing import Any
 
 from cpo_engine.embedding.config import EmbedConfig
 from cpo_engine.exceptions import BusyError, ConfigError, DataError
-from cpo_engine.utils import atomic_write_json, lock_holder, versions
+from cpo_engine.utils import atomic_write_json, json_default, lock_holder, versions
 
 log = logging.getLogger(__name__)
 
 FORMAT = "cpo-model-bundle/1"
 MARKER = "bundle.json"
+
+
+def content_sha(body: dict[str, Any]) -> str:
+    """sha256 of a JSON body as it reads back (canonical: sorted keys, no spaces, floats as JSON writes them; and
+    as written: with credentials scrubbed, as atomic_write_json writes every file)."""
+    import hashlib
+
+    from cpo_engine.utils import scrub
+
+    canon = json.loads(scrub(json.dumps(body, default=json_default)))
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def save_bundle(folder: str | Path, model: Any, reps: Any, embed: EmbedConfig, data_info: dict[str, Any],
@@ -60,17 +71,13 @@ def save_bundle(folder: str | Path, model: Any, reps: Any, embed: EmbedConfig, d
 
 def write_info(folder: str | Path, info: dict[str, Any]) -> Path:
     """Write ``bundle.json`` with its ``content_sha256`` (of the body as it reads back)."""
-    from cpo_engine.workflows.policy import _content_sha
-
     body = {k: v for k, v in info.items() if k != "content_sha256"}
-    return atomic_write_json(Path(folder) / MARKER, body | {"content_sha256": _content_sha(body)})
+    return atomic_write_json(Path(folder) / MARKER, body | {"content_sha256": content_sha(body)})
 
 
 def check_info(info: Any, path: Path) -> dict[str, Any]:
     """``bundle.json``'s content, refused (a DataError naming it) when it is not an object of this format or
     does not match its hash: an edited ``embed`` section would embed new texts another way than the model's."""
-    from cpo_engine.workflows.policy import _content_sha
-
     fix = "rerun `cpo fit` or `cpo run` to rewrite the bundle, or restore it from a copy"
     if not isinstance(info, dict):
         raise DataError("bundle.json is not a JSON object", source=str(path), fix=fix)
@@ -80,7 +87,7 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     if "content_sha256" not in info:
         raise DataError("no content hash (content_sha256): written by an older version, or edited", source=str(path),
                         fix=fix)
-    if info["content_sha256"] != _content_sha({k: v for k, v in info.items() if k != "content_sha256"}):
+    if info["content_sha256"] != content_sha({k: v for k, v in info.items() if k != "content_sha256"}):
         raise DataError("bundle.json does not match its hash (content_sha256): it was edited or corrupted after it "
                         "was written (its encoder and prefixes decide how new texts are embedded)", source=str(path),
                         fix=fix)
@@ -164,9 +171,9 @@ class ModelBundle:
                 "embed.encoder at the model folder used for fitting, or refit the model with this encoder (`cpo fit`)")
 
     def representer(self, user: EmbedConfig | None = None) -> Any:
-        """A :class:`~cpo_engine.workflows.common.Representer` with the bundle's encoder and prefixes
+        """A :class:`~cpo_engine.policy.represent.Representer` with the bundle's encoder and prefixes
         (:meth:`embed_config`), after checking that encoder is the model's (:meth:`check_encoder`)."""
-        from cpo_engine.workflows.common import Representer
+        from cpo_engine.policy.represent import Representer
 
         rep = Representer(self.embed_config(user))
         self.check_encoder(rep.encoder)
@@ -177,4 +184,4 @@ class ModelBundle:
                 "n_prompts": self.info.get("n_prompts"), "n_queries": self.info.get("n_queries")}
 
 
-__all__ = ["ModelBundle", "save_bundle", "write_info", "check_info", "resolve", "FORMAT"]
+__all__ = ["ModelBundle", "content_sha", "save_bundle", "write_info", "check_info", "resolve", "FORMAT"]

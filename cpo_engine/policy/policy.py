@@ -45,9 +45,10 @@ import pyarrow as pa
 
 from cpo_engine.data.grid import nan_mean
 from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.policy.bundle import content_sha
+from cpo_engine.policy.config import PolicyConfig
 from cpo_engine.search.config import SelectionConfig
-from cpo_engine.utils import atomic_write_json, filesystem, is_uri, json_default
-from cpo_engine.workflows.config import PolicyConfig
+from cpo_engine.utils import atomic_write_json, filesystem, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class PolicyState:
                 "evidence": self.evidence, "prompts": prompts}
         if self.searched_sha256 is not None:
             body["searched_candidates_sha256"] = self.searched_sha256
-        return body | {"content_sha256": _content_sha(body)}
+        return body | {"content_sha256": content_sha(body)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = STATE_FILE) -> "PolicyState":
@@ -123,7 +124,7 @@ class PolicyState:
         if "content_sha256" not in d:
             raise DataError("no content hash (content_sha256): written by an older version, or edited", source=source,
                             fix="rerun `cpo run` or `cpo fit` to write a policy that serving can check")
-        if d["content_sha256"] != _content_sha({k: v for k, v in d.items() if k != "content_sha256"}):
+        if d["content_sha256"] != content_sha({k: v for k, v in d.items() if k != "content_sha256"}):
             raise DataError("the policy does not match its hash (content_sha256): it was edited or corrupted after "
                             "it was written (a changed prompt text or static prompt would be served as the fitted "
                             "one)", source=source, fix="rerun `cpo run` or `cpo fit`, or restore the file")
@@ -161,17 +162,6 @@ def _run_status(run_dir: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return "interrupted" if status == "running" else status
-
-
-def _content_sha(body: dict[str, Any]) -> str:
-    """sha256 of a JSON body as it reads back (canonical: sorted keys, no spaces, floats as JSON writes them; and
-    as written: with credentials scrubbed, as atomic_write_json writes every file)."""
-    import hashlib
-
-    from cpo_engine.utils import scrub
-
-    canon = json.loads(scrub(json.dumps(body, default=json_default)))
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _num(x: float) -> float | None:
@@ -326,7 +316,7 @@ def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig
         means = np.bincount(reps.row_prompt, weights=y, minlength=n_p) / np.bincount(reps.row_prompt, minlength=n_p)
     prop = weight = None
     if table is not None:
-        from cpo_engine.workflows.ope import logged_propensity
+        from cpo_engine.causal.ope import logged_propensity
 
         prop = logged_propensity(table, np.arange(table.num_rows))
         if "weight" in table.column_names:
@@ -498,7 +488,7 @@ class Policy:
         encoder itself and its prefixes are the bundle's. With ``config.candidates == 'searched'`` the
         run's searched candidates (``search/candidates.parquet``) compete too.
         """
-        from cpo_engine.workflows.bundle import ModelBundle
+        from cpo_engine.policy.bundle import ModelBundle
 
         bundle = ModelBundle.load(fetch_run(path) if is_uri(path) else path)
         cfg = config or PolicyConfig()
