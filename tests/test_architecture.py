@@ -20,10 +20,7 @@ LIBRARY = {"kernels", "data", "embedding", "causal", "search", "generation", "ed
 ORCHESTRATION = {"workflows", "commands", "cli"}
 
 #: file cycles that are known and being removed; each entry is the sorted module names of one cycle.
-KNOWN_FILE_CYCLES = {
-    # generation/builder <-> ray_pipeline: being edited; remove this exception
-    ("cpo_engine.generation.builder", "cpo_engine.generation.ray_pipeline"),
-}
+KNOWN_FILE_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _order() -> list[list[str]]:

@@ -20,7 +20,7 @@ from cpo_engine.distributed import ensure_ray
 from cpo_engine.generation.stages import EngineStage, grade, render
 
 if TYPE_CHECKING:
-    from cpo_engine.generation.builder import GenerateConfig
+    from cpo_engine.generation.config import GenerateConfig
 
 log = logging.getLogger(__name__)
 

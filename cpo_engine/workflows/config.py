@@ -17,7 +17,7 @@ from cpo_engine.data.config import DataConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.generation.backends import BackendConfig
-from cpo_engine.generation.builder import RayConfig
+from cpo_engine.generation.config import RayConfig
 from cpo_engine.generation.local_server import LocalServerConfig
 from cpo_engine.generation.tasks import TaskConfig
 from cpo_engine.generation.templating import TemplateConfig
