@@ -167,3 +167,34 @@ def test_nothing_is_measured_when_no_call_succeeded_or_every_answer_is_empty(tmp
     gen = generate_config(LLMConfig(), Path(tmp_path / "q.parquet"), Path(tmp_path / "p.parquet"), tmp_path / "s",
                           "verify", VerifyConfig())
     assert gen.retry_errors  # a rerun after the server is back retries the failed calls
+
+
+def test_a_predicted_uplift_beyond_the_score_scale_is_clipped_to_it():
+    """A model fitted on too few queries predicted -22.9 (95% CI -22.9 to -22.9) for a prompt on a 0/1 grade
+    (cpo loop, 20 training queries): no uplift on that scale lies outside [-1, 1]."""
+    rng = np.random.default_rng(1)
+    Y = (rng.random((30, 3)) < 0.5).astype(float)
+    arms = [Arm(f"p{j}", f"prompt {j}", "incumbent" if j == 0 else "logged") for j in range(3)]
+    out = summarize(arms, Y, _pred(30, [0.0, -22.9, 0.3]), "test")
+    far, near = out["arms"][1]["predicted_uplift"], out["arms"][2]["predicted_uplift"]
+    assert far["value"] == -1.0 and far["ci_low"] >= -1.0 and far["ci_high"] <= 1.0
+    assert near["value"] == pytest.approx(0.3)
+
+
+def test_a_final_stage_with_more_coefficients_than_queries_is_flagged():
+    """20 queries and 16 query features x 5 prompt features: the clustered standard errors collapse toward 0
+    (a loop run printed 95% intervals of width 0); the fit says so instead of printing them silently."""
+    import warnings
+
+    from cpo_engine.causal import CausalRewardModel
+
+    rng = np.random.default_rng(0)
+    q = np.repeat(np.arange(20), 6)
+    X, T = rng.normal(size=(20, 16))[q], np.tile(np.eye(6)[:, 1:], (20, 1))
+    y = (rng.random(len(q)) < 0.5).astype(float)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = CausalRewardModel(cv=2, random_state=0).fit(y, T, X=X, groups=q)
+    assert m.diagnostics_.n_params >= 20
+    assert any("coefficients for 20 query clusters" in w for w in m.diagnostics_.warnings)
+    assert any("standard errors cannot be estimated" in str(c.message) for c in caught)

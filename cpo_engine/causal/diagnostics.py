@@ -65,6 +65,8 @@ class FitDiagnostics:
     final_mse: float
     cov_type: str
     warnings: list[str] = field(default_factory=list)
+    n_params: int = 0
+    """Coefficients of the final stage (d_phi x d_T); 0 when not recorded (older saved models)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (infinite condition numbers become the string ``"inf"``)."""
@@ -102,7 +104,7 @@ def r2(y: np.ndarray, res: np.ndarray, w: np.ndarray) -> np.ndarray:
 def compute_diagnostics(Y, T, y_res, t_res, w, *, n_groups: int, fold_groups: list[int],
                         gram_condition: float, final_mse: float, cov_type: str,
                         overlap_threshold: float, condition_threshold: float = 1e8,
-                        emit: bool = True) -> FitDiagnostics:
+                        emit: bool = True, n_params: int = 0) -> FitDiagnostics:
     """Build :class:`FitDiagnostics` and raise a warning for each problem found."""
     r2_t = r2(T, t_res, w)
     info = w * (t_res**2 @ np.ones(t_res.shape[1]))
@@ -114,6 +116,7 @@ def compute_diagnostics(Y, T, y_res, t_res, w, *, n_groups: int, fold_groups: li
         r2_t=[float(v) for v in r2_t], overlap=[float(1 - v) for v in r2_t],
         overlap_threshold=overlap_threshold, ess=ess, ess_share=ess / len(Y),
         gram_condition=float(gram_condition), final_mse=float(final_mse), cov_type=cov_type,
+        n_params=int(n_params),
     )
     diag.warnings = _problems(diag, condition_threshold)
     if emit:
@@ -135,6 +138,14 @@ def _problems(d: FitDiagnostics, condition_threshold: float) -> list[str]:
         out.append(
             f"final stage is ill-conditioned (condition number {d.gram_condition:.3g}): use a "
             "simpler featurizer, fewer PCA components, or final_alpha > 0"
+        )
+    if d.n_params and min(d.n_groups, d.n_rows) <= d.n_params:
+        unit = "query clusters" if d.cov_type == "cluster" else "rows"
+        out.append(
+            f"the final stage has {d.n_params} coefficients for {min(d.n_groups, d.n_rows)} {unit}: its standard "
+            "errors cannot be estimated (they collapse toward 0, so every interval from this fit is far too "
+            "narrow) and its effects extrapolate; use fewer PCA components (pca.query_components, "
+            "pca.prompt_components), a simpler featurizer, or more queries"
         )
     if d.ess_share < 0.05:
         out.append(

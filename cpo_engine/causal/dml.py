@@ -285,7 +285,7 @@ class CausalRewardModel(ParamsMixin):
             self._Y, self._T, self.y_res_, self.t_res_, self._w, n_groups=fit.n_clusters
             if self._groups is not None else len(self._Y), fold_groups=fold_groups,
             gram_condition=fit.gram_condition, final_mse=fit.mse, cov_type=cov_type,
-            overlap_threshold=self.overlap_threshold)
+            overlap_threshold=self.overlap_threshold, n_params=int(np.size(fit.coef)))
         return self
 
     def _n_groups(self, rows: np.ndarray) -> int:

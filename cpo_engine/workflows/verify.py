@@ -340,6 +340,7 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
     b = np.zeros(n, dtype=np.int64) if baseline_route is None else np.asarray(baseline_route, dtype=np.int64)
     base, base_eff = Y[q, b], pred.effect[q, b]
     rows, p_vals, p_ses, m_vals = [], [], [], []
+    span = _uplift_span(Y)
     for j, arm in enumerate(arms):
         is_base = baseline_route is None and j == 0
         up = None if is_base else labelled(Y[:, j], base, MEASURED, method)
@@ -347,7 +348,10 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
             p_val, p_se = float(pred.static_effect[j]), float(pred.static_se[j])
         else:  # vs a routed baseline: the mean per-query difference (no interval)
             p_val, p_se = float(np.mean(pred.effect[:, j] - base_eff)), float("nan")
-        p_up = LabelledValue(p_val, _lo(p_val, p_se), _hi(p_val, p_se), PREDICTED, "causal model")
+        p_val = float(np.clip(p_val, -span, span))  # a prediction beyond what an uplift can be is clipped to it
+        lo, hi = _lo(p_val, p_se), _hi(p_val, p_se)
+        p_up = LabelledValue(p_val, None if lo is None else max(lo, -span), None if hi is None else min(hi, span),
+                             PREDICTED, "causal model")
         rows.append({"id": arm.id, "text": arm.text, "role": arm.role, "status": VERIFIED,
                      "value": _d(labelled(Y[:, j], None, MEASURED, method)), "uplift_vs_baseline": _d(up),
                      "predicted_uplift": None if is_base else p_up.to_dict(),
@@ -366,6 +370,18 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
                                if c}, "verdict": verdict(pol_up), "status": VERIFIED}
     cal = calibration(np.array(p_vals), np.array(p_ses), np.array(m_vals))
     return {"arms": rows, "policy": policy, "calibration": cal, "headline": headline(arms, Y, method)}
+
+
+def _uplift_span(Y: np.ndarray) -> float:
+    """The largest uplift the score scale allows: max - min of the measured scores, and at least 1 when they lie
+    in [0, 1] (a 0/1 or fractional grade)."""
+    finite = np.asarray(Y, dtype=np.float64)[np.isfinite(Y)]
+    if finite.size == 0:
+        return float("inf")
+    lo, hi = float(finite.min()), float(finite.max())
+    if 0.0 <= lo and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    return hi - lo if hi > lo else float("inf")
 
 
 def _lo(v: float, se: float) -> float | None:
