@@ -348,8 +348,9 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
             p_val, p_se = float(pred.static_effect[j]), float(pred.static_se[j])
         else:  # vs a routed baseline: the mean per-query difference (no interval)
             p_val, p_se = float(np.mean(pred.effect[:, j] - base_eff)), float("nan")
-        p_val = float(np.clip(p_val, -span, span))  # a prediction beyond what an uplift can be is clipped to it
         lo, hi = _lo(p_val, p_se), _hi(p_val, p_se)
+        if abs(p_val) > span:  # beyond what an uplift can be: the model extrapolated, and its interval says nothing
+            p_val, lo, hi = float(np.clip(p_val, -span, span)), -span, span
         p_up = LabelledValue(p_val, None if lo is None else max(lo, -span), None if hi is None else min(hi, span),
                              PREDICTED, "causal model")
         rows.append({"id": arm.id, "text": arm.text, "role": arm.role, "status": VERIFIED,
