@@ -33,6 +33,7 @@ from cpo_engine.generation.design import budget_cut, plan_cells
 from cpo_engine.generation.stages import DETERMINISTIC_COLUMNS
 from cpo_engine.generation.store import ShardStore
 from cpo_engine.generation.templating import build_request, prefix_order, shared_prefix_chars
+from tests.http_helpers import reply
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -363,12 +364,7 @@ class _Script(BaseHTTPRequestHandler):
             self.wfile.write(json.dumps({"error": {"message": f"status {status}{echo}"}}).encode())
             return
         if status == "html":  # HTTP 200 with a page that is not JSON (a proxy's login page)
-            page = b"<html><body>Please log in</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            reply(self, b"<html><body>Please log in</body></html>", "text/html")
             return
         text = "The answer is 11." if "messages" in body else " 11"
         choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}

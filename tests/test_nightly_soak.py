@@ -38,6 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.http_helpers import reply
+
 pytestmark = pytest.mark.slow
 
 SEED = 20260221
@@ -62,12 +64,7 @@ class _LLM(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.calls += 1
         if self.server.garbage:
-            page = b"<html><body>Please log in to the proxy</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            reply(self, b"<html><body>Please log in to the proxy</body></html>", "text/html")
             return
         text = json.dumps(body.get("messages") or body.get("prompt"))
         h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
