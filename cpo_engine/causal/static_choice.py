@@ -139,8 +139,6 @@ class StaticChoice:
     """Prompt id -> why it is not a candidate."""
     score_range: tuple[float, float] = (0.0, 1.0)
     """Smallest and largest logged score: every value and interval here stays inside it."""
-    kept_most_logged: bool = False
-    """The choice is the prompt logged most often, kept because the logs cannot show a better one."""
     reason: str = "best estimate"
     """Why this prompt: 'measured' (a full grid), 'most logged' (the status quo, not shown worse), 'best logged
     mean' (the plain average's choice, not shown worse) or 'best estimate'."""
@@ -158,6 +156,11 @@ class StaticChoice:
     def uplift_bounds(self) -> tuple[float, float]:
         """The range an uplift over the chosen prompt can take on this score scale."""
         return self.score_range[0] - self.chosen.value, self.score_range[1] - self.chosen.value
+
+    @property
+    def kept_most_logged(self) -> bool:
+        """The choice is the prompt logged most often, kept because the logs cannot show a better one."""
+        return self.reason == "most logged"
 
     @property
     def separated(self) -> bool:
@@ -388,7 +391,7 @@ def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows
         best = max(values, key=lambda v: (v.value, v.lcb))
         contenders = _contenders(psi, best, values, z1)
         return StaticChoice(best.index, best.prompt_id, evidence, method, source, values, contenders, cfg.level,
-                            excluded, (lo, hi), False, "measured")
+                            excluded, (lo, hi), "measured")
     rank = {"eb": dict(zip((v.index for v in values), _shrunk(values))),
             "lcb": {v.index: v.lcb for v in values}, "point": {v.index: v.value for v in values}}[cfg.rule]
     best = max(values, key=lambda v: (rank[v.index], v.lcb))
@@ -405,7 +408,7 @@ def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows
         best, reason = top_mean, "best logged mean"  # the logs cannot show the plain average's choice worse
     contenders = [best.index] + [i for i in contenders if i != best.index]
     return StaticChoice(best.index, best.prompt_id, evidence, method, source, values, contenders, cfg.level, excluded,
-                        (lo, hi), reason == "most logged", reason)
+                        (lo, hi), reason)
 
 
 def _contenders(psi: np.ndarray, best: PromptValue, values: list[PromptValue], z: float) -> list[int]:
