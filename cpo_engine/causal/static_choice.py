@@ -31,7 +31,9 @@ The recommendation moves away from what the logs already show only on evidence, 
 
 1. the prompt logged most often (what the team runs now), if it is a contender; but if the prompt with the
    best logged mean is a contender too and the doubly robust estimates put it ahead of the most-logged one by
-   at least ``ahead_z`` = 1 standard error (paired), that one;
+   at least ``ahead_z`` = 1 standard error (paired), that one. Without logged propensities the status quo has
+   no such priority (``ahead_z_estimated`` = 0: whichever of the two the estimates put ahead): how often a
+   prompt was logged may then follow a difficulty the features cannot see;
 2. else the prompt with the best logged mean (the naive average's choice), if it is a contender;
 3. else the best estimate.
 
@@ -90,6 +92,11 @@ class StaticChoiceConfig:
     ahead_z: float = 1.0
     """When both the most-logged prompt and the best logged mean are contenders, the latter is recommended if its
     paired doubly robust difference over the former is at least this many standard errors."""
+    ahead_z_estimated: float = 0.0
+    """``ahead_z`` when the propensities are estimated (the logs carry none). Then how often a prompt was
+    logged may follow what the query features cannot see (difficulty): the prompt run most can be the one
+    given to the easiest queries, or the hardest, and the estimated propensities cannot tell. So neither
+    default has priority: the doubly robust estimates decide between the two (0: whichever they put ahead)."""
 
     def __post_init__(self) -> None:
         if not 0.5 < self.level < 1:
@@ -399,10 +406,11 @@ def _choose(psi: np.ndarray, cand: np.ndarray, prompt_ids: Sequence[str], n_rows
     most_logged = max(values, key=lambda v: (v.n_rows, v.lcb))
     top_mean = max(values, key=lambda v: (v.naive_mean, v.n_rows))
     reason = "best estimate"
+    ahead_z = cfg.ahead_z if source == "logged" else cfg.ahead_z_estimated
     if cfg.keep_logged and most_logged.index in contenders:
         best, reason = most_logged, "most logged"  # the logs cannot show a better prompt than the one run most
         if (cfg.keep_logged_mean and top_mean.index in contenders and top_mean.index != most_logged.index
-                and _worse(psi, top_mean.index, most_logged.index, cfg.ahead_z)):
+                and _worse(psi, top_mean.index, most_logged.index, ahead_z)):
             best, reason = top_mean, "best logged mean"  # ... but the estimates put the top mean ahead of it
     elif cfg.keep_logged_mean and top_mean.index in contenders:
         best, reason = top_mean, "best logged mean"  # the logs cannot show the plain average's choice worse
