@@ -90,7 +90,7 @@ def one_per_query_study(reps: int, seed: int = 0, n_queries: int = 800, n_prompt
 
     from cpo_engine.causal import CausalConfig
     from cpo_engine.causal.static_choice import choose_static
-    from cpo_engine.workflows.config import PolicyConfig
+    from cpo_engine.settings import PolicyConfig
     from cpo_engine.policy.policy import Policy, learn_state
     from cpo_engine.search.config import SelectionConfig
 

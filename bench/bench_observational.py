@@ -227,7 +227,7 @@ def policy_regret(grid: Grid, logs: dict, propensities: bool, seed: int) -> dict
 
     from cpo_engine.causal import CausalConfig
     from cpo_engine.data.grid import split_queries
-    from cpo_engine.workflows.config import RunConfig
+    from cpo_engine.settings import RunConfig
     from cpo_engine.policy.policy import Policy, learn_state
     from cpo_engine.workflows.run import Logs, choose_pool, fit_models
 

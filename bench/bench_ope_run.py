@@ -43,7 +43,7 @@ def main() -> None:
     from cpo_engine.data.config import DataConfig
     from cpo_engine.search import ProposerConfig
     from cpo_engine.utils import atomic_write_json, versions
-    from cpo_engine.workflows.config import RunConfig
+    from cpo_engine.settings import RunConfig
     from cpo_engine.workflows.run import run
 
     table = load_example()

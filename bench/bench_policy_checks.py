@@ -35,7 +35,7 @@ def simulate(n_groups: int, heterogeneity: float, seed: int) -> dict[str, float 
     """One data set: the heterogeneity p-value and the checks that fail."""
     from cpo_engine.causal import CausalRewardModel
     from cpo_engine.causal.synthetic import make_synthetic
-    from cpo_engine.workflows.config import PolicyConfig
+    from cpo_engine.settings import PolicyConfig
     from cpo_engine.policy.policy import heterogeneity_p_value, reliability_problems
 
     d = make_synthetic(n_groups=n_groups, rows_per_group=5, heterogeneity=heterogeneity, seed=seed)

@@ -40,7 +40,7 @@ _getattr, _dir, _names = lazy_exports(__name__, {
     "exceptions": ("CPOError", "ConfigError", "DataError", "DataWarning"),
     "workflows.assign": ("assign",),
     "policy.bundle": ("ModelBundle",),
-    "workflows.config": ("AssignConfig", "FitConfig", "OptimizeConfig", "RunConfig"),
+    "settings": ("AssignConfig", "FitConfig", "OptimizeConfig", "RunConfig"),
     "workflows.fit": ("fit", "fit_policy"),
     "workflows.optimize": ("optimize",),
     "policy.policy": ("Policy", "UnreliablePolicyWarning"),

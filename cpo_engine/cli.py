@@ -51,9 +51,10 @@ def setup_console(level: str = "INFO", quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpo_engine.utils import process_defaults
+    from cpo_engine.utils import LEDGER, process_defaults
 
     process_defaults()
+    LEDGER.reset()  # the cost ledger of this command (its manifests' "cost")
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_console(args.log_level, args.quiet)

@@ -3,7 +3,7 @@
 Each room owns the dataclass of its concern (``data.config.DataConfig``, ``embedding.config.EmbedConfig``
 /``PCAConfig``, ``causal.config.CausalConfig``, ``search.config.SelectionConfig``/``BeamConfig``/
 ``ProposerConfig``, ``generation.GenerateConfig``); the workflows compose them
-(:mod:`cpo_engine.workflows.config`). This module only reads and checks; it imports no room."""
+(:mod:`cpo_engine.settings`). This module only reads and checks; it imports no room."""
 
 from __future__ import annotations
 

@@ -8,6 +8,11 @@ effects, causal versus non-causal predictions, the searched candidates, the caus
 in plain words, the run's details and a glossary of the terms used. The PNG plots are also written
 under ``plots/`` for reuse. Each section is optional: one whose data is missing says so. Files are
 written through a temp file and renamed, so a reader never sees half a report.
+
+This module is the one place that renders ``report.html``. The page is a list of :class:`Section`\ s
+(a key, a title, an HTML body), kept beside it in ``report_sections.json``; a later stage (`cpo verify`)
+contributes its own section with :func:`add_section`, which replaces that stage's earlier section and
+renders the page again, so verifying twice shows one verification section and the run's sections stay.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cpo_engine.utils import atomic_write_bytes, atomic_write_text
+from cpo_engine.causal.evidence import NO_DEPARTURES, is_no_difference
+from cpo_engine.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -50,6 +56,31 @@ class Table:
     columns: list[Column]
     rows: list[dict[str, Any]]
     note: str = ""
+
+
+@dataclass
+class Section:
+    """One section of the report page: a heading and its HTML body. Every stage that has something to say on
+    the page contributes one (the run its sections, `cpo verify` its verification, ...); :func:`render_page`
+    lays them out in order. ``key`` names it: a stage that adds a section again replaces its own.
+
+    Build the body with :func:`table_section` (a :class:`Table`, an intro and notes, escaped here) rather
+    than by hand."""
+
+    key: str
+    title: str
+    body: str
+    """HTML (already escaped)."""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "title": self.title, "body": self.body}
+
+
+def table_section(key: str, title: str, table: Table | None, intro: str = "", notes: Sequence[str] = ()) -> Section:
+    """A section holding one table, with a plain-text intro above it and plain-text notes below."""
+    body = ((f"<p>{html.escape(intro)}</p>" if intro else "") + _table_html(table)
+            + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+    return Section(key, title, body)
 
 
 @dataclass
@@ -92,6 +123,10 @@ class ReportData:
         Warnings raised by the fit and by the policy checks.
     glossary : dict of term -> definition
         Terms used on the page.
+    value_axis : (low, high), optional
+        The range the score can take (0 to 1 for 0/1 scores): the value chart's axis.
+    sections : list of Section
+        Further sections contributed by other stages, shown before the glossary.
     """
 
     title: str = "cpo_engine run report"
@@ -111,6 +146,8 @@ class ReportData:
     diagnostics: Table | None = None
     diagnostic_warnings: list[str] = field(default_factory=list)
     glossary: dict[str, str] = field(default_factory=dict)
+    value_axis: tuple[float, float] | None = None
+    sections: list[Section] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ plots
@@ -132,19 +169,15 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _errbars(ax: Any, items: dict[str, Interval], horizontal: bool = True) -> None:
+def _errbars(ax: Any, items: dict[str, Interval]) -> None:
     names = list(items)
     v = np.array([items[n].value for n in names])
     lo = np.array([items[n].low for n in names])
     hi = np.array([items[n].high for n in names])
     err = np.vstack([np.where(np.isfinite(lo), v - lo, 0), np.where(np.isfinite(hi), hi - v, 0)])
     pos = np.arange(len(names))
-    if horizontal:
-        ax.errorbar(v, pos, xerr=err, fmt="o", capsize=3)
-        ax.set_yticks(pos, [n[:48] for n in names])
-    else:
-        ax.bar(pos, v, yerr=err, capsize=4, color="#4c72b0")
-        ax.set_xticks(pos, [n[:32] for n in names], rotation=20, ha="right")
+    ax.errorbar(v, pos, xerr=err, fmt="o", capsize=3)
+    ax.set_yticks(pos, list(names))  # full labels: the figure widens (bbox_inches='tight'), nothing is cut
 
 
 def plot_prompt_effects(effects: dict[str, Interval]) -> bytes:
@@ -158,16 +191,35 @@ def plot_prompt_effects(effects: dict[str, Interval]) -> bytes:
     return _png(fig)
 
 
-def plot_policy_values(values: dict[str, Interval]) -> bytes:
-    """Bar chart of held-out policy values with intervals."""
+def plot_policy_values(values: dict[str, Interval], axis: tuple[float, float] | None = None) -> bytes:
+    """Dot plot of held-out policy values with their 95% intervals, one row per policy (full labels), on an
+    honest axis: ``axis`` (the range the score can take, 0 to 1 for 0/1 scores), widened only to show an
+    interval that leaves it; without ``axis``, from 0 when every value is non-negative. A bar chart whose
+    axis starts at 0.40 made a difference of 0.01 look large."""
+    return _png(policy_values_figure(values, axis)[0])
+
+
+def policy_values_figure(values: dict[str, Interval], axis: tuple[float, float] | None = None) -> tuple[Any, Any]:
+    """The figure and axes of :func:`plot_policy_values` (the caller closes it)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    _errbars(ax, values, horizontal=False)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(values) + 1.3))
+    items = dict(reversed(list(values.items())))  # the first policy on top
+    _errbars(ax, items)
+    ax.set_xlim(*value_axis(values, axis))
+    ax.grid(axis="x", color="#e5e5e5", lw=0.6)
+    ax.set_xlabel("mean recorded score, held-out queries (dot: value; line: 95% CI)")
+    return fig, ax
+
+
+def value_axis(values: dict[str, Interval], axis: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The value chart's x range: ``axis`` (or 0 to the largest value, when every value is non-negative) widened
+    to every finite value and bound, with a small margin so a dot on an edge stays visible."""
     finite = [x for iv in values.values() for x in (iv.value, iv.low, iv.high) if np.isfinite(x)]
-    if finite:
-        ax.set_ylim(max(0.0, min(finite) - 0.05), max(finite) + 0.05)
-    ax.set_ylabel("mean recorded score, held-out queries")
-    return _png(fig)
+    if axis is None:
+        axis = (min(0.0, *finite), max(finite)) if finite else (0.0, 1.0)
+    lo, hi = min([axis[0], *finite]), max([axis[1], *finite])
+    pad = 0.02 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
 
 
 def plot_tiers(tiers: list[dict[str, Any]]) -> bytes:
@@ -213,6 +265,9 @@ def tiers_table(tiers: list[dict[str, Any]]) -> Table:
                  range=f"{t['difficulty_low']:.2f} to {t['difficulty_high']:.2f}",
                  ci=(f"{t['uplift_ci_low']:+.4f} to {t['uplift_ci_high']:+.4f}" if "uplift_ci_low" in t else ""))
             for t in tiers]
+    for r in rows:  # no query of the tier left the static prompt: a zero-width interval is no certainty
+        if is_no_difference(r.get("uplift_diff"), r.get("uplift_ci_low"), r.get("uplift_ci_high")):
+            r.update(uplift_diff=None, ci=NO_DEPARTURES)
     return Table([Column("name", "queries"), Column("n", "n", "int"), Column("range", "difficulty", "range"),
                   Column("policy_value", "per-query choice", "num"), Column("static_value", "best static", "num"),
                   Column("uplift_diff", "difference", "signed"), Column("ci", "95% CI", "range")], rows)
@@ -299,53 +354,122 @@ def _headline(data: ReportData) -> list[str]:
             f"<ul>{items}</ul>{nxt}</div>"]
 
 
-def _plot_section(title: str, intro: str, payload: Any, plot: Any, name: str, plots: Path | None) -> list[str]:
-    parts = [f"<h2>{html.escape(title)}</h2>"] + ([f"<p>{html.escape(intro)}</p>"] if intro else [])
+def _plot_body(title: str, intro: str, payload: Any, plot: Any, name: str, plots: Path | None) -> str:
+    body = f"<p>{html.escape(intro)}</p>" if intro else ""
     if not payload:
-        return parts + ["<p class='muted'>not available for this run</p>"]
+        return body + "<p class='muted'>not available for this run</p>"
     png = plot(payload)
     if plots is not None:
         atomic_write_bytes(plots / name, png)
-    return parts + [_img(png, title)]
+    return body + _img(png, title)
+
+
+def run_sections(data: ReportData, plots: Path | None = None) -> list[Section]:
+    """The sections of a run's page, in order: the recommendation first, then the evidence; the sections other
+    stages contributed (``data.sections``) before the glossary. Writes each PNG under ``plots``."""
+    values = "Held-out value of each policy"
+    tiers = "Where the per-query choice helps: by query difficulty"
+    out = [Section("recommendation", "", "".join(_headline(data) + [
+               f"<div class='warn'>{html.escape(w)}</div>" for w in data.diagnostic_warnings])),
+           Section("prompts", "Prompts", "<p>Every plot and table names prompts by id; their texts:</p>"
+                   + _table_html(data.prompts)),
+           Section("policy_values", values, _plot_body(
+               values, "Mean recorded score on queries the model never saw, 95% intervals, on the score's own "
+               "scale.", data.policy_values, lambda v: plot_policy_values(v, data.value_axis), "policy_value.png",
+               plots) + _table_html(data.policy_table) + "".join(f"<p>{html.escape(n)}</p>" for n in data.notes)),
+           Section("tiers", tiers, _plot_body(
+               tiers, "Held-out queries split into equal groups by difficulty (1 - the query's mean recorded score "
+               "over all logged prompts).", data.tiers, plot_tiers, "uplift_by_tier.png", plots)
+               + (_table_html(tiers_table(data.tiers)) if data.tiers else "")),
+           Section("prompt_effects", "Predicted prompt effects", _plot_body(
+               "Predicted prompt effects", "Each prompt's predicted change in score versus the static prompt, "
+               "averaged over held-out queries (95% CI).", data.prompt_effects, plot_prompt_effects,
+               "prompt_effects.png", plots)),
+           Section("comparison", "Causal versus non-causal model", _plot_body(
+               "Causal versus non-causal model", "Each marker is a prompt: its effect predicted by the model against "
+               "the effect measured on held-out queries (both centered). Closer to the diagonal is better.",
+               data.comparison, plot_comparison, "causal_vs_noncausal.png", plots)),
+           table_section("candidates", "Searched candidates (predicted, not run by an LLM)", data.candidates),
+           table_section("trace", "Search rounds", data.trace),
+           table_section("diagnostics", "Causal model diagnostics", data.diagnostics),
+           table_section("details", "Run details", Table([Column("k", "item"), Column("v", "value")],
+                                                         [{"k": k, "v": v} for k, v in data.summary.items()])),
+           *data.sections]
+    if data.glossary:
+        out.append(Section("glossary", "Terms used", "<dl>" + "".join(
+            f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in data.glossary.items()) + "</dl>"))
+    return out
+
+
+def render_page(title: str, sections: Sequence[Section]) -> str:
+    """The page: the title, then each section (its heading, anchored by its key, and its body)."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        head = f"<h2 id='{html.escape(s.key)}'>{html.escape(s.title)}</h2>" if s.title else ""
+        parts.append(f"<section class='cpo-section' data-key='{html.escape(s.key)}'>{head}{s.body}</section>")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
 def render(data: ReportData, plots: Path | None = None) -> str:
     """The report page as one HTML string (images inline); also writes each PNG under ``plots``."""
-    parts = [f"<h1>{html.escape(data.title)}</h1>"] + _headline(data)
-    parts += [f"<div class='warn'>{html.escape(w)}</div>" for w in data.diagnostic_warnings]
-    parts += ["<h2 id='prompts'>Prompts</h2>", "<p>Every plot and table names prompts by id; their texts:</p>",
-              _table_html(data.prompts)]
-    parts += _plot_section("Held-out value of each policy", "Mean recorded score on queries the model never saw, "
-                           "95% intervals.", data.policy_values, plot_policy_values, "policy_value.png", plots)
-    parts += [_table_html(data.policy_table)] + [f"<p>{html.escape(n)}</p>" for n in data.notes]
-    parts += _plot_section("Where the per-query choice helps: by query difficulty", "Held-out queries split "
-                           "into equal groups by difficulty (1 - the query's mean recorded score over all logged "
-                           "prompts).", data.tiers, plot_tiers, "uplift_by_tier.png", plots)
-    parts += [_table_html(tiers_table(data.tiers))] if data.tiers else []
-    parts += _plot_section("Predicted prompt effects", "Each prompt's predicted change in score versus the static "
-                           "prompt, averaged over held-out queries (95% CI).", data.prompt_effects,
-                           plot_prompt_effects, "prompt_effects.png", plots)
-    parts += _plot_section("Causal versus non-causal model", "Each marker is a prompt: its effect predicted by "
-                           "the model against the effect measured on held-out queries (both centered). Closer to the "
-                           "diagonal is better.", data.comparison, plot_comparison, "causal_vs_noncausal.png", plots)
-    parts += ["<h2>Searched candidates (predicted, not run by an LLM)</h2>", _table_html(data.candidates),
-              "<h2>Search rounds</h2>", _table_html(data.trace),
-              "<h2>Causal model diagnostics</h2>", _table_html(data.diagnostics),
-              "<h2>Run details</h2>", _table_html(Table([Column("k", "item"), Column("v", "value")],
-                                                        [{"k": k, "v": v} for k, v in data.summary.items()]))]
-    if data.glossary:
-        parts += ["<h2 id='glossary'>Terms used</h2><dl>"] + [
-            f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in data.glossary.items()] + ["</dl>"]
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
-            f"content='width=device-width, initial-scale=1'><title>{html.escape(data.title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    return render_page(data.title, run_sections(data, plots))
+
+
+#: Beside report.html: the page's title and sections, from which it is re-rendered when a stage adds one.
+SECTIONS_FILE = "report_sections.json"
+SECTIONS_FORMAT = "cpo-report-sections/1"
+
+
+def write_page(out_dir: str | Path, title: str, sections: Sequence[Section]) -> Path:
+    """Write ``report.html`` from ``sections`` and keep them in :data:`SECTIONS_FILE` (sections first, so the
+    page never shows a section the file lacks); returns the HTML path."""
+    out = Path(out_dir)
+    atomic_write_json(out / SECTIONS_FILE, {"format": SECTIONS_FORMAT, "title": title,
+                                            "sections": [s.to_dict() for s in sections]})
+    return atomic_write_text(out / "report.html", render_page(title, sections))
 
 
 def write_report(out_dir: str | Path, data: ReportData) -> Path:
-    """Write ``report.html`` (self-contained) and its PNG plots under ``out_dir/plots``; returns the HTML path."""
+    """Write ``report.html`` (self-contained), its sections (:data:`SECTIONS_FILE`) and its PNG plots under
+    ``out_dir/plots``; returns the HTML path."""
     out = Path(out_dir)
-    return atomic_write_text(out / "report.html", render(data, out / "plots"))
+    return write_page(out, data.title, run_sections(data, out / "plots"))
 
 
-__all__ = ["Interval", "Column", "Table", "ReportData", "render", "write_report", "fmt", "tier_name", "tiers_table",
-           "plot_prompt_effects", "plot_policy_values", "plot_tiers", "plot_comparison"]
+def read_sections(out_dir: str | Path) -> tuple[str, list[Section]] | None:
+    """The title and sections of the report in ``out_dir`` (None: no report there, or one written before
+    reports kept their sections)."""
+    import json
+
+    path = Path(out_dir) / SECTIONS_FILE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or doc.get("format") != SECTIONS_FORMAT:
+        return None
+    return doc["title"], [Section(s["key"], s["title"], s["body"]) for s in doc["sections"]]
+
+
+def add_section(out_dir: str | Path, section: Section, before: str = "glossary") -> Path | None:
+    """Add ``section`` to the report in ``out_dir`` and render the page again: a section with the same key is
+    replaced where it stands, a new one goes before the section keyed ``before`` (the glossary; last when
+    there is none). Returns the page, or None when ``out_dir`` holds no report with sections (nothing is
+    written then: an older run's page is not patched)."""
+    read = read_sections(out_dir)
+    if read is None:
+        return None
+    title, sections = read
+    keys = [s.key for s in sections]
+    if section.key in keys:
+        sections[keys.index(section.key)] = section
+    else:
+        sections.insert(keys.index(before) if before in keys else len(sections), section)
+    return write_page(out_dir, title, sections)
+
+
+__all__ = ["Interval", "Column", "Table", "ReportData", "Section", "table_section", "run_sections", "render_page",
+           "render", "write_page", "write_report", "read_sections", "add_section", "SECTIONS_FILE", "value_axis",
+           "fmt", "tier_name", "tiers_table", "plot_prompt_effects", "plot_policy_values", "policy_values_figure",
+           "plot_tiers", "plot_comparison"]

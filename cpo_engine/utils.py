@@ -130,7 +130,7 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
-EXTRAS = ("vllm", "cuml", "local-llm", "lightgbm", "dev")
+EXTRAS = ("vllm", "cuml", "local-llm", "lightgbm", "mlflow", "dev")
 """The optional extras pyproject.toml declares; every other dependency comes with cpo-engine itself."""
 
 
@@ -551,6 +551,16 @@ def configure_logging(level: str = "INFO", quiet: bool = False) -> None:
         def stream(self, value: Any) -> None:
             pass
 
+        def emit(self, record: logging.LogRecord) -> None:
+            # through tqdm.write: a line logged while a bar is drawn clears the bar, prints, and redraws it
+            # below (not "...| 0/80 [00:00<?]2026-12-06 INFO ..." on one line)
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # noqa: BLE001 - logging never raises into the caller
+                self.handleError(record)
+
     level = "WARNING" if quiet else level.upper()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[CurrentStderr()],
                         force=True)
@@ -558,6 +568,21 @@ def configure_logging(level: str = "INFO", quiet: bool = False) -> None:
     for name in (LOGGER, "jobs"):
         logging.getLogger(name).setLevel(level)
     show_progress(not quiet)
+    third_party_progress(level == "DEBUG")
+
+
+def third_party_progress(enabled: bool) -> None:
+    """Progress bars of huggingface_hub / transformers (e.g. "Loading weights") only at DEBUG: cpo's own bars
+    say what is being done. The variable covers a later import; loaded modules are told directly."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0" if enabled else "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        (enable_progress_bars if enabled else disable_progress_bars)()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
 
 
 def show_progress(enabled: bool) -> None:
@@ -568,10 +593,78 @@ def show_progress(enabled: bool) -> None:
 def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True) -> Any:
     """A tqdm bar on stderr with count, rate and ETA (one per long stage); a no-op bar when disabled
     here or by :func:`show_progress`."""
-    from tqdm.auto import tqdm
+    return _bar_class()(total=total, desc=desc, unit=unit, disable=not (enabled and _progress["enabled"]),
+                        dynamic_ncols=True, mininterval=0.5, leave=True)
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _progress["enabled"]),
-                dynamic_ncols=True, mininterval=0.5, leave=True)
+
+def _bar_class() -> Any:
+    """tqdm whose last update is drawn once, by ``close`` (with the overall rate): tqdm draws the final count
+    on the update that reaches it and again on close, two identical lines in a log file."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc]
+        def update(self, n: float | None = 1) -> bool | None:
+            if not self.disable and self.total is not None and self.n + (n or 0) >= self.total:
+                self.n += n or 0  # close() draws it
+                return None
+            return super().update(n)
+
+    return Bar
+
+
+class CostLedger:
+    """What a run cost, per stage, in this process: LLM calls and tokens (counted where the rows are committed,
+    so calls made by Ray workers count too), texts embedded (cache misses) and seconds. A manifest records it
+    (``cost``); :meth:`reset` starts a new run."""
+
+    FIELDS = ("llm_calls", "prompt_tokens", "completion_tokens", "embedded_texts", "embedding_seconds", "seconds")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self.current = "other"
+        self._open: list[tuple[str, float]] = []  # stages in progress: a snapshot counts their time so far
+
+    def _row(self) -> dict[str, float]:
+        return self.stages.setdefault(self.current, dict.fromkeys(self.FIELDS, 0))
+
+    def llm(self, calls: int, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        row = self._row()
+        row["llm_calls"] += int(calls)
+        row["prompt_tokens"] += int(prompt_tokens)
+        row["completion_tokens"] += int(completion_tokens)
+
+    def embedded(self, n: int, seconds: float = 0.0) -> None:
+        row = self._row()
+        row["embedded_texts"] += int(n)
+        row["embedding_seconds"] = round(row["embedding_seconds"] + float(seconds), 3)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Costs inside the block count to stage ``name`` (nested: the inner one), and its seconds too."""
+        prev, self.current, t0 = self.current, name, time.perf_counter()
+        self._open.append((name, t0))
+        try:
+            yield
+        finally:
+            self._open.remove((name, t0))
+            self._row()["seconds"] = round(self._row()["seconds"] + time.perf_counter() - t0, 3)
+            self.current = prev
+
+    def snapshot(self) -> dict[str, Any]:
+        stages = {k: dict(v) for k, v in self.stages.items()}
+        for name, t0 in self._open:  # a manifest written inside a stage: its seconds so far
+            row = stages.setdefault(name, dict.fromkeys(self.FIELDS, 0))
+            row["seconds"] = round(row["seconds"] + time.perf_counter() - t0, 3)
+        total = {f: round(sum(v[f] for v in stages.values()), 3) if f.endswith("seconds") else
+                 int(sum(v[f] for v in stages.values())) for f in self.FIELDS}
+        return {"stages": stages, "total": total}
+
+
+#: The ledger of the run in progress (:class:`CostLedger`).
+LEDGER = CostLedger()
 
 
 def rate_eta(done: int, total: int, elapsed_s: float, unit: str = "rows") -> str:

@@ -16,7 +16,7 @@ PKG = "cpo_engine"
 #: as cpo_engine.kernels)
 SOURCES = {PKG: ROOT / "cpo_engine", f"{PKG}.kernels": ROOT / "kernels"}
 LIBRARY = {"kernels", "data", "embedding", "causal", "search", "generation", "edits", "distributed", "report",
-           "policy"}
+           "policy", "settings"}
 ORCHESTRATION = {"workflows", "commands", "cli"}
 
 #: file cycles that are known and being removed; each entry is the sorted module names of one cycle.
@@ -180,24 +180,55 @@ def _classes(f: Path) -> set[str]:
     return {n.name for n in ast.parse(f.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)}
 
 
-def test_workflows_define_no_library_objects():
-    """A class a workflow module defines and another room imports is the workflow's interface: its config or
-    its result (commands build the one and print the other); library objects (the policy, the model bundle)
-    live in library rooms. The top package's lazy exports count as imports."""
+def _lazy_exported(f: Path) -> set[str]:
+    """Names a module exports lazily (``lazy_exports(__name__, {"module": ("Name", ...)})``): imports too."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_exports" and len(node.args) > 1:
+            if isinstance(node.args[1], ast.Dict):
+                out |= {e.value for v in node.args[1].values if isinstance(v, ast.Tuple) for e in v.elts
+                        if isinstance(e, ast.Constant)}
+    return out
+
+
+def _attributes(f: Path) -> set[str]:
+    """``x.Name`` attribute names a file uses (``import cpo_engine.workflows.run as r; r.RunResult``)."""
+    return {n.attr for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"))) if isinstance(n, ast.Attribute)}
+
+
+def _users_of_workflow_classes() -> tuple[set[str], list[tuple[str, str, str]]]:
+    """(classes defined in workflows/, [(module, how, class)] for each use of one outside workflows/: the package's
+    other rooms and the top package (its lazy exports too) and the Ray Jobs entrypoints in jobs/)."""
     mods = _modules()
-    wf_classes = {m: _classes(f) for m, f in mods.items() if _room(m) == "workflows"}
-    imported = []
-    for mod, f in mods.items():
-        if _room(mod) == "workflows":
-            continue
-        for target, names in _imports(mod, f):
-            imported += [(mod, target, n) for n in names if n in wf_classes.get(target, ())]
-    top = (ROOT / "cpo_engine" / "__init__.py").read_text()
-    for sub, names in re.findall(r'"(workflows\.\w+)": \(([^)]*)\)', top):
-        target = f"{PKG}.{sub}"
-        imported += [("cpo_engine", target, n) for n in re.findall(r'"(\w+)"', names) if n in wf_classes.get(target, ())]
-    bad = sorted({(m, t, n) for m, t, n in imported if not n.endswith(("Config", "Result"))})
-    assert not bad, f"classes of workflows/ imported by other rooms (move them to a library room): {bad}"
+    wf_classes = set().union(*(_classes(f) for m, f in mods.items() if _room(m) == "workflows"))
+    others = {m: f for m, f in mods.items() if _room(m) != "workflows"}
+    others |= {f"jobs.{f.stem}": f for f in sorted((ROOT / "jobs").glob("*.py"))}
+    used = []
+    for mod, f in others.items():
+        used += [(mod, f"from {target} import", n) for target, names in _imports(mod, f) for n in names if n in wf_classes]
+        used += [(mod, "lazy export", n) for n in _lazy_exported(f) & wf_classes]
+        used += [(mod, "attribute", n) for n in _attributes(f) & wf_classes]
+    return wf_classes, sorted(set(used))
+
+
+def test_no_workflow_module_defines_a_class_another_room_imports():
+    """workflows/ only composes: no class a workflow module defines is imported by another room (commands and the
+    top package included, imports inside functions and lazy exports counted). The configs live in
+    cpo_engine.settings, library objects (the policy, the model bundle) in library rooms; a command reads the
+    attributes of the result a workflow returns without importing its class."""
+    wf_classes, used = _users_of_workflow_classes()
+    assert "RunResult" in wf_classes and "RunConfig" not in wf_classes, sorted(wf_classes)
+    assert not used, f"classes of workflows/ used by other rooms (move them below workflows): {used}"
+
+
+def test_workflow_class_check_sees_function_level_imports(tmp_path, monkeypatch):
+    """The check above is not vacuous: a command importing a workflow's result class inside a function fails it."""
+    cmd = tmp_path / "probe.py"
+    cmd.write_text("def run():\n    from cpo_engine.workflows.run import RunResult\n    return RunResult\n")
+    real = _modules()
+    monkeypatch.setitem(globals(), "_modules", lambda: {**real, f"{PKG}.commands.probe": cmd})
+    _, used = _users_of_workflow_classes()
+    assert used == [(f"{PKG}.commands.probe", "from cpo_engine.workflows.run import", "RunResult")]
 
 
 def test_no_workflow_imports_another_workflows_private_helper():

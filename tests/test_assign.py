@@ -205,7 +205,10 @@ def test_folder_output_resumes_and_refuses_another_assignment(fitted, tmp_path):
     calls.clear()
     again = assign(cfg, policy)
     assert calls == [20] and again.skipped_parts == 2 and again.prompt_counts == first.prompt_counts
-    assert pq.read_table(out).num_rows == 120
+    assert pq.read_table(out).num_rows == 120  # the folder's manifest (_manifest.json) is no part to a reader
+    from cpo_engine.workflows.common import read_kind
+
+    assert read_kind(out) == "assign" and json.loads((out / "_manifest.json").read_text())["n_queries"] == 120
     with pytest.raises(ConfigError, match="another assignment"):
         assign(AssignConfig(model="m", queries=str(src), out=str(out), batch_size=40), policy)
     assert assign(AssignConfig(model="m", queries=str(src), out=f"file://{out}", batch_size=40, overwrite=True),

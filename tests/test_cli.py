@@ -56,6 +56,8 @@ def test_embed_cli(small_example, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "0 misses" in out and (tmp_path / "feat" / "query_pca.safetensors").exists()
+    manifest = json.loads((tmp_path / "feat" / "manifest.json").read_text())
+    assert manifest["kind"] == "embed" and manifest["outputs"]["query_pca"] == "query_pca.safetensors"
 
 
 @pytest.mark.slow

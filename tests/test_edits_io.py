@@ -151,6 +151,8 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert load_edit_prior(out / "edit_prior.json")["tasks"]["math"]
     assert json.loads((out / "summary.json").read_text())["n_estimated"] >= 2
     assert "paired units" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "edits"
+    assert main(["edits", "--data", str(data), "--out", str(out), "--cv", "2", "--filter", "task=math"]) == 0  # rerun
 
 
 def test_cli_refuses_a_run_folder_as_out_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -240,6 +240,7 @@ def test_replay_run_reproduces_the_log(log_table, tmp_path):
     assert (got["score"] == log.loc[got.index, "score"]).all()
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["rows"] == 96 and len(manifest["shards"]) == 20
+    assert manifest["kind"] == "generate"
 
 
 def test_replay_unrecorded_pair_is_a_clear_error(log_table, tmp_path):

@@ -78,28 +78,31 @@ def _tree(folder: Path) -> dict[str, str]:
 def test_nightly_flags_injected_drift_and_keeps_the_previous_model(texts, tmp_path, encoder):
     state = tmp_path / "state"
     r1 = run_nightly(_cfg(state, _night(texts, tmp_path / "d1.parquet", 1, +1), "2026-01-01"), representer=_rep(state, encoder))
-    assert r1["model_status"] == "updated" and r1["comparison"] is None
+    assert r1.model_status == "updated" and r1.comparison is None
+    from cpo_engine.workflows.common import read_kind
+
+    assert read_kind(state / "runs" / "2026-01-01") == "nightly" and r1.report_path.name == "report.json"
     shards = sorted((state / "cache").rglob("*.parquet"))
 
     r2 = run_nightly(_cfg(state, _night(texts, tmp_path / "d2.parquet", 2, +1), "2026-01-02"), representer=_rep(state, encoder))
-    c2 = r2["comparison"]
-    assert r2["model_status"] == "updated" and not c2["drift"], c2
+    c2 = r2.comparison
+    assert r2.model_status == "updated" and not c2["drift"], c2
     assert c2["kendall_tau"] > 0.7 and c2["common_queries"] == N_QUERIES
     assert sorted((state / "cache").rglob("*.parquet")) == shards  # same texts: nothing re-embedded
 
     r3 = run_nightly(_cfg(state, _night(texts, tmp_path / "d3.parquet", 3, -1), "2026-01-03"), representer=_rep(state, encoder))
-    c3 = r3["comparison"]
+    c3 = r3.comparison
     assert c3["drift"] and c3["kendall_tau"] < 0 and any("Kendall tau" in r for r in c3["drift_reasons"])
     assert json.loads((state / "current.json").read_text())["date"] == "2026-01-03"
     # without an LLM nothing new goes live, and the report says why
-    assert r3["promotion"]["status"] == "kept" and "no generation backend" in r3["promotion"]["reason"]
+    assert r3.promotion["status"] == "kept" and "no generation backend" in r3.promotion["reason"]
     assert not (state / "live.json").exists()
 
     cfg = _cfg(state, _night(texts, tmp_path / "d4.parquet", 4, +1), "2026-01-04")
     cfg.gate = GateConfig(min_ess_share=1.01)  # no fit can pass: the live model must stay
     r4 = run_nightly(cfg, representer=_rep(state, encoder))
-    assert r4["model_status"] == "kept_previous" and r4["live_run"] == "runs/2026-01-03"
-    assert "effective sample share" in r4["gate_problems"][0]
+    assert r4.model_status == "kept_previous" and r4.live_run == "runs/2026-01-03"
+    assert "effective sample share" in r4.gate_problems[0]
     assert json.loads((state / "current.json").read_text())["date"] == "2026-01-03"
     assert not (state / "runs" / "2026-01-04" / "model").exists()
     assert json.loads((state / "runs" / "2026-01-04" / "report.json").read_text())["model_status"] == "kept_previous"
@@ -153,8 +156,8 @@ def test_fail_on_drift_keeps_the_live_model(texts, tmp_path, encoder):
     live = (state / "current.json").read_text()
     r = run_nightly(_cfg(state, _night(texts, tmp_path / "d2.parquet", 2, -1), "2026-01-02",
                          drift=DriftConfig(fail_on_drift=True)), representer=_rep(state, encoder))
-    assert r["comparison"]["drift"] and r["model_status"] == "drift_blocked"
-    assert (state / "current.json").read_text() == live and r["live_run"] == "runs/2026-01-01"
+    assert r.comparison["drift"] and r.model_status == "drift_blocked"
+    assert (state / "current.json").read_text() == live and r.live_run == "runs/2026-01-01"
 
 
 def test_threshold_texts_agree_with_the_verdict():
@@ -182,7 +185,7 @@ def test_a_new_prompt_goes_live_only_on_a_measured_win(texts, tmp_path, encoder)
 
     d1 = _night(texts, tmp_path / "d1.parquet", 1, +1)
     r1 = run_nightly(cfg(d1, "2026-01-01"), representer=_rep(state, encoder))
-    p1 = r1["promotion"]
+    p1 = r1.promotion
     assert p1["status"] in ("initial", "promoted") and p1["verification"]["arms"][0]["role"] == "incumbent"
     assert all(a["uplift_vs_baseline"]["kind"] == "measured" for a in p1["verification"]["arms"][1:])
     assert (state / "triplets" / "verified" / "2026-01-01.parquet").is_file()
@@ -190,7 +193,7 @@ def test_a_new_prompt_goes_live_only_on_a_measured_win(texts, tmp_path, encoder)
 
     d2 = _night(texts, tmp_path / "d2.parquet", 2, -1)  # the live prompt is now among the worst
     r2 = run_nightly(cfg(d2, "2026-01-02"), representer=_rep(state, encoder))
-    p2 = r2["promotion"]
+    p2 = r2.promotion
     assert p2["verification"]["arms"][0]["role"] == "live" and p2["verification"]["arms"][0]["id"] == live1["id"]
     assert p2["status"] == "promoted", p2["reason"]
     live2 = json.loads((state / "live.json").read_text())
@@ -199,9 +202,9 @@ def test_a_new_prompt_goes_live_only_on_a_measured_win(texts, tmp_path, encoder)
     d3 = _night(texts, tmp_path / "d3.parquet", 3, +1)  # a winner exists again, but no bound can reach 1.01
     before = (state / "live.json").read_bytes()
     r3 = run_nightly(cfg(d3, "2026-01-03", margin=1.01), representer=_rep(state, encoder))
-    assert r3["promotion"]["status"] == "kept" and "margin 1.01" in r3["promotion"]["reason"]
+    assert r3.promotion["status"] == "kept" and "margin 1.01" in r3.promotion["reason"]
     assert (state / "live.json").read_bytes() == before
-    assert r3["model_status"] == "updated"  # the model is refreshed; what is served is not
+    assert r3.model_status == "updated"  # the model is refreshed; what is served is not
 
 
 def test_a_column_stored_as_numbers_one_night_and_text_another_still_merges(tmp_path):

@@ -98,6 +98,8 @@ def test_cpo_ope_values_policies_on_logs_from_the_bundled_example(small_example,
     assert main(["ope", str(path), "--policy", str(assignment), "--policy", "CoT", "--out", str(tmp_path / "ope"),
                  *common]) == 0
     out = json.loads((tmp_path / "ope" / "ope.json").read_text())
+    manifest = json.loads((tmp_path / "ope" / "manifest.json").read_text())
+    assert manifest["kind"] == "ope" and manifest["outputs"] == {"json": "ope.json", "table": "ope.md"}
     assert out["n_queries"] == len(qids) and out["evidence"] == ESTIMATED
     assert set(out["values"]) == {"assignment", "static (CoT)", LOGGING}
     for name in ("assignment", "static (CoT)"):
@@ -106,8 +108,42 @@ def test_cpo_ope_values_policies_on_logs_from_the_bundled_example(small_example,
     assert out["diagnostics"]["reward_model"] == "cross-fitted on the logs"
     printed = capsys.readouterr().out
     assert "| assignment |" in printed and "ope.md" in printed
+    _check_decision(printed, out)
+    assert out["coverage"].startswith(f"valued on {len(qids)} of {len(qids)} logged queries")
+    # an assignment with a split column is valued on its test rows, and the output says so
+    split = tmp_path / "split.csv"
+    split.write_text("query_id,recommended_prompt_id,split\n" + "".join(
+        f"{q},CoT,{'test' if i % 3 == 0 else 'train'}\n" for i, q in enumerate(qids)))
+    assert main(["ope", str(path), "--policy", str(split), "--out", str(tmp_path / "ope2"), *common]) == 0
+    printed = capsys.readouterr().out
+    out2 = json.loads((tmp_path / "ope2" / "ope.json").read_text())
+    n_test = len(qids[::3])
+    assert out2["n_queries"] == n_test and _check_decision(printed, out2)
+    assert (f"valued on {n_test} of {len(qids)} logged queries" in printed and
+            f"only its {n_test} of {len(qids)} rows with split == 'test' are used (--queries auto" in printed)
     assert main(["ope", str(path), "--policy", "no-such-prompt", "--out", str(tmp_path / "x"), *common]) == 2
     assert "neither a file nor a logged prompt id" in capsys.readouterr().err
+
+
+def _check_decision(printed: str, out: dict) -> bool:
+    """The output ends with the decision line, the table's rows are sorted by value, best first."""
+    last = printed.strip().splitlines()[-1]
+    d = out["decision"]
+    assert last == d["line"] and (last.startswith(f"deploy {d['deploy']}: value ") if d["deploy"] else
+                                  last.startswith("keep the logging policy"))
+    values = [float(line.split(" | ")[1].split()[0]) for line in printed.splitlines()
+              if line.startswith("| ") and not line.startswith("| policy") and not line.startswith("|---")]
+    assert len(values) == len(out["values"]) and values == sorted(values, reverse=True)
+    return True
+
+
+def test_no_help_text_shows_a_doubled_percent_sign():
+    from cpo_engine.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for name, sub in subparsers.choices.items():
+        assert "%%" not in sub.format_help(), name
 
 
 def test_ope_settings_reach_every_workflow_and_flags_parse():

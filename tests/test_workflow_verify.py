@@ -122,6 +122,11 @@ def test_run_verify_stage_and_cpo_verify_with_recorded_outcomes(small_example, t
               "--set", "generation.backend.replay.text_column=prompt_text", "--set", "verify.seeds=all",
               "--set", "verify.max_queries=20", "--set", f"embed.cache_dir={tmp_path / 'cache'}"]
     assert main(["run", "--data", str(small_example), "--out", str(out), "--proposer", "none", *common]) == 0
+    printed = capsys.readouterr().out  # the estimate of the calls comes before the first call
+    assert printed.index("verify: at most 320 LLM calls (20 held-out queries x 16 prompts") < printed.index(
+        "rows already committed")
+    cost = json.loads((out / "manifest.json").read_text())["cost"]
+    assert cost["stages"]["verify"]["llm_calls"] == 320 == cost["total"]["llm_calls"]
     report = json.loads((out / "verify" / "verification.json").read_text())
     assert report["budget"]["queries"] == 20 and len(report["arms"]) == 16
     assert report["arms"][0]["role"] == "incumbent" and report["generation"]["errors_total"] == 0
@@ -139,11 +144,20 @@ def test_run_verify_stage_and_cpo_verify_with_recorded_outcomes(small_example, t
     capsys.readouterr()
     assert main(["verify", str(out), *common]) == 0
     assert "0 to generate" in capsys.readouterr().out  # resumed: nothing ran twice
+    page = (out / "report.html").read_text()  # verified twice: one section, rendered with the run's own
+    assert page.count("data-key='verification'") == 1 and page.count("Verification with the LLM") == 1
+    assert "data-key='glossary'" in page and "data-key='policy_values'" in page
     opt = tmp_path / "opt"
     assert main(["optimize", str(small_example), "--model", str(out), "--out", str(opt), "--mode", "pool",
                  *common]) == 0
     assert json.loads((opt / "verify" / "verification.json").read_text())["arms"][0]["role"] == "incumbent"
     assert "recommended_verification" in pq.read_table(opt / "assignment.parquet").column_names
+    from cpo_engine.workflows.common import read_kind
+
+    assert [read_kind(f) for f in (out, out / "verify", opt, opt / "verify")] == ["run", "verify", "optimize", "verify"]
+    assert main(["verify", str(opt), *common]) == 0  # an optimize folder, by its manifest's kind
+    assert main(["verify", str(out / "verify"), *common]) == 2  # a verify folder is not a run to verify
+    assert "kind 'verify'" in capsys.readouterr().err
 
 
 def test_nothing_is_measured_when_no_call_succeeded_or_every_answer_is_empty(tmp_path):

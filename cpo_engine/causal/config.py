@@ -4,7 +4,7 @@ embedding runs)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cpo_engine.causal.nuisances import check_nuisance_name
@@ -18,7 +18,7 @@ BACKENDS = ("serial", "ray")
 class CausalConfig:
     """The cross-fitted DML reward model (see docs/causal.md)."""
 
-    featurizer: str = "linear"
+    featurizer: str = field(default="linear", metadata={"choices": FEATURIZERS})
     """phi(X) of the final stage theta(X) = B^T phi(X): 'constant', 'linear' ([1, X]) or 'poly2'."""
     model_y: str = "ridge"
     """Nuisance for E[Y|X]: a registered name (ridge, mlp, hgb, lgbm, cuml_ridge)."""
@@ -29,7 +29,7 @@ class CausalConfig:
     final_alpha: float | str = "cv"
     """Ridge penalty on the heterogeneous part of theta(X); 'cv' picks it by query-grouped
     cross-validation (see docs/causal.md); 0 is plain OLS (econml's LinearDML)."""
-    backend: str = "serial"
+    backend: str = field(default="serial", metadata={"choices": BACKENDS})
     """Cross-fitting folds in-process ('serial') or as Ray tasks ('ray')."""
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ confidence intervals over seeds.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +31,7 @@ class EvaluationConfig:
     """Settings of one evaluation run (the causal model's own settings are a
     :class:`~cpo_engine.causal.config.CausalConfig`, passed beside this)."""
 
-    confounding: str = "observable"
+    confounding: str = field(default="observable", metadata={"choices": CONFOUNDING})
     """Logging policy: 'none' (uniform), 'observable' (query length/number count x prompt length),
     'latent' (true query difficulty x prompt length)."""
     strength: float = 2.0

@@ -80,4 +80,22 @@ class LabelledValue:
         return d | {"kind": self.kind}
 
 
-__all__ = ["EVIDENCE", "ESTIMATED", "MEASURED", "PREDICTED", "LabelledValue", "evidence_kind"]
+NO_DEPARTURES = "same as the static prompt (no departures)"
+
+
+def is_no_difference(diff: float | None, low: float | None, high: float | None) -> bool:
+    """A difference that is exactly 0 with a zero-width interval: the policy never left its reference, so
+    there is nothing to be uncertain about (not a certain zero effect)."""
+    return all(v is not None and math.isfinite(v) and abs(v) < 1e-12 for v in (diff, low, high))
+
+
+def format_difference(diff: float, low: float, high: float, same: str = NO_DEPARTURES) -> str:
+    """``+0.0123 (95% CI -0.0040 to +0.0286)``, or ``same`` for a policy that never departs from its
+    reference (a zero difference with a zero-width interval reads as certainty it is not)."""
+    if is_no_difference(diff, low, high):
+        return same
+    return f"{diff:+.4f} (95% CI {low:+.4f} to {high:+.4f})"
+
+
+__all__ = ["EVIDENCE", "ESTIMATED", "MEASURED", "NO_DEPARTURES", "PREDICTED", "LabelledValue", "evidence_kind",
+           "format_difference", "is_no_difference"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
-from cpo_engine.causal.ope_estimators import LoggedRows, estimator_names, estimator_spec
+from cpo_engine.causal.ope_estimators import LoggedRows, estimator_help, estimator_names, estimator_spec
 from cpo_engine.causal.ope_estimators import per_query_means as _per_query
 from cpo_engine.exceptions import ConfigError, DataError
 
@@ -70,7 +70,7 @@ class OPEConfig:
     probabilities, not a model's). Far lower than ``min_propensity``: clipping a true propensity biases the
     estimate of exactly the prompts the logging policy rarely chose (a 16-prompt policy with 10% uniform
     exploration logs each prompt with probability >= 0.00625, which a floor of 0.01 would clip)."""
-    estimator: str = "dr"
+    estimator: str = field(default="dr", metadata={"choices": estimator_names, "describe": estimator_help})
     """The headline estimator: a registered one (:func:`cpo_engine.causal.ope_estimators.estimator_names`;
     `cpo ope --help` lists them), doubly robust by default; one that needs a reward model falls back to
     'snips' when none is available."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cpo_engine.causal.evidence import ESTIMATED, MEASURED, LabelledValue
+from cpo_engine.causal.evidence import ESTIMATED, MEASURED, NO_DEPARTURES, LabelledValue, is_no_difference
 from cpo_engine.causal.ope import (
     BanditLogs,
     OPEConfig,
@@ -99,7 +99,9 @@ def format_policy_values(d: dict[str, Any]) -> list[str]:
         line = f"  {name:<34} {v['value']:.4f} ({v['ci_low']:.4f} to {v['ci_high']:.4f}) [{v['kind']}]"
         for short, diffs in (("logging policy", d["vs_logging"]), ("static", d["vs_static"])):
             c = diffs.get(name)
-            if c is not None:
+            if c is not None and short == "static" and is_no_difference(c["diff"], c["ci_low"], c["ci_high"]):
+                line += f"; {NO_DEPARTURES}"
+            elif c is not None:
                 line += f"; vs {short} {c['diff']:+.4f} ({c['ci_low']:+.4f} to {c['ci_high']:+.4f})"
         out.append(line)
         headline = d["estimators"].get(name, {})

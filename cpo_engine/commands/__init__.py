@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from cpo_engine.commands._flags import add_flag
+
 PRECEDENCE = ("Configuration precedence: defaults < --config FILE < --set SECTION.KEY=VALUE < flags; every flag "
               "is sugar for the --set key shown in its help.")
 
@@ -19,11 +21,26 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.epilog = PRECEDENCE
 
 
-def flag(parser: argparse.ArgumentParser, name: str, key: str, help: str, **kwargs: Any) -> None:
-    """Add ``--name`` as sugar for ``--set key=VALUE`` (default None: unset flags leave the config alone)."""
-    parser.add_argument(name, default=None, help=f"{help} [--set {key}]", **kwargs)
+def use_config(parser: argparse.ArgumentParser, cls: type) -> None:
+    """The config dataclass of a subcommand: its flags are generated from it (`flag`) and parsed into it."""
+    parser._cpo_config = cls  # type: ignore[attr-defined]
+    parser.set_defaults(_cpo_config=cls)
+
+
+def flag(parser: argparse.ArgumentParser, key: str, *legacy: str, name: str | None = None, **kwargs: Any) -> None:
+    """Add the flag of config key ``key`` (``--<its last part>``, or ``name``), sugar for ``--set key=VALUE``:
+    type, choices, help and the default it shows are read from the field of the parser's config class
+    (`use_config`); unset, the flag leaves the config alone (default None)."""
+    if key.startswith("-"):
+        raise TypeError(f"flag(parser, {key!r}, {legacy[0] if legacy else '...'!r}, help): flags are "
+                        f"flag(parser, 'section.key', name={key!r}); the help is the field's docstring (or "
+                        "field(metadata={'help': ...})) in its config dataclass")
+    cls = getattr(parser, "_cpo_config", None)
+    if cls is None:
+        raise TypeError(f"{parser.prog}: call use_config(parser, ConfigClass) before flag(parser, {key!r})")
+    dest = add_flag(parser, cls, key, name, **kwargs)
     keys = getattr(parser, "_cpo_flag_keys", {})
-    keys[name.lstrip("-").replace("-", "_")] = key
+    keys[dest] = key
     parser._cpo_flag_keys = keys  # type: ignore[attr-defined]
     parser.set_defaults(_cpo_flag_keys=keys)
 
@@ -38,18 +55,27 @@ def flag_overrides(args: argparse.Namespace, flag_keys: dict[str, str] | None = 
     return overrides
 
 
-def config_from_args(args: argparse.Namespace, cls: type) -> Any:
-    """The workflow config ``cls`` from its defaults, --config, --set and the flags, in that precedence."""
+def config_from_args(args: argparse.Namespace, cls: type | None = None) -> Any:
+    """The workflow config ``cls`` (default: the subcommand's, `use_config`) from its defaults, --config, --set and
+    the flags, in that precedence."""
     from cpo_engine.config import load_config
 
-    return load_config(cls, getattr(args, "config", None), flag_overrides(args))
+    return load_config(cls or args._cpo_config, getattr(args, "config", None), flag_overrides(args))
 
 
 def add_data_flags(p: argparse.ArgumentParser, positional: bool = True) -> None:
     """DATA (positional, optional) and --data: the triplet table (default: the bundled example)."""
     if positional:
         p.add_argument("data_pos", nargs="?", metavar="DATA", help="triplet table (same as --data)")
-    flag(p, "--data", "data.path", "triplet table: Parquet file or folder, CSV/TSV, JSONL (default: bundled example)")
+    flag(p, "data.path", name="--data")
+    add_table_flags(p, "data.")
+
+
+def add_table_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--columns THEIRS=OURS,... and --score-field NAME (chat logs): how a table's columns are read, on every
+    command that reads one (``prefix``: the config section holding ``columns`` and ``score_field``)."""
+    flag(p, f"{prefix}columns", type=str)
+    flag(p, f"{prefix}score_field")
 
 
 def apply_positional_data(args: argparse.Namespace) -> None:
@@ -57,39 +83,37 @@ def apply_positional_data(args: argparse.Namespace) -> None:
         args.data = args.data_pos
 
 
+def add_tracking_flags(p: argparse.ArgumentParser) -> None:
+    """--mlflow URI (the `tracking` section): the finished folder is also logged to MLflow (run, verify, nightly)."""
+    flag(p, "tracking.mlflow_uri", name="--mlflow", metavar="URI")
+
+
 def add_causal_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the causal model (the `causal` section), shared by fit, run, evaluate and nightly."""
-    flag(p, "--featurizer", "causal.featurizer", "phi(X) of theta(X) = B^T phi(X): constant, linear, poly2",
-         choices=["constant", "linear", "poly2"])
-    flag(p, "--model-y", "causal.model_y", "nuisance for E[Y|X]: ridge, mlp, hgb, lgbm, cuml_ridge")
-    flag(p, "--model-t", "causal.model_t", "nuisance for E[T|X]: ridge, mlp, hgb, lgbm, cuml_ridge")
-    flag(p, "--cv", "causal.cv", "cross-fitting folds, grouped by query", type=int)
-    flag(p, "--final-alpha", "causal.final_alpha",
-         "penalty on effect heterogeneity: a number >= 0 (0: OLS, econml's LinearDML) or 'cv'", type=_alpha)
+    flag(p, "causal.featurizer")
+    flag(p, "causal.model_y")
+    flag(p, "causal.model_t")
+    flag(p, "causal.cv")
+    flag(p, "causal.final_alpha", type=_alpha)
 
 
 def add_selection_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the selection rule (the `selection` section)."""
-    from cpo_engine.search.config import SelectionConfig
-
-    flag(p, "--z", "selection.z", f"lower-confidence-bound multiplier (default {SelectionConfig.z:g}; 0: point "
-         "estimate)", type=float)
-    flag(p, "--reference", "selection.reference", "measure effects from the incumbent prompt or the mean prompt",
-         choices=["incumbent", "mean"])
-    flag(p, "--trust-region", "selection.trust_region", "candidates beyond the logged prompts' support",
-         choices=["exclude", "penalize", "off"])
-    flag(p, "--length-penalty", "selection.length_penalty", "objective lost per 100 words", type=float)
+    flag(p, "selection.z")
+    flag(p, "selection.reference")
+    flag(p, "selection.trust_region")
+    flag(p, "selection.length_penalty")
 
 
 def add_beam_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the beam search (the `beam` and `proposer` sections)."""
-    flag(p, "--rounds", "beam.rounds", "beam-search rounds", type=int)
-    flag(p, "--beam-width", "beam.beam_width", "beams kept by static objective each round", type=int)
-    flag(p, "--query-beams", "beam.query_beams", "extra beams: candidates that win the most queries", type=int)
-    flag(p, "--children", "beam.children_per_beam", "children per beam per round", type=int)
-    flag(p, "--top-k", "beam.top_k", "candidates kept per query", type=int)
-    flag(p, "--edit-prior", "proposer.edit_prior", "edit-prior JSON ('auto': the packaged one)")
-    flag(p, "--task", "proposer.task", "task whose edit-prior weights apply")
+    flag(p, "beam.rounds")
+    flag(p, "beam.beam_width")
+    flag(p, "beam.query_beams")
+    flag(p, "beam.children_per_beam", name="--children")
+    flag(p, "beam.top_k")
+    flag(p, "proposer.edit_prior")
+    flag(p, "proposer.task")
 
 
 def _alpha(text: str) -> "float | str":

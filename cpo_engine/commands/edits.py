@@ -70,12 +70,16 @@ def _edits_folder(out: str) -> str:
             workflow = json.loads(manifest.read_text()).get("workflow", "cpo")
         except (ValueError, AttributeError):
             workflow = "cpo"
+        if workflow == "edits":  # an earlier edit analysis: this one replaces it
+            return str(folder)
         raise ConfigError(f"--out {out} is a `cpo {workflow}` run folder ({MANIFEST}): the edit analysis would "
                           f"overwrite its summary.json\n  fix: pass another folder, e.g. --out {Path(out) / 'edits'}")
     return str(folder)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from cpo_engine.edits import EffectConfig, PairConfig, PriorConfig, analyze, write_report
     from cpo_engine.exceptions import ConfigError
 
@@ -94,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
                                 _filters(args.filter), args.score_column)
         prior["meta"]["source"] = str(data)
         paths = write_report(report, prior, out, source=str(data))
+        from cpo_engine.workflows.common import write_manifest
+
+        write_manifest(out, "edits", {"data": str(data), "kind": args.kind, "pairs": asdict(pair_cfg),
+                                      "effects": asdict(eff_cfg), "temperature": args.temperature,
+                                      "filter": args.filter, "score_column": args.score_column}, paths)
     fam = report.families
     est = fam[fam["status"] == "estimated"]
     print(f"{report.config['n_edits']:,} edits, {report.config['n_units']:,} paired units; "

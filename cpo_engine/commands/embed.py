@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_common, add_data_flags, apply_positional_data, config_from_args
+from cpo_engine.commands import add_common, add_data_flags, apply_positional_data, config_from_args, flag, use_config
+from cpo_engine.exceptions import ConfigError
+from cpo_engine.settings import EmbedJobConfig
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed queries and prompts, fit PCA (X for queries, T for prompts)",
                        description="Embed a triplet table's unique queries and prompts through the on-disk cache "
                                    "and fit a PCA for each; writes features and PCA states to --out.")
+    use_config(p, EmbedJobConfig)
     add_data_flags(p)
-    p.add_argument("--out", required=True, help="folder for query/prompt features and PCA states")
+    flag(p, "out")
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import FitConfig
-    from cpo_engine.workflows.common import Representer, load_data, write_features
+    from cpo_engine.workflows.common import (Representer, load_data, now, refuse_other_kind, write_features,
+                                             write_manifest)
 
     apply_positional_data(args)
-    cfg = config_from_args(args, FitConfig)
+    cfg = config_from_args(args, EmbedJobConfig)
+    if cfg.out is None:
+        raise ConfigError("cpo embed needs an output folder: pass --out DIR")
     from cpo_engine.workflows.common import usable_folder
 
-    out = usable_folder(args.out)  # a file or an unwritable --out is refused before the embedding
-    table, _ = load_data(cfg.data)
+    out = usable_folder(cfg.out)  # a file or an unwritable --out is refused before the embedding
+    refuse_other_kind(out, "embed")
+    started = now()
+    table, info = load_data(cfg.data)
     reps = Representer(cfg.embed).represent(table, cfg.pca)
-    write_features(reps, out)
+    write_manifest(out, "embed", cfg, write_features(reps, out), started_at=started, data=info)
     s = reps.summary()
     cache = s.get("cache", {})
     print(f"embedded {s['n_queries']:,} queries and {s['n_prompts']:,} prompts with {s['encoder']} "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_causal_flags, add_common, add_data_flags, apply_positional_data, config_from_args, flag
+from cpo_engine.commands import (add_causal_flags, add_common, add_data_flags, apply_positional_data,
+                                 config_from_args, flag, use_config)
+from cpo_engine.settings import FitConfig
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -12,21 +14,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Embed queries and prompts, fit CausalRewardModel with folds grouped by "
                                    "query (the weight column as sample weights when present), print its "
                                    "diagnostics and save the model bundle (OUT/model), features and diagnostics.")
+    use_config(p, FitConfig)
     add_data_flags(p)
-    flag(p, "--out", "out", "output folder (model/, features/, diagnostics.json)")
+    flag(p, "out")
     add_causal_flags(p)
-    flag(p, "--backend", "causal.backend", "run cross-fitting folds in-process or as Ray tasks",
-         choices=["serial", "ray"])
-    flag(p, "--seed", "seed", "seed of folds and nuisances", type=int)
-    flag(p, "--keep-residuals", "keep_residuals", "also save out-of-fold residuals so refit_final works after loading",
-         action="store_const", const=True)
+    flag(p, "causal.backend")
+    flag(p, "seed")
+    flag(p, "keep_residuals", action="store_const", const=True)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import FitConfig
     from cpo_engine.workflows.fit import fit
 
     apply_positional_data(args)

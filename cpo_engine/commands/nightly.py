@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_beam_flags, add_causal_flags, add_common, config_from_args, flag
+from cpo_engine.commands import (add_beam_flags, add_causal_flags, add_common, add_table_flags, add_tracking_flags,
+                                 config_from_args, flag, use_config)
+from cpo_engine.settings import NightlyConfig
 from cpo_engine.commands.verify import add_verify_flags
-from cpo_engine.search.proposers import proposer_help, proposer_names
 
 DRIFT_EXIT = 3
 FAILED_EXIT = 4
@@ -22,47 +23,46 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "are stored only once the fit passed its diagnostics gate, and the live run is never modified. "
                     "With an LLM configured (--verify-base-url ...), tonight's prompts and per-query policy run "
                     "on held-out queries against the live one, and a new one goes live only when its measured "
-                    f"uplift has a 95%% lower bound >= --margin. Exit codes: 0 ok, 2 bad input, {DRIFT_EXIT} "
+                    "uplift has a 95% lower bound >= --margin; without one, a share of today's fresh queries is "
+                    "held out of the fit and a prompt or policy goes live when its value there beats the live "
+                    "one's with a lower confidence bound > promote.margin (--set promote.holdout_share=..., "
+                    "promote.level=...). `cpo assign --model STATE` serves what is live. Exit codes: 0 ok, 2 bad "
+                    f"input, {DRIFT_EXIT} "
                     f"drift with --fail-on-drift (the drifted model is not promoted), {FAILED_EXIT} failed night "
                     "(the fit raised or failed the gate; the previous model stays live).")
-    flag(p, "--state", "state", "state folder kept across nights (default runs/nightly)")
-    flag(p, "--new", "new", "today's triplets: a triplet table or a `cpo generate` run folder")
-    flag(p, "--date", "date", "label of tonight's run (default: today, UTC)")
-    flag(p, "--window-days", "window_days", "fit on the last N dates only (default: all)", type=int)
+    use_config(p, NightlyConfig)
+    flag(p, "state")
+    flag(p, "new")
+    add_table_flags(p)
+    flag(p, "date")
+    flag(p, "window_days")
     add_causal_flags(p)
-    from cpo_engine.search.config import SelectionConfig
 
-    flag(p, "--z", "selection.z", f"lower-confidence-bound multiplier (default {SelectionConfig.z:g}, as `cpo run`)",
-         type=float)
-    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help()}",
-         choices=proposer_names())
-    flag(p, "--llm-base-url", "proposer.llm_base_url", "OpenAI-compatible server (llm proposer)")
+    flag(p, "selection.z")
+    flag(p, "proposer.kind", name="--proposer")
+    flag(p, "proposer.llm_base_url")
     add_beam_flags(p)
-    flag(p, "--min-kendall-tau", "drift.min_kendall_tau", "drift when the ranking tau is below this", type=float)
-    flag(p, "--max-changed-share", "drift.max_changed_share", "drift when a larger share of queries changes prompt",
-         type=float)
-    flag(p, "--max-uplift-change", "drift.max_uplift_change", "drift when the predicted uplift moves more",
-         type=float)
-    flag(p, "--fail-on-drift", "drift.fail_on_drift", f"do not promote a drifted model; exit {DRIFT_EXIT}",
-         action="store_const", const=True)
+    flag(p, "drift.min_kendall_tau")
+    flag(p, "drift.max_changed_share")
+    flag(p, "drift.max_uplift_change")
+    flag(p, "drift.fail_on_drift", action="store_const", const=True)
     add_verify_flags(p)
-    flag(p, "--margin", "verify.margin", "promotion margin: lower 95%% bound of the measured uplift over the live "
-                                         "one must be >= this (default 0)", type=float)
+    flag(p, "verify.margin")
+    add_tracking_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import NightlyConfig, run_nightly
-    from cpo_engine.workflows.nightly import FAILED_STATUSES
+    from cpo_engine.workflows import run_nightly
 
-    report = run_nightly(config_from_args(args, NightlyConfig))
-    print(f"nightly {report['date']}: {report['rows']:,} triplets over {len(report['dates'])} date(s); "
-          f"model {report['model_status']} (live: {report['live_run']}); report {report['report_path']}")
-    for problem in report["gate_problems"]:
+    result = run_nightly(config_from_args(args, NightlyConfig))
+    print(f"nightly {result.date}: {result.rows:,} triplets over {len(result.dates)} date(s); "
+          f"model {result.model_status} (live: {result.live_run}); report {result.report_path}")
+    for problem in result.gate_problems:
         print(f"  gate: {problem}")
-    comp = report.get("comparison")
+    comp = result.comparison
     if comp:
         tau = "n/a" if comp["kendall_tau"] is None else f"{comp['kendall_tau']:.3f}"
         changed = "n/a" if comp["changed_share"] is None else f"{comp['changed_share']:.1%}"
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
               f"uplift {comp['uplift_previous']:+.4f} -> {comp['uplift_new']:+.4f} [predicted]")
         for reason in comp["drift_reasons"]:
             print(f"  DRIFT: {reason}")
-    promotion = report.get("promotion")
+    promotion = result.promotion
     if promotion:
         best = (promotion.get("search") or {}).get("best")
         if best:
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  searched best: {best['text']!r}: uplift {u['value']:+.4f} (95% CI {u['ci_low']:+.4f} to "
                   f"{u['ci_high']:+.4f}) [predicted]")
         print(f"  live prompt/policy: {promotion['status']}: {promotion['reason']}")
-    if report["model_status"] in FAILED_STATUSES:
+    if result.failed:
         return FAILED_EXIT
-    return DRIFT_EXIT if report["model_status"] == "drift_blocked" else 0
+    return DRIFT_EXIT if result.model_status == "drift_blocked" else 0
 
 
 __all__ = ["register", "run"]

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.causal.ope_estimators import estimator_help, estimator_names
-from cpo_engine.commands import (
-    add_causal_flags,
-    add_common,
-    add_data_flags,
-    apply_positional_data,
-    config_from_args,
-    flag,
-)
+from cpo_engine.commands import (add_causal_flags, add_common, add_data_flags, apply_positional_data,
+                                 config_from_args, flag, use_config)
+from cpo_engine.settings import OffPolicyConfig
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,36 +14,33 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Estimate each policy's value (mean score over the logged queries) from logs drawn "
                                    "by another policy: doubly robust by default (the causal model cross-fitted on the "
                                    "logs as reward model), with IPW, self-normalized variants and the direct method "
-                                   "beside it, 95%% intervals clustered by query, and the logging policy's own value. "
+                                   "beside it, 95% intervals clustered by query, and the logging policy's own value; it ends with one "
+                                   "decision: deploy the best policy shown better than the logging policy (paired "
+                                   "difference, Bonferroni over the policies), or keep the logging policy. "
                                    "Propensities: the logs' propensity column, else a cross-fitted model of the "
                                    "logged prompt given the query features.")
+    use_config(p, OffPolicyConfig)
     add_data_flags(p)
-    flag(p, "--policy", "policies", "an assignment file (query_id, recommended_prompt_id; or query_id, prompt_id, "
-         "probability) or a logged prompt id; repeatable (default: every logged prompt as a static policy)",
-         action="append")
-    flag(p, "--model", "model", "reward model: a model bundle or a `cpo run`/`cpo fit` folder (default: cross-fit "
-         "the causal model on the logs)")
-    flag(p, "--queries", "queries", "value on the test rows of an assignment with a split column (auto), or all",
-         choices=["auto", "test", "all"])
-    flag(p, "--out", "out", "output folder (ope.json, ope.md)")
-    flag(p, "--estimator", "ope.estimator", f"headline estimator. {estimator_help()}", choices=estimator_names())
-    flag(p, "--min-propensity", "ope.min_propensity", "clipping floor of estimated propensities", type=float)
-    flag(p, "--min-logged-propensity", "ope.min_logged_propensity",
-         "clipping floor of the logs' own propensity column", type=float)
+    flag(p, "policies", name="--policy", action="append")
+    flag(p, "model")
+    flag(p, "queries")
+    flag(p, "out")
+    flag(p, "ope.estimator")
+    flag(p, "ope.min_propensity")
+    flag(p, "ope.min_logged_propensity")
     add_causal_flags(p)
-    flag(p, "--seed", "seed", "seed of the folds", type=int)
+    flag(p, "seed")
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import OffPolicyConfig
     from cpo_engine.workflows.ope import ope_table, run_ope
 
     apply_positional_data(args)
     result = run_ope(config_from_args(args, OffPolicyConfig))
-    print(f"{result.n_queries} logged queries")
-    print(ope_table(result.values))
+    print(ope_table(result.values, coverage=result.coverage))
     print(f"wrote {', '.join(str(p) for p in result.paths.values())}")
+    print(result.decision.line())  # the last line: the decision
     return 0

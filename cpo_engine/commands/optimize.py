@@ -11,27 +11,27 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags, apply_positional_data,
-                                 config_from_args, flag)
+from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags,
+                                 apply_positional_data, config_from_args, flag, use_config)
+from cpo_engine.settings import OptimizeConfig
 from cpo_engine.commands.verify import add_verify_flags
-from cpo_engine.search.proposers import proposer_help, proposer_names
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("optimize", help="search prompts with a saved causal model (pool and/or generative)",
                        description=__doc__.split("\n\n")[0])
+    use_config(p, OptimizeConfig)
     add_data_flags(p)
-    flag(p, "--model", "model", "model bundle, or the folder `cpo run`/`cpo fit` wrote")
-    flag(p, "--out", "out", "output folder")
-    flag(p, "--mode", "mode", "pool: choose per query among the table's prompts; search: beam search",
-         choices=["pool", "search", "both"])
-    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help()}", choices=proposer_names())
-    flag(p, "--llm-base-url", "proposer.llm_base_url", "OpenAI-compatible server (llm proposer)")
-    flag(p, "--llm-model", "proposer.llm_model", "model name sent to the server (llm proposer)")
+    flag(p, "model")
+    flag(p, "out")
+    flag(p, "mode")
+    flag(p, "proposer.kind", name="--proposer")
+    flag(p, "proposer.llm_base_url")
+    flag(p, "proposer.llm_model")
     add_selection_flags(p)
     add_beam_flags(p)
-    flag(p, "--device", "device", "scoring device: auto, cpu, cuda")
-    flag(p, "--seed", "seed", "seed of the proposers", type=int)
+    flag(p, "device")
+    flag(p, "seed")
     add_verify_flags(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -39,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import OptimizeConfig
     from cpo_engine.causal.policy_values import format_policy_values
     from cpo_engine.workflows.optimize import optimize
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from cpo_engine.commands import (add_beam_flags, add_causal_flags, add_common, add_data_flags, add_selection_flags,
-                                 config_from_args, flag)
+                                 add_tracking_flags, config_from_args, flag, use_config)
+from cpo_engine.settings import RunConfig
 from cpo_engine.commands.verify import add_verify_flags
-from cpo_engine.search.proposers import proposer_help, proposer_names
+from cpo_engine.search.proposers import proposer_names
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,26 +17,31 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Run the whole pipeline and write a run folder with a manifest "
                                    "(config, versions, data hash, timings) and a model bundle (RUN/model). With no "
                                    "--data, runs the bundled example (real LLaMA-2 outcomes on svamp+mawps).")
+    use_config(p, RunConfig)
     add_data_flags(p, positional=False)
-    flag(p, "--out", "out", "run folder (default: runs/<timestamp>)")
+    flag(p, "out")
     offline = proposer_names(needs_server=False)  # `cpo run` starts no LLM server for a proposer
-    flag(p, "--proposer", "proposer.kind", f"where new prompts come from. {proposer_help(offline)}", choices=offline)
+    flag(p, "proposer.kind", name="--proposer", choices=offline)
     add_causal_flags(p)
     add_selection_flags(p)
     add_beam_flags(p)
-    flag(p, "--seed", "seed", "seed of every random step", type=int)
+    flag(p, "seed")
     add_verify_flags(p)
+    add_tracking_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows import RunConfig
     from cpo_engine.workflows.run import run as run_workflow
 
-    result = run_workflow(config_from_args(args, RunConfig))
-    print(f"run folder: {result.run_dir}")
+    from cpo_engine.data.storage import is_remote
+
+    cfg = config_from_args(args, RunConfig)
+    result = run_workflow(cfg)
+    where = cfg.out if is_remote(cfg.out) else result.run_dir
+    print(f"run folder: {where}" + (f" (local copy: {result.run_dir})" if where != result.run_dir else ""))
     print("next: recommend a prompt for each of your new queries (a table of query_id, query_text):\n"
-          f"  cpo assign --model {result.run_dir} --queries NEW_QUERIES.parquet --out assignments.parquet")
+          f"  cpo assign --model {where} --queries NEW_QUERIES.parquet --out assignments.parquet")
     return 0

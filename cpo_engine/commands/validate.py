@@ -13,16 +13,25 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a triplet table (Parquet file/folder, CSV, JSONL)",
                        description="Validate a triplet table; on a problem, print where it is and how to fix it, "
                                    "and exit 2.")
-    p.add_argument("data", help="triplet table: .parquet file or folder of shards, .csv/.tsv, .jsonl")
+    p.add_argument("data", help="triplet table: .parquet file or folder of shards, .csv/.tsv, .jsonl (chat-format "
+                                "records too); a local path or a URI (s3://bucket/logs.parquet, gs://...)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from cpo_engine.commands import add_table_flags, use_config
+    from cpo_engine.data.config import DataConfig
+
+    use_config(p, DataConfig)
+    add_table_flags(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from cpo_engine.commands import config_from_args
     from cpo_engine.data import read_triplets
+    from cpo_engine.data.config import DataConfig
 
-    table = read_triplets(args.data)
+    cfg = config_from_args(args, DataConfig)
+    table = read_triplets(args.data, cfg.columns, cfg.score_field)
     summary = summarize(table)
     print(json.dumps(summary, indent=2) if args.json else _text(args.data, summary))
     return 0

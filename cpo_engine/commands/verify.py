@@ -13,47 +13,44 @@ from __future__ import annotations
 
 import argparse
 
-from cpo_engine.commands import add_common, config_from_args, flag
+from cpo_engine.commands import add_common, add_tracking_flags, config_from_args, flag, use_config
+from cpo_engine.settings import VerifyJobConfig
 
 
 def add_verify_flags(p: argparse.ArgumentParser, prefix: str = "--verify-") -> None:
     """Flags of the LLM (``generation`` section) and the verify budget (``verify`` section). Any
     ``generation`` key set turns the verify stage on in `cpo run`, `cpo optimize` and `cpo nightly`."""
-    flag(p, f"{prefix}backend", "generation.backend.kind", "LLM backend that runs the prompts: openai, vllm, replay")
-    flag(p, f"{prefix}base-url", "generation.backend.openai.base_url",
-         "OpenAI-compatible server that runs the prompts (llama.cpp, vLLM serve, hosted)")
-    flag(p, f"{prefix}llm-model", "generation.backend.model", "model name sent to the server, or the vLLM model path")
-    flag(p, f"{prefix}position", "generation.template.position", "where the prompt goes relative to the query",
-         choices=["prefix", "suffix", "system"])
-    flag(p, f"{prefix}grader", "generation.grader", "grader of the answers: numeric, exact, normalized, choice, "
-                                                    "regex:PATTERN or module:function (as `cpo generate`)")
-    flag(p, f"{prefix}queries", "verify.queries", "held-out queries: a table of query_id, query_text, gold_answer "
-                                                   "(Parquet, CSV, JSONL; default: the run's held-out split)")
-    flag(p, f"{prefix}gold-column", "verify.gold_column", "column of the queries holding the gold answer "
-                                                          "(default gold_answer)")
-    flag(p, f"{prefix}max-queries", "verify.max_queries", "queries sampled for verification (budget)", type=int)
-    flag(p, f"{prefix}samples", "verify.samples", "LLM samples per (query, prompt) (budget)", type=int)
-    flag(p, f"{prefix}max-tokens", "verify.max_tokens", "most tokens per LLM answer (budget)", type=int)
-    flag(p, f"{prefix}top-k", "verify.top_k", "searched prompts verified besides the incumbent and best static", type=int)
+    flag(p, "generation.backend.kind", name=f"{prefix}backend")
+    flag(p, "generation.backend.openai.base_url", name=f"{prefix}base-url")
+    flag(p, "generation.backend.model", name=f"{prefix}llm-model")
+    flag(p, "generation.template.position", name=f"{prefix}position")
+    flag(p, "generation.grader", name=f"{prefix}grader")
+    flag(p, "verify.queries", name=f"{prefix}queries")
+    flag(p, "verify.gold_column", name=f"{prefix}gold-column")
+    flag(p, "verify.max_queries", name=f"{prefix}max-queries")
+    flag(p, "verify.samples", name=f"{prefix}samples")
+    flag(p, "verify.max_tokens", name=f"{prefix}max-tokens")
+    flag(p, "verify.top_k", name=f"{prefix}top-k")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="measure a run's recommended prompts with the LLM on held-out queries",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    use_config(p, VerifyJobConfig)
     p.add_argument("run_pos", nargs="?", metavar="RUN", help="a `cpo run` or `cpo optimize` output folder")
-    flag(p, "--run", "run", "the folder to verify (same as RUN)")
-    flag(p, "--data", "data.path", "the table the folder was made from (default: the one it records)")
-    flag(p, "--model", "model", "model bundle (`cpo optimize` folders; default: the one it recorded)")
+    flag(p, "run")
+    flag(p, "data.path", name="--data")
+    flag(p, "model")
     add_verify_flags(p, prefix="--")
-    flag(p, "--z", "selection.z", "lower-confidence-bound multiplier of the per-query policy", type=float)
-    flag(p, "--seed", "verify.seed", "seed of the query sample", type=int)
+    flag(p, "selection.z")
+    flag(p, "verify.seed")
+    add_tracking_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows.config import VerifyJobConfig
     from cpo_engine.workflows.verify import print_verification, verify_job
 
     if getattr(args, "run_pos", None) and args.run is None:

@@ -17,9 +17,19 @@ class DataConfig:
     :class:`~cpo_engine.data.io.InMemoryTable`, which manifests record as its description."""
     tasks: list[str] | None = None
     """Keep only these values of the `task` column (None keeps all)."""
+    columns: dict[str, str] | str | None = None
+    """Your column names -> ours, e.g. {question: query_text, answer_score: score} (flag: --columns
+    question=query_text,answer_score=score). Ids absent from the table are derived from the texts (q-/p- and a
+    hash of the text)."""
+    score_field: str | None = None
+    """Chat-format JSONL (records with "messages"): the field holding the score or feedback (thumbs up/down ->
+    1/0). None: the first of score, reward, rating, thumbs, feedback, label that the records have."""
 
     def __post_init__(self) -> None:
+        from cpo_engine.data.columns import parse_columns
         from cpo_engine.data.io import InMemoryTable, is_table_like
+
+        self.columns = parse_columns(self.columns)
 
         if isinstance(self.path, os.PathLike):
             self.path = os.fspath(self.path)

@@ -121,29 +121,53 @@ class InMemoryTable(str):
         return h.hexdigest()
 
 
-def read_table(path: str | os.PathLike[str]) -> pa.Table:
-    """Read a table from disk without validating it as triplets.
+def read_table(path: str | os.PathLike[str], score_field: str | None = None,
+               columns: dict[str, str] | None = None) -> pa.Table:
+    """Read a table without validating it as triplets: a local path, or a URI (``s3://``, ``gs://``, ...)
+    read through ``pyarrow.fs`` (:mod:`cpo_engine.data.storage`). A ``.jsonl`` file of chat records
+    (``{"messages": [...], ...}``) is read by :func:`cpo_engine.data.chat.read_chat` (``score_field``: the
+    record field holding the score or feedback; ``columns``: the user's column mapping, which may name it).
 
     Raises
     ------
     DataError
         If the path does not exist, is not a supported table, or cannot be decoded.
     """
-    p = Path(path)
-    if not p.exists():
-        raise DataError("the path does not exist", source=str(p), fix="check the path; " + _FORMATS_HINT)
-    if p.is_dir():
-        return _read_parquet_dir(p)
-    kind = _kind(p)
+    from cpo_engine.data.storage import CREDENTIALS_HINT, is_remote, location, path_type
+
+    if is_remote(path):
+        source, opener = str(path), lambda: _open_remote(str(path))
+        kind_of = path_type(source)
+        if kind_of is None:
+            raise DataError("the path does not exist", source=source, fix=f"check the URI; {CREDENTIALS_HINT}")
+        if kind_of == "dir":
+            return _read_parquet_dir_remote(source)
+        fs, inner = location(source)
+        parquet: Any = lambda: pq.read_table(inner, filesystem=fs)  # noqa: E731
+    else:
+        p = Path(path)
+        source, opener, parquet = str(p), lambda: open(p, "rb"), lambda: pq.read_table(p)
+        if not p.exists():
+            raise DataError("the path does not exist", source=source, fix="check the path; " + _FORMATS_HINT)
+        if p.is_dir():
+            return _read_parquet_dir(p)
+    kind = _kind(source, opener)
     try:
-        table = pq.read_table(p) if kind == "parquet" else _read_csv(p) if kind == "csv" else _read_jsonl(p)
+        table = (parquet() if kind == "parquet" else _read_csv(source, opener) if kind == "csv"
+                 else _read_jsonl(source, opener, score_field, columns))
     except DataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        _raise_decode_error(p, kind, exc)
+        _raise_decode_error(source, kind, exc)
         raise  # unreachable: _raise_decode_error always raises
-    column_names(table.schema, str(p))
+    column_names(table.schema, source)
     return table
+
+
+def _open_remote(uri: str) -> Any:
+    from cpo_engine.data.storage import open_input
+
+    return open_input(uri)
 
 
 def column_names(schema: pa.Schema, source: str) -> list[str]:
@@ -156,57 +180,81 @@ def column_names(schema: pa.Schema, source: str) -> list[str]:
                         fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
-def _kind(p: Path) -> str:
-    suffix = p.suffix.lower()
+def _kind(source: str, opener: Any) -> str:
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    suffix = os.path.splitext(name)[1].lower()
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
     if suffix in CSV_SUFFIXES:
         return "csv"
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
-    with open(p, "rb") as f:
+    with opener() as f:
         if f.read(4) == b"PAR1":
             return "parquet"
-    raise DataError(f"'{p.suffix or p.name}' is not a table format cpo_engine reads", source=str(p), fix=_FORMATS_HINT)
+    raise DataError(f"'{suffix or name}' is not a table format cpo_engine reads", source=source, fix=_FORMATS_HINT)
 
 
 def _read_parquet_dir(p: Path) -> pa.Table:
     shards = sorted(f for f in p.rglob("*") if f.suffix.lower() in PARQUET_SUFFIXES and not f.name.startswith("."))
     if not shards:
         raise DataError("the folder holds no .parquet shards", source=str(p), fix=_FORMATS_HINT)
+    return _concat_shards([(str(shard), lambda shard=shard: pq.read_table(shard)) for shard in shards], str(p))
+
+
+def _read_parquet_dir_remote(uri: str) -> pa.Table:
+    from cpo_engine.data.storage import list_files, location
+
+    fs, inner = location(uri)
+    shards = list_files(uri, PARQUET_SUFFIXES)
+    if not shards:
+        raise DataError("the folder holds no .parquet shards", source=uri, fix=_FORMATS_HINT)
+    scheme = uri.split("://", 1)[0]
+    return _concat_shards([(f"{scheme}://{s}", lambda s=s: pq.read_table(s, filesystem=fs)) for s in shards], uri)
+
+
+def _concat_shards(shards: list[tuple[str, Any]], source: str) -> pa.Table:
     tables = []
-    for shard in shards:
+    for name, read in shards:
         try:
-            tables.append(pq.read_table(shard))
+            tables.append(read())
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"cannot read this Parquet shard ({exc})", source=str(shard),
+            raise DataError(f"cannot read this Parquet shard ({exc})", source=name,
                             fix="remove or rewrite the corrupt shard") from exc
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(f"the shards have incompatible schemas ({exc})", source=str(p),
+        raise DataError(f"the shards have incompatible schemas ({exc})", source=source,
                         fix="write every shard with the same columns and types") from exc
-    column_names(table.schema, str(p))
+    column_names(table.schema, source)
     return table
 
 
-def _read_csv(p: Path) -> pa.Table:
-    delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
+def _read_csv(source: str, opener: Any) -> pa.Table:
+    delimiter = "\t" if source.lower().endswith(".tsv") else ","
     # Every column as string first: ids like "007" must not become integers; score is cast later.
-    return pacsv.read_csv(
-        p,
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
+    with opener() as f:
+        return pacsv.read_csv(
+            f,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
 
 
-def _read_jsonl(p: Path) -> pa.Table:
-    return pajson.read_json(p)
+def _read_jsonl(source: str, opener: Any, score_field: str | None = None,
+                columns: dict[str, str] | None = None) -> pa.Table:
+    from cpo_engine.data.chat import is_chat, read_chat
+
+    with opener() as f:
+        if is_chat(f.read(1 << 16)):
+            return read_chat(source, opener, score_field, columns)
+    with opener() as f:
+        return pajson.read_json(f)
 
 
-def _raise_decode_error(p: Path, kind: str, exc: Exception) -> None:
+def _raise_decode_error(source: str, kind: str, exc: Exception) -> None:
     # Invalid UTF-8 does not land here: the readers keep it, and the validator names its rows.
-    raise DataError(f"cannot read it as {kind} ({str(exc).splitlines()[0]})", source=str(p),
+    raise DataError(f"cannot read it as {kind} ({str(exc).splitlines()[0]})", source=source,
                     fix=_FORMATS_HINT) from exc
 
 

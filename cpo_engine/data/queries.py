@@ -15,27 +15,29 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cpo_engine.data.columns import DERIVED_IDS, user_names
 from cpo_engine.data.io import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES, column_names
 from cpo_engine.data.schema import ALIASES
+from cpo_engine.data.storage import location
 from cpo_engine.exceptions import DataError
-from cpo_engine.utils import filesystem
 
 COLUMNS = ("query_id", "query_text")
 _FIX = "give a table with columns query_id and query_text (Parquet file or folder, CSV/TSV, JSONL)"
 
 
-def query_dataset(path: str | os.PathLike[str]) -> Any:
-    """A lazy ``pyarrow.dataset`` over the query table at ``path`` (file, folder of shards, or URI)."""
+def query_dataset(path: str | os.PathLike[str], columns: dict[str, str] | None = None) -> Any:
+    """A lazy ``pyarrow.dataset`` over the query table at ``path`` (file, folder of shards, or URI);
+    ``columns`` (the user's names -> ours) names the columns a CSV reads as text."""
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
-    fs, inner = filesystem(path)
+    fs, inner = location(path)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise DataError("the path does not exist", source=str(path), fix=_FIX)
     if info.type == pafs.FileType.File and info.size == 0:
         raise DataError("the file is empty (no rows): there is nothing to read", source=str(path), fix=_FIX)
-    fmt = _format(str(path), fs, inner, info.type == pafs.FileType.Directory)
+    fmt = _format(str(path), fs, inner, info.type == pafs.FileType.Directory, query_columns(columns))
     try:
         return pads.dataset(inner, filesystem=fs, format=fmt, exclude_invalid_files=False,
                             ignore_prefixes=[".", "_"])
@@ -43,7 +45,16 @@ def query_dataset(path: str | os.PathLike[str]) -> Any:
         raise DataError(f"cannot read it as a table ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
 
 
-def _format(path: str, fs: Any, inner: str, is_dir: bool) -> Any:
+def query_columns(columns: Any) -> dict[str, str] | None:
+    """The entries of a column mapping that name a query column (a mapping written for the triplet table may
+    also map its prompt and score columns, which a queries table need not have)."""
+    from cpo_engine.data.columns import parse_columns
+
+    columns = parse_columns(columns)
+    return {k: v for k, v in columns.items() if v in COLUMNS} or None if columns else None
+
+
+def _format(path: str, fs: Any, inner: str, is_dir: bool, columns: dict[str, str] | None = None) -> Any:
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
@@ -63,31 +74,50 @@ def _format(path: str, fs: Any, inner: str, is_dir: bool) -> Any:
 
         return pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                                   convert_options=pacsv.ConvertOptions(
-                                      column_types={c: pa.string() for c in COLUMNS},
+                                      column_types={c: pa.string() for c in user_names(columns, COLUMNS).values()},
                                       strings_can_be_null=False))
     if name.endswith(JSONL_SUFFIXES):
         return "json"
     raise DataError(f"'{os.path.basename(name)}' is not a table format cpo_engine reads", source=path, fix=_FIX)
 
 
-def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096) -> Iterator[pa.Table]:
+def iter_queries(path: str | os.PathLike[str], batch_size: int = 4096,
+                 columns: dict[str, str] | str | None = None) -> Iterator[pa.Table]:
     """Validated batches of ``query_id, query_text`` (in file order; ids as strings). Ids that read as
-    missing ('nan', 'None', '') are warned about once."""
+    missing ('nan', 'None', '') are warned about once. ``columns`` maps the file's column names to ours;
+    without a query_id column, ids are derived from the texts (:mod:`cpo_engine.data.columns`)."""
+    from cpo_engine.data.columns import apply_columns
     from cpo_engine.data.validate import warn_missing_like_ids
 
-    ds = query_dataset(path)
-    check_columns(column_names(ds.schema, str(path)), str(path))
+    columns = query_columns(columns)
+    ds = query_dataset(path, columns)
+    read = plan_columns(column_names(ds.schema, str(path)), columns, str(path))
     offset, warned = 0, False
     try:
-        for batch in ds.to_batches(columns=list(COLUMNS), batch_size=batch_size):
+        for batch in ds.to_batches(columns=read, batch_size=batch_size):
             if batch.num_rows == 0:
                 continue
-            table = validate_queries(pa.Table.from_batches([batch]), str(path), offset)
+            table = apply_columns(pa.Table.from_batches([batch]), columns, str(path), DERIVED_IDS[:1])
+            table = validate_queries(table, str(path), offset)
             warned = warned or warn_missing_like_ids(table, "query_id", str(path), offset)
             offset += batch.num_rows
             yield table
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", source=str(path), fix=_FIX) from exc
+
+
+def plan_columns(names: list[str], columns: dict[str, str] | None, source: str) -> list[str]:
+    """The file's columns to read for ``query_id, query_text`` (only the text when the ids are derived), after
+    checking the mapping and that both columns are there (or derivable)."""
+    from cpo_engine.data.columns import check_mapping
+
+    if columns:
+        check_mapping(names, columns, source)
+    renamed = [(columns or {}).get(n, n) for n in names]
+    derive = "query_id" not in renamed and "query_text" in renamed
+    check_columns(renamed + (["query_id"] if derive else []), source)
+    src = user_names(columns, COLUMNS)
+    return [src["query_text"]] if derive else [src["query_id"], src["query_text"]]
 
 
 def check_unique_ids(ids: list[str], source: str | None = None, seen: dict[str, int] | None = None,
@@ -104,7 +134,8 @@ def check_unique_ids(ids: list[str], source: str | None = None, seen: dict[str, 
                             fix="give every query a unique query_id (drop or rename the repeated rows)")
 
 
-def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple[int, str]:
+def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536,
+                 columns: dict[str, str] | str | None = None) -> tuple[int, str]:
     """Check a whole query table before any work: it has rows, every batch validates, and no ``query_id``
     repeats (two rows with one id would get two recommendations nobody can tell apart). Returns the row count
     and a sha256 of the ids and texts in order (what a resumable output keys on: new queries at the same path
@@ -114,7 +145,7 @@ def scan_queries(path: str | os.PathLike[str], batch_size: int = 65536) -> tuple
     seen: dict[str, int] = {}
     digest = hashlib.sha256()
     n = 0
-    for batch in iter_queries(path, batch_size):
+    for batch in iter_queries(path, batch_size, columns):
         ids, texts = batch.column("query_id").to_pylist(), batch.column("query_text").to_pylist()
         check_unique_ids(ids, source=str(path), seen=seen, start=n)
         for qid, text in zip(ids, texts):
@@ -133,21 +164,22 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
-def count_queries(path: str | os.PathLike[str]) -> int | None:
+def count_queries(path: str | os.PathLike[str], columns: dict[str, str] | str | None = None) -> int | None:
     """Rows of a Parquet input from its footers (no scan); None for text formats."""
-    ds = query_dataset(path)
+    ds = query_dataset(path, query_columns(columns))
     if getattr(ds.format, "default_extname", "") != "parquet":
         return None
     return int(ds.count_rows())
 
 
-def read_queries(path: Any) -> pa.Table:
+def read_queries(path: Any, columns: dict[str, str] | str | None = None) -> pa.Table:
     """The whole query table, validated (for inputs that fit in memory; `cpo assign` streams): a path or
     URI, or a table in memory (pyarrow Table, pandas DataFrame: :func:`~cpo_engine.data.io.as_table`)."""
+    from cpo_engine.data.columns import apply_columns
     from cpo_engine.data.io import as_table, is_table_like
 
     if is_table_like(path):
-        table = as_table(path)
+        table = apply_columns(as_table(path), query_columns(columns), "<table>", DERIVED_IDS[:1])
         if table.num_rows == 0:
             raise DataError("the table has no rows", source="<table>", fix=_FIX)
         from cpo_engine.data.validate import warn_missing_like_ids
@@ -155,7 +187,7 @@ def read_queries(path: Any) -> pa.Table:
         table = validate_queries(table, "<table>")
         warn_missing_like_ids(table, "query_id", "<table>")
         return table
-    batches = list(iter_queries(path))
+    batches = list(iter_queries(path, columns=columns))
     if not batches:
         raise DataError("the table has no rows", source=str(path), fix=_FIX)
     return pa.concat_tables(batches)
@@ -171,7 +203,8 @@ def check_columns(names: list[str], source: str) -> None:
         lowered = {n.lower(): n for n in names}
         guess = next((lowered[a] for a in ALIASES.get(col, ()) if a in lowered), None) or next(
             iter(difflib.get_close_matches(col, names, n=1, cutoff=0.6)), None)
-        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}')" if guess else ""))
+        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}' or map it: --columns "
+                                   f"{guess}={col})" if guess else ""))
     raise DataError(f"missing column(s) {', '.join(hints)}; found: {', '.join(names)}", source=source,
                     column=missing[0], fix=_FIX)
 

@@ -24,12 +24,19 @@ from cpo_engine.exceptions import DataError, DataWarning
 _ROWS_NOTE = "(row numbers count data rows from 0)"
 
 
-def read_triplets(data: Any) -> pa.Table:
-    """Read and validate a triplet table: a path (Parquet file or folder, CSV/TSV, JSONL) or a table in
-    memory (pyarrow Table, pandas DataFrame; see :func:`~cpo_engine.data.io.as_table`)."""
+def read_triplets(data: Any, columns: dict[str, str] | str | None = None, score_field: str | None = None) -> pa.Table:
+    """Read and validate a triplet table: a path or URI (Parquet file or folder, CSV/TSV, JSONL, chat-format
+    JSONL) or a table in memory (pyarrow Table, pandas DataFrame; see :func:`~cpo_engine.data.io.as_table`).
+    ``columns`` maps the table's column names to ours and ids absent are derived from the texts
+    (:func:`~cpo_engine.data.columns.apply_columns`); ``score_field`` names a chat log's score field."""
+    from cpo_engine.data.columns import apply_columns, parse_columns
+
+    columns = parse_columns(columns)
     if is_table_like(data):  # an InMemoryTable (a config's table) is a str too: checked first
-        return validate_triplets(data, source=str(data) if isinstance(data, str) else "<table>")
-    return validate_triplets(read_table(data), source=str(data))
+        source = str(data) if isinstance(data, str) else "<table>"
+        return validate_triplets(apply_columns(as_table(data, source), columns, source), source=source)
+    source = str(data)
+    return validate_triplets(apply_columns(read_table(data, score_field, columns), columns, source), source=source)
 
 
 def validate_triplets(table: Any, source: str = "<table>") -> pa.Table:
@@ -90,11 +97,13 @@ def _check_columns(table: pa.Table, source: str) -> None:
     hints = []
     for col in missing:
         guess = _closest(col, present)
-        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}')" if guess else ""))
+        hints.append(f"'{col}'" + (f" (did you mean '{guess}'? rename it to '{col}' or map it: --columns "
+                                   f"{guess}={col})" if guess else ""))
     raise DataError(
         f"missing required column(s): {', '.join(hints)}; found columns: {', '.join(present)}",
         source=source, column=missing[0],
-        fix="a triplet table needs columns query_id, query_text, prompt_id, prompt_text, score",
+        fix="a triplet table needs columns query_id, query_text, prompt_id, prompt_text, score (ids may be left "
+            "out: they are derived from the texts); map your names with --columns THEIRS=OURS,... (data.columns)",
     )
 
 

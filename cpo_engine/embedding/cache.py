@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from cpo_engine.embedding.encoders import Encoder, encode_stream, encoder_identity
 from cpo_engine.exceptions import DataError
-from cpo_engine.utils import FolderLock, atomic_write_parquet, is_uri, progress_bar, remove_stale_temps, sha256_text
+from cpo_engine.utils import (LEDGER, FolderLock, atomic_write_parquet, is_uri, progress_bar, remove_stale_temps,
+                              sha256_text)
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,13 @@ class EmbeddingCache:
             # one bar over every text to embed (not one per shard), with rate and ETA; one shard per
             # `shard_rows` vectors, committed as they arrive (a Ray encoder streams them)
             bar = progress_bar(len(todo), f"embed {encoder.model_id.split('/')[-1]}", " texts", show_progress)
-            start = 0
+            start, t0 = 0, time.perf_counter()
             for vecs in encode_stream(encoder, [texts[first[k]] for k in todo], prefix=prefix, rows=self.shard_rows):
                 self._write_shard(ident, prefix, todo[start:start + len(vecs)], vecs)
                 start += len(vecs)
                 bar.update(len(vecs))
             bar.close()
+        LEDGER.embedded(len(todo), time.perf_counter() - t0)  # one summary line per run (workflows.common.log_cost_summary), not per shard
         return len(todo)
 
     def _model_dir(self, model_id: str) -> Path:
@@ -176,7 +178,7 @@ class EmbeddingCache:
         }).replace_schema_metadata({"model_id": model_id, "prefix": prefix, "dim": str(dim)})
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         atomic_write_parquet(table, self._model_dir(model_id) / name)
-        log.info("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
+        log.debug("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
 
     def _gather(self, index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(keys), dim), dtype=np.float32)

@@ -29,7 +29,7 @@ from cpo_engine.generation.design import (
 from cpo_engine.generation.stages import PLAN_COLUMNS, EngineStage, grade, render
 from cpo_engine.generation.store import ShardStore
 from cpo_engine.generation.templating import prefix_order
-from cpo_engine.utils import rate_eta
+from cpo_engine.utils import LEDGER, rate_eta
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,9 @@ def generate_triplets(
     dry_run : bool
         Stop after printing the plan and its projected cost (nothing is written).
     """
+    if LEDGER.current == "other":  # not a stage of a run (`cpo generate`): its calls are the 'generate' stage
+        with LEDGER.stage("generate"):
+            return generate_triplets(cfg, backend, echo, dry_run)
     t0 = time.perf_counter()
     queries, prompts = load_inputs(cfg)
     rows, texts, projected = _plan(cfg, queries, prompts, echo)
@@ -276,6 +279,7 @@ def generate_triplets(
                                     completion_tokens=stats.completion_tokens, wall_s=time.perf_counter() - t0,
                                     projected=projected.describe())
         unfinished = len(_pending(rows, store.done_keys(retry_errors=True)))
+        store.manifest["cost"] = LEDGER.snapshot()  # the cost ledger, as every manifest carries it
         store.finish(summary.to_dict() | {"failed_rows": unfinished}, complete=unfinished == 0)
     if over:
         if stats.rows and stats.errors == stats.rows:
@@ -345,8 +349,11 @@ class _Stats:
         self.errors += t.num_rows - t.column("error").null_count
         if self.first_error is None and t.column("error").null_count < t.num_rows:
             self.first_error = next(e for e in t.column("error").to_pylist() if e is not None)
-        self.prompt_tokens += int(np.sum(t.column("prompt_tokens").to_numpy(zero_copy_only=False)))
-        self.completion_tokens += int(np.sum(t.column("completion_tokens").to_numpy(zero_copy_only=False)))
+        prompt = int(np.sum(t.column("prompt_tokens").to_numpy(zero_copy_only=False)))
+        completion = int(np.sum(t.column("completion_tokens").to_numpy(zero_copy_only=False)))
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        LEDGER.llm(t.num_rows, prompt, completion)  # the run's cost ledger (manifest "cost")
 
 
 def _run_local(cfg: GenerateConfig, todo: pa.Table, backend: Any) -> Iterator[pa.Table]:

@@ -63,7 +63,7 @@ class GenerateConfig:
     """Keep only the first N queries (by first appearance)."""
     grader: str = "numeric"
     """Grader spec (see cpo_engine.generation.graders.get_grader)."""
-    executor: str = "local"
+    executor: str = field(default="local", metadata={"choices": ("local", "ray")})
     """'local' (in-process loop) or 'ray' (Ray Data pipeline)."""
     shard_size: int = 64
     """Rows per committed shard (the unit of checkpointing)."""

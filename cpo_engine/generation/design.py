@@ -14,7 +14,7 @@ of the query list.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -46,7 +46,7 @@ class DesignConfig:
         ``"truncate"`` (run the balanced prefix that fits) or ``"error"``.
     """
 
-    kind: str = "full_grid"
+    kind: str = field(default="full_grid", metadata={"choices": ("full_grid", "random_k")})
     k: int = 1
     samples_per_cell: int = 1
     seed: int = 0

@@ -128,7 +128,7 @@ class ShardStore:
 
     def _new_manifest(self) -> dict[str, Any]:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return {"format": FORMAT, "identity": self.identity, "identity_sha256": _hash(self.identity),
+        return {"format": FORMAT, "kind": "generate", "identity": self.identity, "identity_sha256": _hash(self.identity),
                 "shards": [], "rows": 0, "errors": 0, "complete": False, "created_at": now,
                 "updated_at": now, "versions": versions()}
 
@@ -192,6 +192,7 @@ class ShardStore:
 
     def _save(self) -> None:
         self.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.manifest.setdefault("kind", "generate")  # the folder's kind, as every command's manifest names it
         atomic_write_json(self.root / MANIFEST, self.manifest)
 
 

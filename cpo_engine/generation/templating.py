@@ -8,13 +8,16 @@ either one completion string or a list of chat messages. ``format`` overrides th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.generation.types import GenerationRequest, RowKey, SamplingConfig
+
+
+POSITIONS = ("suffix", "prefix", "system")
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,14 @@ class TemplateConfig:
         A fixed system message (chat mode, positions prefix/suffix).
     """
 
-    position: str = "suffix"
-    mode: str = "chat"
+    position: str = field(default="suffix", metadata={"choices": POSITIONS})
+    mode: str = field(default="chat", metadata={"choices": ("chat", "completion")})
     separator: str = "\n"
     format: str | None = None
     system: str | None = None
 
     def __post_init__(self) -> None:
-        if self.position not in ("prefix", "suffix", "system"):
+        if self.position not in POSITIONS:
             raise ConfigError(f"template.position must be prefix, suffix or system, got '{self.position}'")
         if self.mode not in ("chat", "completion"):
             raise ConfigError(f"template.mode must be chat or completion, got '{self.mode}'")

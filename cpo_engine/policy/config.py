@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cpo_engine.exceptions import ConfigError
 
@@ -14,7 +14,7 @@ class PolicyConfig:
     """How the learned policy recommends a prompt per query (`cpo run`'s assignment, `cpo assign`,
     :class:`~cpo_engine.policy.Policy`), and when it is not trusted."""
 
-    candidates: str = "logged"
+    candidates: str = field(default="logged", metadata={"choices": CANDIDATE_SETS})
     """'logged': choose among the logged prompts (an LLM ran them: verified); 'searched': also among the
     run's best searched candidates (predicted by the model only: unverified until an LLM runs them)."""
     max_searched: int = 50

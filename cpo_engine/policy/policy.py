@@ -206,6 +206,12 @@ def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prom
             evidence.update(heterogeneity_p_value=honest["p_value"], heterogeneity_test=honest["test"],
                             heterogeneity_slope=honest["slope"], heterogeneity_slope_se=honest["se"])
         evidence["static_choice"] = static_choice.to_dict()
+        # the prompt-level error of predictions for never-logged prompts (verify's intervals on searched prompts)
+        from cpo_engine.causal.new_prompt_error import leave_prompts_out
+
+        npe = leave_prompts_out(model, X_train if X_queries is None else X_queries, np.asarray(T, dtype=np.float64),
+                                static_choice)
+        evidence["new_prompt_error"] = None if npe is None else npe.to_dict()
     return PolicyState(prompt_ids=[str(p) for p in prompt_ids], prompt_texts=list(prompt_texts),
                        T=np.asarray(T, dtype=np.float64), train_mean=[float(m) for m in means], incumbent=int(inc),
                        selection=selection, evidence=evidence)
@@ -305,26 +311,29 @@ def heterogeneity_p_value(head: Any) -> float | None:
 
 
 def table_state(model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig, table: Any = None,
-                seed: int = 0) -> PolicyState:
+                seed: int = 0, rows: np.ndarray | None = None) -> PolicyState:
     """The policy state over every query and prompt of a table (`cpo fit`, `cpo optimize`): the best static
     prompt chosen from all its rows (its propensity and weight columns when ``table`` has them), each
-    prompt's mean score over all its rows."""
+    prompt's mean score over all its rows. ``rows``: only these rows (the ones the model was fitted on, when
+    other queries are held out to value the policy), indices into the table."""
     from cpo_engine.causal.static_choice import choose_static
 
     n_p = len(reps.prompt_ids)
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows, dtype=np.int64)
+    q, a, y = reps.row_query[rows], reps.row_prompt[rows], np.asarray(y)[rows]
     with np.errstate(all="ignore"):
-        means = np.bincount(reps.row_prompt, weights=y, minlength=n_p) / np.bincount(reps.row_prompt, minlength=n_p)
+        means = np.bincount(a, weights=y, minlength=n_p) / np.bincount(a, minlength=n_p)
     prop = weight = None
     if table is not None:
         from cpo_engine.causal.ope import logged_propensity
 
-        prop = logged_propensity(table, np.arange(table.num_rows))
+        prop = logged_propensity(table, rows)
         if "weight" in table.column_names:
-            weight = np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)
-    choice = choose_static(reps.row_query, reps.row_prompt, y, reps.X, [str(p) for p in reps.prompt_ids],
+            weight = np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)[rows]
+    choice = choose_static(q, a, y, reps.X, [str(p) for p in reps.prompt_ids],
                            propensity=prop, weight=weight, query_texts=list(reps.query_texts), seed=seed)
-    return learn_state(model, reps.X, reps.prompt_ids, reps.prompt_texts, reps.T, means, selection,
-                       static_choice=choice)
+    return learn_state(model, reps.X[np.unique(q)], reps.prompt_ids, reps.prompt_texts, reps.T, means, selection,
+                       static_choice=choice, X_queries=reps.X)
 
 
 def save_fitted_policy(bundle_dir: str | Path, model: Any, reps: Any, y: np.ndarray, selection: SelectionConfig,
@@ -477,19 +486,26 @@ class Policy:
                                           np.vstack([state.T, T]), self.candidates.source + ["searched"] * len(ids))
         self.problems = reliability_problems(state.evidence, self.config)
         self.fallback = bool(self.problems) and self.config.fallback
+        self.live: dict[str, Any] | None = None
+        """The nightly state's live record when loaded from a state folder (a static one: every query gets it)."""
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, config: PolicyConfig | None = None, *, embed: Any = None,
              device: str = "auto", warn: bool = True) -> "Policy":
-        """The policy of a `cpo run` / `cpo fit` folder or its ``model/`` bundle.
+        """The policy of a `cpo run` / `cpo fit` folder or its ``model/`` bundle, or what a `cpo nightly` state
+        folder serves (its ``live.json``: a static prompt, or the live run's per-query policy).
 
         ``embed`` (an EmbedConfig) sets the device, cache and batch size of the query encoder; the
         encoder itself and its prefixes are the bundle's. With ``config.candidates == 'searched'`` the
         run's searched candidates (``search/candidates.parquet``) compete too.
         """
         from cpo_engine.policy.bundle import ModelBundle
+        from cpo_engine.policy.live import live_run
 
+        live = None if is_uri(path) else live_run(path)
+        if live is not None:
+            return cls._load_live(live, config or PolicyConfig(), embed, device, warn)
         bundle = ModelBundle.load(fetch_run(path) if is_uri(path) else path)
         cfg = config or PolicyConfig()
         state = PolicyState.load(bundle.path)
@@ -501,6 +517,26 @@ class Policy:
         policy = cls(bundle.model, state, cfg, query_features=features, searched=searched, device=device,
                      source=str(bundle.path))
         if warn:
+            policy.warn()
+        return policy
+
+    @classmethod
+    def _load_live(cls, live: Any, cfg: PolicyConfig, embed: Any, device: str, warn: bool) -> "Policy":
+        """The policy a nightly state serves: the live run's bundle and policy; a static live prompt becomes
+        the incumbent every query gets (embedded with the bundle's encoder when the run did not log it)."""
+        from cpo_engine.policy.bundle import ModelBundle
+
+        if cfg.candidates == "searched":
+            raise ConfigError(f"{live.state} is a nightly state folder: it serves what went live ({live.kind}), "
+                              "never unverified searched candidates; drop policy.candidates=searched (--candidates)")
+        bundle = ModelBundle.load(live.run)
+        state = PolicyState.load(bundle.path)
+        features = _LazyQueryFeatures(bundle, embed)
+        if live.kind == "static":
+            state = _with_static(state, live.record["id"], live.record["text"], features.prompt_embedder)
+        policy = cls(bundle.model, state, cfg, query_features=features, device=device, source=str(bundle.path))
+        policy.live = dict(live.record, state=str(live.state))
+        if warn and live.kind == "per_query":
             policy.warn()
         return policy
 
@@ -565,7 +601,7 @@ class Policy:
         c, sel, X = self.candidates, self.state.selection, np.asarray(X, dtype=np.float64)
         scorer = CandidateScorer.from_selection(self.head, X, _no_new_texts, sel, self.state.T, device=self.device)
         pool = pool_assign(scorer, c.ids, c.texts, T_pool=c.T, incumbent=self.state.incumbent)
-        if self.fallback:
+        if self.fallback or (self.live or {}).get("kind") == "static":
             pool = replace(pool, choice=np.full(len(pool.choice), self.state.incumbent, dtype=np.int64))
         if sel.reference != "incumbent":  # effects are reported versus the static prompt in every case
             eff, se = kernels.score_dense(scorer.phi, c.T - c.T[self.state.incumbent], self.head.coef, self.head.cov)
@@ -611,7 +647,8 @@ class Policy:
         n_searched = sum(1 for s in self.candidates.source if s == "searched")
         return {"model": self.source, "static_prompt_id": self.state.static_id,
                 "candidates": {"logged": len(self.candidates.ids) - n_searched, "searched": n_searched},
-                "selection": asdict(self.state.selection), "fallback": self.fallback, "problems": self.problems}
+                "selection": asdict(self.state.selection), "fallback": self.fallback, "problems": self.problems,
+                **({"live": self.live} if self.live is not None else {})}
 
     def __repr__(self) -> str:
         d = self.describe()
@@ -619,6 +656,20 @@ class Policy:
                  f"per-query, static prompt '{self.state.static_id}'")
         return (f"Policy({d['candidates']['logged']} logged + {d['candidates']['searched']} searched candidates, "
                 f"z={self.state.selection.z:g}, {state}, model={self.source!r})")
+
+
+def _with_static(state: PolicyState, prompt_id: str, text: str,
+                 embed: Callable[[list[str]], np.ndarray]) -> PolicyState:
+    """``state`` with the live static prompt as its incumbent (added, embedded, when the run did not log it:
+    a searched prompt an LLM verified the night it went live)."""
+    from dataclasses import replace
+
+    for i, (p, t) in enumerate(zip(state.prompt_ids, state.prompt_texts)):
+        if p == prompt_id and t == text:
+            return replace(state, incumbent=i)
+    T = np.vstack([state.T, np.asarray(embed([text]), dtype=np.float64).reshape(1, -1)])
+    return replace(state, prompt_ids=[*state.prompt_ids, prompt_id], prompt_texts=[*state.prompt_texts, text], T=T,
+                   train_mean=[*state.train_mean, float("nan")], incumbent=len(state.prompt_ids))
 
 
 def _no_new_texts(texts: Sequence[str]) -> np.ndarray:
@@ -663,6 +714,7 @@ def fetch_run(uri: str | Path) -> Path:
     local, dst = pafs.LocalFileSystem(), Path(tempfile.mkdtemp(prefix="cpo_run_"))
     for bundle, run in ((root, None), (f"{root}/model", root)):
         if fs.get_file_info(f"{bundle}/bundle.json").type == pafs.FileType.File:
+            (dst / "model").mkdir()  # copy_files fills a folder; it does not make it (found against a real S3)
             pafs.copy_files(bundle, str(dst / "model"), source_filesystem=fs, destination_filesystem=local)
             cands = f"{run}/search/candidates.parquet"
             if run and fs.get_file_info(cands).type == pafs.FileType.File:

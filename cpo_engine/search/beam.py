@@ -164,10 +164,12 @@ class BeamSearch:
         if not seeds:
             raise ConfigError("beam search needs at least one seed prompt")
         arch = _Archive(self.config.top_k)
-        bar = progress_bar(self.config.rounds + 1, "search", " rounds")  # seeds, then each round
+        # one bar over the candidates to score (the seeds, then each round's budget): scoring time is per
+        # candidate, so its rate and ETA hold (a bar over rounds counted the seeds, the quickest, as a round)
+        self._bar = bar = progress_bar(len(seeds) + self.config.rounds * self.config.round_budget, "search",
+                                       " candidates")
         t0 = time.perf_counter()
         self._trace(arch, 0, len(seeds), [self._score_into(arch, seeds)], t0)
-        bar.update(1)
         beams = self._select(arch)
         for r in range(1, self.config.rounds + 1):
             t0 = time.perf_counter()
@@ -176,9 +178,10 @@ class BeamSearch:
                 arch_trace_empty(arch, r, proposed)
                 break
             self._trace(arch, r, proposed, steps, t0)
-            bar.set_postfix(candidates=len(arch.cands), refresh=False)
-            bar.update(1)
+            bar.set_postfix(round=r, refresh=False)
+        bar.total = bar.n  # a round that found fewer new candidates than its budget: the bar ends where it is
         bar.close()
+        self._bar = None
         return self._result(arch)
 
     def _round(self, arch: _Archive, beams: list[Candidate], r: int) -> tuple[list[_Step], int, list[Candidate]]:
@@ -202,6 +205,8 @@ class BeamSearch:
     def _score_into(self, arch: _Archive, cands: list[Candidate]) -> _Step:
         batch = self.scorer.score_texts([c.text for c in cands], self.config.top_k)
         arch.add(cands, batch)
+        if getattr(self, "_bar", None) is not None:
+            self._bar.update(len(cands))
         return _Step(scored=len(cands), excluded=int(np.sum(~np.isfinite(batch.static_objective))),
                      seconds=batch.seconds, pairs=self.scorer.n_queries * len(cands))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.search.proposers import check_proposer, proposer_names
+from cpo_engine.search.proposers import check_proposer, proposer_help, proposer_names
 
 REFERENCES = ("incumbent", "mean")
 TRUST_MODES = ("exclude", "penalize", "off")
@@ -38,11 +38,11 @@ class SelectionConfig:
     half of the training queries; report the chosen prompt's uplift and interval from the other half,
     which the choice never saw. False: one fit for both, and a chosen prompt's reported uplift is
     selection-biased (reports say so)."""
-    reference: str = "incumbent"
+    reference: str = field(default="incumbent", metadata={"choices": REFERENCES})
     """What effects and their intervals are measured from: 'incumbent' (the logged prompt the model
     ranks best on average, so a query leaves it only when the lower bound of the gain is positive) or
     'mean' (the mean logged prompt representation, the model's own t_ref)."""
-    trust_region: str = "exclude"
+    trust_region: str = field(default="exclude", metadata={"choices": TRUST_MODES})
     """'exclude', 'penalize' or 'off': what happens to candidates beyond the logged prompts' support."""
     trust_slack: float = 1.25
     """Trust radius as a multiple of the largest Mahalanobis distance of a logged prompt."""
@@ -106,7 +106,7 @@ class BeamConfig:
 class ProposerConfig:
     """Where new candidate prompts come from."""
 
-    kind: str = "edit"
+    kind: str = field(default="edit", metadata={"choices": proposer_names, "describe": proposer_help})
     """A registered proposer (:func:`cpo_engine.search.proposers.proposer_names`; `cpo optimize --help` lists
     them with one line each): 'edit' (edit operators, no LLM) by default; 'none': no generative search
     (choose among the logged prompts only)."""

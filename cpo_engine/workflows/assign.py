@@ -21,14 +21,17 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import filesystem, is_uri, progress_bar, put_bytes, put_parquet, remove_stale_temps
-from cpo_engine.workflows.config import AssignConfig
+from cpo_engine.settings import AssignConfig
 from cpo_engine.policy.policy import ASSIGNMENT_COLUMNS, Policy
+
+if TYPE_CHECKING:
+    from cpo_engine.embedding.config import EmbedConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +85,16 @@ def assign(cfg: AssignConfig, policy: Policy | None = None) -> AssignResult:
     out = cfg.out or default_out(cfg.queries)
     from cpo_engine.data.queries import iter_queries, scan_queries
 
-    n_queries, queries_sha = scan_queries(cfg.queries)  # rows, valid, unique ids: before any model or output
+    n_queries, queries_sha = scan_queries(cfg.queries, columns=cfg.columns)  # rows, valid, unique ids: before any model or output
     if cfg.executor == "ray":
-        return assign_ray(cfg, out)
+        return record_assignment(cfg, assign_ray(cfg, out))
     t0 = time.perf_counter()
     policy = policy or Policy.load(cfg.model, cfg.policy, embed=cfg.embed, device=cfg.device)
     writer = open_writer(out, identity(cfg, queries_sha, _model_sha(policy)), cfg.overwrite)
     tally, skipped = _Tally(), 0
     bar = progress_bar(n_queries, "assign", " queries")
     try:
-        for i, batch in enumerate(iter_queries(cfg.queries, cfg.batch_size)):
+        for i, batch in enumerate(iter_queries(cfg.queries, cfg.batch_size, cfg.columns)):
             done = writer.existing(i)
             if done is None:
                 done = policy.assign(batch)
@@ -104,8 +107,24 @@ def assign(cfg: AssignConfig, policy: Policy | None = None) -> AssignResult:
     finally:
         bar.close()
         writer.abort()
-    return AssignResult(out=out, n_queries=tally.n, n_departing=tally.departing, prompt_counts=dict(tally.counts),
-                        policy=policy.describe(), seconds=time.perf_counter() - t0, skipped_parts=skipped)
+    return record_assignment(cfg, AssignResult(
+        out=out, n_queries=tally.n, n_departing=tally.departing, prompt_counts=dict(tally.counts),
+        policy=policy.describe(), seconds=time.perf_counter() - t0, skipped_parts=skipped))
+
+
+def record_assignment(cfg: AssignConfig, result: AssignResult) -> AssignResult:
+    """A folder output gets its manifest (kind 'assign'; ``_manifest.json``, which readers of the Parquet parts
+    skip), local or on an object store. A single-file output (.parquet, .csv, .jsonl) is the user's file and
+    gets none."""
+    from cpo_engine.workflows.common import PARTS_MANIFEST, manifest_data
+
+    if os.path.splitext(result.out.rstrip("/"))[1].lower() in FILE_FORMATS:
+        return result
+    fs, root = filesystem(result.out)
+    data = manifest_data("assign", cfg, {"assignment": "*.parquet"}, n_queries=result.n_queries,
+                         n_departing=result.n_departing, policy=result.policy, seconds=round(result.seconds, 3))
+    put_bytes(fs, f"{root.rstrip('/')}/{PARTS_MANIFEST}", json.dumps(data, indent=2, default=str).encode())
+    return result
 
 
 @dataclass
@@ -258,7 +277,7 @@ class _PartsWriter:
 class AssignStage:
     """Ray Data actor: loads the policy (and its encoder) once in ``__init__``, assigns a batch per call."""
 
-    def __init__(self, model: str, policy: Any, embed: Any, device: str) -> None:
+    def __init__(self, model: str, policy: Any, embed: EmbedConfig, device: str) -> None:
         import warnings
 
         with warnings.catch_warnings():  # the driver already warned once
@@ -281,7 +300,7 @@ def assign_ray(cfg: AssignConfig, out: str) -> AssignResult:
     gpus = cfg.ray.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    ds = _read(ray, cfg.queries).select_columns(["query_id", "query_text"])
+    ds = _read(ray, cfg.queries, cfg.columns)
     extra = {"num_gpus": gpus} if gpus else {}
     ds = ds.map_batches(AssignStage, fn_constructor_kwargs={"model": cfg.model, "policy": cfg.policy,
                                                             "embed": cfg.embed, "device": cfg.device},
@@ -302,22 +321,34 @@ def assign_ray(cfg: AssignConfig, out: str) -> AssignResult:
                                "Parquet files"])
 
 
-def _read(ray: Any, path: str) -> Any:
-    """The input as a Ray Dataset (ids and texts as strings)."""
+def _read(ray: Any, path: str, columns: Any = None) -> Any:
+    """The input as a Ray Dataset of ``query_id, query_text`` (ids and texts as strings; the user's column
+    names mapped to ours, ids derived from the texts when the table has none)."""
     import pyarrow.csv as pacsv
 
-    from cpo_engine.data.queries import query_dataset
+    from cpo_engine.data.columns import DERIVED_IDS, apply_columns, user_names
+    from cpo_engine.data.io import column_names
+    from cpo_engine.data.queries import COLUMNS, plan_columns, query_columns, query_dataset
 
-    fmt = getattr(query_dataset(path).format, "default_extname", "")  # validates the path and its format
+    columns = query_columns(columns)
+    qds = query_dataset(path, columns)  # validates the path and its format
+    read = plan_columns(column_names(qds.schema, path), columns, path)
+    fmt = getattr(qds.format, "default_extname", "")
     if fmt == "parquet":
-        return ray.data.read_parquet(path)
-    if fmt == "json":
-        return ray.data.read_json(path)
-    delimiter = "\t" if path.rstrip("/").lower().endswith(".tsv") else ","
-    return ray.data.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                             convert_options=pacsv.ConvertOptions(
-                                 column_types={c: pa.string() for c in ("query_id", "query_text")},
-                                 strings_can_be_null=False))
+        ds = ray.data.read_parquet(path)
+    elif fmt == "json":
+        ds = ray.data.read_json(path)
+    else:
+        delimiter = "\t" if path.rstrip("/").lower().endswith(".tsv") else ","
+        ds = ray.data.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                               convert_options=pacsv.ConvertOptions(
+                                   column_types={c: pa.string() for c in user_names(columns, COLUMNS).values()},
+                                   strings_can_be_null=False))
+    ds = ds.select_columns(read)
+    if read == list(COLUMNS) and not columns:
+        return ds
+    return ds.map_batches(lambda b: apply_columns(b, columns, path, DERIVED_IDS[:1]).select(list(COLUMNS)),
+                          batch_format="pyarrow")
 
 
 __all__ = ["assign", "assign_ray", "AssignResult", "AssignStage", "default_out", "open_writer", "ASSIGNMENT_COLUMNS"]

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +19,11 @@ import pyarrow.compute as pc
 from cpo_engine.data.config import DataConfig
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.policy.represent import Representer  # noqa: F401 (re-exported: every workflow embeds through it)
-from cpo_engine.utils import (FolderLock, atomic_write_json, atomic_write_parquet, device_info, remove_stale_temps,
-                              sha256_file, sha256_tree, versions)
+from cpo_engine.utils import (LEDGER, FolderLock, atomic_write_json, atomic_write_parquet, device_info,
+                              remove_stale_temps, versions)
+
+if TYPE_CHECKING:
+    from cpo_engine.embedding.representations import Representations
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,20 @@ class Manifest:
     def __init__(self, run_dir: Path, cfg: Any, workflow: str | None = None,
                  replaces: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
-        self.data: dict[str, Any] = {"workflow": workflow, "config": asdict(cfg), "versions": versions(),
-                                     "device": device_info(), "pid": os.getpid(), "started_at": now(),
-                                     "status": "running", "timings_s": {}, "outputs": {}}
+        self.data: dict[str, Any] = {"kind": workflow, "workflow": workflow, "config": asdict(cfg),
+                                     "versions": versions(), "device": device_info(), "pid": os.getpid(),
+                                     "started_at": now(), "status": "running", "timings_s": {}, "outputs": {}}
         if replaces:
             self.data["replaces"] = replaces
+        LEDGER.reset()  # the cost ledger (manifest "cost") counts this run from here
         self.write()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         log.info("stage %s ...", name)
         t0 = time.perf_counter()
-        yield
+        with LEDGER.stage(name):
+            yield
         self.data["timings_s"][name] = round(time.perf_counter() - t0, 3)
         log.info("stage %s done in %.1f s", name, self.data["timings_s"][name])
         self.write()
@@ -63,6 +68,7 @@ class Manifest:
             raise
         self.data.update(status="ok", finished_at=now())
         self.write()
+        log_cost_summary()
 
     def output(self, key: str, path: Path) -> None:
         # Written at once: a run killed later still lists everything it wrote, so the next run can clear it.
@@ -70,10 +76,83 @@ class Manifest:
         self.write()
 
     def write(self) -> None:
+        self.data["cost"] = LEDGER.snapshot()
         atomic_write_json(self.run_dir / "manifest.json", self.data)
 
 
+def log_cost_summary() -> None:
+    """One INFO line per run for the embedding cache and the LLM (the per-shard lines are at DEBUG)."""
+    total = LEDGER.snapshot()["total"]
+    if total["embedded_texts"]:
+        log.info("embedding cache: %d new vectors written this run", total["embedded_texts"])
+    if total["llm_calls"]:
+        log.info("LLM: %d calls, %d prompt + %d completion tokens this run", total["llm_calls"],
+                 total["prompt_tokens"], total["completion_tokens"])
+
+
 MANIFEST = "manifest.json"
+
+#: The manifest of a folder of Parquet parts (`cpo assign --out FOLDER`): readers of the parts skip '_' files.
+PARTS_MANIFEST = "_manifest.json"
+
+#: The kinds of folder a `cpo` command writes, each named by its manifest's ``kind``.
+KINDS = ("run", "fit", "optimize", "evaluate", "ope", "generate", "embed", "edits", "assign", "verify", "loop",
+         "nightly")
+
+
+def write_manifest(folder: str | Path, kind: str, cfg: Any = None, outputs: dict[str, Any] | None = None,
+                   started_at: str | None = None, status: str = "ok", **extra: Any) -> Path:
+    """``manifest.json`` of a command's output folder that is not written through :func:`open_run`: its
+    ``kind`` (one of :data:`KINDS`: what wrote the folder, so `cpo verify` and the next command read it
+    instead of guessing from the files), status, config, versions, times and outputs (relative to the folder
+    when inside it)."""
+    folder = Path(folder)
+    rel = {}
+    for key, path in (outputs or {}).items():
+        try:
+            rel[key] = str(Path(path).resolve().relative_to(folder.resolve()))
+        except ValueError:
+            rel[key] = str(path)
+    return atomic_write_json(folder / MANIFEST, manifest_data(kind, cfg, rel, started_at, status, **extra))
+
+
+def manifest_data(kind: str, cfg: Any = None, outputs: dict[str, str] | None = None, started_at: str | None = None,
+                  status: str = "ok", **extra: Any) -> dict[str, Any]:
+    """The content of a manifest written once, at the end (:func:`write_manifest`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: one of {KINDS}")
+    config = asdict(cfg) if cfg is not None and hasattr(cfg, "__dataclass_fields__") else cfg
+    return {"kind": kind, "workflow": kind, "status": status, "config": config, "versions": versions(),
+            "pid": os.getpid(), "started_at": started_at or now(), "finished_at": now(), "outputs": outputs or {},
+            "cost": LEDGER.snapshot(), **extra}
+
+
+def refuse_other_kind(folder: str | Path, kind: str, flag: str = "--out") -> None:
+    """Before any work: a folder whose manifest names another kind (a `cpo run` folder given to `cpo optimize
+    --out`, ...) is refused, so a command never mixes its outputs into another's folder or relabels it."""
+    found = read_kind(folder)
+    if found not in (None, kind):
+        raise ConfigError(f"{flag} {folder} is a `cpo {found}` folder (its {MANIFEST} says kind '{found}'): "
+                          f"`cpo {kind}` would mix its outputs into it\n  fix: pass another folder, e.g. "
+                          f"{flag} {Path(folder) / kind}")
+
+
+def read_kind(folder: str | Path) -> str | None:
+    """The kind of output folder ``folder`` is, from its manifest (None: no readable manifest). Run and fit
+    folders written before manifests named their kind say it as their ``workflow``; a `cpo generate` store's
+    manifest by its format."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file() and (Path(folder) / PARTS_MANIFEST).is_file():
+        path = Path(folder) / PARTS_MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("kind") or data.get("workflow"):
+        return str(data.get("kind") or data.get("workflow"))
+    return "generate" if str(data.get("format", "")).startswith("cpo-generation") else None
 
 
 @contextmanager
@@ -110,6 +189,39 @@ def open_run(run_dir: str | Path, cfg: Any, workflow: str, owned: tuple[str, ...
         shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
     finally:
         lock.release()
+
+
+def staged(cfg: Any, workflow: Any, flag: str = "--out") -> Any:
+    """Run ``workflow(cfg)`` for a ``cfg.out`` on an object store (s3://, gs://): the run folder is written in a
+    local staging folder (:func:`cpo_engine.data.storage.staging_folder`, kept as the run's local copy, the
+    ``run_dir`` of the result) and uploaded when the run ends ``ok``, its manifest last
+    (:func:`~cpo_engine.data.storage.upload_folder`); a failed run uploads nothing. The bucket is checked
+    before any work. The manifest records the URI (``uploaded_to``), never a credential."""
+    import dataclasses
+
+    import pyarrow.fs as pafs
+
+    from cpo_engine.data.storage import CREDENTIALS_HINT, location, staging_folder, upload_folder
+
+    uri = str(cfg.out).rstrip("/")
+    fs, inner = location(uri)
+    bucket = inner.split("/", 1)[0]
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except OSError as exc:
+        raise ConfigError(f"{flag} {uri}: cannot reach the store ({str(exc).splitlines()[0]})\n  fix: "
+                          f"{CREDENTIALS_HINT}") from exc
+    if missing:
+        raise ConfigError(f"{flag} {uri}: the bucket '{bucket}' does not exist\n  fix: create it, or pass another "
+                          f"{flag}; {CREDENTIALS_HINT}")
+    local = staging_folder(uri)
+    result = workflow(dataclasses.replace(cfg, out=str(local)))
+    manifest = json.loads((local / MANIFEST).read_text())
+    manifest["uploaded_to"] = uri
+    atomic_write_json(local / MANIFEST, manifest)
+    upload_folder(local, uri)
+    log.info("uploaded the run folder to %s (local copy: %s)", uri, local)
+    return result
 
 
 #: Nuisances that need an optional package: (module, extra).
@@ -249,18 +361,19 @@ def load_data(cfg: DataConfig) -> tuple[pa.Table, dict[str, Any]]:
     """Read and validate the configured table (the bundled example when no path is set). A table given in
     memory (``cfg.table``: a pyarrow Table or pandas DataFrame) is validated as it is and recorded by its
     description and the sha256 of its Arrow IPC stream."""
-    from cpo_engine.data import example_path, read_triplets, validate_triplets
+    from cpo_engine.data import example_path, read_triplets
+    from cpo_engine.data.storage import is_remote, sha256_path
 
     cfg = DataConfig.coerce(cfg)
     if cfg.table is not None:
         source = str(cfg.path)
-        table = _keep_tasks(validate_triplets(cfg.table, source=source), cfg.tasks, source)
+        table = _keep_tasks(read_triplets(cfg.path, cfg.columns), cfg.tasks, source)
         return table, {"path": source, "bundled_example": False, "in_memory": True, "rows": table.num_rows,
                        "sha256": cfg.path.sha256()}
-    path = Path(cfg.path) if cfg.path else example_path()
-    table = _keep_tasks(read_triplets(path), cfg.tasks, str(path))
+    path: Any = (cfg.path if is_remote(cfg.path) else Path(cfg.path)) if cfg.path else example_path()
+    table = _keep_tasks(read_triplets(path, cfg.columns, cfg.score_field), cfg.tasks, str(path))
     info = {"path": str(path), "bundled_example": cfg.path is None, "rows": table.num_rows,
-            "sha256": sha256_file(path) if path.is_file() else _dir_hash(path)}
+            "sha256": sha256_path(path)}
     return table, info
 
 
@@ -279,10 +392,6 @@ def _keep_tasks(table: pa.Table, tasks: list[str] | None, source: str) -> pa.Tab
     return table
 
 
-def _dir_hash(path: Path) -> str:
-    return sha256_tree(path, "*.parquet")
-
-
 def scores_and_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
     """The score column as float64, and the ``weight`` column when the table has one (every workflow
     that fits uses both)."""
@@ -292,7 +401,7 @@ def scores_and_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
     return y, np.asarray(table.column("weight").to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def write_features(reps: Any, out: Path) -> dict[str, Path]:
+def write_features(reps: Representations, out: Path) -> dict[str, Path]:
     """Query features X and prompt features T as Parquet, plus both PCA states (safetensors)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"query_features": out / "query_features.parquet", "prompt_features": out / "prompt_features.parquet"}
@@ -309,7 +418,7 @@ def _features_table(id_name: str, ids: np.ndarray, prefix: str, M: np.ndarray) -
     return pa.table(cols)
 
 
-def data_summary(table: pa.Table, reps: Any) -> dict[str, Any]:
+def data_summary(table: pa.Table, reps: Representations) -> dict[str, Any]:
     """Per-prompt mean scores and representation facts, for the report and the console."""
     by_prompt = table.group_by("prompt_id").aggregate([("score", "mean"), ("score", "count")])
     prompts = sorted(({"prompt_id": p, "mean_score": m, "rows": n} for p, m, n in zip(
@@ -327,7 +436,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {p['prompt_id']:<12} mean score {p['mean_score']:.3f}  ({p['rows']:,} rows)")
 
 
-def name_prompts(model: Any, reps: Any) -> Any:
+def name_prompts(model: Any, reps: Representations) -> Any:
     """Record the run's prompts on a fitted causal model (their representations and ids), so its per-prompt
     effect table (``model.prompt_effects()``, ``summary()``) names them as the data do."""
     import numpy as np
@@ -337,6 +446,8 @@ def name_prompts(model: Any, reps: Any) -> Any:
 
 
 
-__all__ = ["Manifest", "open_run", "usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features", "data_summary",
+__all__ = ["Manifest", "KINDS", "PARTS_MANIFEST", "write_manifest", "manifest_data", "read_kind", "refuse_other_kind", "open_run",
+"usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features",
+"data_summary",
            "print_summary", "now", "name_prompts"]
 

@@ -4,35 +4,62 @@ the off-policy estimators checked against the truth, and (``sweep.axes``) data-b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cpo_engine.exceptions import ConfigError
-from cpo_engine.workflows.common import Representer, load_data
-from cpo_engine.workflows.config import EvaluateConfig
+from cpo_engine.workflows.common import Representer, load_data, now, refuse_other_kind, write_manifest
+from cpo_engine.settings import EvaluateConfig
 
 
-def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print) -> dict[str, Any]:
+@dataclass
+class EvaluateResult:
+    """What `cpo evaluate` did: ``kind`` is 'evaluation' (OUT/evaluation.*) or 'budget' (the data-budget sweep,
+    OUT/budget.*); ``result`` is what the JSON file holds; ``paths`` the files written."""
+
+    out: Path
+    kind: str
+    result: dict[str, Any]
+    paths: dict[str, Path]
+
+    def markdown(self) -> str:
+        """The tables printed on the console (and written to the .md file)."""
+        if self.kind == "budget":
+            from cpo_engine.causal.budget import budget_markdown
+
+            return budget_markdown(self.result)
+        from cpo_engine.causal.harness import table_markdown
+        from cpo_engine.causal.ope_validation import ope_markdown
+
+        return table_markdown(self.result) + ope_markdown(self.result.get("ope", {}))
+
+
+def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print) -> EvaluateResult:
     """Run the evaluation over seeds (resumable: each finished seed is saved under OUT/seeds) and write
-    evaluation.json / .md / .png to OUT; returns the result with the written paths. With
-    ``cfg.sweep.axes``, run the data-budget sweep instead (OUT/budget.*, checkpoints in OUT/points)."""
+    evaluation.json / .md / .png and a manifest (kind 'evaluate') to OUT. With ``cfg.sweep.axes``, run the
+    data-budget sweep instead (OUT/budget.*, checkpoints in OUT/points)."""
     from cpo_engine.causal import evaluate as run_evaluation
     from cpo_engine.causal import write_evaluation
 
     if not cfg.out:
         raise ConfigError("evaluate needs an output folder: pass --out DIR")
+    started = now()
+    refuse_other_kind(cfg.out, "evaluate")
     table, info = load_data(cfg.data)
     _check_cv(cfg, table, info["path"])  # before the encoder is loaded and the texts embedded
     rep = Representer(cfg.embed)
     reps = rep.represent(table, cfg.pca)
     if cfg.sweep.axes:
-        return budget(cfg, table, info, rep, reps, progress)
-    result = run_evaluation(table, cfg.evaluation, causal=cfg.causal, ope=cfg.ope, representations=reps,
-                            progress=progress, checkpoint_dir=Path(cfg.out) / "seeds")
-    result["settings"]["data"] = info
-    result["paths"] = write_evaluation(result, Path(cfg.out))
-    return result
+        result, kind = budget(cfg, table, info, rep, reps, progress), "budget"
+    else:
+        result, kind = run_evaluation(table, cfg.evaluation, causal=cfg.causal, ope=cfg.ope, representations=reps,
+                                      progress=progress, checkpoint_dir=Path(cfg.out) / "seeds"), "evaluation"
+        result["settings"]["data"] = info
+        result["paths"] = write_evaluation(result, Path(cfg.out))
+    paths = result.pop("paths")
+    write_manifest(cfg.out, "evaluate", cfg, paths, started_at=started, data=info, result=kind)
+    return EvaluateResult(Path(cfg.out), kind, result, paths)
 
 
 def _check_cv(cfg: EvaluateConfig, table: Any, source: str) -> None:
@@ -83,4 +110,4 @@ def budget(cfg: EvaluateConfig, table: Any, info: dict[str, Any], rep: Represent
     return result
 
 
-__all__ = ["budget", "evaluate"]
+__all__ = ["EvaluateResult", "budget", "evaluate"]

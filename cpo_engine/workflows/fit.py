@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,11 @@ from cpo_engine.exceptions import ConfigError
 from cpo_engine.utils import atomic_write_json
 from cpo_engine.workflows.common import (Representer, check_cv, load_data, name_prompts, open_run, preflight,
                                          scores_and_weights, write_features)
-from cpo_engine.workflows.config import FitConfig
+from cpo_engine.settings import FitConfig
+
+if TYPE_CHECKING:
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.embedding.representations import Representations
 
 
 #: What `cpo fit` writes in its output folder (cleared when a later fit reuses the folder).
@@ -27,8 +31,8 @@ FIT_OUTPUTS = ("features", "model", "diagnostics.json")
 class FitResult:
     out: Path
     bundle: Path
-    model: Any
-    representations: Any
+    model: CausalRewardModel
+    representations: Representations
 
 
 def fit_model(cfg: FitConfig, table: pa.Table, source: str, representer: Representer | None = None,
@@ -53,6 +57,11 @@ def fit(cfg: FitConfig) -> FitResult:
 
     if not cfg.out:
         raise ConfigError("fit needs an output folder: pass --out DIR")
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.workflows.common import staged
+
+    if is_remote(cfg.out):
+        return staged(cfg, fit)
     out = Path(cfg.out)
     preflight(cfg)
     with open_run(out, cfg, "fit", FIT_OUTPUTS) as manifest:

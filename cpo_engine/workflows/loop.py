@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +37,11 @@ from cpo_engine.causal.evidence import MEASURED
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.search.proposers import proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text
-from cpo_engine.workflows.config import LLMConfig, LoopConfig, RunConfig
+from cpo_engine.settings import LLMConfig, LoopConfig, RunConfig
 from cpo_engine.workflows.verify import calibration_line, generate_config, labelled, verified_triplets
+
+if TYPE_CHECKING:
+    from cpo_engine.generation.types import Backend
 
 
 @dataclass
@@ -68,7 +71,8 @@ def llm_endpoint(cfg: LoopConfig, out: Path) -> Iterator[LLMConfig]:
         yield at(url)
 
 
-def generate_training(cfg: LoopConfig, llm: LLMConfig, paths: dict[str, Path], out: Path, backend: Any = None,
+def generate_training(cfg: LoopConfig, llm: LLMConfig, paths: dict[str, Path], out: Path,
+                      backend: Backend | None = None,
                       echo: Callable[[str], None] = print) -> pa.Table:
     """Every seed prompt on every training query (resumable); the error-free rows as triplets."""
     from cpo_engine.generation import generate_triplets, read_generated
@@ -197,7 +201,7 @@ def print_plan(cfg: LoopConfig, plan: dict[str, Any], echo: Callable[[str], None
              "included); rerun with a larger --max-calls to continue")
 
 
-def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
+def run_loop(cfg: LoopConfig, backend: Backend | None = None) -> LoopResult:
     """Task -> generate -> (fit -> search -> verify) x rounds -> report, in ``cfg.out`` (resumable).
 
     Every refusal (a bad queries or prompts table, too few queries for the rounds asked, too few
@@ -207,6 +211,10 @@ def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
     from cpo_engine.generation.tasks import write_task
     from cpo_engine.workflows.run import run
 
+    from cpo_engine.workflows.common import now, refuse_other_kind, write_manifest
+
+    started = now()
+    refuse_other_kind(cfg.out, "loop")
     check_training_size(cfg)
     out = Path(cfg.out)
     paths = write_task(cfg.task, out / "data", cfg.rounds, cfg.prompts)
@@ -235,6 +243,10 @@ def run_loop(cfg: LoopConfig, backend: Any = None) -> LoopResult:
     report["budget"].update(max_llm_calls=plan["calls"], max_calls=cfg.max_calls)
     atomic_write_json(out / "loop_report.json", report)
     atomic_write_text(out / "loop_report.md", render_loop(report))
+    write_manifest(out, "loop", cfg, {"report": out / "loop_report.json", "markdown": out / "loop_report.md",
+                                      "config": out / "loop_config.json", "data": out / "data",
+                                      **{f"round_{r['round']}": Path(r["run"]) for r in rounds}},
+                   started_at=started, budget=report["budget"])
     print(render_loop(report))
     return LoopResult(out, report)
 

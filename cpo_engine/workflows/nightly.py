@@ -28,11 +28,15 @@ the verified ones, live.json) wait in ``runs/<date>/staged/`` and enter the stat
 of current.json at the end (:func:`commit`). A night killed before that leaves nothing that counts (a
 rerun discards what it staged); one killed during it is completed by the next night (:func:`recover`).
 
-Promotion of a prompt or policy (``live.json``) needs the LLM: tonight's searched prompts, the best
-logged ones and the per-query policy run on held-out queries against the live one, and a challenger
-goes live only when its measured uplift is positive with a 95% lower bound >= ``verify.margin``.
-Otherwise the live one stays and the report says why. Without a ``generation`` section tonight's
-recommendations stay predictions and nothing new goes live.
+Promotion of a prompt or policy (``live.json``) rests on measured evidence. With an LLM (a ``generation``
+section): tonight's searched prompts, the best logged ones and the per-query policy run on held-out queries
+against the live one, and a challenger goes live only when its measured uplift is positive with a 95% lower
+bound >= ``verify.margin``. Without one: a share of tonight's fresh queries is held out of the fit, and
+tonight's static prompt and per-query policy are valued against the live one on their logs (measured on a
+grid, else doubly robust), going live when the lower bound of the difference is > ``promote.margin``
+(:mod:`cpo_engine.workflows.nightly_evidence`); live.json keeps the evidence. Otherwise the live one stays and
+the report says why. Every night's bundle holds its ``policy.json``: ``cpo assign --model STATE/runs/<date>``
+serves that night, ``cpo assign --model STATE`` what live.json names.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -54,8 +58,13 @@ import pyarrow.parquet as pq
 from cpo_engine.exceptions import DataError
 from cpo_engine.utils import FolderLock, atomic_write_json, atomic_write_parquet, remove_stale_temps
 from cpo_engine.workflows.common import Representer, scores_and_weights
-from cpo_engine.workflows.config import DriftConfig, GateConfig, NightlyConfig
+from cpo_engine.settings import DriftConfig, GateConfig, NightlyConfig
 from cpo_engine.workflows.nightly_state import STAGED, read_json, staged
+
+if TYPE_CHECKING:
+    from cpo_engine.generation.types import Backend
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.embedding.representations import Representations
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +78,26 @@ FAILED_STATUSES = ("kept_previous", "no_model")
 # ---------------------------------------------------------------------------------------- data
 
 
-def read_new(path: str | Path) -> pa.Table:
-    """Today's triplets: a `cpo generate` run folder (error-free rows) or any triplet table."""
+def read_new(path: str | Path, columns: Any = None, score_field: str | None = None) -> pa.Table:
+    """Today's triplets: a `cpo generate` run folder (error-free rows) or any triplet table (a local path or a
+    URI; ``columns``/``score_field`` as in :func:`cpo_engine.data.read_triplets`)."""
     from cpo_engine.data import read_triplets, validate_triplets
+    from cpo_engine.data.storage import is_remote
 
+    if is_remote(path):
+        return read_triplets(str(path), columns, score_field)
     path = Path(path)
     if (path / "manifest.json").is_file():
         from cpo_engine.generation.store import read_generated
 
         table = read_generated(path, drop_errors=True)
         return validate_triplets(table.drop_columns(["generated_at"]), source=str(path))
-    return read_triplets(path)
+    return read_triplets(path, columns, score_field)
 
 
-def tonight_table(new: str | Path, date: str) -> pa.Table:
+def tonight_table(new: str | Path, date: str, columns: Any = None, score_field: str | None = None) -> pa.Table:
     """Tonight's validated triplets, tagged with the date (nothing is written)."""
-    table = read_new(new)
+    table = read_new(new, columns, score_field)
     if table.num_rows == 0:
         raise DataError("no usable triplets to append", source=str(new), fix="check the generation errors")
     return table.append_column("nightly_date", pa.array([date] * table.num_rows, pa.string()))
@@ -181,23 +194,28 @@ def append_triplets(state: Path, new: str | Path, date: str) -> Path:
 # ---------------------------------------------------------------------------------- fit + gate
 
 
-def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None
-              ) -> tuple[Any, Any, Representer]:
+def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None,
+              held_out: set[str] | None = None) -> tuple[Any, Any, Representer]:
     """Representations through the persistent embedding cache (state/cache), then the causal model, with
-    the same configuration sections (embed, pca, causal) and defaults as `cpo run`."""
+    the same configuration sections (embed, pca, causal) and defaults as `cpo run`. ``held_out``: query ids
+    whose rows the model is not fitted on (they value the night's policy; they are still represented)."""
     import warnings
+
+    from cpo_engine.workflows.nightly_evidence import fit_rows
 
     rep = representer or Representer(cfg.embed, cache_dir=state / "cache")
     reps = rep.represent(table, cfg.pca, show_progress=False)
     y, w = scores_and_weights(table)
+    r = fit_rows(reps, held_out or set())
     model = cfg.causal.make_model(device=cfg.device, random_state=cfg.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is kept in model.diagnostics_.warnings
-        model.fit(y, reps.T[reps.row_prompt], X=reps.X[reps.row_query], groups=reps.row_query, sample_weight=w)
+        model.fit(y[r], reps.T[reps.row_prompt[r]], X=reps.X[reps.row_query[r]], groups=reps.row_query[r],
+                  sample_weight=None if w is None else w[r])
     return reps, model, rep
 
 
-def gate_problems(model: Any, gate: GateConfig) -> list[str]:
+def gate_problems(model: CausalRewardModel, gate: GateConfig) -> list[str]:
     """Why a fitted model must not go live (empty: it may)."""
     d = model.diagnostics_
     problems = []
@@ -238,7 +256,7 @@ def _pair(value: float, threshold: float, percent: bool, op: str) -> str:
 # ------------------------------------------------------------------------------ search + compare
 
 
-def pool_search(reps: Any, model: Any, cfg: NightlyConfig) -> tuple[pa.Table, pa.Table]:
+def pool_search(reps: Representations, model: CausalRewardModel, cfg: NightlyConfig) -> tuple[pa.Table, pa.Table]:
     """Per-query best prompt among the logged ones (the selection rule of `cpo run`: same reference,
     trust region and z), and each prompt's static effect (no LLM call)."""
     from cpo_engine.search import CandidateScorer, pool_assign, referenced_head
@@ -306,17 +324,55 @@ def night_dir(state: Path, date: str, current: dict[str, Any]) -> Path:
     return run_dir
 
 
-def run_nightly(cfg: NightlyConfig, representer: Representer | None = None, backend: Any = None) -> dict[str, Any]:
+@dataclass
+class NightlyResult:
+    """What one night did; ``report`` is what the night's ``report.json`` holds (its diagnostics, held-out
+    split, verification, ...)."""
+
+    date: str
+    model_status: str
+    """'updated', 'drift_blocked', or (the night failed) one of :data:`FAILED_STATUSES`."""
+    live_run: str | None
+    """The run folder served after the night, relative to the state folder."""
+    report_path: Path
+    rows: int | None
+    dates: list[str]
+    gate_problems: list[str]
+    comparison: dict[str, Any] | None
+    """Against the previous live run (None on the first night)."""
+    promotion: dict[str, Any] | None
+    """What is live after the night and why (None when the night failed before it)."""
+    report: dict[str, Any]
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> "NightlyResult":
+        return cls(date=report["date"], model_status=report["model_status"], live_run=report.get("live_run"),
+                   report_path=Path(report["report_path"]), rows=report.get("rows"), dates=report.get("dates") or [],
+                   gate_problems=report.get("gate_problems") or [], comparison=report.get("comparison"),
+                   promotion=report.get("promotion"), report=report)
+
+    @property
+    def failed(self) -> bool:
+        return self.model_status in FAILED_STATUSES
+
+
+def run_nightly(cfg: NightlyConfig, representer: Representer | None = None,
+                backend: Backend | None = None) -> NightlyResult:
     """One night: read -> check -> refit (cached embeddings) -> gate -> search -> compare -> verify ->
     promote -> report -> commit, holding the state folder's lock (one night at a time). See the module
     docstring for what is written when."""
+    from cpo_engine.workflows.tracking import check_tracking, log_folder
+
+    check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before the state is touched
     state = Path(cfg.state)
     with FolderLock(state, "nightly state folder", fix=" (one `cpo nightly` at a time per --state)"):
         recover(state)
-        return _night(cfg, state, representer, backend)
+        result = NightlyResult.from_report(_night(cfg, state, representer, backend))
+    log_folder(cfg.tracking, result.report_path.parent, "nightly")  # the night's folder, once committed
+    return result
 
 
-def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, backend: Any) -> dict[str, Any]:
+def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, backend: Backend) -> dict[str, Any]:
     date = cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
     current = read_json(state / "current.json")
     check_current(state, current)
@@ -326,14 +382,19 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
         remove_stale_temps(folder)
     report: dict[str, Any] = {"date": date, "run_dir": str(run_dir.relative_to(state)), "config": asdict(cfg),
                               "started_at": _now()}
-    new = tonight_table(cfg.new, date) if cfg.new else None
+    new = tonight_table(cfg.new, date, cfg.columns, cfg.score_field) if cfg.new else None
     if new is not None:
         check_texts(state, new, date, str(cfg.new))
     table, dates = load_window(state, cfg.window_days, (date, new) if new is not None else None)
     _check_cv(cfg, table, state, dates)  # a ConfigError (exit 2) before any embedding, with nothing written
     report.update(rows=table.num_rows, dates=dates)
+    from cpo_engine.workflows.nightly_evidence import choose_held_out, fit_rows
+
+    # without an LLM to verify, promotion rests on tonight's fresh logs: a share of tonight's new queries is held out
+    held = choose_held_out(table, new, date, cfg) if cfg.generation is None or not cfg.verify.enabled else None
+    report["held_out"] = None if held is None else held.to_dict()
     try:
-        reps, model, rep = fit_night(table, cfg, state, representer)
+        reps, model, rep = fit_night(table, cfg, state, representer, held.ids if held else None)
         problems = gate_problems(model, cfg.gate)
         report["diagnostics"] = model.diagnostics_.to_dict()
     except Exception as exc:  # noqa: BLE001 - a failed fit keeps the previous model live
@@ -354,6 +415,8 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
     report["best_static_prompt"] = prompts.column("prompt_id")[int(np.argmax(prompts["static_effect"]))].as_py()
     info = {"path": str(cfg.new), "dates": dates, "rows": table.num_rows}
     save_bundle(run_dir / "model", model, reps, cfg.embed, info)
+    rows = fit_rows(reps, held.ids if held else set())
+    policy_state = save_policy(run_dir / "model", model, reps, table, rows, cfg)
     atomic_write_parquet(assignment, run_dir / "assignment.parquet")
     atomic_write_parquet(prompts, run_dir / "prompts.parquet")
     blocked = bool(report["comparison"] and report["comparison"]["drift"] and cfg.drift.fail_on_drift)
@@ -368,7 +431,8 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
         return report
     from cpo_engine.workflows.nightly_promote import search_and_promote
 
-    report["promotion"] = search_and_promote(state, run_dir, date, cfg, table, reps, model, rep, backend)
+    report["promotion"] = search_and_promote(state, run_dir, date, cfg, table, reps, model, rep, backend,
+                                             held=held, rows=rows, policy_state=policy_state)
     # the night commits here, all at once: tonight's triplets enter the state only now, so a night that fails
     # anywhere before (search, verification, a crash) leaves the stored days (the live date's too) as they were
     if new is not None:
@@ -378,6 +442,22 @@ def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, bac
     _finish(run_dir, report)
     commit(state, run_dir, {"date": date, "run": str(run_dir.relative_to(state))})
     return report
+
+
+def save_policy(bundle: Path, model: CausalRewardModel, reps: Representations, table: pa.Table, rows: np.ndarray,
+                cfg: NightlyConfig) -> Any:
+    """The night's ``model/policy.json`` (what `cpo assign --model STATE/runs/<date>` applies, and the per-query
+    policy that can go live): the policy state of the rows the model was fitted on, as `cpo fit` writes it."""
+    from cpo_engine.policy.policy import Policy, table_state
+
+    y, _ = scores_and_weights(table)
+    state = table_state(model, reps, y, cfg.selection, table, cfg.seed, rows=rows)
+    state.save(bundle)
+    policy = Policy(model, state, cfg.policy, device="cpu")
+    if policy.problems:
+        log.info("tonight's per-query policy falls back to its static prompt '%s': %s", state.static_id,
+                 "; ".join(policy.problems))
+    return state
 
 
 def _check_cv(cfg: NightlyConfig, table: pa.Table, state: Path, dates: list[str]) -> None:
@@ -469,9 +549,15 @@ def _read_day(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def _finish(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    from cpo_engine.workflows.common import write_manifest
+
     report["finished_at"] = _now()
     report["report_path"] = str(run_dir / "report.json")
     atomic_write_json(run_dir / "report.json", report)
+    write_manifest(run_dir, "nightly", report.get("config"), {"report": run_dir / "report.json"},
+                   started_at=report.get("started_at"),
+                   status="failed" if report.get("model_status") in FAILED_STATUSES else "ok",
+                   model_status=report.get("model_status"), date=report.get("date"))
     return report
 
 
@@ -479,6 +565,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["run_nightly", "append_triplets", "load_window", "tonight_table", "check_texts", "stored_files",
-           "gate_problems", "pool_search", "compare", "predicted_uplift", "below", "above", "night_dir", "read_json",
-           "check_current", "commit", "recover", "staged", "FAILED_STATUSES"]
+__all__ = ["NightlyResult", "run_nightly", "append_triplets", "load_window", "tonight_table", "check_texts",
+           "stored_files", "gate_problems", "pool_search", "compare", "predicted_uplift", "below", "above", "night_dir",
+           "read_json", "check_current", "commit", "recover", "staged", "FAILED_STATUSES"]

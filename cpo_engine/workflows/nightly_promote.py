@@ -7,14 +7,15 @@ logged prompts and tonight's per-query policy run on held-out queries against th
 LLM, and the challenger with the largest measured uplift goes live when that uplift is positive and
 the lower end of its 95% interval is >= ``verify.margin``. Otherwise the live one stays, and the
 returned record says why. On the first verified night (nothing live yet) the incumbent is the
-baseline, and it goes live when no challenger beats it.
+baseline, and it goes live when no challenger beats it. Without an LLM the rule is applied to values on
+held-out fresh logs instead (:mod:`cpo_engine.workflows.nightly_evidence`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,12 +23,21 @@ import pyarrow as pa
 from cpo_engine.causal.evidence import PREDICTED, LabelledValue
 from cpo_engine.search.proposers import proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.config import NightlyConfig
+from cpo_engine.settings import NightlyConfig
 from cpo_engine.workflows.nightly_state import read_json, staged
 
+if TYPE_CHECKING:
+    from cpo_engine.workflows.nightly_evidence import HeldOutQueries
+    from cpo_engine.generation.types import Backend
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.causal.head import LinearHead
+    from cpo_engine.policy.policy import PolicyState
+    from cpo_engine.embedding.representations import Representations
+    from cpo_engine.policy.represent import Representer
 
-def search(table: pa.Table, reps: Any, head: Any, rep: Any, cfg: NightlyConfig, run_dir: Path) -> tuple[pa.Table | None,
-                                                                                                         dict[str, Any]]:
+
+def search(table: pa.Table, reps: Representations, head: LinearHead, rep: Representer, cfg: NightlyConfig,
+           run_dir: Path) -> tuple[pa.Table | None, dict[str, Any]]:
     """The generative search from the logged prompts (the configured proposer), scored for every query;
     writes ``candidates.parquet``. Its numbers are predictions."""
     from cpo_engine.workflows.run import generative_search
@@ -53,7 +63,7 @@ def live_arms(live: dict[str, Any]) -> list[Any]:
     return [Arm(live["id"], live["text"], "live")] if live else []
 
 
-def live_route(state: Path, live: dict[str, Any], cfg: NightlyConfig, rep: Any) -> Any:
+def live_route(state: Path, live: dict[str, Any], cfg: NightlyConfig, rep: Representer) -> Any:
     """``query_texts -> arm index`` of a live per-query policy (its own model routes; its arms come
     first in tonight's arms, in the same order), or None for a static live prompt."""
     if live.get("kind") != "per_query":
@@ -72,10 +82,15 @@ def live_route(state: Path, live: dict[str, Any], cfg: NightlyConfig, rep: Any) 
     return route
 
 
-def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig, table: pa.Table, reps: Any,
-                       model: Any, rep: Any, backend: Any = None) -> dict[str, Any]:
-    """Search, then (with a ``generation`` section) verify and apply the promotion rule; returns the
-    record the night's report keeps under ``promotion``."""
+def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig, table: pa.Table,
+                       reps: Representations,
+                       model: CausalRewardModel, rep: Representer, backend: Backend | None = None, *,
+                       held: HeldOutQueries | None = None, rows: np.ndarray | None = None,
+                       policy_state: PolicyState | None = None) -> dict[str, Any]:
+    """Search, then (with a ``generation`` section) verify and apply the promotion rule, or (without one)
+    value tonight's policy and static prompt against the live one on the held-out fresh logs (``held``: the
+    :class:`~cpo_engine.workflows.nightly_evidence.HeldOutQueries`, ``rows``: the rows the model was fitted on,
+    ``policy_state``: tonight's saved policy); returns the record the night's report keeps under ``promotion``."""
     from cpo_engine.search import referenced_head
 
     head, incumbent = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
@@ -84,9 +99,19 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
     live = read_json(state / "live.json")
     out: dict[str, Any] = {"search": found, "live_before": live or None}
     if cfg.generation is None or not cfg.verify.enabled:
-        return out | {"status": "kept", "live": live or None,
-                      "reason": "no generation backend is configured to verify tonight's prompts: they stay "
-                                "predictions (labelled predicted) and only measured prompts go live"}
+        if held is None or held.skipped or policy_state is None:
+            why = held.skipped if held is not None and held.skipped else "no held-out fresh logs"
+            return out | {"status": "kept", "live": live or None, "held_out": None if held is None else held.to_dict(),
+                          "reason": "no generation backend is configured to verify tonight's prompts, and nothing "
+                                    f"can be valued on fresh logs ({why}): tonight's prompts stay predictions and "
+                                    "the live one stays"}
+        from cpo_engine.workflows.nightly_evidence import promote_on_logs
+
+        decision = promote_on_logs(state, run_dir, date, cfg, table, reps, model, rep, rows, policy_state, live)
+        new_live = decision.pop("new_live")
+        if new_live is not None:
+            atomic_write_json(staged(run_dir, "live.json"), new_live)
+        return out | decision | {"live": new_live or live or None, "held_out": held.to_dict()}
     result = verify_night(state, run_dir, cfg, table, reps, incumbent, cands, live, rep, backend)
     verified = result.report
 
@@ -110,8 +135,8 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
     return out | {"status": "kept", "live": live, "reason": why}
 
 
-def verify_night(state: Path, run_dir: Path, cfg: NightlyConfig, table: pa.Table, reps: Any, incumbent: int,
-                 cands: pa.Table | None, live: dict[str, Any], rep: Any, backend: Any) -> Any:
+def verify_night(state: Path, run_dir: Path, cfg: NightlyConfig, table: pa.Table, reps: Representations, incumbent: int,
+                 cands: pa.Table | None, live: dict[str, Any], rep: Representer, backend: Backend) -> Any:
     """Tonight's arms (live first, then the incumbent, best static, searched top-K) on held-out
     queries (``verify.queries``, else tonight's table) against the live prompt or policy."""
     from cpo_engine.data.grid import cell_means

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,14 @@ from cpo_engine.causal.policy_values import PolicyValues, estimated_policy_value
 from cpo_engine.data.grid import cell_means
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.workflows.common import scores_and_weights
+
+if TYPE_CHECKING:
+    from cpo_engine.workflows.run_types import Logs
+    from cpo_engine.policy.bundle import ModelBundle
+    from cpo_engine.policy.policy import PolicyState
+    from cpo_engine.settings import OffPolicyConfig, OptimizeConfig, RunConfig
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.embedding.representations import Representations
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ class HeldOut:
     y: np.ndarray
 
 
-def held_out_rows(table: pa.Table, reps: Any, queries: np.ndarray) -> HeldOut:
+def held_out_rows(table: pa.Table, reps: Representations, queries: np.ndarray) -> HeldOut:
     """The table's rows whose query is in ``queries`` (indices into ``reps.query_ids``)."""
     y, _ = scores_and_weights(table)
     pos = np.full(len(reps.query_ids), -1, dtype=np.int64)
@@ -53,7 +61,7 @@ def held_out_rows(table: pa.Table, reps: Any, queries: np.ndarray) -> HeldOut:
     return HeldOut(np.asarray(queries), rows, pos[reps.row_query[rows]], reps.row_prompt[rows], y[rows])
 
 
-def _features(reps: Any, ope: OPEConfig) -> np.ndarray:
+def _features(reps: Representations, ope: OPEConfig) -> np.ndarray:
     from cpo_engine.causal.propensity import propensity_features
 
     return propensity_features(reps.X, reps.query_texts if ope.propensity_text_features else None)
@@ -130,7 +138,8 @@ def _printed_warnings() -> Iterator[None]:
         yield
 
 
-def held_out_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarray, causal: Any,
+def held_out_policy_values(reps: Representations, table: pa.Table, logs: Logs, test: np.ndarray,
+                           causal: CausalRewardModel,
                            policies: dict[str, Any], static_name: str | None, ope: OPEConfig,
                            seed: int = 0) -> PolicyValues:
     """`cpo run`: each policy's value on the held-out queries (``policies`` hold a prompt index, or one
@@ -160,7 +169,8 @@ def held_out_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarr
     return _values(held, policies, static_name, q_hat, P, p_logged, diag, ope, n_p, "held-out logs")
 
 
-def table_policy_values(reps: Any, table: pa.Table, model: Any, policies: dict[str, Any], static_name: str | None,
+def table_policy_values(reps: Representations, table: pa.Table, model: Any, policies: dict[str, Any],
+                        static_name: str | None,
                         ope: OPEConfig, cv: int = 5, seed: int = 0) -> PolicyValues:
     """`cpo optimize`: each policy's value on the table's queries with a saved causal model (measured on
     a full grid; else DR with the saved model and propensities from the column or a model cross-fitted
@@ -189,7 +199,7 @@ def _per_query_oof(oof: np.ndarray, q: np.ndarray, n_queries: int) -> np.ndarray
     return P
 
 
-def _saved_q_hat(model: Any, reps: Any, y_range: tuple[float, float]) -> np.ndarray | None:
+def _saved_q_hat(model: Any, reps: Representations, y_range: tuple[float, float]) -> np.ndarray | None:
     from cpo_engine.exceptions import NotFittedError
 
     try:
@@ -202,8 +212,8 @@ def _saved_q_hat(model: Any, reps: Any, y_range: tuple[float, float]) -> np.ndar
 
 
 
-def run_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarray, causal: Any,
-                      test_choices: dict[str, np.ndarray], static: int, cfg: Any) -> PolicyValues:
+def run_policy_values(reps: Representations, table: pa.Table, logs: Logs, test: np.ndarray, causal: CausalRewardModel,
+                      test_choices: dict[str, np.ndarray], static: int, cfg: RunConfig) -> PolicyValues:
     """`cpo run`'s call: the pool choices (keys of :data:`~cpo_engine.workflows.run_types.POLICY_LABELS`, one
     prompt per held-out query) and the best static prompt, valued on the held-out queries."""
     from cpo_engine.workflows.run_types import POLICY_LABELS
@@ -215,8 +225,8 @@ def run_policy_values(reps: Any, table: pa.Table, logs: Any, test: np.ndarray, c
 
 
 
-def optimize_policy_values(reps: Any, table: pa.Table, bundle: Any, state: Any, assignment: pa.Table, cfg: Any,
-                           data_info: dict[str, Any]) -> PolicyValues:
+def optimize_policy_values(reps: Representations, table: pa.Table, bundle: ModelBundle, state: PolicyState,
+                           assignment: pa.Table, cfg: OptimizeConfig, data_info: dict[str, Any]) -> PolicyValues:
     """`cpo optimize`'s call: the per-query choice among the table's (logged) prompts and the static prompt,
     valued on the table's queries. Searched prompts no LLM ran cannot be valued from logs: when the
     assignment recommends some, the logged-prompt policy is valued instead. When the bundle was fitted
@@ -249,6 +259,8 @@ class TargetPolicy:
     name: str
     policy: Any
     covered: np.ndarray
+    why_not: str = ""
+    """Why some logged queries are not covered (the file's split filter, query ids not in the logs)."""
 
 
 @dataclass
@@ -257,6 +269,10 @@ class OffPolicyResult:
     values: PolicyValues
     n_queries: int
     paths: dict[str, Path]
+    decision: Any = None
+    """The :class:`~cpo_engine.causal.ope_decision.OPEDecision` (deploy X, or keep the logging policy)."""
+    coverage: str = ""
+    """Which logged queries and rows the values use, and why the others were left out."""
 
 
 def _check_assignment_columns(cols: set[str], spec: str) -> None:
@@ -283,7 +299,7 @@ def check_policy_specs(specs: list[str], table: pa.Table) -> None:
         _check_assignment_columns(set(read_table(spec).column_names), spec)
 
 
-def read_policy(spec: str, reps: Any, queries: str = "auto") -> TargetPolicy:
+def read_policy(spec: str, reps: Representations, queries: str = "auto") -> TargetPolicy:
     """A policy from a `--policy` value: an assignment file or a logged prompt id."""
     prompt_index = {str(p): j for j, p in enumerate(reps.prompt_ids)}
     n_q = len(reps.query_ids)
@@ -298,8 +314,11 @@ def read_policy(spec: str, reps: Any, queries: str = "auto") -> TargetPolicy:
     t = read_table(spec)
     cols = set(t.column_names)
     _check_assignment_columns(cols, spec)
+    n_file, why = t.num_rows, []
     if queries in ("auto", "test") and "split" in cols:
         t = t.filter(pc.equal(t["split"], "test"))
+        why.append(f"only its {t.num_rows} of {n_file} rows with split == 'test' are used (--queries {queries}; "
+                   "--queries all uses every row)")
     elif queries == "test":
         raise DataError("queries='test' but the assignment has no split column", source=spec, column="split",
                         fix="use --queries all")
@@ -314,20 +333,23 @@ def read_policy(spec: str, reps: Any, queries: str = "auto") -> TargetPolicy:
                         fix="value new prompts by running them with the LLM; here pass policies over logged prompts")
     pj = np.array([prompt_index[p] for p in pids], dtype=np.int64)
     keep = qi >= 0
+    if not keep.all():
+        why.append(f"{int((~keep).sum())} of its rows name query ids that are not in the logs")
     covered = np.zeros(n_q, dtype=bool)
     covered[qi[keep]] = True
     name = Path(spec).stem
     if pcol == "recommended_prompt_id":
         choice = np.full(n_q, -1, dtype=np.int64)
         choice[qi[keep]] = pj[keep]
-        return TargetPolicy(name, choice, covered)
+        return TargetPolicy(name, choice, covered, "; ".join(why))
     probs = np.zeros((n_q, len(prompt_index)))
     np.add.at(probs, (qi[keep], pj[keep]), np.asarray(t.column("probability").to_numpy(zero_copy_only=False),
                                                        np.float64)[keep])
-    return TargetPolicy(name, probs, covered)
+    return TargetPolicy(name, probs, covered, "; ".join(why))
 
 
-def crossfit_q_hat(reps: Any, held: HeldOut, causal_cfg: Any, folds: list, seed: int, device: str) -> np.ndarray:
+def crossfit_q_hat(reps: Representations, held: HeldOut, causal_cfg: Any, folds: list, seed: int,
+                   device: str) -> np.ndarray:
     """Reward-model predictions of every (query, prompt) cell, each query's from a causal model fitted on
     the other folds (DR needs a reward model that did not see the rows it corrects)."""
     n_q, n_p = len(held.queries), len(reps.prompt_ids)
@@ -342,19 +364,21 @@ def crossfit_q_hat(reps: Any, held: HeldOut, causal_cfg: Any, folds: list, seed:
     return q_hat
 
 
-def run_ope(cfg: Any) -> OffPolicyResult:
+def run_ope(cfg: OffPolicyConfig) -> OffPolicyResult:
     """`cpo ope`: value each policy on the logs (DR by default), next to the logging policy; writes
     OUT/ope.json and OUT/ope.md."""
     from cpo_engine.causal._checks import make_folds
     from cpo_engine.causal.propensity import PropensityModel
     from cpo_engine.utils import atomic_write_json, atomic_write_text, json_default_str
-    from cpo_engine.workflows.common import Representer, check_cv, load_data
+    from cpo_engine.workflows.common import Representer, check_cv, load_data, now, refuse_other_kind, write_manifest
 
+    started = now()
     if not cfg.out:
         raise ConfigError("ope needs an output folder: pass --out DIR")
     from cpo_engine.workflows.common import usable_folder
 
     usable_folder(cfg.out)  # a file or an unwritable --out is refused before the data are read and embedded
+    refuse_other_kind(cfg.out, "ope")
     table, info = load_data(cfg.data)
     check_policy_specs(cfg.policies or [], table)  # before the embedding and the cross-fitted models
     check_cv(cfg.causal.cv, len(pc.unique(table["query_id"])), info["path"])
@@ -389,7 +413,7 @@ def run_ope(cfg: Any) -> OffPolicyResult:
     diag = _propensity_diagnostics(prop, P[qs], [str(p) for p in reps.prompt_ids], source, cfg.ope) | {
         "reward_model": "cross-fitted on the logs" if bundle is None else f"model bundle {bundle.path}"}
     named = {p.name: (p.policy[qs] if np.ndim(p.policy) else p.policy) for p in policies}
-    note = None
+    note, n_before = None, len(held.y)
     if p_logged is None:
         held, note = _rows_with_evidence(P[qs], held, [str(p) for p in reps.prompt_ids], {})
     p = P[qs][held.q, held.a] if p_logged is None else p_logged
@@ -398,32 +422,57 @@ def run_ope(cfg: Any) -> OffPolicyResult:
                                          None if q_hat is None else q_hat[qs], cfg.ope, P[qs], None, diag, "the logs")
     if note:
         values.method += f"; {note}"
+    from cpo_engine.causal.ope_decision import decide
+
+    decision = decide(values, cfg.ope.level)
+    coverage = coverage_sentence(policies, len(qs), len(np.unique(held.q)), table.num_rows, n_before, len(held.y),
+                                 note)
     out = Path(cfg.out)
     result = {"format": "cpo-ope/1", "data": info, "n_queries": len(qs), "n_rows": len(held.y),
-              "config": asdict(cfg)} | values.to_dict()
+              "coverage": coverage, "decision": decision.to_dict(), "config": asdict(cfg)} | values.to_dict()
     paths = {"json": atomic_write_json(out / "ope.json", json.loads(json.dumps(result, default=json_default_str))),
-             "table": atomic_write_text(out / "ope.md", ope_table(values))}
-    return OffPolicyResult(out, values, len(qs), paths)
+             "table": atomic_write_text(out / "ope.md", ope_table(values, decision, coverage))}
+    write_manifest(out, "ope", cfg, paths, started_at=started, data=info)
+    return OffPolicyResult(out, values, len(qs), paths, decision, coverage)
 
 
-def ope_table(values: PolicyValues) -> str:
-    """Markdown: one row per policy, the headline value with its interval, the difference from the
-    logging policy, every estimator, and the weight diagnostics."""
-    head = [("| policy | value (95% CI) | evidence | vs logging policy | DR | SNDR | IPW | SNIPS | DM (predicted) "
-             "| ESS | clipped | off-support |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def coverage_sentence(policies: list[TargetPolicy], n_covered: int, n_valued: int, n_rows: int, n_rows_covered: int,
+                      n_rows_valued: int, row_note: str | None) -> str:
+    """Which logged queries and rows the values use, and why the others were left out (the policies' coverage,
+    rows whose logged prompt has no propensity)."""
+    n_q = len(policies[0].covered)
+    head = f"valued on {n_valued:,} of {n_q:,} logged queries ({n_rows_valued:,} of {n_rows:,} rows)"
+    why = []
+    if n_covered < n_q:
+        why.append(f"{n_q - n_covered:,} queries are not covered by every policy, and all policies are valued on the "
+                   "same queries")
+        why += [f"policy '{p.name}' covers {int(p.covered.sum()):,}" + (f" ({p.why_not})" if p.why_not else "")
+                for p in policies if not p.covered.all()]
+    if n_rows_valued < n_rows_covered:
+        why.append(f"{n_rows_covered - n_rows_valued:,} rows have no propensity: {row_note}")
+    return head + (": " + "; ".join(why) if why else ": every logged query and row") + "."
+
+
+def ope_table(values: PolicyValues, decision: Any = None, coverage: str = "") -> str:
+    """Markdown: one row per policy, best first: the headline value with its interval, the difference from the
+    logging policy, the weight diagnostics; then which rows were used, and the decision line last (every
+    estimator of every policy is in ope.json)."""
+    head = ["| policy | value (95% CI) | vs logging policy (95% CI) | evidence | DR | IPW | ESS | off-support |",
+            "|---|---|---|---|---|---|---|---|"]
     rows = []
-    for name, e in values.estimates.items():
+    for name, e in sorted(values.estimates.items(), key=lambda kv: -kv[1].value):
         ests, d = values.all_estimates.get(name, {}), values.vs_logging.get(name)
         vs = "" if d is None else f"{d['diff']:+.4f} ({d['ci_low']:+.4f} to {d['ci_high']:+.4f})"
-        cells = [f"{ests[k].value:.4f}" if k in ests else "" for k in ("dr", "sndr", "ipw", "snips", "dm")]
-        diag = [f"{e.ess:.0f}" if e.ess is not None else "", f"{e.clipped_share:.1%}" if e.clipped_share is not None
-                else "", f"{e.off_support:.1%}" if e.off_support is not None else ""]
+        cells = [f"{ests[k].value:.4f}" if k in ests else "" for k in ("dr", "ipw")]
+        diag = [f"{e.ess:.0f}" if e.ess is not None else "", f"{e.off_support:.1%}" if e.off_support is not None else ""]
         lo, hi = e.reported  # the bounds when the policy is mostly off the logs' support
-        rows.append(f"| {name} | {e.value:.4f} ({lo:.4f} to {hi:.4f}) | {e.evidence} | {vs} | "
+        rows.append(f"| {name} | {e.value:.4f} ({lo:.4f} to {hi:.4f}) | {vs} | {e.evidence} | "
                     + " | ".join(cells + diag) + " |")
     notes = [(f"\n{values.method}; propensities: {values.diagnostics.get('propensity_source')}; reward model: "
               f"{values.diagnostics.get('reward_model')}.")]
     notes += [f"- {name}: {w}" for name, e in values.estimates.items() for w in e.warnings]
+    notes += [f"\n{coverage}"] if coverage else []
+    notes += [f"\n{decision.line()}"] if decision is not None else []
     return "\n".join(head + rows + notes) + "\n"
 
 
@@ -431,6 +480,7 @@ __all__ = [
     "HeldOut",
     "OffPolicyResult",
     "TargetPolicy",
+    "coverage_sentence",
     "crossfit_q_hat",
     "held_out_policy_values",
     "held_out_rows",

@@ -7,15 +7,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.search.proposers import proposer_names
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
-from cpo_engine.workflows.common import load_data, usable_folder
-from cpo_engine.workflows.config import OptimizeConfig
+from cpo_engine.workflows.common import load_data, now, refuse_other_kind, usable_folder, write_manifest
+from cpo_engine.settings import OptimizeConfig
+
+if TYPE_CHECKING:
+    from cpo_engine.search.beam import SearchResult
+    from cpo_engine.workflows.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +29,8 @@ class OptimizeResult:
     out: Path
     assignment: pa.Table
     best: dict[str, Any]
-    search: Any
-    verification: Any = None
+    search: SearchResult | None
+    verification: VerifyResult | None = None
 
 
 def optimize(cfg: OptimizeConfig) -> OptimizeResult:
@@ -43,6 +47,8 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
     usable_folder(cfg.out)  # a bad --out fails now, not after the search
+    refuse_other_kind(cfg.out, "optimize")
+    started = now()
     bundle = ModelBundle.load(cfg.model)
     table, data_info = load_data(cfg.data)
     rep = bundle.representer(cfg.embed)  # refuses an encoder that is not the model's
@@ -85,6 +91,9 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     atomic_write_json(out / "best_static_prompt.json", best)
     atomic_write_json(out / "inputs.json", {"model": str(cfg.model), "data": str(data_info["path"]),
                                             "tasks": cfg.data.tasks})
+    written = ["assignment.parquet", "best_static_prompt.json", "inputs.json"]
+    written += ["candidates.parquet", "search_trace.json"] if result is not None else []
+    write_manifest(out, "optimize", cfg, {Path(n).stem: out / n for n in written}, started_at=started, data=data_info)
     verification = None
     if cfg.generation is not None and cfg.verify.enabled:  # measure the recommendations with the LLM
         from cpo_engine.workflows.verify import print_verification, verify_optimize

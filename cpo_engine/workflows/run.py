@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,28 +22,37 @@ import pyarrow as pa
 from cpo_engine.data.grid import cell_means, nan_mean, split_queries
 from cpo_engine.exceptions import DataError
 from cpo_engine.workflows.common import (Representer, check_cv, data_summary, load_data, open_run, preflight,
-                                         name_prompts, print_summary, scores_and_weights, write_features)
-from cpo_engine.workflows.config import HoldoutConfig, RunConfig
+                                         name_prompts, print_summary, scores_and_weights, staged, write_features)
+from cpo_engine.settings import HoldoutConfig, RunConfig
 from cpo_engine.workflows.run_types import POLICY_LABELS, Logs, PoolResult
+from cpo_engine.workflows.tracking import check_tracking, log_folder
+
+if TYPE_CHECKING:
+    from cpo_engine.search.beam import SearchResult
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.embedding.config import EmbedConfig
+    from cpo_engine.causal.head import LinearHead
+    from cpo_engine.causal.baseline import OutcomeRewardModel
+    from cpo_engine.embedding.representations import Representations
 
 log = logging.getLogger(__name__)
 
 #: What `cpo run` writes in its run folder (cleared when a later run reuses the folder).
-RUN_OUTPUTS = ("features", "model", "search", "plots", "summary.json", "report.html")
+RUN_OUTPUTS = ("features", "model", "search", "plots", "summary.json", "report.html", "report_sections.json")
 
 @dataclass
 class RunResult:
     run_dir: Path
     summary: dict[str, Any]
-    representations: Any
+    representations: Representations
     table: pa.Table
     pool: PoolResult
-    search: Any
+    search: SearchResult | None
     evaluation: dict[str, Any]
     paths: dict[str, Path]
 
 
-def training_logs(table: pa.Table, reps: Any, train: np.ndarray, holdout: HoldoutConfig, seed: int) -> Logs:
+def training_logs(table: pa.Table, reps: Representations, train: np.ndarray, holdout: HoldoutConfig, seed: int) -> Logs:
     """The training queries' rows as logged (with their weights), or (``holdout.simulate_confounding``,
     full-grid data only) logs drawn from them with a known query-dependent logging policy, so the
     causal/non-causal comparison meets confounding."""
@@ -74,7 +83,7 @@ def check_training_queries(table: pa.Table, cfg: RunConfig, source: str) -> None
              f"{cfg.holdout.test_fraction})")
 
 
-def fit_models(reps: Any, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
+def fit_models(reps: Representations, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
     """Fit the causal model and the non-causal outcome model on training logs (query, prompt, score)."""
     from cpo_engine.causal import OutcomeRewardModel
 
@@ -86,7 +95,8 @@ def fit_models(reps: Any, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
     return causal, outcome
 
 
-def choose_pool(reps: Any, table: pa.Table, logs: Logs, test: np.ndarray, causal: Any, outcome: Any,
+def choose_pool(reps: Representations, table: pa.Table, logs: Logs, test: np.ndarray, causal: CausalRewardModel,
+                outcome: OutcomeRewardModel,
                 cfg: RunConfig) -> PoolResult:
     """Per-query choice among the logged prompts, checked on held-out queries against recorded outcomes.
 
@@ -152,7 +162,7 @@ def _evaluate(choice: np.ndarray, Y: np.ndarray, static: int) -> dict[str, Any]:
         return {"skipped": str(exc)}
 
 
-def static_agreement(head: Any, X: np.ndarray, T: np.ndarray, observed: np.ndarray, prompt_ids: list[str],
+def static_agreement(head: LinearHead, X: np.ndarray, T: np.ndarray, observed: np.ndarray, prompt_ids: list[str],
                      choice: Any = None) -> float:
     """Spearman correlation of the model's average effect per logged prompt with the prompts' values
     (``choice``'s estimates when given: measured on a full grid, doubly robust on logs; else ``observed``).
@@ -192,7 +202,8 @@ def majority_task(table: pa.Table) -> str | None:
     return max(vc, key=lambda r: r["counts"])["values"] if vc else None
 
 
-def generative_search(table: pa.Table, reps: Any, head: Any, cfg: RunConfig, embed: Any) -> Any:
+def generative_search(table: pa.Table, reps: Representations, head: LinearHead, cfg: RunConfig,
+                      embed: EmbedConfig) -> Any:
     """Beam search from the logged prompts with the configured proposer, scored for every query."""
     from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
 
@@ -207,8 +218,13 @@ def run(cfg: RunConfig) -> RunResult:
     from cpo_engine.policy.bundle import save_bundle
     from cpo_engine.workflows.run_outputs import print_findings, write_run_outputs
 
+    from cpo_engine.data.storage import is_remote
+
+    if is_remote(cfg.out):
+        return staged(cfg, run)
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     preflight(cfg)  # optional packages of the nuisances, the edit prior: before the folder or the data
+    check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before any work
     with open_run(run_dir, cfg, "run", RUN_OUTPUTS) as manifest:
         with manifest.stage("data"):
             table, info = load_data(cfg.data)
@@ -221,11 +237,14 @@ def run(cfg: RunConfig) -> RunResult:
                 manifest.output(key, path)
         with manifest.stage("summary"):
             summary = data_summary(table, reps)
+            from cpo_engine.causal.headroom import headroom_table
             from cpo_engine.utils import atomic_write_json
 
+            summary["headroom"] = headroom_table(table)  # before optimizing: do the prompts differ beyond noise?
             atomic_write_json(run_dir / "summary.json", summary)
             manifest.output("summary", run_dir / "summary.json")
             print_summary(summary)
+            print(summary["headroom"]["line"])
         timings: dict[str, float] = {}
         with manifest.stage("fit"):
             t0 = time.perf_counter()
@@ -244,6 +263,7 @@ def run(cfg: RunConfig) -> RunResult:
                 t0 = time.perf_counter()
                 result = generative_search(table, reps, pool.head, cfg, rep.prompt_embedder(reps))
                 timings["search"] = time.perf_counter() - t0
+                log_search_cost(timings["search"], cfg.generation is not None and cfg.verify.enabled)
         with manifest.stage("report"):
             evaluation, paths = write_run_outputs(run_dir, reps, cfg, causal, pool, result, train, test, timings)
             for key, path in paths.items():
@@ -262,7 +282,21 @@ def run(cfg: RunConfig) -> RunResult:
                 manifest.output("verification", verified.out / "verification.json")
                 evaluation["verification"] = verified.report
             print_verification(verified.report)
+    log_folder(cfg.tracking, run_dir, "run")  # the finished folder (manifest ok) to MLflow, with --mlflow
     return RunResult(run_dir, summary, reps, table, pool, result, evaluation, paths)
+
+
+def log_search_cost(seconds: float, can_verify: bool) -> None:
+    """What the search cost: its candidate texts embedded, at what rate, and whether anything will measure
+    what it found (without an LLM its prompts stay predicted only)."""
+    from cpo_engine.utils import LEDGER
+
+    row = LEDGER.snapshot()["stages"].get("search") or {}
+    n, embed_s = int(row.get("embedded_texts", 0)), float(row.get("embedding_seconds", 0.0))
+    rate = f"{n / embed_s:.1f} texts/s" if embed_s > 0 else "cached"
+    log.info("search: %d candidate texts embedded (%s; %.0f s of the search's %.0f s)%s", n, rate, embed_s, seconds,
+             "" if can_verify else "; no LLM is configured to verify them, so searched prompts stay predicted only "
+                                   "(--proposer none skips the search)")
 
 
 __all__ = ["run", "RunResult", "PoolResult", "Logs", "training_logs", "fit_models", "choose_pool",

@@ -13,18 +13,25 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from cpo_engine.causal.evidence import ESTIMATED, PREDICTED
-from cpo_engine.causal.policy_values import format_policy_values
+from cpo_engine.causal.evidence import ESTIMATED, PREDICTED, format_difference, is_no_difference
+from cpo_engine.causal.policy_values import LOGGING, format_policy_values
 from cpo_engine.data.grid import nan_mean
-from cpo_engine.report import Column, Interval, ReportData, Table, write_report
+from cpo_engine.report import SECTIONS_FILE, Column, Interval, ReportData, Table, write_report
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.policy.policy import Policy, learn_state, searched_candidates_sha256, searched_from_result
 from cpo_engine.workflows.run_types import POLICY_LABELS, PoolResult
+
+if TYPE_CHECKING:
+    from cpo_engine.search.beam import SearchResult
+    from cpo_engine.settings import RunConfig
+    from cpo_engine.causal.dml import CausalRewardModel
+    from cpo_engine.causal.head import LinearHead
+    from cpo_engine.embedding.representations import Representations
 
 _Z95 = NormalDist().inv_cdf(0.975)
 
@@ -41,8 +48,11 @@ GLOSSARY = {
     "95% CI": "95% confidence interval: the range the true value lies in with 95% confidence.",
     "held-out queries": "Queries set aside before fitting (never seen by the model); their recorded outcomes score "
                         "the choices.",
-    "logging policy": "How prompts were chosen in the logs; its value is the mean recorded score of the logged "
-                      "prompts on each held-out query, averaged over queries.",
+    "logging policy (as logged)": "How prompts were chosen in the logs; its value is each held-out query's mean "
+                                  "logged score (over the rows logged for it), averaged over the queries. One "
+                                  "definition, used everywhere on this page.",
+    "same as the static prompt (no departures)": "A policy that chose the static prompt for every query: its "
+                                                 "difference from it is 0 by construction, so no interval is shown.",
     "difficulty": "Of a held-out query: 1 - its mean recorded score over all logged prompts (0: every prompt "
                   "solved it, 1: none did). Tiers split the held-out queries into equal-sized groups by difficulty.",
     "verified": "An LLM ran the prompt and its outcomes were recorded (logged prompts). Searched candidates are "
@@ -73,7 +83,8 @@ def _interval_of(values: np.ndarray) -> Interval | None:
     return Interval(r["diff"], r["ci_low"], r["ci_high"])
 
 
-def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
+def make_policy(run_dir: Path, reps: Representations, cfg: RunConfig, causal: CausalRewardModel, pool: PoolResult,
+                result: SearchResult | None,
                 train: np.ndarray) -> Policy:
     """The run's policy (:func:`write_run_outputs` saves it as ``model/policy.json``, with the hash of the
     searched candidates): the one that made the pool choice (``pool.run_policy``), or, when
@@ -91,7 +102,7 @@ def make_policy(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResul
     return policy
 
 
-def assignment_table(policy: Policy, reps: Any, test: np.ndarray, chosen: Any = None) -> pa.Table:
+def assignment_table(policy: Policy, reps: Representations, test: np.ndarray, chosen: Any = None) -> pa.Table:
     """One row per query of the run: its split and the policy's one recommendation with its evidence.
 
     ``chosen``: the policy's choice already made for every query (``PoolResult.policy``, the choice the
@@ -101,7 +112,7 @@ def assignment_table(policy: Policy, reps: Any, test: np.ndarray, chosen: Any = 
     return t.add_column(1, "split", pa.array(split))
 
 
-def held_out_choices(reps: Any, pool: PoolResult, test: np.ndarray) -> pa.Table:
+def held_out_choices(reps: Representations, pool: PoolResult, test: np.ndarray) -> pa.Table:
     """The held-out evaluation's per-query choices (``search/held_out_choices.parquet``): one row per held-out
     query, the prompt each evaluated policy chose for it and the best static prompt it is compared with."""
     ids = np.asarray([str(p) for p in reps.prompt_ids], dtype=object)
@@ -112,7 +123,7 @@ def held_out_choices(reps: Any, pool: PoolResult, test: np.ndarray) -> pa.Table:
     return pa.table(cols)
 
 
-def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any,
+def candidates_table(result: SearchResult, X: np.ndarray, T_static: np.ndarray, head: LinearHead,
                      uplift_bounds: tuple[float, float] | None = None) -> pa.Table:
     """All candidates, ranked, with uplift over the best logged static prompt and its interval (kept inside
     ``uplift_bounds``, the range an uplift can take on the score's scale, when given: a linear head
@@ -133,7 +144,7 @@ def candidates_table(result: Any, X: np.ndarray, T_static: np.ndarray, head: Any
     return t.append_column("lineage", pa.array([result.lineage(int(i)) for i in order]))
 
 
-def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str, Any]:
+def best_static(reps: Representations, pool: PoolResult, cands: pa.Table | None) -> dict[str, Any]:
     """The best logged static prompt (train mean) and, if searched, the best generated static prompt."""
     s = pool.static_index
     out: dict[str, Any] = {"logged": {"prompt_id": str(reps.prompt_ids[s]), "text": reps.prompt_texts[s],
@@ -154,7 +165,7 @@ def best_static(reps: Any, pool: PoolResult, cands: pa.Table | None) -> dict[str
 # ------------------------------------------------------------------------------ held-out numbers
 
 
-def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
+def held_out(reps: Representations, pool: PoolResult) -> dict[str, Any]:
     """Held-out values of every policy and baseline, with paired differences vs the best static prompt
     (the numbers of the README's measured table and the report's headline)."""
     from cpo_engine.search import paired_interval
@@ -176,21 +187,24 @@ def held_out(reps: Any, pool: PoolResult) -> dict[str, Any]:
     if pool.static_choice is not None:
         out["static_prompt"]["choice"] = pool.static_choice.to_dict()
     pv = pool.policy_values
-    if not np.isfinite(Y).all() and pv is not None:
-        # observational logs: the held-out queries' cells are mostly unobserved, so a mean over the queries
-        # where the static prompt happened to be logged would be a selected subset; the off-policy values
-        # cover every held-out query (one definition of each number everywhere)
-        from cpo_engine.causal.policy_values import LOGGING
-
+    if pv is not None:
         name = pv.static_name
-        if name in pv.estimates:
+        if not np.isfinite(Y).all() and name in pv.estimates:
+            # observational logs: the held-out queries' cells are mostly unobserved, so a mean over the queries
+            # where the static prompt happened to be logged would be a selected subset; the off-policy values
+            # cover every held-out query
             e = pv.estimates[name]
             out["static_prompt"].update(value=e.value, ci_low=e.ci_low, ci_high=e.ci_high, kind=pv.evidence)
         d = pv.vs_logging.get(name)
-        if LOGGING in pv.estimates and d is not None:  # its value is the logged scores' mean; the difference is estimated
+        if LOGGING in pv.estimates and d is not None:
+            # one definition of the logging policy's value on every page (the policy values' own: each held-out
+            # query's mean logged score, averaged over queries); a mean of cell means weighted each logged prompt
+            # equally and gave a second, slightly different number beside it
             out["logging_policy"] = {"value": pv.estimates[LOGGING].value, "static_minus_logging": d["diff"],
                                      "ci_low": d["ci_low"], "ci_high": d["ci_high"], "kind": pv.evidence}
-        return out
+            return out
+        if not np.isfinite(Y).all():
+            return out
     logging_ = nan_mean(Y, axis=1)
     ok = np.isfinite(logging_) & np.isfinite(Y[:, s])
     if ok.sum() >= 2:
@@ -223,18 +237,28 @@ def recommendation(policy: Policy, assignment: pa.Table, ho: dict[str, Any], can
     elif not others:
         details.insert(0, "The causal model found no query where another prompt is confidently better "
                           "(lower confidence bound above 0).")
-    new = [] if cands is None else [r for r in cands.select(
-        ["text", "round", "in_support", "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high"]).to_pylist()
-        if r["round"] > 0 and r["in_support"]]  # generated, not a logged seed; ranked best first
-    if new:
-        b = new[0]
-        details.append(f"Best searched prompt (unverified: no LLM has run it): \"{b['text']}\", predicted "
-                       f"{b['uplift_vs_best_logged']:+.4f} over the best logged static prompt (95% CI "
-                       f"{b['uplift_ci_low']:+.4f} to {b['uplift_ci_high']:+.4f}). Run it with an LLM on a sample "
-                       "of queries before using it.")
+    details += searched_suggestion(cands)
     return {"headline": headline, "details": details, "static_prompt_id": static, "static_prompt_text": text,
             "share_departing": share, "prompt_shares": {p: c / n for p, c in counts.most_common()},
             "fallback": policy.fallback, "problems": policy.problems}
+
+
+def searched_suggestion(cands: pa.Table | None) -> list[str]:
+    """The first screen's line on the search: the best-ranked searched prompt whose 95% interval allows a gain
+    over the best logged static prompt (upper bound above 0), or that none does. A prompt predicted to be
+    worse is never suggested, however it ranks."""
+    new = [] if cands is None else [r for r in cands.select(
+        ["text", "round", "in_support", "uplift_vs_best_logged", "uplift_ci_low", "uplift_ci_high"]).to_pylist()
+        if r["round"] > 0 and r["in_support"]]  # generated, not a logged seed; ranked best first
+    if not new:
+        return []
+    b = next((r for r in new if np.isfinite(r["uplift_ci_high"]) and r["uplift_ci_high"] > 0), None)
+    if b is None:
+        return [f"No searched prompt is suggested: none of the {len(new):,} searched prompts in the trust region "
+                "has a 95% interval that allows a gain over the best logged static prompt."]
+    return [f"Best searched prompt (unverified: no LLM has run it): \"{b['text']}\", predicted "
+            f"{b['uplift_vs_best_logged']:+.4f} over the best logged static prompt (95% CI {b['uplift_ci_low']:+.4f} "
+            f"to {b['uplift_ci_high']:+.4f}). Run it with an LLM on a sample of queries before using it."]
 
 
 def _how_sure(ho: dict[str, Any]) -> list[str]:
@@ -243,15 +267,17 @@ def _how_sure(ho: dict[str, Any]) -> list[str]:
     if "value" in lcb:
         verdict = ("a measured gain" if lcb["ci_low"] > 0 else "a measured loss" if lcb["ci_high"] < 0 else
                    "not distinguishable from the static prompt")
+        diff = format_difference(lcb["diff"], lcb["ci_low"], lcb["ci_high"])
+        if is_no_difference(lcb["diff"], lcb["ci_low"], lcb["ci_high"]):
+            verdict = "it chose the static prompt for every held-out query"
         out.append(f"On {lcb['n']:,} held-out queries the per-query choice scored {lcb['value']:.4f} against "
-                   f"{s['value']:.4f} for the best static prompt '{s['id']}': {lcb['diff']:+.4f} (95% CI "
-                   f"{lcb['ci_low']:+.4f} to {lcb['ci_high']:+.4f}), {verdict}.")
+                   f"{s['value']:.4f} for the best static prompt '{s['id']}': {diff}, {verdict}.")
     elif "skipped" in lcb:
         out.append(f"The per-query choice could not be checked on held-out outcomes: {lcb['skipped']}")
     lg = ho.get("logging_policy")
     if lg:
         how = ", estimated off-policy on the held-out logs" if lg.get("kind") == ESTIMATED else ""
-        out.append(f"The logging policy (the prompts as logged) scored {lg['value']:.4f}; the best static "
+        out.append(f"The {LOGGING} scored {lg['value']:.4f}; the best static "
                    f"prompt '{s['id']}' is {lg['static_minus_logging']:+.4f} better (95% CI {lg['ci_low']:+.4f} to "
                    f"{lg['ci_high']:+.4f}{how}).")
     return out
@@ -264,7 +290,8 @@ def _pct(x: float) -> str:
 # ------------------------------------------------------------------------------ report sections
 
 
-def prompts_table(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, assignment: pa.Table) -> Table:
+def prompts_table(reps: Representations, pool: PoolResult, policy: Policy, test: np.ndarray,
+                  assignment: pa.Table) -> Table:
     """The id -> text legend with each prompt's numbers, best predicted effect first."""
     eff, se = policy.head.static_effect(reps.X[test], reps.T, reps.T[policy.state.incumbent])
     counts = Counter(assignment.column("recommended_prompt_id").to_pylist())
@@ -274,6 +301,9 @@ def prompts_table(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray,
              "share": counts.get(str(p), 0) / n}
             for j, (p, t, m, e, s_) in enumerate(zip(reps.prompt_ids, reps.prompt_texts, pool.train_means, eff, se))]
     rows.sort(key=lambda r: -r["effect"])
+    for r in rows:  # the static prompt against itself: the reference, not a certain zero effect
+        if r["id"].endswith(" (static)"):
+            r.update(effect=None, ci="the reference")
     return Table([Column("id", "id", "code"), Column("text", "prompt text"),
                   Column("train_mean", "mean score (training)", "num"),
                   Column("effect", "predicted effect vs static", "signed"), Column("ci", "95% CI", "range"),
@@ -286,14 +316,16 @@ def policy_table(ho: dict[str, Any]) -> Table:
     rows = []
     for p in ho["policies"].values():
         if "value" in p:
-            rows.append({"policy": p["label"], "value": p["value"], "diff": p["diff"],
-                         "ci": f"{p['ci_low']:+.4f} to {p['ci_high']:+.4f}", "depart": p["share_not_static"]})
+            same = is_no_difference(p["diff"], p["ci_low"], p["ci_high"])
+            rows.append({"policy": p["label"], "value": p["value"], "diff": None if same else p["diff"],
+                         "ci": format_difference(0, 0, 0) if same else f"{p['ci_low']:+.4f} to {p['ci_high']:+.4f}",
+                         "depart": p["share_not_static"]})
     s = ho["static_prompt"]
     if "value" in s:
-        rows.append({"policy": f"best static prompt ('{s['id']}')", "value": s["value"], "diff": 0.0})
+        rows.append({"policy": f"best static prompt ('{s['id']}')", "value": s["value"], "ci": "the reference"})
     if "logging_policy" in ho:
         lg = ho["logging_policy"]
-        rows.append({"policy": "logging policy (prompts as logged)", "value": lg["value"],
+        rows.append({"policy": LOGGING, "value": lg["value"],
                      "diff": -lg["static_minus_logging"], "ci": f"{-lg['ci_high']:+.4f} to {-lg['ci_low']:+.4f}"})
     if "oracle_value" in ho:
         rows.append({"policy": "oracle (peeks at the outcomes; an upper bound)", "value": ho["oracle_value"]})
@@ -309,6 +341,9 @@ def candidates_section(cands: pa.Table | None) -> Table | None:
     rows = [{"id": r["id"], "text": r["text"], "uplift": r["uplift_vs_best_logged"],
              "ci": f"{r['uplift_ci_low']:+.4f} to {r['uplift_ci_high']:+.4f}", "inside": r["in_support"],
              "wins": r["query_wins"], "lineage": r["lineage"]} for r in cands.slice(0, 15).to_pylist()]
+    for r, c in zip(rows, cands.slice(0, 15).to_pylist()):  # the best logged static prompt itself: the reference
+        if is_no_difference(c["uplift_vs_best_logged"], c["uplift_ci_low"], c["uplift_ci_high"]):
+            r.update(uplift=None, ci="the reference")
     return Table([Column("id", "id", "code"), Column("text", "prompt text"),
                   Column("uplift", "predicted vs best logged", "signed"), Column("ci", "95% CI", "range"),
                   Column("inside", "inside trust region"), Column("wins", "queries where best", "int"),
@@ -345,7 +380,7 @@ def diagnostics_section(d: dict[str, Any]) -> Table:
                  [dict(zip("qvm", r)) for r in rows])
 
 
-def run_details(reps: Any, cfg: Any, pool: PoolResult, train: np.ndarray, test: np.ndarray,
+def run_details(reps: Representations, cfg: RunConfig, pool: PoolResult, train: np.ndarray, test: np.ndarray,
                 timings: dict[str, float], result: Any) -> dict[str, Any]:
     s, h = cfg.selection, cfg.holdout
     out = {"queries (training / held-out)": f"{len(train):,} / {len(test):,}", "logged prompts": len(reps.prompt_ids),
@@ -382,7 +417,20 @@ def model_comparison(causal: np.ndarray, non_causal: np.ndarray, Y_test: np.ndar
             "non-causal (outcome model)": (non_causal[ok] - non_causal[ok].mean(), m, kept)}
 
 
-def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, cands: pa.Table | None, result: Any,
+def score_axis(pool: PoolResult) -> tuple[float, float] | None:
+    """The axis of the value chart: the range the score can take (the logged scores' smallest and largest,
+    so 0 to 1 for 0/1 scores), never a zoom on the values that makes small differences look large."""
+    if pool.static_choice is not None:
+        lo, hi = pool.static_choice.score_range
+        return float(lo), float(hi)
+    y = pool.Y_test[np.isfinite(pool.Y_test)]
+    if not y.size:
+        return None
+    return (0.0, 1.0) if y.min() >= 0 and y.max() <= 1 else (float(y.min()), float(y.max()))
+
+
+def report_data(reps: Representations, pool: PoolResult, policy: Policy, test: np.ndarray, cands: pa.Table | None,
+                result: SearchResult | None,
                 ho: dict[str, Any], rec: dict[str, Any], assignment: pa.Table, run_dir: Path) -> ReportData:
     """Assemble the report's sections from the run's results."""
     eff, se = policy.head.static_effect(reps.X[test], reps.T, reps.T[policy.state.incumbent])
@@ -392,7 +440,7 @@ def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, c
     values = {p["label"]: _interval_of(pool.Y_test[rows, pool.test_choices[key]])
               for key, p in ho["policies"].items() if "value" in p}
     values[f"best static ({ho['static_prompt']['id']})"] = _interval_of(pool.Y_test[:, pool.static_index])
-    values["logging policy"] = _interval_of(nan_mean(pool.Y_test, axis=1))
+    values[LOGGING] = _interval_of(nan_mean(pool.Y_test, axis=1))
     values = {k: v for k, v in values.items() if v is not None}
     if pool.policy_values is not None:  # every policy's value with its evidence, measured or estimated
         values = {f"{k} [{v.kind}]": Interval(v.value, v.ci_low, v.ci_high)
@@ -403,13 +451,14 @@ def report_data(reps: Any, pool: PoolResult, policy: Policy, test: np.ndarray, c
                   f"python -c \"from cpo_engine import Policy; print(Policy.load('{run_dir}').assign(['your query "
                   "text']).to_pandas())\""],
         prompts=prompts_table(reps, pool, policy, test, assignment), prompt_effects=effects, policy_values=values,
+        value_axis=score_axis(pool),
         policy_table=policy_table(ho), tiers=pool.tiers, comparison=comparison, candidates=candidates_section(cands),
         trace=trace_section([] if result is None else result.trace),
         notes=findings(pool, reps) + ([] if pool.policy_values is None else pool.policy_values.lines()),
         glossary=glossary(policy.state.selection))
 
 
-def findings(pool: PoolResult, reps: Any) -> list[str]:
+def findings(pool: PoolResult, reps: Representations) -> list[str]:
     """Plain-language findings: does the per-query choice beat the best static prompt?"""
     out = []
     s = str(reps.prompt_ids[pool.static_index])
@@ -419,6 +468,10 @@ def findings(pool: PoolResult, reps: Any) -> list[str]:
             continue
         d = ev["vs_static"]
         verdict = ("wins" if d["ci_low"] > 0 else "loses" if d["ci_high"] < 0 else "is not distinguishable")
+        if is_no_difference(d["diff"], d["ci_low"], d["ci_high"]):
+            out.append(f"{POLICY_LABELS[key]}: held-out value {ev['policy_value']:.4f}, {format_difference(0, 0, 0)}: "
+                       f"it chose the best static prompt '{s}' for all {d['n']} held-out queries.")
+            continue
         out.append(f"{POLICY_LABELS[key]}: held-out value {ev['policy_value']:.4f} vs best static prompt '{s}' "
                    f"{ev['static_value']:.4f}; difference {d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to "
                    f"{d['ci_high']:+.4f}, {d['n']} queries): it {verdict}; it departs from the static prompt on "
@@ -429,7 +482,8 @@ def findings(pool: PoolResult, reps: Any) -> list[str]:
 # ------------------------------------------------------------------------------ writing
 
 
-def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: PoolResult, result: Any,
+def write_run_outputs(run_dir: Path, reps: Representations, cfg: RunConfig, causal: CausalRewardModel, pool: PoolResult,
+                      result: SearchResult | None,
                       train: np.ndarray, test: np.ndarray,
                       timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, Path]]:
     """Write the policy, assignment, best static prompt, candidates, trace, pool evaluation, report and the
@@ -477,6 +531,7 @@ def write_run_outputs(run_dir: Path, reps: Any, cfg: Any, causal: Any, pool: Poo
     data.diagnostic_warnings = ([f"Per-query policy not trusted: {p}" for p in policy.problems]
                                 + [f"Causal fit: {w}" for w in causal.diagnostics_.warnings])
     paths["report"] = write_report(run_dir, data)
+    paths["report_sections"] = run_dir / SECTIONS_FILE
     paths["summary"] = _update_summary(run_dir / "summary.json", {"held_out": ho, "recommendation": rec,
                                                                   "static_choice": evaluation["static_choice"],
                                                                   "policy_values": evaluation["policy_values"]})
@@ -511,7 +566,7 @@ def print_findings(evaluation: dict[str, Any], result: Any, paths: dict[str, Pat
             continue
         d = e["vs_static"]
         print(f"  {POLICY_LABELS[key]:<28} value {e['policy_value']:.4f} vs static {e['static_value']:.4f}: "
-              f"{d['diff']:+.4f} (95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f})")
+              + format_difference(d["diff"], d["ci_low"], d["ci_high"]))
     if result is not None:
         best = result.candidates[result.best_static]
         print(f"generative search: {len(result.candidates)} candidates scored; " + (

@@ -4,9 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cpo_engine.policy.policy import Policy
+    from cpo_engine.causal.policy_values import PolicyValues
+    from cpo_engine.causal.static_choice import StaticChoice
+    from cpo_engine.causal.head import LinearHead
 
 POLICY_LABELS = {"causal_lcb": "per-query, causal (LCB)", "causal_point": "per-query, causal (point)",
                  "non_causal": "per-query, non-causal"}
@@ -32,7 +38,7 @@ class PoolResult:
     """:class:`~cpo_engine.search.pool.PoolPolicy` over every query (train and held-out), chosen once by
     ``run_policy``: the held-out evaluation scores its held-out rows and ``search/assignment.parquet`` is its
     table (:meth:`Policy.assignment`), so the two cannot disagree."""
-    head: Any
+    head: LinearHead
     """The causal model's head, referenced to the incumbent (or the mean prompt)."""
     static_index: int
     incumbent_index: int
@@ -43,12 +49,12 @@ class PoolResult:
     tiers: list[dict[str, Any]]
     non_causal_mean_effect: np.ndarray
     static_rank_agreement: float
-    static_choice: Any = None
+    static_choice: StaticChoice | None = None
     """:class:`~cpo_engine.causal.static_choice.StaticChoice`: the best static prompt (``static_index``), valued
     on the training logs, with every candidate's value and the contenders the logs cannot separate from it."""
-    policy_values: Any = None
+    policy_values: PolicyValues | None = None
     """:class:`~cpo_engine.causal.policy_values.PolicyValues`: every policy's held-out value, measured or estimated."""
-    run_policy: Any = None
+    run_policy: Policy | None = None
     """The run's :class:`~cpo_engine.policy.Policy` over the logged prompts (saved as
     ``model/policy.json``), which made ``policy``."""
 

@@ -24,13 +24,12 @@ generation store under ``llm/``. The run's ``assignment.parquet`` and ``candidat
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +41,13 @@ from cpo_engine.causal.verification import Z95, calibration, labelled, promotabl
 from cpo_engine.exceptions import ConfigError, DataError
 from cpo_engine.search.config import SelectionConfig
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet, atomic_write_text, sha256_text
-from cpo_engine.workflows.config import LLMConfig, VerifyConfig
+from cpo_engine.settings import LLMConfig, OptimizeConfig, VerifyConfig, VerifyJobConfig
+from cpo_engine.workflows.common import MANIFEST, read_kind, write_manifest
+
+if TYPE_CHECKING:
+    from cpo_engine.generation.types import Backend
+    from cpo_engine.embedding.config import EmbedConfig
+    from cpo_engine.policy.represent import Representer
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +243,7 @@ def read_queries(path: str | Path) -> pa.Table:
 
 
 def run_arms(queries: pa.Table, arms: Sequence[Arm], llm: LLMConfig, cfg: VerifyConfig, out: Path,
-             backend: Any = None, echo: Callable[[str], None] = print) -> tuple[pa.Table, dict[str, Any]]:
+             backend: Backend | None = None, echo: Callable[[str], None] = print) -> tuple[pa.Table, dict[str, Any]]:
     """Every arm on every query (``cfg.samples`` each) through the generation store under
     ``out/llm/<digest>`` (resumed when the same queries and prompts ran before); returns the
     error-free rows and the generation summary."""
@@ -293,10 +298,13 @@ class Predictions:
     choice: np.ndarray
     """Per-query policy: the arm chosen by :func:`~cpo_engine.search.select.select_per_query` (the best lower
     confidence bound; the baseline unless one is confidently better)."""
+    new_prompt_error: Any = None
+    """The bundle's :class:`~cpo_engine.causal.new_prompt_error.NewPromptError` (policy.json), or None: the
+    intervals of searched prompts add it."""
 
 
 def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], selection: SelectionConfig | None = None,
-            embed: Any = None, representer: Any = None) -> Predictions:
+            embed: EmbedConfig | None = None, representer: Representer | None = None) -> Predictions:
     """Score the arms for the queries with a model bundle, effects referenced to ``arms[0]``; the per-query
     policy routes by the run's selection rule (``selection``: its z and simultaneous multiplier; default
     :class:`SelectionConfig`)."""
@@ -320,7 +328,20 @@ def predict(model: str | Path, query_texts: Sequence[str], arms: Sequence[Arm], 
     eff, se = scorer.per_query(T)
     s_eff, s_se = head.static_effect(X, T)
     return Predictions(effect=eff, se=se, static_effect=np.asarray(s_eff), static_se=np.asarray(s_se),
-                       choice=select_per_query(eff, se, z, incumbent=0)[0])
+                       choice=select_per_query(eff, se, z, incumbent=0)[0],
+                       new_prompt_error=bundle_new_prompt_error(bundle.path))
+
+
+def bundle_new_prompt_error(folder: Path) -> Any:
+    """The prompt-level error a bundle's policy.json records (None: none recorded, or no policy.json)."""
+    from cpo_engine.causal.new_prompt_error import NewPromptError
+    from cpo_engine.policy.policy import PolicyState
+
+    try:
+        evidence = PolicyState.load(folder).evidence
+    except ConfigError:
+        return None
+    return NewPromptError.from_dict(evidence.get("new_prompt_error"))
 
 
 # ---------------------------------------------------------------------------------- statistics
@@ -339,7 +360,8 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
     q = np.arange(n)
     b = np.zeros(n, dtype=np.int64) if baseline_route is None else np.asarray(baseline_route, dtype=np.int64)
     base, base_eff = Y[q, b], pred.effect[q, b]
-    rows, p_vals, p_ses, m_vals = [], [], [], []
+    rows, p_vals, p_ses, m_vals, coef_ses = [], [], [], [], []
+    widened = False
     span = _uplift_span(Y)
     for j, arm in enumerate(arms):
         is_base = baseline_route is None and j == 0
@@ -349,10 +371,16 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
         else:  # vs a routed baseline: the mean per-query difference (no interval)
             p_val, p_se = float(np.mean(pred.effect[:, j] - base_eff)), float("nan")
         lo, hi = _lo(p_val, p_se), _hi(p_val, p_se)
+        p_method, coef_se = "causal model", p_se
+        npe = pred.new_prompt_error
+        if npe is not None and arm.role == "searched" and baseline_route is None and math.isfinite(p_se):
+            lo, hi = (float(v) for v in npe.interval(p_val, p_se))  # never logged: + the prompt-level error
+            p_se, p_method = (hi - lo) / (2 * Z95), npe.method
+            widened = True
         if abs(p_val) > span:  # beyond what an uplift can be: the model extrapolated, and its interval says nothing
             p_val, lo, hi = float(np.clip(p_val, -span, span)), -span, span
         p_up = LabelledValue(p_val, None if lo is None else max(lo, -span), None if hi is None else min(hi, span),
-                             PREDICTED, "causal model")
+                             PREDICTED, p_method)
         rows.append({"id": arm.id, "text": arm.text, "role": arm.role, "status": VERIFIED,
                      "value": _d(labelled(Y[:, j], None, MEASURED, method)), "uplift_vs_baseline": _d(up),
                      "predicted_uplift": None if is_base else p_up.to_dict(),
@@ -360,6 +388,7 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
         if not is_base:
             p_vals.append(p_val)
             p_ses.append(p_se)
+            coef_ses.append(coef_se)
             m_vals.append(up.value if up else np.nan)
     routed = Y[q, pred.choice]
     pol_up = labelled(routed, base, MEASURED, method)
@@ -370,6 +399,9 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
               "prompts_used": {arms[j].id: int(c) for j, c in enumerate(np.bincount(pred.choice, minlength=len(arms)))
                                if c}, "verdict": verdict(pol_up), "status": VERIFIED}
     cal = calibration(np.array(p_vals), np.array(p_ses), np.array(m_vals))
+    if widened:  # searched prompts' intervals include the prompt-level error: the old ones beside them
+        cal["interval_coverage_coefficient_only"] = calibration(np.array(p_vals), np.array(coef_ses),
+                                                                np.array(m_vals))["interval_coverage"]
     return {"arms": rows, "policy": policy, "calibration": cal, "headline": headline(arms, Y, method)}
 
 
@@ -433,8 +465,9 @@ def _lv(d: dict[str, Any] | None) -> LabelledValue | None:
 
 
 def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMConfig, cfg: VerifyConfig,
-           out: str | Path, *, selection: SelectionConfig | None = None, embed: Any = None, representer: Any = None,
-           backend: Any = None, echo: Callable[[str], None] = print,
+           out: str | Path, *, selection: SelectionConfig | None = None, embed: EmbedConfig | None = None,
+           representer: Representer | None = None,
+           backend: Backend | None = None, echo: Callable[[str], None] = print,
            baseline: tuple[dict[str, Any], Callable[[Sequence[str]], np.ndarray]] | None = None) -> VerifyResult:
     """Run ``arms`` (baseline first) on ``queries`` with the LLM, measure, compare with the model's
     predictions, and write ``verification.json``/``.md`` and ``verified_triplets.parquet`` in ``out``.
@@ -463,7 +496,20 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
     if len(arms) < 2:
         raise ConfigError("verification needs a baseline and at least one other prompt; raise verify.top_k or "
                           "set verify.seeds=all")
-    rows, gen = run_arms(queries, arms, llm, cfg, out, backend=backend, echo=echo)
+    echo(f"verify: at most {queries.num_rows * len(arms) * cfg.samples} LLM calls ({queries.num_rows} held-out "
+         f"queries x {len(arms)} prompts x {cfg.samples} sample(s), at most {cfg.max_tokens} tokens each), before the "
+         "first call")
+    from cpo_engine.utils import LEDGER
+
+    seq = None
+    with LEDGER.stage("verify"):
+        if cfg.design == "sequential" and baseline is None:  # candidates stop once decided: verify_sequential
+            from cpo_engine.workflows.verify_sequential import run_sequential
+
+            rows, gen, seq = run_sequential(queries, arms, cfg, lambda q, a: run_arms(
+                q, a, llm, cfg, out, backend=backend, echo=echo), measured_matrix, echo)
+        else:
+            rows, gen = run_arms(queries, arms, llm, cfg, out, backend=backend, echo=echo)
     check_measured(rows, gen)
     qids = queries.column("query_id").to_pylist()
     Y = measured_matrix(rows, qids, [a.id for a in arms])
@@ -478,12 +524,25 @@ def verify(arms: Sequence[Arm], model: str | Path, queries: pa.Table, llm: LLMCo
               "generation": gen, "config": {"verify": asdict(cfg), "generation": asdict(llm)},
               "labels": {"measured": MEASURED, "predicted": PREDICTED}}
     report["best_promotable"] = best_arm(report, cfg.margin)
+    if seq is not None:  # promotion by the sequential rule (its level holds over every look and candidate)
+        from cpo_engine.workflows.verify_sequential import best_sequential
+
+        report["sequential"] = seq
+        report["budget"].update(calls=seq["calls"], queries=seq["queries_used"])
+        report["best_promotable"] = best_sequential(report)
+        decided = {c["id"]: {"undecided": "tie"}.get(c["decision"], c["decision"]) for c in seq["candidates"]}
+        for a in report["arms"]:  # the verdict is the CS's: a fixed-n interval is not valid after early stopping
+            a["verdict"] = decided.get(a["id"], a["verdict"])
     atomic_write_json(out / "verification.json", report)
     atomic_write_text(out / "verification.md", render_markdown(report))
     verified = verified_triplets(rows)
     atomic_write_parquet(verified, out / "verified_triplets.parquet")
     if cfg.append_to:
         atomic_write_parquet(verified, Path(cfg.append_to) / f"verified-{Path(gen['store']).parent.name}.parquet")
+    write_manifest(out, "verify", {"verify": asdict(cfg), "generation": asdict(llm)},
+                   {"verification": out / "verification.json", "markdown": out / "verification.md",
+                    "verified_triplets": out / "verified_triplets.parquet", "generation": gen["store"]},
+                   budget=report["budget"])
     return VerifyResult(out, report, arms, Y, pred.choice)
 
 
@@ -538,16 +597,16 @@ def mark_table(path: Path, result: VerifyResult, pairs: Sequence[tuple[str, str]
 
 
 def mark_report(path: Path | None, report: dict[str, Any]) -> None:
-    """Put (or replace) the verification section in a run's ``report.html``."""
+    """Add the verification section to a run's report (``path``: its ``report.html``) through the report
+    module: the page is rendered again from its sections, this stage's earlier section replaced."""
+    from cpo_engine.report import add_section
+
     if path is None or not path.is_file():
         return
-    page = path.read_text(encoding="utf-8")
-    start, end = "<!-- cpo-verification -->", "<!-- /cpo-verification -->"
-    if start in page:
-        page = page[:page.index(start)] + page[page.index(end) + len(end):]
-    section = start + render_html(report) + end
-    page = page.replace("</body>", section + "</body>") if "</body>" in page else page + section
-    atomic_write_text(path, page)
+    if add_section(path.parent, report_section(report)) is None:
+        log.warning("%s was written before reports kept their sections (%s): the verification is in %s, not on "
+                    "the page; rerun `cpo run` to get a page with it", path, "report_sections.json",
+                    path.parent / "verify" / "verification.md")
 
 
 def _fmt(v: dict[str, Any] | None, signed: bool = True) -> str:
@@ -555,7 +614,10 @@ def _fmt(v: dict[str, Any] | None, signed: bool = True) -> str:
         return "-"
     sign = "+" if signed else ""
     ci = "" if v.get("ci_low") is None else f" ({v['ci_low']:{sign}.3f} to {v['ci_high']:{sign}.3f})"
-    return f"{v['value']:{sign}.3f}{ci} [{v['kind']}]"
+    from cpo_engine.causal.new_prompt_error import LABEL
+
+    extra = ", incl. prompt-level error" if v.get("method") == LABEL else ""  # a never-logged prompt's wider interval
+    return f"{v['value']:{sign}.3f}{ci} [{v['kind']}{extra}]"
 
 
 def _rows(report: dict[str, Any]) -> list[list[str]]:
@@ -582,7 +644,10 @@ def calibration_line(report: dict[str, Any]) -> str:
             f"and measured uplift {rank}; mean absolute error {c['mean_abs_error']:.3f}; mean predicted "
             f"{c['mean_predicted']:+.3f} vs measured {c['mean_measured']:+.3f}"
             + ("." if c["interval_coverage"] is None else f"; the predicted 95% interval covered the measured "
-               f"uplift for {c['interval_coverage']:.0%} of prompts."))
+               f"uplift for {c['interval_coverage']:.0%} of prompts"
+               + ("." if c.get("interval_coverage_coefficient_only") is None else
+                  f" (searched prompts' intervals include the prompt-level error; without it "
+                  f"{c['interval_coverage_coefficient_only']:.0%}).")))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -596,17 +661,26 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in _rows(report)]
     lines += ["", calibration_line(report), "", f"Labels: {report['labels']['measured']}; "
               f"{report['labels']['predicted']}.", ""]
+    if report.get("sequential"):
+        from cpo_engine.workflows.verify_sequential import sequential_lines
+
+        lines += sequential_lines(report["sequential"]) + [""]
     return "\n".join(lines)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _rows(report))
+def report_section(report: dict[str, Any]) -> Any:
+    """The verification's section of the run report (a :class:`cpo_engine.report.Section`, keyed
+    'verification': verifying again replaces it)."""
+    from cpo_engine.report import Column, Table, table_section
+
+    keys = ["role", "id", "text", "value", "uplift", "predicted", "verdict"]
+    kinds = ["text", "code", "text", "range", "range", "range", "text"]
+    table = Table([Column(k, h, kind) for k, h, kind in zip(keys, HEADER, kinds)],
+                  [dict(zip(keys, r)) for r in _rows(report)])
     b = report["budget"]
-    return (f"<h2>Verification with the LLM</h2><p>{b['queries']} held-out queries x {b['prompts']} prompts x "
-            f"{b['samples']} sample(s); baseline <code>{html.escape(report['baseline']['id'])}</code>; 95% "
-            f"intervals paired by query.</p><table><tr>{head}</tr>{body}</table>"
-            f"<p>{html.escape(calibration_line(report))}</p>")
+    intro = (f"{b['queries']} held-out queries x {b['prompts']} prompts x {b['samples']} sample(s); baseline "
+             f"'{report['baseline']['id']}'; 95% intervals paired by query.")
+    return table_section("verification", "Verification with the LLM", table, intro, [calibration_line(report)])
 
 
 def print_verification(report: dict[str, Any]) -> None:
@@ -623,7 +697,8 @@ def print_verification(report: dict[str, Any]) -> None:
 
 def verify_run(run_dir: str | Path, cfg: VerifyConfig, llm: LLMConfig, table: pa.Table, *,
                selection: SelectionConfig | None = None,
-               embed: Any = None, representer: Any = None, backend: Any = None) -> VerifyResult:
+               embed: EmbedConfig | None = None, representer: Representer | None = None,
+               backend: Backend | None = None) -> VerifyResult:
     """The verify stage of a `cpo run` folder: its recommendations on its held-out queries (or
     ``cfg.queries``), then the marks on its assignment, candidates and report."""
     run_dir = Path(run_dir)
@@ -646,8 +721,8 @@ def mark_outputs(rec: Recommendations, result: VerifyResult) -> None:
     mark_report(rec.report, result.report)
 
 
-def verify_optimize(out: str | Path, cfg: Any, table: pa.Table, representer: Any = None,
-                    backend: Any = None) -> VerifyResult:
+def verify_optimize(out: str | Path, cfg: OptimizeConfig, table: pa.Table, representer: Representer | None = None,
+                    backend: Backend | None = None) -> VerifyResult:
     """The verify stage of `cpo optimize` (``cfg``: its OptimizeConfig): its recommendations on
     ``cfg.verify.queries`` (default: the table's own queries), then the marks on its outputs."""
     out = Path(out)
@@ -661,34 +736,45 @@ def verify_optimize(out: str | Path, cfg: Any, table: pa.Table, representer: Any
     return result
 
 
-def verify_job(cfg: Any, backend: Any = None) -> VerifyResult:
+def verify_job(cfg: VerifyJobConfig, backend: Backend | None = None) -> VerifyResult:
     """`cpo verify` (``cfg``: a VerifyJobConfig): verify a `cpo run` or `cpo optimize` folder."""
     from cpo_engine.data.config import DataConfig
     from cpo_engine.workflows.common import load_data
 
+    from cpo_engine.workflows.tracking import check_tracking, log_folder
+
     if not cfg.run:
         raise ConfigError("verify needs the folder to verify: pass RUN (a `cpo run` or `cpo optimize` output folder)")
+    check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before any LLM call
     folder = Path(cfg.run)
-    if (folder / "search" / "pool_evaluation.json").is_file():
-        manifest = json.loads((folder / "manifest.json").read_text())
+    kind = read_kind(folder)
+    if kind not in ("run", "optimize"):
+        what = (f"a `cpo {kind}` folder (its {MANIFEST} says kind '{kind}')" if kind else
+                f"not a cpo output folder (no readable {MANIFEST}; folders written before manifests named their kind "
+                "count as none)")
+        raise ConfigError(f"{folder} is {what}: verify takes the folder of a `cpo run` or a `cpo optimize`\n"
+                          "  fix: pass such a folder (rerun the command that wrote it with this version if it has no "
+                          "manifest)")
+    if kind == "run":
+        manifest = json.loads((folder / MANIFEST).read_text())
         data = cfg.data if cfg.data.path else DataConfig(path=manifest["data"]["path"],
                                                            tasks=manifest["config"]["data"].get("tasks"))
         table, _ = load_data(data)
         if cfg.model:
             raise ConfigError("--model is for `cpo optimize` folders; a `cpo run` folder is verified with its own model")
-        return verify_run(folder, cfg.verify, cfg.generation, table, selection=cfg.selection, embed=cfg.embed,
-                          backend=backend)
-    inputs = folder / "inputs.json"
-    if not inputs.is_file():
-        raise ConfigError(f"{folder} is neither a `cpo run` folder (search/pool_evaluation.json) nor a "
-                          f"`cpo optimize` folder (inputs.json)")
-    recorded = json.loads(inputs.read_text())
+        result = verify_run(folder, cfg.verify, cfg.generation, table, selection=cfg.selection, embed=cfg.embed,
+                            backend=backend)
+        log_folder(cfg.tracking, folder, "verify")
+        return result
+    recorded = _folder_json(folder / "inputs.json", "`cpo optimize` output")
     data = cfg.data if cfg.data.path else DataConfig(path=recorded["data"], tasks=recorded.get("tasks"))
     table, _ = load_data(data)
-    return verify_optimize(folder, replace(cfg, model=cfg.model or recorded["model"]), table, backend=backend)
+    result = verify_optimize(folder, replace(cfg, model=cfg.model or recorded["model"]), table, backend=backend)
+    log_folder(cfg.tracking, folder, "verify")
+    return result
 
 
 __all__ = ["Arm", "Recommendations", "VerifyResult", "Predictions", "pick_arms", "read_run", "read_optimize",
            "sample_queries", "run_arms", "generate_config", "measured_matrix", "predict", "summarize", "calibration", "verdict",
            "promotable", "best_arm", "verify", "verify_run", "verify_optimize", "verify_job", "mark_outputs", "mark_table", "mark_report",
-           "verified_triplets", "render_markdown", "print_verification", "VERIFIED", "PREDICTED_ONLY"]
+           "verified_triplets", "render_markdown", "report_section", "print_verification", "VERIFIED", "PREDICTED_ONLY"]

@@ -46,6 +46,9 @@ def test_loop_verifies_with_llama_cpp_and_resumes(loop_run, llama_server, capsys
     from cpo_engine.workflows.loop import run_loop
 
     result, out = loop_run
+    from cpo_engine.workflows.common import read_kind
+
+    assert read_kind(out) == "loop" and read_kind(out / "round-0") == "run"
     v = result.report["rounds"][0]["verification"]
     n_arms = len(v["arms"])
     assert v["budget"] == {"queries": 6, "samples": 1, "max_tokens": 8, "prompts": n_arms, "calls": 6 * n_arms}
@@ -94,13 +97,13 @@ def test_nightly_keeps_the_live_prompt_when_verification_does_not_clear_the_marg
 
     rep = Representer(NightlyConfig().embed, cache_dir=state / "cache", encoder=encoder)
     r1 = run_nightly(cfg("2026-02-01", 0.0), representer=rep)
-    assert r1["model_status"] == "updated" and r1["promotion"]["status"] in ("initial", "promoted")
-    assert r1["promotion"]["search"]["best"]["uplift"]["kind"] == "predicted"
+    assert r1.model_status == "updated" and r1.promotion["status"] in ("initial", "promoted")
+    assert r1.promotion["search"]["best"]["uplift"]["kind"] == "predicted"
     live = (state / "live.json").read_bytes()
     r2 = run_nightly(cfg("2026-02-02", 1.01), representer=rep)  # no measured bound can reach 1.01
-    assert r2["promotion"]["status"] == "kept" and "margin 1.01" in r2["promotion"]["reason"]
+    assert r2.promotion["status"] == "kept" and "margin 1.01" in r2.promotion["reason"]
     assert (state / "live.json").read_bytes() == live
-    assert r2["promotion"]["verification"]["arms"][0]["role"] == "live"
+    assert r2.promotion["verification"]["arms"][0]["role"] == "live"
     assert (state / "triplets" / "verified" / "2026-02-02.parquet").is_file()
 
 

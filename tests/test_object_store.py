@@ -1,0 +1,177 @@
+"""s3:// end to end against a real S3 API server on localhost (moto's server mode, from .venv-s3): validate, run
+and assign read logs, queries and a model from a bucket and write their run folder and output there, with the
+credentials in the environment only (none of them lands in any file written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[1]
+MOTO_PY = ROOT / ".venv-s3" / "bin" / "python"
+KEY_ID, SECRET = "AKIACPOTESTKEY0001", "cpo-test-secret-Zq81xV0pL4"  # fake, but must never reach a file
+BUCKET = "cpo-logs"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free port, the AWS_* environment pointing at it, and one bucket."""
+    if not MOTO_PY.exists():
+        pytest.fail(f"{MOTO_PY} is missing: the object-store tests need moto's S3 server in .venv-s3; "
+                    "run scripts/install_engines.sh (it installs requirements/s3-server.lock there)")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([str(MOTO_PY), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=f,
+                                stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
+           "CPO_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto's S3 server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        import pyarrow.fs as pafs
+
+        admin = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                  allow_bucket_creation=True)
+        admin.create_dir(BUCKET)
+        yield {"fs": admin, "env": env, "port": port}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _put(fs, key: str, table: pa.Table) -> str:
+    with fs.open_output_stream(f"{BUCKET}/{key}") as f:
+        if key.endswith(".csv"):
+            pacsv.write_csv(table, f)
+        else:
+            pq.write_table(table, f)
+    return f"s3://{BUCKET}/{key}"
+
+
+def _cpo(*argv: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cpo_engine.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=ROOT, timeout=300)
+
+
+def test_validate_reads_s3_files_and_folders_and_names_a_missing_uri(s3, small_example):
+    table = pq.read_table(small_example)
+    uri = _put(s3["fs"], "v/logs.parquet", table)
+    _put(s3["fs"], "v/shards/part-0.parquet", table.slice(0, 600))
+    _put(s3["fs"], "v/shards/part-1.parquet", table.slice(600))
+    done = _cpo("validate", uri, "--json", env=s3["env"])  # the real CLI, credentials from the environment only
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == table.num_rows
+    from cpo_engine.data import read_triplets
+
+    assert read_triplets(f"s3://{BUCKET}/v/shards/").num_rows == table.num_rows
+    missing = _cpo("validate", f"s3://{BUCKET}/v/nothere.parquet", env=s3["env"])
+    assert missing.returncode == 2 and f"s3://{BUCKET}/v/nothere.parquet" in missing.stderr
+    assert "the path does not exist" in missing.stderr and "s3:/cpo" not in missing.stderr
+
+
+def test_a_uri_with_credentials_in_it_is_refused(s3):
+    from cpo_engine.data import read_triplets
+    from cpo_engine.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="credentials in it") as e:
+        read_triplets(f"s3://{KEY_ID}:{SECRET}@{BUCKET}/v/logs.parquet")
+    assert SECRET not in str(e.value)
+
+
+def test_run_and_assign_read_and_write_s3_and_write_no_secret(s3, small_example, tmp_path):
+    from cpo_engine.cli import main
+
+    fs = s3["fs"]
+    logs = pq.read_table(small_example)
+    data = _put(fs, "logs/logs.parquet", logs)
+    queries = logs.group_by(["query_id", "query_text"]).aggregate([])
+    queries_uri = _put(fs, "new/queries.csv", queries.rename_columns(["qid", "question"]))
+    cache = tmp_path / "cache"
+    run_uri = f"s3://{BUCKET}/runs/r1"
+    assert main(["--quiet", "run", "--data", data, "--out", run_uri, "--proposer", "none",
+                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
+    manifest = json.loads(fs.open_input_stream(f"{BUCKET}/runs/r1/manifest.json").read())
+    assert manifest["status"] == "ok" and manifest["uploaded_to"] == run_uri
+    assert manifest["data"]["path"] == data and len(manifest["data"]["sha256"]) == 64
+    for name in ("model/bundle.json", "model/policy.json", "report.html", "summary.json"):
+        assert fs.get_file_info(f"{BUCKET}/runs/r1/{name}").size > 0, name
+    out_uri = f"s3://{BUCKET}/out/assignment.parquet"
+    assert main(["--quiet", "assign", "--model", run_uri, "--queries", queries_uri, "--columns",
+                 "qid=query_id,question=query_text", "--out", out_uri,
+                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
+    got = pq.read_table(f"{BUCKET}/out/assignment.parquet", filesystem=fs)
+    assert got.num_rows == queries.num_rows
+    assert sorted(got.column("query_id").to_pylist()) == sorted(queries.column("query_id").to_pylist())
+    # no credential in any file written: the run's local copy, the cache, and every object in the bucket
+    written = [p.read_bytes() for root in (Path(s3["env"]["CPO_STAGING_DIR"]), tmp_path)
+               for p in root.rglob("*") if p.is_file()]
+    import pyarrow.fs as pafs
+
+    objects = [f for f in fs.get_file_info(pafs.FileSelector(BUCKET, recursive=True)) if f.type == pafs.FileType.File]
+    written += [fs.open_input_stream(f.path).read() for f in objects]
+    assert len(written) > 10
+    for blob in written:
+        assert SECRET.encode() not in blob and KEY_ID.encode() not in blob
+
+
+def test_chat_logs_with_their_own_names_on_s3_fit_to_s3(s3, tmp_path, capsys):
+    """A newcomer's logs as they have them: chat-format JSONL on s3, a field renamed by --columns, fitted with the
+    run folder on s3."""
+    from cpo_engine.cli import main
+
+    example = ROOT / "examples" / "chat" / "chat_logs.jsonl"
+    with s3["fs"].open_output_stream(f"{BUCKET}/chat/logs.jsonl") as f:
+        f.write(example.read_bytes())
+    data = f"s3://{BUCKET}/chat/logs.jsonl"
+    assert main(["validate", data, "--columns", "conversation_id=run_id", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 48
+    assert main(["--quiet", "fit", "--data", data, "--columns", "conversation_id=run_id", "--out",
+                 f"s3://{BUCKET}/fits/f1", "--cv", "2", "--set", "embed.device=cpu",
+                 "--set", f"embed.cache_dir={tmp_path / 'cache'}"]) == 0
+    manifest = json.loads(s3["fs"].open_input_stream(f"{BUCKET}/fits/f1/manifest.json").read())
+    assert manifest["status"] == "ok" and manifest["data"]["rows"] == 48
+    assert manifest["config"]["data"]["columns"] == {"conversation_id": "run_id"}
+    assert s3["fs"].get_file_info(f"{BUCKET}/fits/f1/model/bundle.json").size > 0
+
+
+def test_a_missing_bucket_is_refused_before_any_work(s3, small_example, capsys):
+    from cpo_engine.cli import main
+
+    assert main(["--quiet", "run", "--data", str(small_example), "--out", "s3://no-such-bucket/r", "--proposer",
+                 "none"]) == 2
+    err = capsys.readouterr().err
+    assert "bucket 'no-such-bucket' does not exist" in err and "AWS_ENDPOINT_URL" in err
