@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import os
+import types
 import typing
 
 from pathlib import Path
@@ -100,10 +101,13 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _coerce(hint: Any, value: Any, where: str, base: Any = None) -> Any:
+    if hint is Any:  # a field that also takes objects (an estimator): its class checks what it is given
+        return value
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value or {}, where, base)
-    args = typing.get_args(hint)
-    allowed = args if args else (hint,)
+    # ``A | B`` (``Optional[A]``) tries each; a generic like ``list[str]`` is one type (its args are not alternatives)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
     if value is None and type(None) in allowed:
         return None
     for t in allowed:  # an optional section (``Section | None``): a mapping builds it

@@ -17,6 +17,7 @@ from cpo_engine.causal.budget import SweepConfig
 from cpo_engine.causal.evaluation import EvaluationConfig
 from cpo_engine.causal.ope import OPEConfig
 from cpo_engine.data.config import DataConfig
+from cpo_engine.edits.config import EffectConfig, PairConfig, PriorConfig
 from cpo_engine.embedding.config import EmbedConfig, PCAConfig
 from cpo_engine.exceptions import ConfigError
 from cpo_engine.generation.backends import BackendConfig
@@ -24,7 +25,7 @@ from cpo_engine.generation.config import RayConfig
 from cpo_engine.generation.local_server import LocalServerConfig
 from cpo_engine.generation.tasks import TaskConfig
 from cpo_engine.generation.templating import TemplateConfig
-from cpo_engine.search.config import BeamConfig, ProposerConfig, SelectionConfig
+from cpo_engine.search.config import AUTO_PROPOSER, BeamConfig, ProposerConfig, SelectionConfig
 from cpo_engine.policy.config import CANDIDATE_SETS, PolicyConfig  # noqa: F401 (RunConfig.policy; re-exported)
 from cpo_engine.search.proposers import proposer_names, proposer_spec
 
@@ -270,7 +271,10 @@ class RunConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
-    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    proposer: ProposerConfig = field(default_factory=lambda: ProposerConfig(kind=AUTO_PROPOSER))
+    """The generative search; its kind 'auto' (the default) searches ('edit') only when an LLM is configured to
+    verify what it finds (``generation`` and ``verify.enabled``), and otherwise skips it, saying so: without
+    one, searched prompts stay predictions and the search's cost is mostly embedding them."""
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     ope: OPEConfig = field(default_factory=OPEConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -288,7 +292,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.data = DataConfig.coerce(self.data)
-        if proposer_spec(self.proposer.kind).needs_server:
+        if self.proposer.kind != AUTO_PROPOSER and proposer_spec(self.proposer.kind).needs_server:
             raise ConfigError(f"proposer.kind '{self.proposer.kind}' is available in `cpo optimize` (it needs a running "
                               f"LLM server); use one of {', '.join(proposer_names(needs_server=False))} for `cpo run`")
 
@@ -469,6 +473,63 @@ class OffPolicyConfig:
             raise ConfigError(f"queries must be 'auto', 'test' or 'all', got '{self.queries}'")
 
 
+EDIT_INPUTS = ("auto", "triplets", "trajectory")
+
+
+@dataclass
+class EditsJobConfig:
+    """`cpo edits`: a triplet table or an optimizer trajectory -> effects of edit families per task (and model),
+    a heatmap and an edit prior for the edit-operator proposer."""
+
+    data: str | None = None
+    """Triplet table or optimizer trajectory (prompt, parent, task, model, score): a .parquet file or folder,
+    .csv or .jsonl."""
+    out: str | None = None
+    """Output folder (edit_effects.csv/.md, surface_effects.csv, motif_effects.csv, heterogeneity.csv,
+    edit_heatmap.png, edit_prior.json, summary.json)."""
+    kind: str = field(default="auto", metadata={"choices": EDIT_INPUTS})
+    """Input kind; 'auto': a triplet table when the triplet columns are present, else a trajectory."""
+    filter: list[str] = field(default_factory=list)
+    """Keep rows whose COL is one of the values, one COL=V1,V2 per entry (the flag is repeatable), e.g.
+    task=svamp,gsm8k."""
+    score_column: str | None = None
+    """Column holding the score (default: score, or a trajectory's alias of it: reward, accuracy, ...)."""
+    seed: int | None = None
+    """Seed of the edit subsampling and the folds: sets pairs.seed and effects.random_state (unset: theirs)."""
+    pairs: PairConfig = field(default_factory=PairConfig)
+    """How edits are formed from prompt pairs (every ordered pair, or parent links)."""
+    effects: EffectConfig = field(default_factory=EffectConfig)
+    """How the effects are estimated (cross-fitted DML) and tested (Benjamini-Hochberg)."""
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """How the effects become the edit prior's weights."""
+
+    def __post_init__(self) -> None:
+        from dataclasses import replace
+
+        if self.kind not in EDIT_INPUTS:
+            raise ConfigError(f"kind must be one of {EDIT_INPUTS}, got '{self.kind}'")
+        if self.seed is not None:
+            self.pairs = replace(self.pairs, seed=self.seed)
+            self.effects = replace(self.effects, random_state=self.seed)
+        self.filters()  # a malformed filter is refused when the config is read
+
+    def filters(self) -> dict[str, list[str]]:
+        """``filter`` as {column: values}. An entry without '=' adds values to the column before it
+        (``--set filter=task=a,b`` reaches here split at the commas)."""
+        out: dict[str, list[str]] = {}
+        col = None
+        for spec in self.filter:
+            name, sep, vals = spec.partition("=")
+            if sep and name.strip() and vals.strip():
+                col = name.strip()
+            elif sep or col is None or not spec.strip():
+                raise ConfigError(f"filter expects COL=V1,V2 (e.g. --filter task=svamp,gsm8k), got {spec!r}")
+            else:
+                vals = spec
+            out.setdefault(col, []).extend(v.strip() for v in vals.split(",") if v.strip())
+        return out
+
+
 @dataclass
 class GateConfig:
     """When a new nightly fit is not trusted (the previous model then stays live)."""
@@ -573,5 +634,5 @@ class NightlyConfig:
 
 
 __all__ = ["RunConfig", "FitConfig", "EmbedJobConfig", "OptimizeConfig", "EvaluateConfig", "NightlyConfig",
-           "PromoteConfig", "OffPolicyConfig", "AssignConfig", "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig", "LLMConfig",
+           "PromoteConfig", "OffPolicyConfig", "EditsJobConfig", "AssignConfig", "AssignRayConfig", "PolicyConfig", "HoldoutConfig", "GateConfig", "DriftConfig", "LLMConfig",
            "VerifyConfig", "VerifyJobConfig", "LoopConfig", "TrackingConfig"]

@@ -35,8 +35,8 @@ def run_dir(small_example, tmp_path_factory):
         return real(*args, **kwargs)
 
     with contextlib.redirect_stdout(out), mock.patch.object(sentence_transformers, "SentenceTransformer", counting):
-        assert main(["--quiet", "run", "--data", str(small_example), "--out", str(root / "run"), "--rounds", "1",
-                     "--children", "4", "--z", "0", "--set", f"embed.cache_dir={root / 'cache'}",
+        assert main(["--quiet", "run", "--data", str(small_example), "--out", str(root / "run"), "--proposer", "edit",
+                     "--rounds", "1", "--children", "4", "--z", "0", "--set", f"embed.cache_dir={root / 'cache'}",
                      "--set", "embed.device=cpu",
                      "--set", "policy.fallback=false"]) == 0  # 80 queries are too few: keep the per-query choice
     assert len(loads) == 1  # one encoder per run: the table's texts, then the searched candidates

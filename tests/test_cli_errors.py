@@ -119,7 +119,8 @@ def test_a_blank_prompt_is_the_no_instruction_baseline(capsys, tmp_path, grid, b
         return t.set_column(t.column_names.index("prompt_text"), "prompt_text", texts)
 
     path = _variant(grid, tmp_path, "blank_prompt", with_blank)
-    assert main(["run", "--data", str(path), "--out", str(tmp_path / "r"), "--cv", "2", "--rounds", "2",
+    assert main(["run", "--data", str(path), "--out", str(tmp_path / "r"), "--cv", "2", "--proposer", "edit",
+                 "--rounds", "2",
                  "--set", "embed.device=cpu", "--set", f"embed.cache_dir={tmp_path / 'cache'}",
                  "--set", "pca.query_components=4"]) == 0, capsys.readouterr().err
     assert (tmp_path / "r" / "search" / "candidates.parquet").exists()

@@ -25,11 +25,11 @@ COMMANDS = Path(__file__).resolve().parents[1] / "cpo_engine" / "commands"
 CONFIGS = {"run": settings.RunConfig, "fit": settings.FitConfig, "embed": settings.EmbedJobConfig,
            "evaluate": settings.EvaluateConfig, "ope": settings.OffPolicyConfig, "optimize": settings.OptimizeConfig,
            "assign": settings.AssignConfig, "verify": settings.VerifyJobConfig, "nightly": settings.NightlyConfig,
-           "loop": settings.LoopConfig, "generate": GenerateConfig}
+           "loop": settings.LoopConfig, "generate": GenerateConfig, "edits": settings.EditsJobConfig}
 #: options that are not a config key: the config plumbing, the console, and what a command does with its config
 NOT_CONFIG = {"-h", "--help", "--config", "--set", "--log-level", "-q", "--quiet", "--dry-run", "--json"}
 #: subcommands with no config class (their flags are the command's own, checked by their tests)
-NO_CONFIG = {"validate", "edits"}
+NO_CONFIG = {"validate"}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ def small_run(small_example, tmp_path_factory):
     env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)  # the command itself must keep third-party bars off
     proc = subprocess.run(
         [sys.executable, "-m", "cpo_engine.cli", "run", "--data", str(small_example), "--out", str(root / "run"),
-         "--rounds", "1", "--children", "4", "--z", "0", "--set", f"embed.cache_dir={root / 'cache'}",
+         "--proposer", "edit", "--rounds", "1", "--children", "4", "--z", "0",
+         "--set", f"embed.cache_dir={root / 'cache'}",
          "--set", "embed.device=cpu", "--set", "policy.fallback=false"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]

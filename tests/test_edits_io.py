@@ -151,7 +151,9 @@ def test_cli_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert load_edit_prior(out / "edit_prior.json")["tasks"]["math"]
     assert json.loads((out / "summary.json").read_text())["n_estimated"] >= 2
     assert "paired units" in capsys.readouterr().out
-    assert json.loads((out / "manifest.json").read_text())["kind"] == "edits"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "edits" and manifest["config"]["effects"]["cv"] == 2  # the config it ran with
+    assert manifest["config"]["filter"] == ["task=math"] and manifest["config"]["pairs"]["max_edits_per_cell"] == 5000
     assert main(["edits", "--data", str(data), "--out", str(out), "--cv", "2", "--filter", "task=math"]) == 0  # rerun
 
 

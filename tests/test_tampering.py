@@ -177,7 +177,7 @@ def searched_run(tmp_path_factory) -> Path:
     pq.write_table(simulate_grid({"math": {"step_by_step": 0.15, "persona": 0.0, "meta_instruction": -0.12}},
                                  n_queries=30, seed=0), root / "grid.parquet")
     assert main(["--quiet", "run", "--data", str(root / "grid.parquet"), "--out", str(root / "run"), "--cv", "2",
-                 "--rounds", "1", "--children", "4", "--set", "embed.device=cpu",
+                 "--proposer", "edit", "--rounds", "1", "--children", "4", "--set", "embed.device=cpu",
                  "--set", f"embed.cache_dir={root / 'cache'}", "--set", "pca.query_components=4"]) == 0
     return root / "run"
 

@@ -11,63 +11,24 @@ Typical use::
     from cpo_engine.edits import analyze, write_report
     report, prior = analyze("triplets.parquet")
     write_report(report, prior, "runs/edits")
+
+Names are imported on first use (PEP 562), so ``cpo_engine.edits.config`` (the settings `cpo edits`'
+flags are generated from) stays light: it imports neither pandas nor numpy.
 """
 
 from __future__ import annotations
 
-from cpo_engine.edits.analysis import EditReport, EffectConfig, analyze_edits, heterogeneity
-from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q
-from cpo_engine.edits.extract import EditRecord, describe_edits, diff_spans, extract_edit, surface_features
-from cpo_engine.edits.families import DetectorConfig, edit_families, family_counts, family_presence
-from cpo_engine.edits.pairs import (
-    PairConfig,
-    PairedUnits,
-    read_trajectories,
-    units_from_trajectories,
-    units_from_triplets,
-)
-from cpo_engine.edits.prior import (
-    PRIOR_FORMAT,
-    PriorConfig,
-    default_prior_path,
-    edit_prior,
-    load_edit_prior,
-    prior_weights,
-    validate_edit_prior,
-)
-from cpo_engine.edits.run import analyze, load_units
-from cpo_engine.edits.report import write_report
+from cpo_engine.utils import lazy_exports
 
-__all__ = [
-    "PRIOR_FORMAT",
-    "DetectorConfig",
-    "EditRecord",
-    "EditReport",
-    "EffectConfig",
-    "PairConfig",
-    "PairedEditDML",
-    "PairedUnits",
-    "PriorConfig",
-    "analyze",
-    "analyze_edits",
-    "bh_qvalues",
-    "cochran_q",
-    "default_prior_path",
-    "describe_edits",
-    "diff_spans",
-    "edit_families",
-    "edit_prior",
-    "extract_edit",
-    "family_counts",
-    "family_presence",
-    "heterogeneity",
-    "load_edit_prior",
-    "load_units",
-    "prior_weights",
-    "read_trajectories",
-    "surface_features",
-    "units_from_trajectories",
-    "units_from_triplets",
-    "validate_edit_prior",
-    "write_report",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "analysis": ("EditReport", "analyze_edits", "heterogeneity"),
+    "config": ("EffectConfig", "PairConfig", "PriorConfig"),
+    "estimate": ("PairedEditDML", "bh_qvalues", "cochran_q"),
+    "extract": ("EditRecord", "describe_edits", "diff_spans", "extract_edit", "surface_features"),
+    "families": ("DetectorConfig", "edit_families", "family_counts", "family_presence"),
+    "pairs": ("PairedUnits", "read_trajectories", "units_from_trajectories", "units_from_triplets"),
+    "prior": ("PRIOR_FORMAT", "default_prior_path", "edit_prior", "load_edit_prior", "prior_weights",
+              "validate_edit_prior"),
+    "report": ("write_report",),
+    "run": ("analyze", "load_units"),
+})

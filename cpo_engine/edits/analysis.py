@@ -9,80 +9,19 @@ whether its effect differs across tasks (Cochran's Q).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from cpo_engine.edits.config import EffectConfig  # re-exported: defined in the light config module
 from cpo_engine.edits.estimate import PairedEditDML, bh_qvalues, cochran_q, quantile, two_sided_p
 from cpo_engine.edits.extract import SURFACE_FEATURES
 from cpo_engine.edits.pairs import FAM_COLS, FAMILIES, PairedUnits
-from cpo_engine.exceptions import ConfigError
 
 #: Surface changes are reported per these units (e.g. per 10 words added).
 SURFACE_SCALE: dict[str, float] = {"d_words": 10.0, "d_sentences": 1.0, "d_imperatives": 1.0, "d_readability": 10.0}
 
 CONTROL_COLS: tuple[str, ...] = ("par_quality", "par_log_words") + tuple(f"par_has_{f}" for f in FAMILIES)
-
-
-@dataclass(frozen=True)
-class EffectConfig:
-    """How edit effects are estimated and tested.
-
-    Attributes
-    ----------
-    learner : str or estimator
-        Nuisance learner for the outcome and propensity models (``"linear"``, ``"hgb"``, ...).
-    cv : int
-        Cross-fitting folds, grouped by query.
-    inference : {"prompt_jackknife", "query"}
-        ``query``: standard errors clustered by query, conditional on the prompts that were edited
-        (right when those edits are the object of interest). ``prompt_jackknife`` (default): the
-        larger of that and a delete-one-prompt jackknife, which also counts the luck of which
-        prompts carry a family: the question "does adding this family help" generalizes over edits,
-        and with few prompts the query-clustered interval alone is far too narrow. Its p-values and
-        intervals use t quantiles with (prompts in the jackknife - 1) degrees of freedom (column
-        ``df``). Both standard errors are always reported (``se_query``, ``se_jackknife``,
-        ``q_value_query``).
-    fdr : float
-        Benjamini-Hochberg level; ``significant`` is ``q <= fdr``. Each table is its own BH family: all
-        family x task x model cells together; the surface table apart; the motif table apart; the
-        heterogeneity tests apart (so ``fdr`` holds within each table, not across them).
-    min_edits : int
-        A family is estimated in a cell only if at least this many distinct edits change it ...
-    min_prompts : int
-        ... and at least this many distinct prompts carry it (with one, its "effect" is that one
-        prompt's effect).
-    by_model : bool
-        Separate cells per model when the data has several; False pools models within a task.
-    motif_top_k : int
-        Motifs (signed n-grams) analysed per cell, the most frequent first; 0 skips motifs.
-    motif_min_edits : int
-        A motif needs at least this many distinct edits in the cell.
-    random_state : int
-        Seed of the fold assignment.
-    """
-
-    learner: Any = "linear"
-    cv: int = 5
-    inference: Literal["prompt_jackknife", "query"] = "prompt_jackknife"
-    fdr: float = 0.05
-    min_edits: int = 2
-    min_prompts: int = 2
-    by_model: bool = True
-    motif_top_k: int = 30
-    motif_min_edits: int = 3
-    random_state: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [("cv", self.cv >= 2, "an int >= 2"), ("fdr", 0 < self.fdr < 1, "in (0, 1)"),
-                  ("min_edits", self.min_edits >= 1, "an int >= 1"),
-                  ("min_prompts", self.min_prompts >= 1, "an int >= 1"),
-                  ("inference", self.inference in ("prompt_jackknife", "query"), "'prompt_jackknife' or 'query'"),
-                  ("motif_top_k", self.motif_top_k >= 0, "an int >= 0")]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"The '{name}' parameter of EffectConfig must be {rule}, got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from cpo_engine.edits.config import PairConfig  # re-exported: defined in the light config module
 from cpo_engine.edits.extract import SURFACE_FEATURES, extract_edit
-from cpo_engine.edits.families import DetectorConfig, family_presence
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.edits.families import family_presence
+from cpo_engine.exceptions import DataError
 from cpo_engine.taxonomy import EDIT_FAMILIES, candidate_id
 
 FAMILIES: tuple[str, ...] = tuple(EDIT_FAMILIES)
@@ -44,48 +44,6 @@ TRAJECTORY_ALIASES: dict[str, tuple[str, ...]] = {
     "score": ("score", "reward", "accuracy", "metric", "value"),
     "second_parent": ("second_parent", "parent2", "parent_2", "second_parent_id"),
 }
-
-
-@dataclass(frozen=True)
-class PairConfig:
-    """How edits and their paired units are formed.
-
-    Attributes
-    ----------
-    pairs : {"auto", "all", "lineage"}
-        ``all``: every ordered pair of prompts in a cell; ``lineage``: only parent -> child links
-        (needs ``parent_id``); ``auto``: lineage when the input has links, else all.
-    max_edits_per_cell : int or None
-        Keep at most this many edits per ``(task, model)`` (a seeded random subset); None keeps all.
-        Every ordered pair of P prompts is P*(P-1) edits, so large grids need a cap.
-    families_from : {"both", "detect", "declared"}
-        Family vector from the text detectors, from the trace's ``family``/``operator`` label, or
-        both (a declared family is set when the detectors did not see it).
-    detector : DetectorConfig
-        Lexicons and size rules of the family detectors.
-    motif_max_n : int
-        Longest word n-gram kept as a text-diff motif.
-    seed : int
-        Seed of the edit subsampling.
-    """
-
-    pairs: Literal["auto", "all", "lineage"] = "auto"
-    max_edits_per_cell: int | None = 5000
-    families_from: Literal["both", "detect", "declared"] = "both"
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    motif_max_n: int = 3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.pairs not in ("auto", "all", "lineage"):
-            raise ConfigError(f"The 'pairs' parameter of PairConfig must be 'auto', 'all' or 'lineage', "
-                              f"got {self.pairs!r}")
-        if self.families_from not in ("both", "detect", "declared"):
-            raise ConfigError("The 'families_from' parameter of PairConfig must be 'both', 'detect' or 'declared', "
-                              f"got {self.families_from!r}")
-        if self.max_edits_per_cell is not None and self.max_edits_per_cell < 1:
-            raise ConfigError("The 'max_edits_per_cell' parameter of PairConfig must be an int >= 1 or None, "
-                              f"got {self.max_edits_per_cell!r}")
 
 
 @dataclass

@@ -29,32 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpo_engine.exceptions import ConfigError, DataError
+from cpo_engine.edits.config import PriorConfig  # re-exported: defined in the light config module
+from cpo_engine.exceptions import DataError
 from cpo_engine.taxonomy import EDIT_FAMILIES
 
 PRIOR_FORMAT = "cpo-edit-prior/1"
-
-
-@dataclass(frozen=True)
-class PriorConfig:
-    """How effects become proposer weights.
-
-    Attributes
-    ----------
-    temperature : float
-        Effect (in score units) that multiplies a weight by e; 0.05 means +5 points -> 2.7x.
-    max_ratio : float
-        Weights are clipped to ``[1/max_ratio, max_ratio]`` so no operator is switched off.
-    """
-
-    temperature: float = 0.05
-    max_ratio: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"The 'temperature' parameter of PriorConfig must be > 0, got {self.temperature!r}")
-        if not self.max_ratio >= 1:
-            raise ConfigError(f"The 'max_ratio' parameter of PriorConfig must be >= 1, got {self.max_ratio!r}")
 
 
 def shrink(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, float]:

@@ -102,6 +102,10 @@ class BeamConfig:
         return self.beam_width * self.children_per_beam
 
 
+#: `cpo run`'s default proposer.kind: search ('edit') only when an LLM can verify what the search finds.
+AUTO_PROPOSER = "auto"
+
+
 @dataclass
 class ProposerConfig:
     """Where new candidate prompts come from."""
@@ -109,7 +113,8 @@ class ProposerConfig:
     kind: str = field(default="edit", metadata={"choices": proposer_names, "describe": proposer_help})
     """A registered proposer (:func:`cpo_engine.search.proposers.proposer_names`; `cpo optimize --help` lists
     them with one line each): 'edit' (edit operators, no LLM) by default; 'none': no generative search
-    (choose among the logged prompts only)."""
+    (choose among the logged prompts only). `cpo run` starts from 'auto': 'edit' when an LLM is configured to
+    verify searched prompts, else 'none' (said in one line; --proposer edit searches anyway)."""
     options: dict = field(default_factory=dict)  # bare dict: the config loader reads dict[K, V] as a union
     """Options of the chosen proposer: the keys it registered with their defaults
     (:attr:`cpo_engine.search.proposers.ProposerSpec.options`); any other key is an error."""
@@ -123,7 +128,8 @@ class ProposerConfig:
     """Model name sent to that server."""
 
     def __post_init__(self) -> None:
-        check_proposer(self)  # a registered kind, and only options it takes
+        if self.kind != AUTO_PROPOSER:  # 'auto' (`cpo run`'s default) is resolved by the workflow
+            check_proposer(self)  # a registered kind, and only options it takes
 
 
 def __getattr__(name: str) -> Any:
@@ -132,4 +138,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
 
 
-__all__ = ["SelectionConfig", "BeamConfig", "ProposerConfig", "REFERENCES", "TRUST_MODES"]
+__all__ = ["SelectionConfig", "BeamConfig", "ProposerConfig", "AUTO_PROPOSER", "REFERENCES", "TRUST_MODES"]

@@ -10,6 +10,7 @@ LLM ran the new prompts), reported with intervals and the trust region's verdict
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ def training_logs(table: pa.Table, reps: Representations, train: np.ndarray, hol
 
 def check_training_queries(table: pa.Table, cfg: RunConfig, source: str) -> None:
     """The query split the fit will use (:func:`split_queries` on the queries' texts, as after the
-    embedding), checked against ``causal.cv`` from the table alone: a ConfigError before any work."""
+    embedding), checked against ``causal.cv`` from the table alone: a ConfigError before any work. Too few
+    training queries for a per-query policy (the policy's first check, ``policy.min_queries``) is said here
+    too, before the embedding, not only in the report."""
     from cpo_engine.embedding.representations import unique_texts
 
     _, texts, _ = unique_texts(table, "query_id", "query_text")
@@ -81,6 +84,29 @@ def check_training_queries(table: pa.Table, cfg: RunConfig, source: str) -> None
     check_cv(cfg.causal.cv, len(train), source,
              f" ({len(train) + len(test)} queries, {len(test)} held out by holdout.test_fraction="
              f"{cfg.holdout.test_fraction})")
+    if len(train) < cfg.policy.min_queries:
+        log.info("data too small for a per-query policy: %d training queries < policy.min_queries = %d, so every "
+                 "query will get the best static prompt (log more queries for a per-query choice)", len(train),
+                 cfg.policy.min_queries)
+
+
+def resolve_proposer(cfg: RunConfig) -> RunConfig:
+    """``proposer.kind = 'auto'`` (`cpo run`'s default) made concrete: 'edit' when an LLM is configured to verify
+    what the search finds, else 'none', said in one line (searched prompts nothing can measure stay
+    predictions, and embedding them is most of a run's time). A kind the user named is kept."""
+    from dataclasses import replace
+
+    from cpo_engine.search.config import AUTO_PROPOSER
+
+    if cfg.proposer.kind != AUTO_PROPOSER:
+        return cfg
+    can_verify = cfg.generation is not None and cfg.verify.enabled
+    if not can_verify:
+        log.info("search: skipped (no LLM is configured to verify searched prompts, so they would stay predictions); "
+                 "choosing among the logged prompts. --proposer edit searches anyway")
+    resolved = copy.copy(cfg)  # not replace(): RunConfig's __post_init__ would coerce the data again
+    resolved.proposer = replace(cfg.proposer, kind="edit" if can_verify else "none")
+    return resolved
 
 
 def fit_models(reps: Representations, logs: Logs, cfg: RunConfig) -> tuple[Any, Any]:
@@ -220,6 +246,7 @@ def run(cfg: RunConfig) -> RunResult:
 
     from cpo_engine.data.storage import is_remote
 
+    cfg = resolve_proposer(cfg)  # 'auto': search only when an LLM can verify; before the folder and the data
     if is_remote(cfg.out):
         return staged(cfg, run)
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -299,5 +326,5 @@ def log_search_cost(seconds: float, can_verify: bool) -> None:
                                    "(--proposer none skips the search)")
 
 
-__all__ = ["run", "RunResult", "PoolResult", "Logs", "training_logs", "fit_models", "choose_pool",
+__all__ = ["run", "resolve_proposer", "RunResult", "PoolResult", "Logs", "training_logs", "fit_models", "choose_pool",
            "generative_search", "static_agreement", "majority_task", "POLICY_LABELS"]
