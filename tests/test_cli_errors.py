@@ -268,7 +268,7 @@ def test_settings_that_cannot_work_are_refused_before_any_work(capsys, tmp_path,
     if command == "run":
         bad = tmp_path / "prior.json"
         bad.write_text('{"format": "not an edit prior"')
-        _fails_cleanly(capsys, base + ["--set", f"proposer.edit_prior={bad}"], str(bad))
+        _fails_cleanly(capsys, base + ["--proposer", "edit", "--set", f"proposer.edit_prior={bad}"], str(bad))
         assert not out.exists()
 
 
