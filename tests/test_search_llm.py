@@ -111,9 +111,17 @@ def _propose(server_url: str, temperature: float, seed: int) -> tuple[LLMPropose
 
 
 def test_llm_proposer_with_local_smollm2(server_url: str) -> None:
-    proposer, backend, kids = _propose(server_url, temperature=0.8, seed=0)
+    from cpo_engine.utils import LEDGER
+
+    LEDGER.reset()
+    with LEDGER.stage("search"):
+        proposer, backend, kids = _propose(server_url, temperature=0.8, seed=0)
     # the planned requests: ceil(3 children / 2 per call) = 2 calls per parent
     assert len(backend.requests) == proposer.calls == 4
+    # the run's cost ledger counts the search's calls and the tokens the server reported
+    cost = LEDGER.snapshot()["stages"]["search"]
+    assert cost["llm_calls"] == 4 and cost["prompt_tokens"] == sum(r.prompt_tokens for r in backend.responses) > 0
+    assert cost["completion_tokens"] == sum(r.completion_tokens for r in backend.responses) > 0
     assert proposer.failed_calls == 0, [r.error for r in backend.responses if r.error]
     assert proposer.calls == proposer.failed_calls + proposer.unusable_calls + proposer.usable_calls
     assert proposer.accepted == len(kids) <= proposer.rewrites

@@ -145,7 +145,12 @@ class LLMProposer:
         by_id = {p.id: p for p in parents}
         kids: dict[str, list[Candidate]] = {p.id: [] for p in parents}
         failed, unusable, first_error = 0, 0, None
-        for resp in self.backend.generate(reqs):
+        responses = self.backend.generate(reqs)
+        from cpo_engine.utils import LEDGER
+
+        LEDGER.llm(len(responses), sum(r.prompt_tokens or 0 for r in responses),  # the run's cost ledger: the
+                   sum(r.completion_tokens or 0 for r in responses))  # search stage's LLM calls
+        for resp in responses:
             parent = by_id[resp.key.prompt_id]
             if resp.error is not None or resp.text is None:
                 failed += 1
