@@ -166,6 +166,17 @@ def test_chat_logs_with_their_own_names_on_s3_fit_to_s3(s3, tmp_path, capsys):
     assert manifest["status"] == "ok" and manifest["data"]["rows"] == 48
     assert manifest["config"]["data"]["columns"] == {"conversation_id": "run_id"}
     assert s3["fs"].get_file_info(f"{BUCKET}/fits/f1/model/bundle.json").size > 0
+    # the other commands that write a folder, their --out on s3 too (written locally, uploaded manifest last)
+    cache = ["--columns", "conversation_id=run_id", "--set", "embed.device=cpu",
+             "--set", f"embed.cache_dir={tmp_path / 'cache'}"]
+    assert main(["--quiet", "ope", data, "--policy", "p-empty", "--out", f"s3://{BUCKET}/ope/o1", "--cv", "2",
+                 *cache]) == 0  # p-empty: the id derived for the records without a system prompt
+    assert main(["--quiet", "optimize", "--data", data, "--model", f"s3://{BUCKET}/fits/f1", "--mode", "pool",
+                 "--out", f"s3://{BUCKET}/opt/o1", *cache]) == 0
+    for folder, kind, name in (("ope/o1", "ope", "ope.json"), ("opt/o1", "optimize", "assignment.parquet")):
+        manifest = json.loads(s3["fs"].open_input_stream(f"{BUCKET}/{folder}/manifest.json").read())
+        assert manifest["kind"] == kind and manifest["uploaded_to"] == f"s3://{BUCKET}/{folder}"
+        assert s3["fs"].get_file_info(f"{BUCKET}/{folder}/{name}").size > 0, (folder, name)
 
 
 def test_a_missing_bucket_is_refused_before_any_work(s3, small_example, capsys):

@@ -30,7 +30,7 @@ from typing import Any
 
 from cpo_engine.embedding.config import EmbedConfig
 from cpo_engine.exceptions import BusyError, ConfigError, DataError
-from cpo_engine.utils import atomic_write_json, json_default, lock_holder, versions
+from cpo_engine.utils import atomic_write_json, filesystem, is_uri, json_default, lock_holder, versions
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,14 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelBundle":
-        """Load and check a bundle (a bundle folder or a run folder holding one)."""
+        """Load and check a bundle (a bundle folder or a run folder holding one; on an object store too,
+        s3:// or gs://: copied to a local temporary folder first, :func:`fetch_run`)."""
         from types import SimpleNamespace
 
         from cpo_engine.causal import CausalRewardModel, representation_provenance
         from cpo_engine.embedding import TorchPCA
 
-        folder = resolve(path)
+        folder = resolve(fetch_run(path) if is_uri(path) else path)
         for owner in dict.fromkeys((folder, folder.parent)):
             holder = lock_holder(owner)
             if holder:
@@ -184,4 +185,27 @@ class ModelBundle:
                 "n_prompts": self.info.get("n_prompts"), "n_queries": self.info.get("n_queries")}
 
 
-__all__ = ["ModelBundle", "content_sha", "save_bundle", "write_info", "check_info", "resolve", "FORMAT"]
+def fetch_run(uri: str | Path) -> Path:
+    """A local copy of the model bundle (and the searched candidates) of a run or bundle at a URI
+    (s3://, gs://, ...): what Ray actors and jobs on other machines load."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    root = root.rstrip("/")
+    local, dst = pafs.LocalFileSystem(), Path(tempfile.mkdtemp(prefix="cpo_run_"))
+    for bundle, run in ((root, None), (f"{root}/model", root)):
+        if fs.get_file_info(f"{bundle}/bundle.json").type == pafs.FileType.File:
+            (dst / "model").mkdir()  # copy_files fills a folder; it does not make it (found against a real S3)
+            pafs.copy_files(bundle, str(dst / "model"), source_filesystem=fs, destination_filesystem=local)
+            cands = f"{run}/search/candidates.parquet"
+            if run and fs.get_file_info(cands).type == pafs.FileType.File:
+                (dst / "search").mkdir()
+                pafs.copy_files(cands, str(dst / "search" / "candidates.parquet"), source_filesystem=fs,
+                                destination_filesystem=local)
+            return dst
+    raise ConfigError(f"{uri} is not a model bundle: no bundle.json in it or in its model/ folder")
+
+
+__all__ = ["ModelBundle", "content_sha", "save_bundle", "write_info", "check_info", "resolve", "FORMAT", "fetch_run"]

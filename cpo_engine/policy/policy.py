@@ -45,10 +45,10 @@ import pyarrow as pa
 
 from cpo_engine.data.grid import nan_mean
 from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.policy.bundle import content_sha
+from cpo_engine.policy.bundle import content_sha, fetch_run  # noqa: F401 (fetch_run: re-exported)
 from cpo_engine.policy.config import PolicyConfig
 from cpo_engine.search.config import SelectionConfig
-from cpo_engine.utils import atomic_write_json, filesystem, is_uri
+from cpo_engine.utils import atomic_write_json, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -700,29 +700,6 @@ class _LazyQueryFeatures:
         rep = self.representer()
         prefix = self.bundle.info.get("prompt_prefix") or ""
         return text_embedder(rep.encoder, rep.cache, self.bundle.prompt_pca, prefix)(texts)
-
-
-def fetch_run(uri: str | Path) -> Path:
-    """A local copy of the model bundle (and the searched candidates) of a run or bundle at a URI
-    (s3://, gs://, ...): what Ray actors and jobs on other machines load."""
-    import tempfile
-
-    import pyarrow.fs as pafs
-
-    fs, root = filesystem(uri)
-    root = root.rstrip("/")
-    local, dst = pafs.LocalFileSystem(), Path(tempfile.mkdtemp(prefix="cpo_run_"))
-    for bundle, run in ((root, None), (f"{root}/model", root)):
-        if fs.get_file_info(f"{bundle}/bundle.json").type == pafs.FileType.File:
-            (dst / "model").mkdir()  # copy_files fills a folder; it does not make it (found against a real S3)
-            pafs.copy_files(bundle, str(dst / "model"), source_filesystem=fs, destination_filesystem=local)
-            cands = f"{run}/search/candidates.parquet"
-            if run and fs.get_file_info(cands).type == pafs.FileType.File:
-                (dst / "search").mkdir()
-                pafs.copy_files(cands, str(dst / "search" / "candidates.parquet"), source_filesystem=fs,
-                                destination_filesystem=local)
-            return dst
-    raise ConfigError(f"{uri} is not a model bundle: no bundle.json in it or in its model/ folder")
 
 
 #: The columns of ``search/candidates.parquet`` that serving reads (and hashes); `cpo verify` adds others.

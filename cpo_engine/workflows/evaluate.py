@@ -44,6 +44,12 @@ def evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] | None = print
 
     if not cfg.out:
         raise ConfigError("evaluate needs an output folder: pass --out DIR")
+    from cpo_engine.data.storage import is_remote
+
+    if is_remote(cfg.out):  # written locally, uploaded when it ends ok (manifest last)
+        from cpo_engine.workflows.common import staged
+
+        return staged(cfg, lambda local: evaluate(local, progress))
     started = now()
     refuse_other_kind(cfg.out, "evaluate")
     table, info = load_data(cfg.data)

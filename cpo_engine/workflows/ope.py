@@ -375,7 +375,11 @@ def run_ope(cfg: OffPolicyConfig) -> OffPolicyResult:
     started = now()
     if not cfg.out:
         raise ConfigError("ope needs an output folder: pass --out DIR")
-    from cpo_engine.workflows.common import usable_folder
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.workflows.common import staged, usable_folder
+
+    if is_remote(cfg.out):  # written locally, uploaded when it ends ok (manifest last)
+        return staged(cfg, run_ope)
 
     usable_folder(cfg.out)  # a file or an unwritable --out is refused before the data are read and embedded
     refuse_other_kind(cfg.out, "ope")

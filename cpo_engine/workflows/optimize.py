@@ -46,6 +46,12 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
 
     if not cfg.model or not cfg.out:
         raise ConfigError("optimize needs --model (a model bundle or a `cpo run`/`cpo fit` folder) and --out")
+    from cpo_engine.data.storage import is_remote
+
+    if is_remote(cfg.out):  # written locally, uploaded when it ends ok (manifest last)
+        from cpo_engine.workflows.common import staged
+
+        return staged(cfg, optimize)
     usable_folder(cfg.out)  # a bad --out fails now, not after the search
     refuse_other_kind(cfg.out, "optimize")
     started = now()
