@@ -32,21 +32,11 @@ def _browser():
 @pytest.fixture(scope="module")
 def run_report(tmp_path_factory) -> Path:
     """A real run's report (synthetic data: the run's own steps, without the encoder)."""
-    from cpo_engine.data.grid import split_queries
-    from cpo_engine.workflows.run import choose_pool, fit_models, generative_search, training_logs
-    from cpo_engine.workflows.run_outputs import write_run_outputs
-    from tests.search_helpers import hash_embed
-    from tests.test_workflow_run import _cfg, _synthetic
+    from tests.test_workflow_run import _cfg, _synthetic, _write_run
 
     out = tmp_path_factory.mktemp("run")
     reps, _, table = _synthetic()
-    cfg = _cfg()
-    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
-    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
-    causal, outcome = fit_models(reps, logs, cfg)
-    pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
-    result = generative_search(table, reps, pool.head, cfg, hash_embed)
-    _, paths = write_run_outputs(out, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
+    paths, _ = _write_run(out, reps, table, _cfg())
     return paths["report"]
 
 

@@ -38,23 +38,13 @@ def _uneven(reps: SimpleNamespace, table: pa.Table, seed: int = 1) -> tuple[Simp
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> SimpleNamespace:
     """A real run folder whose per-query choice (selection.z = 8) never leaves the static prompt."""
-    from cpo_engine.data.grid import split_queries
-    from cpo_engine.workflows.run import choose_pool, fit_models, generative_search, training_logs
-    from cpo_engine.workflows.run_outputs import write_run_outputs
-    from tests.search_helpers import hash_embed
-    from tests.test_workflow_run import _cfg, _synthetic
+    from tests.test_workflow_run import _cfg, _synthetic, _write_run
 
     out = tmp_path_factory.mktemp("run")
     reps, _, table = _synthetic()
     reps, table = _uneven(reps, table)
     cfg = _cfg()
-    cfg = replace(cfg, selection=replace(cfg.selection, z=8.0))
-    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
-    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
-    causal, outcome = fit_models(reps, logs, cfg)
-    pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
-    result = generative_search(table, reps, pool.head, cfg, hash_embed)
-    _, paths = write_run_outputs(out, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
+    paths, pool = _write_run(out, reps, table, replace(cfg, selection=replace(cfg.selection, z=8.0)))
     return SimpleNamespace(out=out, paths=paths, pool=pool, reps=reps)
 
 

@@ -59,6 +59,23 @@ def _synthetic(n_q: int = 400, seed: int = 0) -> tuple[SimpleNamespace, np.ndarr
     return reps, y, table
 
 
+def _write_run(out, reps, table, cfg):  # noqa: ANN001, ANN202
+    """A real run folder from the run's own steps on (synthetic) representations, without the encoder: the
+    report tests' fixture. Returns the written paths and the pool."""
+    from cpo_engine.data.grid import split_queries
+    from cpo_engine.workflows.run import choose_pool, fit_models, generative_search, training_logs
+    from cpo_engine.workflows.run_outputs import write_run_outputs
+    from tests.search_helpers import hash_embed
+
+    train, test = split_queries(reps.query_texts, cfg.holdout.test_fraction, 0)
+    logs = training_logs(table, reps, train, cfg.holdout, seed=0)
+    causal, outcome = fit_models(reps, logs, cfg)
+    pool = choose_pool(reps, table, logs, test, causal, outcome, cfg)
+    result = generative_search(table, reps, pool.head, cfg, hash_embed)
+    _, paths = write_run_outputs(out, reps, cfg, causal, pool, result, train, test, {"fit": 1.0})
+    return paths, pool
+
+
 def _cfg(**beam) -> RunConfig:
     return RunConfig(causal=CausalConfig(cv=3), beam=BeamConfig(**({"rounds": 1, "beam_width": 2, "query_beams": 1,
                                                                      "children_per_beam": 4} | beam)),
