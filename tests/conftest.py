@@ -47,16 +47,21 @@ def encoder():
     return make_encoder(device="cpu", batch_size=32, num_threads=1)
 
 
-@pytest.fixture(scope="session")
-def small_example(tmp_path_factory):
-    """The first 80 mawps queries of the bundled example, all 16 prompts, as a Parquet file."""
+def mawps_subset(tmp_path_factory, n_queries: int, name: str):  # noqa: ANN001, ANN201
+    """The first ``n_queries`` mawps queries of the bundled example, all 16 prompts, as a Parquet file."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from cpo_engine.data import load_example
 
     t = load_example(tasks=("mawps",))
-    keep = pc.unique(t["query_id"])[:80]
-    path = tmp_path_factory.mktemp("data") / "small_example.parquet"
+    keep = pc.unique(t["query_id"])[:n_queries]
+    path = tmp_path_factory.mktemp("data") / name
     pq.write_table(t.filter(pc.is_in(t["query_id"], keep)), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_example(tmp_path_factory):
+    """The first 80 mawps queries of the bundled example, all 16 prompts, as a Parquet file."""
+    return mawps_subset(tmp_path_factory, 80, "small_example.parquet")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,13 +14,9 @@ from cpo_engine.workflows.verify_sequential import best_sequential, run_sequenti
 
 @pytest.fixture(scope="module")
 def mawps(tmp_path_factory):
-    from cpo_engine.data import load_example
+    from tests.conftest import mawps_subset
 
-    t = load_example(tasks=("mawps",))
-    keep = pc.unique(t["query_id"])[:400]
-    path = tmp_path_factory.mktemp("data") / "mawps400.parquet"
-    pq.write_table(t.filter(pc.is_in(t["query_id"], keep)), path)
-    return path
+    return mawps_subset(tmp_path_factory, 400, "mawps400.parquet")
 
 
 def _queries(path):
