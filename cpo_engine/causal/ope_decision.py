@@ -90,9 +90,7 @@ def decide(values: PolicyValues, level: float = 0.95) -> OPEDecision:
     candidates = sorted((n for n in est if n != LOGGING), key=lambda n: -est[n].value)
     if LOGGING not in est or not candidates:
         raise ValueError("a decision needs the logging policy and at least one candidate policy")
-    adjusted = 1 - (1 - level) / len(candidates)
-    vs = {n: paired_difference(est[n], est[LOGGING], adjusted) for n in candidates}
-    better = [n for n in candidates if vs[n]["ci_low"] > 0]
+    adjusted, vs, better = shown_better(est, candidates, LOGGING, level)
     chosen = better[0] if better else None
     best = chosen or candidates[0]
     ref = chosen or LOGGING
@@ -103,8 +101,18 @@ def decide(values: PolicyValues, level: float = 0.95) -> OPEDecision:
                        est[LOGGING].value, sorted(same, key=lambda n: -est[n].value))
 
 
+def shown_better(est: dict[str, Any], names: list[str], baseline: str, level: float,
+                 margin: float = 0.0) -> tuple[float, dict[str, dict[str, float]], list[str]]:
+    """Which of ``names`` are shown better than ``baseline``: the lower end of each one's paired difference, at the
+    Bonferroni level ``1 - (1 - level) / len(names)``, above ``margin``. Returns that level, every difference and
+    the names shown better (in the order given). `cpo ope`'s decision and the nightly promotion use it."""
+    adjusted = 1 - (1 - level) / len(names)
+    vs = {n: paired_difference(est[n], est[baseline], adjusted) for n in names}
+    return adjusted, vs, [n for n in names if vs[n]["ci_low"] > margin]
+
+
 def _contains_zero(d: dict[str, float]) -> bool:
     return bool(d["ci_low"] <= 0 <= d["ci_high"])
 
 
-__all__ = ["OPEDecision", "decide"]
+__all__ = ["OPEDecision", "decide", "shown_better"]

@@ -199,8 +199,8 @@ def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prom
                 "median_ci_halfwidth": float(np.median(_Z95 * se)) if se.size else 0.0,
                 "mean_score_spread": float(np.nanmax(means) - np.nanmin(means)) if np.isfinite(means).any() else None}
     if static_choice is not None:
-        honest = honest_heterogeneity(model, X_train if X_queries is None else X_queries,
-                                      np.asarray(T, dtype=np.float64), static_choice)
+        X_choice = X_train if X_queries is None else X_queries  # the queries static_choice indexes
+        honest = honest_heterogeneity(model, X_choice, np.asarray(T, dtype=np.float64), static_choice)
         if honest is not None:
             evidence["heterogeneity_wald_p_value"] = evidence["heterogeneity_p_value"]
             evidence.update(heterogeneity_p_value=honest["p_value"], heterogeneity_test=honest["test"],
@@ -209,8 +209,7 @@ def learn_state(model: Any, X_train: np.ndarray, prompt_ids: Sequence[str], prom
         # the prompt-level error of predictions for never-logged prompts (verify's intervals on searched prompts)
         from cpo_engine.causal.new_prompt_error import leave_prompts_out
 
-        npe = leave_prompts_out(model, X_train if X_queries is None else X_queries, np.asarray(T, dtype=np.float64),
-                                static_choice)
+        npe = leave_prompts_out(model, X_choice, np.asarray(T, dtype=np.float64), static_choice)
         evidence["new_prompt_error"] = None if npe is None else npe.to_dict()
     return PolicyState(prompt_ids=[str(p) for p in prompt_ids], prompt_texts=list(prompt_texts),
                        T=np.asarray(T, dtype=np.float64), train_mean=[float(m) for m in means], incumbent=int(inc),

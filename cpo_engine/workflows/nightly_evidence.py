@@ -189,19 +189,18 @@ def decide(values: Any, challengers: dict[str, tuple[Any, dict[str, Any]]], base
            cfg: NightlyConfig, state: Path, run_dir: Path, date: str, n_rows: int | None = None) -> dict[str, Any]:
     """The promotion rule on the values: the best challenger whose paired difference from the baseline has a
     (Bonferroni-adjusted) lower bound above the margin goes live."""
-    from cpo_engine.causal.ope import paired_difference
+    from cpo_engine.causal.ope_decision import shown_better
 
     level, k = cfg.promote.level, len(challengers)
-    each = 1 - (1 - level) / k
     est = values.estimates
-    rows = {name: _row(est[name], paired_difference(est[name], est[baseline], each)) for name in challengers}
+    each, vs, winners = shown_better(est, list(challengers), baseline, level, cfg.promote.margin)
+    rows = {name: _row(est[name], vs[name]) for name in challengers}
     common = {"method": values.method, "evidence": values.evidence, "estimator": est[next(iter(challengers))].estimator,
               "level": level, "level_each": each,
               "correction": f"Bonferroni over {k} challenger(s)" if k > 1 else "none (one challenger)",
               "margin": cfg.promote.margin, "held_out_queries": int(len(held)),
               "rows": n_rows if n_rows is not None else max(int(e.n_rows) for e in est.values()),
               "against": {"name": baseline, **_value(est[baseline])}, "challengers": rows}
-    winners = [n for n, r in rows.items() if r["difference"]["ci_low"] > cfg.promote.margin]
     if not winners:
         best = max(rows, key=lambda n: rows[n]["difference"]["diff"])
         d = rows[best]["difference"]
