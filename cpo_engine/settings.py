@@ -210,7 +210,9 @@ def _loop_llm() -> LLMConfig:
 
 
 def _loop_verify() -> VerifyConfig:
-    return VerifyConfig(max_tokens=16, seeds="all")
+    # sequential: a prompt far from the incumbent (most seeds) stops after a few looks, so 200 queries a round
+    # cost far less than 200 x prompts calls, and the verdicts stay valid however often the loop looks
+    return VerifyConfig(max_tokens=16, seeds="all", design="sequential")
 
 
 def _loop_beam() -> BeamConfig:
@@ -358,6 +360,7 @@ class OptimizeConfig:
     """Seed of the proposers."""
     device: str = "auto"
     """Where the scoring runs."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         self.data = DataConfig.coerce(self.data)
@@ -586,7 +589,8 @@ class NightlyConfig:
     """`cpo nightly` / `jobs.nightly`: append, refit, re-select, compare, flag drift."""
 
     state: str = "runs/nightly"
-    """State folder (kept across nights)."""
+    """State folder (kept across nights): a local path, or an object-store URI (s3://bucket/prefix, gs://...)
+    worked on through a local mirror under a lock object."""
     new: str | None = None
     """Today's triplets: a triplet table, or a `cpo generate` run folder (its error-free rows)."""
     columns: dict[str, str] | str | None = None
@@ -609,8 +613,10 @@ class NightlyConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
-    proposer: ProposerConfig = field(default_factory=ProposerConfig)
-    """The generative search from the logged prompts (a registered proposer; 'none': the logged pool only)."""
+    proposer: ProposerConfig = field(default_factory=lambda: ProposerConfig(kind=AUTO_PROPOSER))
+    """The generative search from the logged prompts (a registered proposer; 'none': the logged pool only). 'auto'
+    (the default) searches ('edit') only when an LLM is configured to verify what it finds: without one a searched
+    prompt cannot be measured, so it never goes live, and embedding candidates is most of a night's time."""
     generation: LLMConfig | None = None
     """The LLM that verifies tonight's prompts before one goes live; None: nothing new goes live."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)

@@ -23,6 +23,7 @@ EDIT_FAMILIES: dict[str, str] = {
     "verification": "asks to check or verify the answer",
     "conciseness": "simplifies or shortens the prompt",
     "recombination": "combines parts of two parent prompts",
+    "worked_examples": "adds worked examples (few-shot demonstrations: a question and its answer)",
 }
 
 _SPACE = re.compile(r"\s+")

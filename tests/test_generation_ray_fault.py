@@ -78,7 +78,7 @@ def _committed(out: Path) -> int:
         return 0
 
 
-def test_engine_actor_killed_mid_generation(tmp_path, fake_server):
+def test_engine_actor_killed_mid_generation(tmp_path, fake_server):  # noqa: F811
     pytest.importorskip("ray")
     fake_server.script = [(200, 0.25)] * 1000  # every answer takes 0.25 s
     url = f"http://127.0.0.1:{fake_server.server_address[1]}/v1"

@@ -141,3 +141,32 @@ def test_run_with_a_verify_stage_and_cpo_verify_log_the_measured_uplifts(small_e
     assert "cpo.prompt" not in by_kind["verify"].data.tags
     prompt = client.load_prompt(by_kind["run"].data.tags["cpo.prompt"])
     assert prompt.template == summary["recommendation"]["static_prompt_text"] and prompt.tags["cpo.why"] == "recommended"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_optimize_logs_to_mlflow_store(small_example, tmp_path, capsys):
+    """`cpo optimize --mlflow URI` (as `cpo run`): its config, the policy values of best_static_prompt.json, the
+    folder as artifacts, and the saved model's static choice in the prompt registry (never a searched,
+    unverified candidate)."""
+    from mlflow import MlflowClient
+
+    common = ["--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.device=cpu"]
+    assert main(["fit", str(small_example), "--out", str(tmp_path / "fit"), "--cv", "2", *common]) == 0
+    out, uri = tmp_path / "opt", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["optimize", str(small_example), "--model", str(tmp_path / "fit"), "--out", str(out), "--rounds", "1",
+                 "--children", "4", "--beam-width", "2", "--mlflow", uri, *common]) == 0
+    best = json.loads((out / "best_static_prompt.json").read_text())
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cpo").experiment_id])
+    data = run.data
+    assert data.tags["cpo.kind"] == "optimize" and data.params["mode"] == "both" and data.params["beam.rounds"] == "1"
+    assert not any(k.startswith("tracking") for k in data.params)
+    uplift = best["search_static"]["uplift_vs_best_logged"]
+    assert data.metrics["optimize.search_static.uplift_vs_best_logged"] == pytest.approx(uplift)
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "folder")}
+    assert {"folder/assignment.parquet", "folder/best_static_prompt.json", "folder/manifest.json"} <= top
+    prompt = client.load_prompt(data.tags["cpo.prompt"])
+    assert prompt.template == best["pool_static"]["text"] and prompt.tags["cpo.why"] == "recommended"
+    assert prompt.tags["cpo.prompt_id"] == best["pool_static"]["prompt_id"]
+    assert prompt.tags["cpo.evidence"] == best["pool_static"]["evidence"] and best["pool_static"]["evidence"]

@@ -181,3 +181,63 @@ def test_the_kuberay_manifests_run_the_nightly_entrypoint_with_valid_flags():
     assert pod["containers"][0]["command"][-1] == "/manifests/rayjob.yaml"
     assert docs["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
     assert docs["Role"]["rules"][0]["resources"] == ["rayjobs"] and "create" in docs["Role"]["rules"][0]["verbs"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_a_night_searches_only_when_an_llm_can_verify_and_its_worked_examples_skip_held_out_queries(tmp_path, encoder):
+    """'auto' (the default proposer) does not search without an LLM to verify; a proposer that reads the logs
+    (worked examples) sees only the rows of queries not held out for tonight's promotion."""
+    import pyarrow.parquet as pq
+
+    from cpo_engine.search.config import BeamConfig, ProposerConfig
+    from cpo_engine.settings import NightlyConfig
+    from cpo_engine.workflows.common import Representer
+    from cpo_engine.workflows.nightly import run_nightly
+    from cpo_engine.workflows.nightly_evidence import choose_held_out
+
+    assert NightlyConfig().proposer.kind == "auto"
+    day1, _ = write_two_days(tmp_path / "logs", n1=160)
+    cache = tmp_path / "cache"
+
+    def night(state: Path, proposer: ProposerConfig):
+        cfg = _cfg(state, day1, "2026-01-01")
+        cfg.proposer, cfg.beam = proposer, BeamConfig(rounds=1, beam_width=4, children_per_beam=6, top_k=3)
+        return cfg, run_nightly(cfg, representer=Representer(cfg.embed, cache_dir=cache, encoder=encoder))
+
+    _, auto = night(tmp_path / "auto", NightlyConfig().proposer)
+    assert auto.promotion["search"] == {"proposer": "none"}
+    assert not (tmp_path / "auto" / "runs" / "2026-01-01" / "candidates.parquet").exists()
+
+    cfg, ex = night(tmp_path / "examples", ProposerConfig(kind="examples", options={"k": 2}))
+    assert ex.promotion["search"]["proposer"] == "examples" and ex.promotion["search"]["candidates"] > 0
+    logs = pq.read_table(day1)
+    held = choose_held_out(logs, logs, "2026-01-01", cfg).ids
+    assert len(held) == 80
+    text_of = dict(zip(map(str, logs.column("query_id").to_pylist()), logs.column("query_text").to_pylist()))
+    held_texts = {text_of[q] for q in held}
+    shown = [t for t in pq.read_table(tmp_path / "examples" / "runs" / "2026-01-01" / "candidates.parquet")
+             .column("text").to_pylist() if "Q: " in t]
+    assert shown, "no candidate holds a worked example"
+    for text in shown:
+        for question in (part.split(" A: ")[0].strip() for part in text.split("Q: ")[1:]):
+            assert question in text_of.values() and question not in held_texts, question
+
+
+def test_the_night_embeds_through_the_cache_the_user_set_else_the_states_own(tmp_path):
+    """`--set embed.cache_dir=...` is honoured by `cpo nightly` (the cron recipe sets it); unset, the cache is the
+    state's cache/ (on the store itself for an s3:// state, so a fresh machine reuses earlier nights' vectors)."""
+    from cpo_engine.settings import NightlyConfig
+    from cpo_engine.workflows.nightly import night_cache
+
+    def cache(state: str, **embed):
+        cfg = NightlyConfig(state=state)
+        for k, v in embed.items():
+            setattr(cfg.embed, k, v)
+        return night_cache(cfg, tmp_path / "mirror")
+
+    assert cache(str(tmp_path / "state")) == tmp_path / "mirror" / "cache"
+    assert cache("s3://bucket/nightly/") == "s3://bucket/nightly/cache"
+    assert cache(str(tmp_path / "state"), cache_dir="/mnt/shared/cpo_cache") == "/mnt/shared/cpo_cache"
+    assert cache("s3://bucket/nightly", cache_dir="s3://bucket/cpo_cache") == "s3://bucket/cpo_cache"
+    assert cache(str(tmp_path / "state"), cache_dir=None) is None

@@ -186,3 +186,32 @@ def test_a_missing_bucket_is_refused_before_any_work(s3, small_example, capsys):
                  "none"]) == 2
     err = capsys.readouterr().err
     assert "bucket 'no-such-bucket' does not exist" in err and "AWS_ENDPOINT_URL" in err
+
+
+def test_the_embedding_cache_on_s3_is_read_back_by_a_second_run(s3, small_example, tmp_path, capsys):
+    """embed.cache_dir=s3://...: the first `cpo embed` writes its vectors as whole shard objects in the bucket, a
+    second run (a new cache object, nothing in memory) reads them back from the store and embeds nothing, with no
+    local cache folder involved."""
+    import re
+
+    import pyarrow.fs as pafs
+
+    from cpo_engine.cli import main
+
+    data = _put(s3["fs"], "cache-logs/logs.parquet", pq.read_table(small_example))
+    cache = f"s3://{BUCKET}/cpo_cache"
+
+    def embed(out: str) -> tuple[int, int]:
+        assert main(["embed", "--data", data, "--out", str(tmp_path / out), "--set", f"embed.cache_dir={cache}",
+                     "--set", "embed.device=cpu"]) == 0
+        found = re.search(r"\(cache: ([\d,]+) hits, ([\d,]+) misses\)", capsys.readouterr().out)
+        return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
+
+    first = embed("e1")
+    assert first[0] == 0 and first[1] > 80  # 80 queries and 16 prompts, all new
+    shards = [f for f in s3["fs"].get_file_info(pafs.FileSelector(f"{BUCKET}/cpo_cache", recursive=True))
+              if f.type == pafs.FileType.File]
+    assert shards and all(f.base_name.startswith("shard-") and f.base_name.endswith(".parquet") for f in shards)
+    assert sum(pq.read_table(f.path, filesystem=s3["fs"]).num_rows for f in shards) == first[1]
+    assert embed("e2") == (first[1], 0)  # every vector read back from the store
+    assert not (ROOT / BUCKET).exists() and not any(tmp_path.rglob("shard-*"))

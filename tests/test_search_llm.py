@@ -149,3 +149,20 @@ def test_llm_proposer_is_deterministic_when_the_server_is_greedy(server_url: str
     # the request seeds are the proposer's own: keyed by (round, parent, call), the same in both runs
     assert [r.seed for r in backend_a.requests] == [r.seed for r in backend_b.requests]
     assert len({r.seed for r in backend_a.requests}) == len(backend_a.requests)
+
+
+def test_llm_proposer_guided_by_the_packaged_edit_prior(server_url: str) -> None:
+    """The registered ``llm`` proposer reads the edit prior (``proposer.edit_prior``, 'auto' by default) and names
+    its strongest families in the meta-prompt; the real server takes the longer prompt and every call is counted."""
+    from cpo_engine.search import ProposerConfig
+    from cpo_engine.search.proposers import make_proposer
+
+    proposer = make_proposer(ProposerConfig(kind="llm", llm_base_url=server_url, llm_model="smollm2",
+                                            options={"per_call": 2, "max_words": 40}), task="mawps", seed=1)
+    hints = proposer.prior_hints()
+    assert hints and any("tends to help" in h for h in hints)  # the packaged prior has weights != 1 for mawps
+    backend = proposer.backend = _Recorder(proposer.backend)
+    kids = proposer.propose(PARENTS[:1], 2, round=1)
+    assert len(backend.requests) == proposer.calls == 1 and proposer.failed_calls == 0
+    assert all(h in backend.requests[0].messages[1]["content"] for h in hints)
+    assert proposer.accepted == len(kids) <= proposer.rewrites

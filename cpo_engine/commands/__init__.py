@@ -84,7 +84,8 @@ def apply_positional_data(args: argparse.Namespace) -> None:
 
 
 def add_tracking_flags(p: argparse.ArgumentParser) -> None:
-    """--mlflow URI (the `tracking` section): the finished folder is also logged to MLflow (run, verify, nightly)."""
+    """--mlflow URI (the `tracking` section): the finished folder is also logged to MLflow (run, optimize, verify,
+    nightly)."""
     flag(p, "tracking.mlflow_uri", name="--mlflow", metavar="URI")
 
 

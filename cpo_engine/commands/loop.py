@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "generation.backend.openai.api_key_env")
     flag(p, "max_calls")
     flag(p, "server.threads")
+    flag(p, "server.parallel")
     flag(p, "verify.max_tokens")
     flag(p, "verify.samples")
     flag(p, "verify.top_k")

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_nightly(config_from_args(args, NightlyConfig))
     print(f"nightly {result.date}: {result.rows:,} triplets over {len(result.dates)} date(s); "
-          f"model {result.model_status} (live: {result.live_run}); report {result.report_path}")
+          f"model {result.model_status} (live: {result.live_run}); report {result.report_uri or result.report_path}")
     for problem in result.gate_problems:
         print(f"  gate: {problem}")
     comp = result.comparison

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from cpo_engine.commands import (add_beam_flags, add_common, add_data_flags, add_selection_flags,
-                                 apply_positional_data, config_from_args, flag, use_config)
+                                 add_tracking_flags, apply_positional_data, config_from_args, flag, use_config)
 from cpo_engine.settings import OptimizeConfig
 from cpo_engine.commands.verify import add_verify_flags
 
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     flag(p, "device")
     flag(p, "seed")
     add_verify_flags(p)
+    add_tracking_flags(p)
     add_common(p)
     p.set_defaults(func=run)
     return p

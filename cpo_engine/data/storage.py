@@ -5,7 +5,7 @@ and writer of a URI goes through).
 Credentials and endpoints come from the environment only, as the AWS and Google SDKs read them
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL`` for an S3-compatible server such as MinIO; ``GOOGLE_APPLICATION_CREDENTIALS`` for
-``gs://``). A URI that carries credentials (``s3://KEY:SECRET@bucket/...``, ``?secret_key=...``) is refused,
+``gs://``, ``STORAGE_EMULATOR_HOST`` for a GCS API emulator, reached with anonymous requests). A URI that carries credentials (``s3://KEY:SECRET@bucket/...``, ``?secret_key=...``) is refused,
 so no secret reaches a config, a manifest or a log.
 
 Run folders are written locally and then uploaded (:func:`upload_folder`): the folder's files first, its
@@ -25,7 +25,7 @@ from cpo_engine.utils import _has_credentials, filesystem, is_uri
 #: Where the credentials of each store come from (named in errors).
 CREDENTIALS_HINT = ("credentials and endpoint come from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
                     "(AWS_ENDPOINT_URL for MinIO or another S3-compatible server) for s3://, "
-                    "GOOGLE_APPLICATION_CREDENTIALS for gs://")
+                    "GOOGLE_APPLICATION_CREDENTIALS (STORAGE_EMULATOR_HOST for a GCS emulator) for gs://")
 
 
 def is_remote(path: Any) -> bool:

@@ -6,8 +6,9 @@ inserted and deleted word spans of the diff (see :func:`cpo_engine.edits.extract
 rewording inside an unchanged instruction ("think step by step" -> "think carefully step by step")
 does not count as adding the family. Two families also have a size rule: an edit that adds many
 words is ``complexity`` ("elaborate detail"), one that removes a large share of the prompt is
-``conciseness``. ``recombination`` cannot be seen in the text of two prompts; it comes from the
-trace (an ``operator`` column or a second parent), see :mod:`cpo_engine.edits.pairs`.
+``conciseness`` (the size rule of ``complexity`` does not apply to an edit that adds worked
+examples: their length is the demonstrations'). ``recombination`` cannot be seen in the text of two
+prompts; it comes from the trace (an ``operator`` column or a second parent), see :mod:`cpo_engine.edits.pairs`.
 
 The lexicons are written from the family definitions (arXiv 2605.26655's grouping), not from any
 data set: they are meant to be general, and are deliberately short and readable so a user can audit
@@ -143,6 +144,13 @@ LEXICONS: dict[str, tuple[str, ...]] = {
         r"\bwithout (explanation|elaborat\w*|extra)\b",
         r"\b(keep|be) (it )?(short|brief|concise)\b",
     ),
+    "worked_examples": (
+        r"(^|[\s.!?:])q\s*:",  # a demonstration's question marker ("Q: ... A: ...")
+        r"\b(worked|solved) examples?\b",
+        r"\bhere (is|are) (an? |some |\w+ )?(worked |solved )?examples?\b",
+        r"\bexamples? (of|with) (solutions?|answers?)\b",
+        r"\bfew\s*-?\s*shot\b|\bdemonstrations?\b",
+    ),
 }
 
 
@@ -240,7 +248,8 @@ def edit_families(
     ins, dele = _span_counts(inserted, config), _span_counts(deleted, config)
     raw = {fam: ins[fam] - dele[fam] for fam in EDIT_FAMILIES}
     grow = n_child_words - n_parent_words
-    if grow >= config.complexity_min_added_words and n_child_words >= (
+    adds_examples = ins["worked_examples"] > dele["worked_examples"]  # demonstrations are not "elaborate detail"
+    if not adds_examples and grow >= config.complexity_min_added_words and n_child_words >= (
         config.complexity_min_growth * max(n_parent_words, 1)
     ):
         raw["complexity"] += 1

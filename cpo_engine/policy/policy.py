@@ -500,11 +500,17 @@ class Policy:
         run's searched candidates (``search/candidates.parquet``) compete too.
         """
         from cpo_engine.policy.bundle import ModelBundle
-        from cpo_engine.policy.live import live_run
+        from cpo_engine.policy.live import fetch_state, live_run
 
-        live = None if is_uri(path) else live_run(path)
+        if is_uri(path):  # a nightly state on an object store: a local copy of what it serves
+            local = fetch_state(path)
+            live = None if local is None else live_run(local, shown=str(path).rstrip("/"))
+        else:
+            live = live_run(path)
         if live is not None:
-            return cls._load_live(live, config or PolicyConfig(), embed, device, warn)
+            policy = cls._load_live(live, config or PolicyConfig(), embed, device, warn)
+            policy.live["state"] = str(path)
+            return policy
         bundle = ModelBundle.load(fetch_run(path) if is_uri(path) else path)
         cfg = config or PolicyConfig()
         state = PolicyState.load(bundle.path)

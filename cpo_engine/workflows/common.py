@@ -446,7 +446,21 @@ def name_prompts(model: Any, reps: Representations) -> Any:
 
 
 
-__all__ = ["Manifest", "KINDS", "PARTS_MANIFEST", "write_manifest", "manifest_data", "read_kind", "refuse_other_kind", "open_run",
+def without_queries(table: pa.Table, held: pa.Table | None) -> pa.Table:
+    """``table`` less the rows whose query id or query text is one of ``held``'s (the queries a verification
+    measures): what a proposer that reads the data (worked examples) may draw from."""
+    if held is None:
+        return table
+
+    def values(t: pa.Table, col: str) -> list[Any]:
+        return t.column(col).cast(pa.string()).to_pylist() if col in t.column_names else [None] * t.num_rows
+
+    ids, texts = set(values(held, "query_id")) - {None}, set(values(held, "query_text")) - {None}
+    keep = [q not in ids and t not in texts for q, t in zip(values(table, "query_id"), values(table, "query_text"))]
+    return table.filter(pa.array(keep, type=pa.bool_()))
+
+
+__all__ = ["without_queries", "Manifest", "KINDS", "PARTS_MANIFEST", "write_manifest", "manifest_data", "read_kind", "refuse_other_kind", "open_run",
 "usable_folder", "set_aside_previous_run", "load_data", "scores_and_weights", "Representer", "write_features",
 "data_summary",
            "print_summary", "now", "name_prompts"]

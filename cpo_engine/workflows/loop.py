@@ -52,23 +52,29 @@ class LoopResult:
 
 @contextmanager
 def llm_endpoint(cfg: LoopConfig, out: Path) -> Iterator[LLMConfig]:
-    """The loop's LLM section, pointed at ``cfg.endpoint`` or at a llama.cpp server started for the
-    block (OpenAI-compatible backend); other backends are used as configured."""
+    """The loop's LLM section, pointed at ``cfg.endpoint`` or at the llama.cpp server(s) started for the
+    block (OpenAI-compatible backend; ``server.parallel`` processes, the requests spread over them with 2 in
+    flight per process); other backends are used as configured."""
     llm = cfg.generation
     if llm.backend.kind != "openai":
         yield llm
         return
 
-    def at(url: str) -> LLMConfig:
-        return replace(llm, backend=replace(llm.backend, openai=replace(llm.backend.openai, base_url=url)))
+    def at(url: str, more: list[str] | None = None) -> LLMConfig:
+        openai = replace(llm.backend.openai, base_url=url)
+        if more:
+            openai = replace(openai, base_urls=list(more),
+                             max_concurrency=max(openai.max_concurrency, 2 * (len(more) + 1)))
+        return replace(llm, backend=replace(llm.backend, openai=openai))
 
     if cfg.endpoint:
         yield at(cfg.endpoint)
         return
     from cpo_engine.generation.local_server import LlamaCppServer
 
-    with LlamaCppServer(cfg.server, out / "llama_server.log") as url:
-        yield at(url)
+    server = LlamaCppServer(cfg.server, out / "llama_server.log")
+    with server as url:
+        yield at(url, server.base_urls[1:])
 
 
 def generate_training(cfg: LoopConfig, llm: LLMConfig, paths: dict[str, Path], out: Path,
@@ -121,9 +127,24 @@ def finished_round(run_cfg: RunConfig) -> dict[str, Any] | None:
 
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
     config = json.loads(json.dumps(config))
-    config.get("generation", {}).get("backend", {}).get("openai", {}).pop("base_url", None)
+    openai = config.get("generation", {}).get("backend", {}).get("openai", {})
+    for key in ("base_url", "base_urls", "max_concurrency"):  # where the server(s) listen, and how many
+        openai.pop(key, None)
     config.get("proposer", {}).pop("llm_base_url", None)
     return config
+
+
+def task_grader(cfg: LoopConfig) -> str:
+    """The grader of the loop's LLM calls: ``generation.grader``, except that a built-in task other than
+    ``addition`` left at the default grader (numeric) is graded with its own
+    (:data:`~cpo_engine.generation.tasks.TASK_GRADERS`: a label for ``sentiment``, both kinds for ``mixed``)."""
+    from cpo_engine.generation.tasks import TASK_GRADERS
+    from cpo_engine.settings import LLMConfig
+
+    grader = cfg.generation.grader
+    if cfg.task.queries is None and grader == LLMConfig.grader:
+        return TASK_GRADERS.get(cfg.task.kind, grader)
+    return grader
 
 
 def check_training_size(cfg: LoopConfig) -> None:
@@ -187,6 +208,20 @@ def call_plan(cfg: LoopConfig, paths: dict[str, Path]) -> dict[str, Any]:
             "max_generated_tokens": calls * cfg.verify.max_tokens, "prompt_tokens_estimate": prompt_tokens}
 
 
+def power_line(cfg: LoopConfig, plan: dict[str, Any], r: int = 0) -> str:
+    """The power statement of round ``r``'s sequential verification, before any call: "with this budget you can
+    detect an uplift of X or more" (round r verifies the seeds, what earlier rounds verified and ``top_k``
+    searched prompts against the incumbent, on ``n_verify`` queries)."""
+    from cpo_engine.causal.sequential import plan_statement, planned_queries
+    from cpo_engine.workflows.verify_sequential import budget_calls
+
+    v = cfg.verify
+    n_arms = (plan["seed_prompts"] + r * v.top_k if v.seeds == "all" else 2) + v.top_k
+    m = n_arms - 1
+    n = min(planned_queries(budget_calls(v, cfg.task.n_verify, n_arms), m, v.samples), cfg.task.n_verify)
+    return plan_statement(n, m, v.alpha, v.assumed_sd)
+
+
 def print_plan(cfg: LoopConfig, plan: dict[str, Any], echo: Callable[[str], None] = print) -> None:
     n_prompts = plan["seed_prompts"]
     rounds = ", ".join(f"round {r}: {c}" for r, c in enumerate(plan["round_calls"]))
@@ -196,6 +231,8 @@ def print_plan(cfg: LoopConfig, plan: dict[str, Any], echo: Callable[[str], None
          f"about {plan['prompt_tokens_estimate']} prompt tokens")
     if proposer_spec(cfg.proposer.kind).needs_server:
         echo(f"  plus the calls of the '{cfg.proposer.kind}' proposer's search (not counted above)")
+    if cfg.verify.design == "sequential":
+        echo("  verification (sequential, each round): " + power_line(cfg, plan))
     if cfg.max_calls is not None and cfg.max_calls < plan["calls"]:
         echo(f"  --max-calls {cfg.max_calls}: the loop stops after {cfg.max_calls} calls in all (earlier runs' "
              "included); rerun with a larger --max-calls to continue")
@@ -214,6 +251,7 @@ def run_loop(cfg: LoopConfig, backend: Backend | None = None) -> LoopResult:
     from cpo_engine.workflows.common import now, refuse_other_kind, write_manifest
 
     started = now()
+    cfg = replace(cfg, generation=replace(cfg.generation, grader=task_grader(cfg)))
     refuse_other_kind(cfg.out, "loop")
     check_training_size(cfg)
     out = Path(cfg.out)
@@ -272,7 +310,7 @@ def outcome(run_dir: Path, verification: dict[str, Any], seeds: list[dict[str, A
 
     searched = [a for a in verification["arms"] if a["role"] == "searched"]
     if not searched:
-        return {"verdict": "no searched prompt was verified"}
+        return {"verdict": "no searched prompt was verified", **promotion(verification, "")}
     top = searched[0]
     rows = pq.read_table(Path(run_dir) / "verify" / "verified_triplets.parquet")
     qids = sorted(set(rows.column("query_id").to_pylist()))
@@ -291,7 +329,47 @@ def outcome(run_dir: Path, verification: dict[str, Any], seeds: list[dict[str, A
             "vs_best_seed_by_training_mean": {"against": seeds[0], "uplift": vs_train.to_dict() if vs_train else None},
             "vs_best_seed_on_these_queries": {"against": next(s for s in seeds if s["id"] == ids[here]),
                                               "uplift": vs_here.to_dict() if vs_here else None},
-            "calibration": verification["calibration"]}
+            **promotion(verification, top["id"]),
+            "calibration": verification["calibration"], "searched_coverage": searched_coverage(verification)}
+
+
+def headline(o: dict[str, Any]) -> str:
+    """A round's outcome in one phrase: what was promoted on measured evidence, or that nothing was, with the
+    smallest uplift the budget could detect (the model's first pick alone is the ``verdict``)."""
+    pr = o.get("promoted")
+    if pr:
+        return f"promoted `{pr['id']}` ({pr['role']}), measured better than the incumbent"
+    power = (o.get("power") or {}).get("detectable_uplift")
+    return ("nothing promoted: no prompt was shown better than the incumbent" +
+            (f" (this budget detects uplifts of {power:.3f} or more)" if power is not None else ""))
+
+
+def promotion(verification: dict[str, Any], top_id: str) -> dict[str, Any]:
+    """What the round promotes, by the verification's own rule (sequential: a prompt whose confidence sequence
+    lies above ``verify.margin``; fixed: a 95% interval above it), and, sequentially, the power statement
+    made before spending and the top searched prompt's decision and confidence sequence vs the incumbent."""
+    best = verification.get("best_promotable")
+    out: dict[str, Any] = {"promoted": None if best is None else {
+        "id": best["id"], "text": best.get("text"), "role": best.get("role", best.get("kind")),
+        "uplift_vs_incumbent": best.get("uplift_vs_baseline"), "sequential": best.get("sequential")}}
+    seq = verification.get("sequential")
+    if seq:
+        top = next((c for c in seq["candidates"] if c["id"] == top_id), None)
+        out.update(power=seq["power"], sequential_calls=seq["calls"], sequential_budget_calls=seq["budget_calls"],
+                   top_searched_sequential=top)
+    return out
+
+
+def searched_coverage(verification: dict[str, Any]) -> dict[str, Any]:
+    """How often the searched prompts' predicted 95% intervals (with the prompt-level error of a never-logged
+    prompt where the model has it: :mod:`cpo_engine.causal.new_prompt_error`) held their measured uplift."""
+    arms = [a for a in verification["arms"] if a["role"] == "searched" and a.get("predicted_uplift")
+            and a.get("uplift_vs_baseline") and a["predicted_uplift"].get("ci_low") is not None]
+    hits = [a["predicted_uplift"]["ci_low"] <= a["uplift_vs_baseline"]["value"] <= a["predicted_uplift"]["ci_high"]
+            for a in arms]
+    methods = sorted({a["predicted_uplift"].get("method", "") for a in arms})
+    return {"prompts": len(arms), "covered": int(sum(hits)), "coverage": (sum(hits) / len(hits)) if hits else None,
+            "interval_methods": methods}
 
 
 def loop_report(cfg: LoopConfig, train: pa.Table, rounds: list[dict[str, Any]],
@@ -335,17 +413,41 @@ def render_loop(report: dict[str, Any]) -> str:
         p = v["policy"]
         lines.append(f"- per-query policy (leaves the incumbent on {p['share_not_baseline']:.0%} of queries): "
                      f"uplift {_ci(p['uplift_vs_baseline'])}")
-        lines += ["", f"**Outcome: {o['verdict']}.**"]
+        lines += ["", f"**Outcome: {headline(o)}.**"]
         if "searched" in o:
-            lines += [f"The model's top searched prompt {o['searched']['text']!r} vs the seed prompt with the best "
+            lines += [f"The model's first pick ({o['verdict']}), its top searched prompt {o['searched']['text']!r}, "
+                      "vs the seed prompt with the best "
                       f"training mean {o['vs_best_seed_by_training_mean']['against']['text']!r}: "
                       f"{_ci(o['vs_best_seed_by_training_mean']['uplift'])}; vs the seed that scored best on these "
                       f"very queries {o['vs_best_seed_on_these_queries']['against']['text']!r}: "
                       f"{_ci(o['vs_best_seed_on_these_queries']['uplift'])}."]
+        if "promoted" in o:
+            pr = o["promoted"]
+            seq = (pr or {}).get("sequential")
+            lines += ["", "Promoted: " + (
+                "nothing (no prompt was shown better than the incumbent)" if pr is None else
+                f"`{pr['id']}` ({pr['role']}) {pr['text']!r}, " + (
+                    f"{seq['stop_reason']} after {seq['queries']} queries, mean uplift vs incumbent "
+                    f"{seq['mean_uplift']:+.3f}, confidence sequence {seq['cs_low']:+.3f} to {seq['cs_high']:+.3f} "
+                    f"(fixed-n 95% CI {_ci(pr['uplift_vs_incumbent'])}, not valid after early stopping)" if seq else
+                    f"uplift vs incumbent {_ci(pr['uplift_vs_incumbent'])}")) + "."]
+        if o.get("power"):
+            t = o.get("top_searched_sequential")
+            lines += ["", f"Power: {o['power']['statement']}. Used {o['sequential_calls']} of "
+                          f"{o['sequential_budget_calls']} LLM calls."]
+            if t:
+                lines += [f"Top searched prompt, sequentially vs the incumbent: {t['decision']} ({t['stop_reason']} "
+                          f"after {t['queries']} queries), mean uplift {t['mean_uplift']:+.3f}, confidence sequence "
+                          f"{t['cs_low']:+.3f} to {t['cs_high']:+.3f}."]
         lines += ["", calibration_line(v)]
+        sc = o.get("searched_coverage")
+        if sc and sc["prompts"]:
+            lines += ["", f"Searched prompts: the predicted 95% interval ({'; '.join(sc['interval_methods'])}) held the "
+                          f"measured uplift for {sc['covered']} of {sc['prompts']}."]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)
 
 
 __all__ = ["run_loop", "LoopResult", "llm_endpoint", "generate_training", "training_table", "round_config",
-           "check_training_size", "call_plan", "print_plan", "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]
+           "check_training_size", "task_grader", "power_line", "promotion", "searched_coverage", "call_plan",
+           "print_plan", "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]

@@ -37,6 +37,10 @@ grid, else doubly robust), going live when the lower bound of the difference is 
 (:mod:`cpo_engine.workflows.nightly_evidence`); live.json keeps the evidence. Otherwise the live one stays and
 the report says why. Every night's bundle holds its ``policy.json``: ``cpo assign --model STATE/runs/<date>``
 serves that night, ``cpo assign --model STATE`` what live.json names.
+
+A state on an object store (``s3://bucket/prefix``, ``gs://...``) has the same layout; a night works on a local
+mirror of it under the state's lock object and pushes its run folders first and the pointers last
+(:mod:`cpo_engine.workflows.nightly_remote`).
 """
 
 from __future__ import annotations
@@ -194,16 +198,28 @@ def append_triplets(state: Path, new: str | Path, date: str) -> Path:
 # ---------------------------------------------------------------------------------- fit + gate
 
 
+def night_cache(cfg: NightlyConfig, state: Path) -> Any:
+    """The night's embedding cache: ``embed.cache_dir`` when the user set it (a folder or an s3:// / gs:// URI;
+    None: no cache), else the state's own ``cache/`` (``<state URI>/cache`` on the store for a remote state, so a
+    fresh machine reuses earlier nights' vectors; ``state``: the local folder or mirror the night runs on)."""
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.embedding.config import EmbedConfig
+
+    if cfg.embed.cache_dir != EmbedConfig().cache_dir:
+        return cfg.embed.cache_dir
+    return f"{str(cfg.state).rstrip('/')}/cache" if is_remote(cfg.state) else state / "cache"
+
+
 def fit_night(table: pa.Table, cfg: NightlyConfig, state: Path, representer: Representer | None = None,
               held_out: set[str] | None = None) -> tuple[Any, Any, Representer]:
-    """Representations through the persistent embedding cache (state/cache), then the causal model, with
+    """Representations through the persistent embedding cache (:func:`night_cache`), then the causal model, with
     the same configuration sections (embed, pca, causal) and defaults as `cpo run`. ``held_out``: query ids
     whose rows the model is not fitted on (they value the night's policy; they are still represented)."""
     import warnings
 
     from cpo_engine.workflows.nightly_evidence import fit_rows
 
-    rep = representer or Representer(cfg.embed, cache_dir=state / "cache")
+    rep = representer or Representer(cfg.embed, cache_dir=night_cache(cfg, state))
     reps = rep.represent(table, cfg.pca, show_progress=False)
     y, w = scores_and_weights(table)
     r = fit_rows(reps, held_out or set())
@@ -343,6 +359,8 @@ class NightlyResult:
     promotion: dict[str, Any] | None
     """What is live after the night and why (None when the night failed before it)."""
     report: dict[str, Any]
+    report_uri: str | None = None
+    """Where the night's report.json was pushed, for a state on an object store (report_path: its local mirror)."""
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> "NightlyResult":
@@ -361,19 +379,53 @@ def run_nightly(cfg: NightlyConfig, representer: Representer | None = None,
     """One night: read -> check -> refit (cached embeddings) -> gate -> search -> compare -> verify ->
     promote -> report -> commit, holding the state folder's lock (one night at a time). See the module
     docstring for what is written when."""
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.workflows.run import resolve_proposer
     from cpo_engine.workflows.tracking import check_tracking, log_folder
 
     check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before the state is touched
-    state = Path(cfg.state)
-    with FolderLock(state, "nightly state folder", fix=" (one `cpo nightly` at a time per --state)"):
-        recover(state)
-        result = NightlyResult.from_report(_night(cfg, state, representer, backend))
+    cfg = resolve_proposer(cfg)  # 'auto': search only when an LLM can verify what it finds
+    if is_remote(cfg.state):
+        result = _remote_night(cfg, representer, backend)
+    else:
+        state = Path(cfg.state)
+        with FolderLock(state, "nightly state folder", fix=" (one `cpo nightly` at a time per --state)"):
+            recover(state)
+            result = NightlyResult.from_report(_night(cfg, state, representer, backend))
     log_folder(cfg.tracking, result.report_path.parent, "nightly")  # the night's folder, once committed
     return result
 
 
+def _remote_night(cfg: NightlyConfig, representer: Representer | None, backend: Backend | None) -> NightlyResult:
+    """A night on an object-store state: under its lock object, pulled into a local mirror, run there as on a local
+    state, then pushed with the pointers last (:mod:`cpo_engine.workflows.nightly_remote`)."""
+    from dataclasses import replace
+
+    from cpo_engine.workflows import nightly_remote as remote
+
+    uri, cfg = str(cfg.state).rstrip("/"), replace(cfg, date=_date(cfg))  # one date for the pull and the night
+    with remote.StateLock(uri) as lock:
+        remote.recover(uri)
+        mirror = remote.mirror_folder(uri)
+        mirror.mkdir(parents=True, exist_ok=True)
+        with FolderLock(mirror, "local mirror of the nightly state", fix=f" (one `cpo nightly` at a time per {uri})"):
+            local, before = remote.pull(uri, cfg.date)
+            try:
+                report = _night(cfg, local, representer, backend)
+            except DataError as exc:  # a damaged state file: name its object on the store, not the mirror's copy
+                raise remote.on_store(exc, local, uri) from None
+            remote.push(uri, local, before, report["run_dir"], lock)
+    result = NightlyResult.from_report(report)
+    result.report_uri = f"{uri}/{result.report_path.relative_to(local).as_posix()}"
+    return result
+
+
+def _date(cfg: NightlyConfig) -> str:
+    return cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
+
+
 def _night(cfg: NightlyConfig, state: Path, representer: Representer | None, backend: Backend) -> dict[str, Any]:
-    date = cfg.date or time.strftime("%Y-%m-%d", time.gmtime())
+    date = _date(cfg)
     current = read_json(state / "current.json")
     check_current(state, current)
     run_dir = night_dir(state, date, current)

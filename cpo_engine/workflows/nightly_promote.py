@@ -37,14 +37,17 @@ if TYPE_CHECKING:
 
 
 def search(table: pa.Table, reps: Representations, head: LinearHead, rep: Representer, cfg: NightlyConfig,
-           run_dir: Path) -> tuple[pa.Table | None, dict[str, Any]]:
+           run_dir: Path, held_out: set[str] | frozenset[str] = frozenset()) -> tuple[pa.Table | None, dict[str, Any]]:
     """The generative search from the logged prompts (the configured proposer), scored for every query;
-    writes ``candidates.parquet``. Its numbers are predictions."""
+    writes ``candidates.parquet``. Its numbers are predictions. A proposer that reads the data (worked examples)
+    sees only the rows of queries not in ``held_out`` (the queries promotion is decided on)."""
     from cpo_engine.workflows.run import generative_search
 
     if not proposer_spec(cfg.proposer.kind).generative:
         return None, {"proposer": cfg.proposer.kind}
-    result = generative_search(table, reps, head, cfg, rep.prompt_embedder(reps))
+    ids = np.asarray([str(q) for q in reps.query_ids], dtype=object)
+    train = np.flatnonzero(~np.isin(ids, list(held_out)))
+    result = generative_search(table, reps, head, cfg, rep.prompt_embedder(reps), train=train)
     cands = result.table()
     atomic_write_parquet(cands, run_dir / "candidates.parquet")
     best = cands.slice(0, 1).to_pylist()[0]
@@ -94,7 +97,7 @@ def search_and_promote(state: Path, run_dir: Path, date: str, cfg: NightlyConfig
     from cpo_engine.search import referenced_head
 
     head, incumbent = referenced_head(model.linear_head(), reps.X, reps.T, cfg.selection.reference)
-    cands, found = search(table, reps, head, rep, cfg, run_dir)
+    cands, found = search(table, reps, head, rep, cfg, run_dir, set(held.ids) if held is not None else set())
 
     live = read_json(state / "live.json")
     out: dict[str, Any] = {"search": found, "live_before": live or None}

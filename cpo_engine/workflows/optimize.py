@@ -12,9 +12,10 @@ from typing import Any, TYPE_CHECKING
 import pyarrow as pa
 
 from cpo_engine.exceptions import ConfigError, DataError
-from cpo_engine.search.proposers import proposer_names
+from cpo_engine.search.proposers import preflight_proposer, proposer_names, proposer_spec
 from cpo_engine.utils import atomic_write_json, atomic_write_parquet
 from cpo_engine.workflows.common import load_data, now, refuse_other_kind, usable_folder, write_manifest
+from cpo_engine.workflows.tracking import check_tracking, log_folder
 from cpo_engine.settings import OptimizeConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
         return staged(cfg, optimize)
     usable_folder(cfg.out)  # a bad --out fails now, not after the search
     refuse_other_kind(cfg.out, "optimize")
+    check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before any work
+    if cfg.mode in ("search", "both"):
+        preflight_proposer(cfg.proposer)  # its options and files, before the bundle and the embedding
     started = now()
     bundle = ModelBundle.load(cfg.model)
     table, data_info = load_data(cfg.data)
@@ -61,12 +65,14 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
     reps = rep.represent(table, query_pca=bundle.query_pca, prompt_pca=bundle.prompt_pca)
     state = table_state(bundle.model, reps, scores_and_weights(table)[0], cfg.selection, table, cfg.seed)
     static = state.incumbent
-    best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static]},
+    best: dict[str, Any] = {"pool_static": {"prompt_id": state.static_id, "text": reps.prompt_texts[static],
+                                            "evidence": (state.evidence.get("static_choice") or {}).get("sentence")},
                             "incumbent": {"prompt_id": str(reps.prompt_ids[state.incumbent]),
                                           "text": reps.prompt_texts[state.incumbent]}}
     out, result, searched = Path(cfg.out), None, None
     if cfg.mode in ("search", "both"):
-        proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
+        data = search_rows(table, cfg) if proposer_spec(cfg.proposer.kind).needs_data else None
+        proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed, data=data)
         if proposer is None:
             raise ConfigError(f"mode 'search' needs a generative proposer: set proposer.kind to one of "
                               f"{', '.join(proposer_names(generative=True))}")
@@ -106,7 +112,21 @@ def optimize(cfg: OptimizeConfig) -> OptimizeResult:
 
         verification = verify_optimize(out, cfg, table, representer=rep)
         print_verification(verification.report)
+    log_folder(cfg.tracking, out, "optimize")  # the finished folder to MLflow, with --mlflow
     return OptimizeResult(out, assignment, best, result, verification)
 
 
-__all__ = ["optimize", "OptimizeResult"]
+def search_rows(table: pa.Table, cfg: OptimizeConfig) -> pa.Table:
+    """The rows a proposer that reads the data (worked examples) may draw from: the table less the queries the
+    verification will measure (``verify.queries``, or the ones it samples from the table), so no demonstration
+    in a searched prompt holds the answer to a query it is verified on."""
+    if cfg.generation is None or not cfg.verify.enabled:
+        return table
+    from cpo_engine.workflows.common import without_queries
+    from cpo_engine.workflows.verify import read_queries, sample_queries
+
+    return without_queries(table, read_queries(cfg.verify.queries) if cfg.verify.queries else
+                           sample_queries(table, cfg.verify, source="the optimized table"))
+
+
+__all__ = ["optimize", "OptimizeResult", "search_rows"]

@@ -90,10 +90,11 @@ def check_training_queries(table: pa.Table, cfg: RunConfig, source: str) -> None
                  cfg.policy.min_queries)
 
 
-def resolve_proposer(cfg: RunConfig) -> RunConfig:
-    """``proposer.kind = 'auto'`` (`cpo run`'s default) made concrete: 'edit' when an LLM is configured to verify
-    what the search finds, else 'none', said in one line (searched prompts nothing can measure stay
-    predictions, and embedding them is most of a run's time). A kind the user named is kept."""
+def resolve_proposer(cfg: Any) -> Any:
+    """``proposer.kind = 'auto'`` (the default of `cpo run` and `cpo nightly`) made concrete: 'edit' when an LLM is
+    configured to verify what the search finds, else 'none', said in one line (searched prompts nothing can
+    measure stay predictions, and embedding them is most of a run's time). A kind the user named is kept. ``cfg``:
+    a RunConfig or NightlyConfig (a config with ``proposer``, ``generation`` and ``verify``)."""
     from dataclasses import replace
 
     from cpo_engine.search.config import AUTO_PROPOSER
@@ -229,11 +230,20 @@ def majority_task(table: pa.Table) -> str | None:
 
 
 def generative_search(table: pa.Table, reps: Representations, head: LinearHead, cfg: RunConfig,
-                      embed: EmbedConfig) -> Any:
-    """Beam search from the logged prompts with the configured proposer, scored for every query."""
+                      embed: EmbedConfig, train: np.ndarray | None = None) -> Any:
+    """Beam search from the logged prompts with the configured proposer, scored for every query. ``train``:
+    the training queries (indices into ``reps``), whose rows alone a proposer that reads the data (worked
+    examples) sees; None gives it none (such a proposer then refuses)."""
     from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
 
-    proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed)
+    data = None if train is None else table.take(np.flatnonzero(np.isin(reps.row_query, train)))
+    verify_file = getattr(getattr(cfg, "verify", None), "queries", None)
+    if data is not None and verify_file:  # queries verified from a file may also be training queries
+        from cpo_engine.workflows.common import without_queries
+        from cpo_engine.workflows.verify import read_queries
+
+        data = without_queries(data, read_queries(verify_file))
+    proposer = make_proposer(cfg.proposer, task=cfg.proposer.task or majority_task(table), seed=cfg.seed, data=data)
     scorer = CandidateScorer.from_selection(head, reps.X, embed, cfg.selection, reps.T, device=cfg.device)
     seeds = [Candidate.seed(t, id=str(pid)) for pid, t in zip(reps.prompt_ids, reps.prompt_texts)]
     return BeamSearch(proposer, scorer, cfg.beam, query_texts=reps.query_texts).run(seeds)
@@ -288,7 +298,7 @@ def run(cfg: RunConfig) -> RunResult:
         if cfg.proposer.kind != "none":
             with manifest.stage("search"):
                 t0 = time.perf_counter()
-                result = generative_search(table, reps, pool.head, cfg, rep.prompt_embedder(reps))
+                result = generative_search(table, reps, pool.head, cfg, rep.prompt_embedder(reps), train=train)
                 timings["search"] = time.perf_counter() - t0
                 log_search_cost(timings["search"], cfg.generation is not None and cfg.verify.enabled)
         with manifest.stage("report"):

@@ -1,13 +1,13 @@
 """MLflow for teams that track runs there (``--mlflow URI``, the ``tracking`` section; the ``mlflow`` extra).
 
-A finished folder of `cpo run`, `cpo verify` or `cpo nightly` becomes one MLflow run in the experiment
+A finished folder of `cpo run`, `cpo optimize`, `cpo verify` or `cpo nightly` becomes one MLflow run in the experiment
 ``tracking.experiment``:
 
 - parameters: the folder's config (``manifest.json``; a verification's own, ``verify/manifest.json``), flattened to ``section.key``, without the
   ``tracking`` section and without any key that names a secret (``*key*``, ``*token*``, ``*secret*``,
   ``*password*``); environment variables are never read into it;
-- metrics: every number of the folder's result file (``summary.json`` of a run, ``verify/verification.json``
-  of a verification, a night's ``report.json``), flattened to dotted names (a list of records by their id),
+- metrics: every number of the folder's result file (``summary.json`` of a run, ``best_static_prompt.json`` of
+  an optimize folder, ``verify/verification.json`` of a verification, a night's ``report.json``), flattened to dotted names (a list of records by their id),
   and the stage timings and cost totals of the manifest (``time_s.<stage>``, ``cost.<field>``);
 - artifacts: the folder's files under ``folder/`` (not its lock or temporary files);
 - the prompt the folder puts forward, registered as a version of ``tracking.prompt_name`` in MLflow's prompt
@@ -155,6 +155,9 @@ def prompt_to_register(kind: str, folder: Path, result: dict[str, Any]) -> Promp
     - a run (or the folder `cpo verify` measured): the static prompt an LLM verification measured best with a
       promotable uplift when there is one, else (a run) the recommended static prompt (``summary.json``), the
       one every query gets when the per-query policy falls back, with the evidence of its choice;
+    - an optimize folder: the same measured best, else the saved model's static choice among the table's
+      prompts (``best_static_prompt.json``'s ``pool_static``; a searched, unverified candidate is never
+      registered);
     - a night: the prompt that went live tonight (``promotion.status`` promoted or initial, a static live
       record), aliased ``live``; a night that kept the live one, or promoted a per-query policy, registers none.
     """
@@ -169,6 +172,12 @@ def prompt_to_register(kind: str, folder: Path, result: dict[str, Any]) -> Promp
     verified = _verified_best(_read(folder / "verify" / "verification.json"))
     if verified is not None or kind == "verify":
         return verified
+    if kind == "optimize":
+        pool = result.get("pool_static") or {}
+        if not pool.get("text"):
+            return None
+        return PromptRecord(str(pool["prompt_id"]), str(pool["text"]), pool.get("evidence") or "model prediction",
+                            "recommended")
     rec = result.get("recommendation") or {}
     if not rec.get("static_prompt_text"):
         return None
@@ -179,7 +188,8 @@ def prompt_to_register(kind: str, folder: Path, result: dict[str, Any]) -> Promp
 
 def _result_file(kind: str, folder: Path) -> tuple[Path, str]:
     return {"run": (folder / "summary.json", "summary"), "verify": (folder / "verify" / "verification.json", "verify"),
-            "nightly": (folder / "report.json", "night")}[kind]
+            "nightly": (folder / "report.json", "night"),
+            "optimize": (folder / "best_static_prompt.json", "optimize")}[kind]
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -194,7 +204,7 @@ def _files(folder: Path) -> Iterator[Path]:
 
 
 def log_folder(cfg: TrackingConfig, folder: str | Path, kind: str) -> str | None:
-    """Log a finished folder (``kind``: 'run', 'verify' or 'nightly') to MLflow; returns the MLflow run id (None
+    """Log a finished folder (``kind``: 'run', 'optimize', 'verify' or 'nightly') to MLflow; returns the MLflow run id (None
     without ``cfg.mlflow_uri``). An MLflow that cannot be reached is a BackendError saying the folder itself is
     complete."""
     if cfg.mlflow_uri is None:
@@ -245,7 +255,7 @@ def _log(cfg: TrackingConfig, uri: str, folder: Path, kind: str) -> str:
     now = int(time.time() * 1000)
     params = params_of(manifest.get("config") or result.get("config") or {})
     metrics = metrics_of(result, prefix) | manifest_metrics(manifest)
-    if kind == "run":  # the run's own verify stage: its measured values and uplifts
+    if kind in ("run", "optimize"):  # the folder's own verify stage: its measured values and uplifts
         metrics |= metrics_of(_read(folder / "verify" / "verification.json"), "verify")
     tags = {"cpo.status": str(manifest.get("status", "")), "cpo.data_sha256": str((manifest.get("data") or {}).get("sha256", ""))}
     tags |= {metric_name(f"cpo.version.{k}"): str(v) for k, v in (manifest.get("versions") or {}).items()}

@@ -16,7 +16,7 @@ import concurrent.futures
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from cpo_engine.exceptions import ConfigError
@@ -47,6 +47,9 @@ class OpenAIConfig:
     backoff_s : float
         First backoff delay in seconds; doubles per retry (with jitter), capped at 30 s; a
         ``Retry-After`` header takes precedence.
+    base_urls : list of str
+        Further endpoints serving the same model (e.g. one llama.cpp server per CPU core): requests are
+        spread over ``base_url`` and these in turn, ``max_concurrency`` in flight over all of them.
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -55,6 +58,7 @@ class OpenAIConfig:
     timeout_s: float = 60.0
     max_retries: int = 4
     backoff_s: float = 0.5
+    base_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -89,6 +93,9 @@ class OpenAIBackend:
         self.base_url = config.base_url.rstrip("/")
         self._api_key = os.environ.get(config.api_key_env) or None
         self._root, self._query, self._basic = _split_base_url(self.base_url)
+        # (root, query) of every endpoint, base_url first; a request goes to the one with the fewest in flight
+        self._endpoints = [(self._root, self._query)] + [_split_base_url(u.rstrip("/"))[:2] for u in config.base_urls]
+        self._in_flight = [0] * len(self._endpoints)
         for secret in (self._api_key, *(self._basic or ())):
             register_secret(secret)
 
@@ -122,7 +129,7 @@ class OpenAIBackend:
                                      limits=limits) as client:
             return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
 
-    def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
+    def _payload(self, req: GenerationRequest, at: int = 0) -> tuple[str, dict[str, Any]]:
         s = req.sampling
         body: dict[str, Any] = {"model": self.model, "temperature": s.temperature, "top_p": s.top_p,
                                 "max_tokens": s.max_tokens, **s.extra}
@@ -132,19 +139,26 @@ class OpenAIBackend:
             body["seed"] = req.seed
         if req.messages is not None:
             body["messages"] = list(req.messages)
-            return self._endpoint("chat/completions"), body
+            return self._endpoint("chat/completions", at), body
         body["prompt"] = req.text
-        return self._endpoint("completions"), body
+        return self._endpoint("completions", at), body
 
-    def _endpoint(self, path: str) -> str:
-        """``base_url`` + ``/path``, the path before any query string (``?api_key=...`` stays a query)."""
-        return f"{self._root}/{path}" + (f"?{self._query}" if self._query else "")
+    def _endpoint(self, path: str, at: int = 0) -> str:
+        """Endpoint ``at`` (0: ``base_url``) + ``/path``, the path before any query string (``?api_key=...``
+        stays a query)."""
+        root, query = self._endpoints[at % len(self._endpoints)]
+        return f"{root}/{path}" + (f"?{query}" if query else "")
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, req: GenerationRequest) -> GenerationResponse:
-        url, body = self._payload(req)
         async with sem:
+            at = min(range(len(self._endpoints)), key=self._in_flight.__getitem__)  # the least busy endpoint
+            url, body = self._payload(req, at)
+            self._in_flight[at] += 1
             t0 = time.perf_counter()
-            data, error = await self._post_with_retries(client, url, body)
+            try:
+                data, error = await self._post_with_retries(client, url, body)
+            finally:
+                self._in_flight[at] -= 1
             latency = time.perf_counter() - t0
         if error is not None:  # a server may echo the key or the URL in its error body
             return GenerationResponse(key=req.key, text=None, latency_s=latency, error=scrub(error))

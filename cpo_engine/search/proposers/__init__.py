@@ -47,6 +47,9 @@ class ProposerSpec:
         It proposes new prompts (False only for ``none``: the logged pool only).
     preflight : callable, optional
         ``preflight(cfg)``: checks run before any data is read (e.g. that a named file exists).
+    needs_data : bool
+        Its factory also takes ``data=``: the training rows of the triplet table (never the held-out or
+        verification queries; the workflows pass them, see :func:`make_proposer`).
     """
 
     name: str
@@ -56,6 +59,7 @@ class ProposerSpec:
     needs_server: bool = False
     generative: bool = True
     preflight: Callable[[Any], None] | None = None
+    needs_data: bool = False
 
     def resolve_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """The options with the given ones over the defaults; ConfigError for a key it does not take or a
@@ -90,7 +94,8 @@ _REGISTRY = Registry("proposer", __name__, __path__)
 
 def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None = None,
                       needs_server: bool = False, generative: bool = True,
-                      preflight: Callable[[Any], None] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                      preflight: Callable[[Any], None] | None = None,
+                      needs_data: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``factory`` as the proposer ``name`` (see :class:`ProposerSpec`).
 
     Examples
@@ -103,8 +108,8 @@ def register_proposer(name: str, *, help: str, options: Mapping[str, Any] | None
     >>> unregister_proposer("echo")
     """
     def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY.add(name, ProposerSpec(name, factory, help, dict(options or {}), needs_server, generative, preflight),
-                      factory)
+        _REGISTRY.add(name, ProposerSpec(name, factory, help, dict(options or {}), needs_server, generative, preflight,
+                                         needs_data), factory)
         return factory
 
     return decorate
@@ -145,7 +150,7 @@ def preflight_proposer(cfg: Any) -> None:
         spec.preflight(cfg)
 
 
-def make_proposer(cfg: Any, *, task: str | None = None, seed: int = 0) -> Any:
+def make_proposer(cfg: Any, *, task: str | None = None, seed: int = 0, data: Any = None) -> Any:
     """The proposer ``cfg.kind`` names (None for one that is not generative, e.g. ``"none"``).
 
     Parameters
@@ -157,9 +162,13 @@ def make_proposer(cfg: Any, *, task: str | None = None, seed: int = 0) -> Any:
         task of their table); ``cfg.task`` wins when set.
     seed : int
         Base seed of the proposer.
+    data : pyarrow.Table, optional
+        The training rows (triplets of the training queries only), for a proposer registered with
+        ``needs_data`` (e.g. ``examples``: demonstrations from logged successes); the others ignore it.
     """
     spec = proposer_spec(cfg.kind)
-    return spec.factory(cfg, task=task, seed=seed, **spec.resolve_options(getattr(cfg, "options", None)))
+    extra = {"data": data} if spec.needs_data else {}
+    return spec.factory(cfg, task=task, seed=seed, **extra, **spec.resolve_options(getattr(cfg, "options", None)))
 
 
 __getattr__, __dir__, _ = lazy_exports(__name__, {

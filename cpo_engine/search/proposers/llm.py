@@ -1,5 +1,6 @@
 """The LLM proposer: children written by an LLM from a meta-prompt showing the parent and what the
-causal model found strong and weak about it.
+causal model found strong and weak about it, and (with an edit prior, ``proposer.edit_prior``) which kinds
+of edits tend to help or hurt on the task (:meth:`LLMProposer.prior_hints`).
 
 Any :class:`cpo_engine.generation.types.Backend` serves (vLLM, or the OpenAI-compatible client for
 a local llama.cpp server). An LLM may fail or answer with no usable rewrite (small models often
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import replace
 from typing import Any, Sequence
 
 from cpo_engine.exceptions import BackendError
@@ -82,6 +84,11 @@ class LLMProposer:
         Base seed; requests are keyed (round, parent, call) so a rerun asks for the same samples.
     max_words : int
         Rewrites longer than this are dropped.
+    prior : EditPrior, optional
+        Edit-family weights; the families it favours and disfavours most for ``task`` are named in the
+        meta-prompt (:meth:`prior_hints`), so the rewrites lean the way the edit analysis found helps.
+    task : str, optional
+        Which task's weights of the prior to use.
 
     Attributes
     ----------
@@ -105,9 +112,10 @@ class LLMProposer:
     wants_feedback = True
 
     def __init__(self, backend: Any, sampling: Any = None, per_call: int = 4, seed: int = 0,
-                 max_words: int = 120) -> None:
+                 max_words: int = 120, prior: Any = None, task: str | None = None, n_hints: int = 3) -> None:
         self.backend, self.sampling, self.per_call = backend, sampling, per_call
         self.seed, self.max_words = seed, max_words
+        self.prior, self.task, self.n_hints = prior, task, n_hints
         self.calls = self.failed_calls = self.unusable_calls = self.usable_calls = 0
         self.rewrites = self.accepted = 0
 
@@ -115,6 +123,20 @@ class LLMProposer:
         """The counters as a dict (for traces and logs)."""
         return {k: getattr(self, k) for k in ("calls", "failed_calls", "unusable_calls", "usable_calls",
                                                "rewrites", "accepted")}
+
+    def prior_hints(self) -> list[str]:
+        """The edit prior in words: up to ``n_hints`` families it favours (weight > 1, highest first), then up
+        to ``n_hints`` it disfavours (weight < 1, lowest first), e.g. "adding worked examples (...) tends to
+        help (prior weight 1.40)"; none without a prior or where every weight is 1."""
+        if self.prior is None:
+            return []
+        from cpo_engine.taxonomy import EDIT_FAMILIES
+
+        w = self.prior.weights(self.task)
+        up = sorted((f for f in w if w[f] > 1.0 and f != "recombination"), key=lambda f: -w[f])[:self.n_hints]
+        down = sorted((f for f in w if w[f] < 1.0 and f != "recombination"), key=lambda f: w[f])[:self.n_hints]
+        return ([f"an edit that {EDIT_FAMILIES[f]} tends to help (prior weight {w[f]:.2f})" for f in up]
+                + [f"an edit that {EDIT_FAMILIES[f]} tends to hurt (prior weight {w[f]:.2f})" for f in down])
 
     def _sampling(self) -> Any:
         from cpo_engine.generation.types import SamplingConfig
@@ -127,9 +149,12 @@ class LLMProposer:
         from cpo_engine.generation.types import GenerationRequest, RowKey
 
         calls = max(1, math.ceil(n_children / self.per_call))
-        reqs = []
+        hints, reqs = self.prior_hints(), []
         for parent in parents:
-            user = meta_prompt(parent, self.per_call, (feedback or {}).get(parent.id))
+            fb = (feedback or {}).get(parent.id)
+            if hints and not (fb and fb.hints):  # the search's own hints, when it gives some, win
+                fb = replace(fb or Feedback(), hints=hints)
+            user = meta_prompt(parent, self.per_call, fb)
             msgs = ({"role": "system", "content": META_SYSTEM}, {"role": "user", "content": user})
             for j in range(calls):
                 key = RowKey(run_id="search", query_id=f"round{round}", prompt_id=parent.id, sample=j)
@@ -202,10 +227,12 @@ def make_llm_proposer(cfg: Any, *, task: str | None = None, seed: int = 0, per_c
     """The registered ``llm``: an :class:`LLMProposer` on the server ``cfg.llm_base_url`` (model ``cfg.llm_model``)."""
     # The LLM backend (HTTP client) is imported only when an LLM proposer is asked for.
     from cpo_engine.generation.backends import BackendConfig, OpenAIConfig, make_backend
+    from cpo_engine.search.proposers.edit import load_prior
 
     backend = make_backend(BackendConfig(kind="openai", model=cfg.llm_model,
                                          openai=OpenAIConfig(base_url=cfg.llm_base_url)))
-    return LLMProposer(backend, per_call=per_call, seed=seed, max_words=max_words)
+    return LLMProposer(backend, per_call=per_call, seed=seed, max_words=max_words, prior=load_prior(cfg.edit_prior),
+                       task=cfg.task if cfg.task is not None else task)
 
 
 __all__ = ["LLMProposer", "META_SYSTEM", "make_llm_proposer", "meta_prompt", "parse_rewrites"]

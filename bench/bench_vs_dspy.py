@@ -1,0 +1,368 @@
+"""`cpo loop` vs DSPy's optimizers on the same local LLM, the same queries and counted LLM calls.
+
+One llama.cpp server with the packaged SmolLM2-135M-Instruct (cpo_engine.generation.local_server), behind a
+counting proxy (bench/counting_proxy.py: every chat/text completion request is one call, whoever sends it).
+Per task (``--task``, default every built-in task of cpo_engine.generation.tasks.TASKS):
+
+1. ``loop``: `cpo loop --task T --endpoint PROXY` (``--train-queries``, ``--verify-queries``, one round): the seed
+   prompts on the training queries, fit, search, verification on its held-out block. Its final prompt is the
+   round's top searched prompt (the model's first choice, fixed before the LLM ran it); also reported: the arm
+   that measured best on the loop's own verification block (chosen with calls the loop paid for).
+2. ``seeds``: every seed prompt and the bare query (zero-shot) on the test queries; the best seed is the one
+   with the best training mean in the loop's training triplets (what one picks without an optimizer), the
+   random choice is the expected score of a uniformly drawn seed (the mean over seeds, per query).
+3. DSPy 3.4.1 in .venv-dspy (bench/dspy_side.py), each a separate process: MIPROv2 (auto="light"),
+   BootstrapFewShot and GEPA (max_metric_calls = the loop's calls less the seed selection's; SmolLM2 is also
+   the reflection LM), with a plain-text adapter (the loop's message layout, raw completion graded by the
+   loop's grader) and with DSPy's ChatAdapter. DSPy starts from the best seed's text (so it can only add to
+   what the seeds give), trains on the loop's training queries and validates on the loop's verification
+   queries; the seed selection's calls (seeds x training queries, made by the loop) are added to DSPy's count.
+
+Every final program/prompt then answers the same fresh test queries (never seen by either side: the last
+``--n-test`` queries of the task's seeded permutation, disjoint from the loop's draw), graded by the task's
+grader; paired per-query differences vs the best seed get a t interval and a bootstrap interval.
+Results: bench/results/vs_dspy_<date>.json and .md, rewritten after every step; each step's raw result is kept
+under ``--work`` so a rerun skips finished steps.
+
+Run (long; in the background): ``INSTALL_DSPY=1 scripts/install_engines.sh`` once, then
+``nohup nice -n 5 .venv/bin/python bench/bench_vs_dspy.py > runs/bench_vs_dspy.log 2>&1 &``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from counting_proxy import CountingProxy  # noqa: E402
+
+DEFAULT_STEPS = ("loop", "seeds", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat", "gepa-plain")
+
+
+def task_grader(task: str) -> str:
+    from cpo_engine.generation import tasks
+
+    return getattr(tasks, "TASK_GRADERS", {}).get(task, "numeric")
+
+
+def write_test(task: str, n_train: int, n_verify: int, n_test: int, seed: int, folder: Path,
+               loop_data: Path) -> Path:
+    """The last ``n_test`` queries of the task's seeded permutation (the loop draws from its start)."""
+    from cpo_engine.generation.tasks import TaskConfig, builtin_table, draw_queries
+    from cpo_engine.utils import atomic_write_parquet
+
+    pool = builtin_table(task).num_rows
+    n_test = min(n_test, pool - n_train - n_verify)
+    if n_test < 20:
+        raise SystemExit(f"task {task}: {pool} queries leave {n_test} test queries after {n_train} training + "
+                         f"{n_verify} verification; lower --n-train/--n-verify")
+    _, (test,) = draw_queries(TaskConfig(kind=task, n_train=pool - n_test, n_verify=n_test, seed=seed))
+    seen = set()
+    for f in ("train_queries.parquet", "verify_queries_0.parquet"):
+        seen |= set(pq.read_table(loop_data / f, columns=["query_id"]).column(0).to_pylist())
+    clash = seen & set(test.column("query_id").to_pylist())
+    if clash:
+        raise SystemExit(f"task {task}: {len(clash)} test queries are among the loop's ({sorted(clash)[:3]})")
+    return atomic_write_parquet(test, folder / "test_queries.parquet")
+
+
+def ask(url: str, prompt: str, query: str, max_tokens: int) -> str | None:
+    """One call in the loop's layout (prompt, newline, query as one user message; greedy)."""
+    import httpx
+
+    from cpo_engine.generation.templating import TemplateConfig, render_user
+
+    body = {"model": "default", "temperature": 0.0, "top_p": 1.0, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": render_user(TemplateConfig(position="prefix"), query, prompt)}]}
+    for _ in range(3):
+        try:
+            r = httpx.post(f"{url}/chat/completions", json=body, timeout=300)
+            if r.status_code == 200:
+                return r.json()["choices"][0]["message"]["content"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    return None
+
+
+def run_prompts(url: str, prompts: dict[str, str], test: list[dict[str, Any]], grader_spec: str,
+                max_tokens: int, threads: int) -> dict[str, list[float]]:
+    from cpo_engine.generation.graders import get_grader
+
+    grader = get_grader(grader_spec)
+    out = {}
+    for pid, text in prompts.items():
+        with ThreadPoolExecutor(threads) as pool:
+            answers = list(pool.map(lambda r: ask(url, text, r["query_text"], max_tokens), test))
+        scores = []
+        for a, r in zip(answers, test):
+            s = grader.grade(a, r["gold_answer"]) if a is not None else float("nan")
+            scores.append(0.0 if s is None or s != s else float(s))
+        out[pid] = scores
+        print(f"  {pid}: {np.mean(scores):.3f} ({text[:60]!r})", flush=True)
+    return out
+
+
+def paired(a: list[float], b: list[float], seed: int = 0) -> dict[str, Any]:
+    """Mean of a - b per query, its 95% t interval and 95% bootstrap (percentile, 10,000 resamples) interval."""
+    from scipy import stats
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n, m = len(d), float(d.mean())
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    t = float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+    boots = np.random.default_rng(seed).choice(d, size=(10_000, n), replace=True).mean(axis=1)
+    return {"diff": m, "t_ci": [m - t * se, m + t * se] if se > 0 else [m, m],
+            "bootstrap_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))], "n": n}
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.work = Path(a.work)
+        self.date = a.date or datetime.now(timezone.utc).strftime("%Y%m%d")
+        self.out_json = Path(a.out_dir) / f"vs_dspy_{self.date}.json"
+        self.results: dict[str, Any] = json.loads(self.out_json.read_text()) if self.out_json.is_file() else {}
+        self.results.setdefault("tasks", {})
+
+    def step_file(self, task: str, step: str) -> Path:
+        return self.work / task / f"step_{step}.json"
+
+    def save(self) -> None:
+        a = self.a
+        self.results.update({
+            "format": "cpo-bench-vs-dspy/1", "date": self.date, "model": "SmolLM2-135M-Instruct (GGUF, llama.cpp)",
+            "settings": {"n_train": a.n_train, "n_verify": a.n_verify, "n_test": a.n_test, "seed": a.seed,
+                         "max_tokens": a.max_tokens, "chat_max_tokens": a.chat_max_tokens, "server_threads": a.threads},
+            "loadavg_at_save": Path("/proc/loadavg").read_text().split()[:3],
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self.out_json.parent.mkdir(parents=True, exist_ok=True)
+        self.out_json.write_text(json.dumps(self.results, indent=1))
+        self.out_json.with_suffix(".md").write_text(render(self.results))
+
+    def run_task(self, task: str, url: str, proxy: CountingProxy) -> None:
+        a, folder = self.a, self.work / task
+        folder.mkdir(parents=True, exist_ok=True)
+        grader = task_grader(task)
+        res = self.results["tasks"].setdefault(task, {"grader": grader, "methods": {}, "steps": {}})
+        res["steps"] = {}  # from the step files only (a step file removed to rerun it leaves no stale entry)
+        loop_dir = folder / "loop"
+        for step in a.steps.split(","):
+            if step != "loop" and not (loop_dir / "loop_report.json").is_file():
+                print(f"[{task}] {step}: skipped (no loop report)", flush=True)
+                continue
+            f = self.step_file(task, step)
+            if not f.is_file() and a.report_only:
+                continue
+            if not f.is_file():
+                print(f"[{task}] {step} ... ({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})",
+                      flush=True)
+                c0, t0 = proxy.snapshot(), time.perf_counter()
+                try:
+                    data = getattr(self, "step_" + step.split("-")[0])(task, step, url, grader, folder)
+                except subprocess.CalledProcessError as exc:
+                    data = {"error": f"exit {exc.returncode}", "stderr": (exc.stderr or "")[-3000:]}
+                c1 = proxy.snapshot()
+                data["proxy"] = {k: c1[k] - c0[k] for k in c0}
+                data["wall_s"] = round(time.perf_counter() - t0, 1)
+                data["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+                f.write_text(json.dumps(data, indent=1))
+            res["steps"][step] = json.loads(f.read_text())
+            summarize(res)
+            self.save()
+
+    # ---------------------------------------------------------------- steps
+    def step_loop(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        a = self.a
+        cmd = [str(ROOT / ".venv/bin/cpo"), "loop", "--task", task, "--out", str(folder / "loop"),
+               "--train-queries", str(a.n_train), "--verify-queries", str(a.n_verify), "--endpoint", url,
+               "--grader", grader, "--seed", str(a.seed)]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        (folder / "loop.log").write_text(p.stdout + p.stderr)
+        if p.returncode != 0:
+            raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
+        rep = json.loads((folder / "loop" / "loop_report.json").read_text())
+        write_test(task, a.n_train, a.n_verify, a.n_test, a.seed, folder, folder / "loop" / "data")
+        out = rep["outcome"][-1]
+        arms = rep["rounds"][-1]["verification"]["arms"]
+        best_arm = max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
+        return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "seeds": rep["seeds"],
+                "train_calls": sum(s["n"] for s in rep["seeds"]),
+                "top_searched": out.get("searched", {}).get("text"), "verdict": out.get("verdict"),
+                "best_verified_arm": {"id": best_arm["id"], "text": best_arm["text"], "role": best_arm["role"],
+                                      "value": best_arm["value"]["value"]},
+                "timings_s": rep.get("timings_s")}
+
+    def step_seeds(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        loop = json.loads(self.step_file(task, "loop").read_text())
+        test = pq.read_table(folder / "test_queries.parquet").to_pylist()
+        prompts = {s["id"]: s["text"] for s in loop["seeds"]} | {"zero_shot": ""}
+        if loop["top_searched"]:
+            prompts["loop_top_searched"] = loop["top_searched"]
+        if loop["best_verified_arm"]["text"] not in prompts.values():
+            prompts["loop_best_verified"] = loop["best_verified_arm"]["text"]
+        scores = run_prompts(url, prompts, test, grader, self.a.max_tokens, self.a.threads)
+        return {"prompts": prompts, "query_ids": [r["query_id"] for r in test], "scores": scores}
+
+    def step_mipro(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        return self.dspy(task, step, url, grader, folder)
+
+    step_bootstrap = step_gepa = step_none = step_mipro
+
+    def dspy(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        a = self.a
+        optimizer, adapter = step.split("-")
+        loop = json.loads(self.step_file(task, "loop").read_text())
+        data = folder / "loop" / "data"
+        out = folder / f"dspy_{step}.json"
+        cmd = [a.dspy_python, str(ROOT / "bench" / "dspy_side.py"), "--base-url", url, "--train",
+               str(data / "train_queries.parquet"), "--val", str(data / "verify_queries_0.parquet"), "--test",
+               str(folder / "test_queries.parquet"), "--grader", grader, "--optimizer", optimizer, "--adapter", adapter,
+               "--instruction", loop["seeds"][0]["text"], "--threads", str(a.threads), "--seed", str(a.seed),
+               "--max-tokens", str(a.max_tokens if adapter == "plain" else a.chat_max_tokens), "--out", str(out)]
+        if optimizer == "gepa":
+            cmd += ["--budget", str(max(50, loop["proxy"]["calls"] - loop["train_calls"]))]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        (folder / f"dspy_{step}.log").write_text(p.stdout + p.stderr)
+        if not out.is_file():
+            raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
+        return json.loads(out.read_text())
+
+
+def summarize(res: dict[str, Any]) -> None:
+    """Each method's test mean, its LLM calls and its paired difference vs the best seed."""
+    steps = res["steps"]
+    if "loop" not in steps or "error" in steps["loop"] or "seeds" not in steps or "error" in steps["seeds"]:
+        return
+    loop, seeds = steps["loop"], steps["seeds"]
+    sc, qids = seeds["scores"], seeds["query_ids"]
+    seed_ids = [s["id"] for s in loop["seeds"]]
+    best = loop["seeds"][0]["id"]
+    train_calls, loop_calls = loop["train_calls"], loop["proxy"]["calls"]
+    methods: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, scores: list[float], calls: int | None, what: str, **extra: Any) -> None:
+        methods[name] = {"test_mean": float(np.mean(scores)), "llm_calls": calls, "what": what, **extra,
+                         "vs_best_seed": paired(scores, sc[best])}
+
+    add("best_seed", sc[best], train_calls, f"seed with the best training mean ({best}): {loop['seeds'][0]['text']!r}")
+    add("zero_shot", sc["zero_shot"], 0, "the bare query, no prompt")
+    add("random_seed", list(np.mean([sc[i] for i in seed_ids], axis=0)), 0,
+        "expected score of a uniformly random seed prompt (mean over seeds per query)")
+    oracle = max(seed_ids, key=lambda i: np.mean(sc[i]))
+    add("oracle_seed", sc[oracle], None, f"seed best on the test queries themselves ({oracle}; chosen after seeing them)")
+    if "loop_top_searched" in sc:
+        add("cpo_loop", sc["loop_top_searched"], loop_calls, f"loop's top searched prompt: {loop['top_searched']!r}")
+    key = "loop_best_verified" if "loop_best_verified" in sc else next(
+        (k for k, v in seeds["prompts"].items() if v == loop["best_verified_arm"]["text"]), None)
+    if key:
+        add("cpo_loop_best_verified", sc[key], loop_calls,
+            f"arm best on the loop's own verification queries: {loop['best_verified_arm']['text']!r}")
+    for step, d in steps.items():
+        if step in ("loop", "seeds"):
+            continue
+        if "test" not in d:
+            methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"), "llm_calls":
+                                       d.get("compile_calls", d.get("proxy", {}).get("calls"))}
+            continue
+        by = {r["query_id"]: r["score"] for r in d["test"]}
+        add(f"dspy_{step}", [by[q] for q in qids], d["compile_calls"] + train_calls,
+            f"DSPy {d['optimizer']} ({d['adapter']} adapter) from the best seed", compile_calls=d["compile_calls"],
+            instruction=d.get("instruction"), n_demos=len(d.get("demos") or []), test_errors=d.get("test_errors"),
+            compile_s=d.get("compile_s"))
+    res["methods"] = methods
+    res["n_test"] = len(qids)
+
+
+def _ci(c: dict[str, Any]) -> str:
+    return (f"{c['diff']:+.3f} (t {c['t_ci'][0]:+.3f} to {c['t_ci'][1]:+.3f}; "
+            f"bootstrap {c['bootstrap_ci'][0]:+.3f} to {c['bootstrap_ci'][1]:+.3f})")
+
+
+def render(results: dict[str, Any]) -> str:
+    s = results.get("settings", {})
+    lines = ["# cpo loop vs DSPy on SmolLM2-135M-Instruct", "",
+             f"{results.get('model')}; temperature 0; {s.get('max_tokens')} tokens a task call "
+             f"({s.get('chat_max_tokens')} with DSPy's ChatAdapter, whose field markers need them); "
+             f"{s.get('n_train')} training + {s.get('n_verify')} verification queries (both sides), fresh test "
+             f"queries; seed {s.get('seed')}. LLM calls counted at the server (a counting proxy); a method's calls "
+             "include the seed selection's (seeds x training queries). Paired differences are per test query vs "
+             "the best seed (95% intervals). Load average at the last save: "
+             f"{' '.join(results.get('loadavg_at_save', []))}. Updated {results.get('updated')}.", ""]
+    for task, res in results.get("tasks", {}).items():
+        lines += [f"## {task} (grader `{res['grader']}`, {res.get('n_test', '?')} test queries)", "",
+                  "| method | test mean | LLM calls | vs best seed |", "|---|---|---|---|"]
+        for name, m in res.get("methods", {}).items():
+            if "error" in m:
+                lines.append(f"| {name} | did not run: {str(m['error'])[:120]} | {m.get('llm_calls')} | |")
+            else:
+                lines.append(f"| {name} | {m['test_mean']:.3f} | {m['llm_calls'] if m['llm_calls'] is not None else '-'}"
+                             f" | {_ci(m['vs_best_seed'])} |")
+        lines.append("")
+        for name, m in res.get("methods", {}).items():
+            if "error" not in m:
+                extra = (f" instruction {m['instruction'][:200]!r}, {m['n_demos']} demos, {m['test_errors']} "
+                         "adapter errors on test;" if "instruction" in m else "")
+                lines.append(f"- `{name}`: {m['what']};{extra}")
+        lines.append("")
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from cpo_engine.generation.local_server import LlamaCppServer, LocalServerConfig
+    from cpo_engine.generation.tasks import TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", action="append", help="a built-in task (repeatable); default: every task of TASKS")
+    ap.add_argument("--steps", default=",".join(DEFAULT_STEPS))
+    ap.add_argument("--n-train", type=int, default=60)
+    ap.add_argument("--n-verify", type=int, default=40)
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--chat-max-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads and concurrent requests")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_vs_dspy"))
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--date", default=None, help="results file date (default: today, UTC)")
+    ap.add_argument("--dspy-python", default=str(ROOT / ".venv-dspy" / "bin" / "python"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the results from the finished steps' files; no server, no LLM call")
+    a = ap.parse_args()
+    if not Path(a.dspy_python).is_file():
+        raise SystemExit(f"{a.dspy_python} not found: run INSTALL_DSPY=1 scripts/install_engines.sh")
+    tasks = a.task or list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; built-in: {', '.join(TASKS)}")
+    bench = Bench(a)
+    Path(a.work).mkdir(parents=True, exist_ok=True)
+    if a.report_only:
+        for task in tasks:
+            bench.run_task(task, "", CountingProxy(""))
+        return 0
+    with LlamaCppServer(LocalServerConfig(threads=a.threads, n_ctx=4096), Path(a.work) / "llama_server.log") as up:
+        proxy = CountingProxy(up)
+        with proxy as url:
+            for task in tasks:
+                bench.run_task(task, url, proxy)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
