@@ -60,31 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_console(args.log_level, args.quiet)
     from cpo_engine.commands._errors import run_guarded
 
-    def command() -> int:
-        local_output_only(args)
-        return args.func(args)
-
     # User errors (CPOError, OSError on a path) -> message + exit 2; anything else is a bug: traceback, exit 1.
-    return run_guarded(f"cpo {args.command}", command, args)
-
-
-#: command -> the flag naming the folder it writes, for the commands whose output cannot go to an object store yet
-LOCAL_OUTPUT = {"generate": "--out", "embed": "--out", "edits": "--out", "loop": "--out", "verify": "--run"}
-
-
-def local_output_only(args: argparse.Namespace) -> None:
-    """Refuse an s3:// or gs:// output folder where the command writes only local folders, before any work
-    (instead of a local folder named 's3:')."""
-    from cpo_engine.data.storage import is_remote
-    from cpo_engine.exceptions import ConfigError
-
-    flag = LOCAL_OUTPUT.get(args.command)
-    value = getattr(args, flag[2:].replace("-", "_"), None) if flag else None
-    if value and is_remote(value):
-        raise ConfigError(f"{flag} {value}: `cpo {args.command}` writes a local folder; object stores take the outputs "
-                          "of run, fit, ope, optimize, evaluate, assign and nightly\n  fix: give a local or mounted "
-                          f"folder to {flag} and copy it to the store afterwards (e.g. `aws s3 sync FOLDER URI`); its "
-                          "inputs may still be s3:// or gs:// URIs")
+    return run_guarded(f"cpo {args.command}", lambda: args.func(args), args)
 
 
 if __name__ == "__main__":

@@ -315,15 +315,3 @@ def test_cv_larger_than_the_queries_allow_is_refused_before_any_work(capsys, tmp
     if command == "nightly":  # the state folder holds nothing but (at most) its released lock
         assert not [p for p in out.rglob("*") if not p.name.startswith(".")], sorted(out.rglob("*"))
 
-
-@pytest.mark.parametrize("argv", [["generate", "--queries", "q.csv", "--prompts", "p.csv", "--out", "s3://b/gen"],
-                                  ["embed", "--data", "d.parquet", "--out", "gs://b/features"],
-                                  ["edits", "--data", "d.parquet", "--out", "s3://b/edits"],
-                                  ["loop", "--out", "s3://b/loop"],
-                                  ["verify", "--run", "s3://b/run"]])
-def test_an_object_store_output_where_a_command_writes_local_folders_is_refused_before_any_work(capsys, tmp_path,
-                                                                                                monkeypatch, argv):
-    monkeypatch.chdir(tmp_path)
-    flag = "--run" if argv[0] == "verify" else "--out"
-    _fails_cleanly(capsys, argv, f"{flag} {argv[argv.index(flag) + 1]}", f"`cpo {argv[0]}` writes a local folder")
-    assert not any(tmp_path.iterdir()), "nothing is written (no local folder named 's3:')"

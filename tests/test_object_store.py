@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+
+from tests.object_store_helpers import put, run_and_assign_round_trip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -74,12 +75,7 @@ def s3(tmp_path_factory):
 
 
 def _put(fs, key: str, table: pa.Table) -> str:
-    with fs.open_output_stream(f"{BUCKET}/{key}") as f:
-        if key.endswith(".csv"):
-            pacsv.write_csv(table, f)
-        else:
-            pq.write_table(table, f)
-    return f"s3://{BUCKET}/{key}"
+    return put(fs, "s3", BUCKET, key, table)
 
 
 def _cpo(*argv: str, env: dict) -> subprocess.CompletedProcess:
@@ -113,39 +109,8 @@ def test_a_uri_with_credentials_in_it_is_refused(s3):
 
 
 def test_run_and_assign_read_and_write_s3_and_write_no_secret(s3, small_example, tmp_path):
-    from cpo_engine.cli import main
-
-    fs = s3["fs"]
-    logs = pq.read_table(small_example)
-    data = _put(fs, "logs/logs.parquet", logs)
-    queries = logs.group_by(["query_id", "query_text"]).aggregate([])
-    queries_uri = _put(fs, "new/queries.csv", queries.rename_columns(["qid", "question"]))
-    cache = tmp_path / "cache"
-    run_uri = f"s3://{BUCKET}/runs/r1"
-    assert main(["--quiet", "run", "--data", data, "--out", run_uri, "--proposer", "none",
-                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
-    manifest = json.loads(fs.open_input_stream(f"{BUCKET}/runs/r1/manifest.json").read())
-    assert manifest["status"] == "ok" and manifest["uploaded_to"] == run_uri
-    assert manifest["data"]["path"] == data and len(manifest["data"]["sha256"]) == 64
-    for name in ("model/bundle.json", "model/policy.json", "report.html", "summary.json"):
-        assert fs.get_file_info(f"{BUCKET}/runs/r1/{name}").size > 0, name
-    out_uri = f"s3://{BUCKET}/out/assignment.parquet"
-    assert main(["--quiet", "assign", "--model", run_uri, "--queries", queries_uri, "--columns",
-                 "qid=query_id,question=query_text", "--out", out_uri,
-                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
-    got = pq.read_table(f"{BUCKET}/out/assignment.parquet", filesystem=fs)
-    assert got.num_rows == queries.num_rows
-    assert sorted(got.column("query_id").to_pylist()) == sorted(queries.column("query_id").to_pylist())
-    # no credential in any file written: the run's local copy, the cache, and every object in the bucket
-    written = [p.read_bytes() for root in (Path(s3["env"]["CPO_STAGING_DIR"]), tmp_path)
-               for p in root.rglob("*") if p.is_file()]
-    import pyarrow.fs as pafs
-
-    objects = [f for f in fs.get_file_info(pafs.FileSelector(BUCKET, recursive=True)) if f.type == pafs.FileType.File]
-    written += [fs.open_input_stream(f.path).read() for f in objects]
-    assert len(written) > 10
-    for blob in written:
-        assert SECRET.encode() not in blob and KEY_ID.encode() not in blob
+    run_and_assign_round_trip(s3["fs"], "s3", BUCKET, small_example, tmp_path, Path(s3["env"]["CPO_STAGING_DIR"]),
+                              [SECRET.encode(), KEY_ID.encode()])
 
 
 def test_chat_logs_with_their_own_names_on_s3_fit_to_s3(s3, tmp_path, capsys):
@@ -215,3 +180,63 @@ def test_the_embedding_cache_on_s3_is_read_back_by_a_second_run(s3, small_exampl
     assert sum(pq.read_table(f.path, filesystem=s3["fs"]).num_rows for f in shards) == first[1]
     assert embed("e2") == (first[1], 0)  # every vector read back from the store
     assert not (ROOT / BUCKET).exists() and not any(tmp_path.rglob("shard-*"))
+
+
+def test_generate_embed_and_edits_write_their_folders_to_s3(s3, small_example, tmp_path):
+    """`--out s3://` for the commands that write a folder of their own: generated in a local staging folder, then
+    uploaded with the manifest last (its status ok, the URI recorded, no credential in any object)."""
+    import pyarrow.fs as pafs
+
+    from cpo_engine.cli import main
+
+    fs = s3["fs"]
+    logs = pq.read_table(small_example)
+    import pyarrow.compute as pc
+
+    few = logs.filter(pc.is_in(logs.column("query_id"), logs.column("query_id").unique()[:6]))
+    data = _put(fs, "logs/few.parquet", few)
+    local = tmp_path / "few.parquet"
+    pq.write_table(few, local)
+    cache = tmp_path / "cache"
+    outs = {"gen": ["generate", "--queries", str(local), "--backend", "replay", "--replay", str(local)],
+            "features": ["embed", "--data", data, "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"],
+            "edits": ["edits", "--data", data]}
+    for name, argv in outs.items():
+        uri = f"s3://{BUCKET}/outs/{name}"
+        assert main(["--quiet", *argv, "--out", uri]) == 0, name
+        manifest = json.loads(fs.open_input_stream(f"{BUCKET}/outs/{name}/manifest.json").read())
+        assert manifest["uploaded_to"] == uri, name
+        objects = [f for f in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/outs/{name}", recursive=True))
+                   if f.type == pafs.FileType.File]
+        assert len(objects) >= 2, (name, [o.path for o in objects])
+        for f in objects:
+            blob = fs.open_input_stream(f.path).read()
+            assert SECRET.encode() not in blob and KEY_ID.encode() not in blob
+    shards = [f.path for f in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/outs/gen", recursive=True))
+              if f.path.endswith(".parquet")]
+    assert shards and sum(pq.read_table(p, filesystem=fs).num_rows for p in shards) > 0
+
+
+@pytest.mark.timeout(600)
+def test_verify_a_run_folder_on_s3_in_place(s3, small_example, tmp_path, capsys):
+    """`cpo verify s3://...`: the run is copied down, verified with the LLM (here the replay backend: recorded
+    outcomes), and the verification uploaded beside it, the manifest last."""
+    from cpo_engine.cli import main
+
+    fs = s3["fs"]
+    data = _put(fs, "logs/verify.parquet", pq.read_table(small_example))
+    run_uri = f"s3://{BUCKET}/runs/to_verify"
+    cache = ["--set", f"embed.cache_dir={tmp_path / 'cache'}", "--set", "embed.device=cpu"]
+    assert main(["--quiet", "run", "--data", data, "--out", run_uri, "--proposer", "none", *cache]) == 0
+    replay = ["--set", "generation.backend.kind=replay", "--set", f"generation.backend.replay.path={small_example}",
+              "--set", "generation.backend.replay.text_column=prompt_text", "--set", "verify.max_queries=10",
+              "--set", "verify.seeds=all"]
+    capsys.readouterr()
+    assert main(["verify", run_uri, *replay, *cache]) == 0
+    got = json.loads(fs.open_input_stream(f"{BUCKET}/runs/to_verify/verify/verification.json").read())
+    assert got["budget"]["queries"] == 10 and got["arms"][0]["role"] == "incumbent"
+    manifest = json.loads(fs.open_input_stream(f"{BUCKET}/runs/to_verify/manifest.json").read())
+    assert manifest["status"] == "ok" and manifest["uploaded_to"] == run_uri
+    assert "Verification with the LLM" in fs.open_input_stream(f"{BUCKET}/runs/to_verify/report.html").read().decode()
+    assert main(["verify", f"s3://{BUCKET}/runs/nothing_here", *replay]) == 2
+    assert "no manifest.json there" in capsys.readouterr().err

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+
+from tests.object_store_helpers import put, run_and_assign_round_trip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -78,12 +79,7 @@ def gcs(tmp_path_factory):
 
 
 def _put(fs, key: str, table: pa.Table) -> str:
-    with fs.open_output_stream(f"{BUCKET}/{key}") as f:
-        if key.endswith(".csv"):
-            pacsv.write_csv(table, f)
-        else:
-            pq.write_table(table, f)
-    return f"gs://{BUCKET}/{key}"
+    return put(fs, "gs", BUCKET, key, table)
 
 
 def test_the_emulator_endpoint_comes_from_the_environment(gcs):
@@ -127,38 +123,8 @@ def test_validate_reads_gs_files_and_folders_and_names_a_missing_uri(gcs, small_
 
 
 def test_run_and_assign_read_and_write_gs_and_write_no_secret(gcs, small_example, tmp_path):
-    from cpo_engine.cli import main
-
-    fs = gcs["fs"]
-    logs = pq.read_table(small_example)
-    data = _put(fs, "logs/logs.parquet", logs)
-    queries = logs.group_by(["query_id", "query_text"]).aggregate([])
-    queries_uri = _put(fs, "new/queries.csv", queries.rename_columns(["qid", "question"]))
-    cache = tmp_path / "cache"
-    run_uri = f"gs://{BUCKET}/runs/r1"
-    assert main(["--quiet", "run", "--data", data, "--out", run_uri, "--proposer", "none",
-                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
-    manifest = json.loads(fs.open_input_stream(f"{BUCKET}/runs/r1/manifest.json").read())
-    assert manifest["status"] == "ok" and manifest["uploaded_to"] == run_uri
-    assert manifest["data"]["path"] == data and len(manifest["data"]["sha256"]) == 64
-    for name in ("model/bundle.json", "model/policy.json", "report.html", "summary.json"):
-        assert fs.get_file_info(f"{BUCKET}/runs/r1/{name}").size > 0, name
-    out_uri = f"gs://{BUCKET}/out/assignment.parquet"
-    assert main(["--quiet", "assign", "--model", run_uri, "--queries", queries_uri, "--columns",
-                 "qid=query_id,question=query_text", "--out", out_uri,
-                 "--set", f"embed.cache_dir={cache}", "--set", "embed.device=cpu"]) == 0
-    got = pq.read_table(f"{BUCKET}/out/assignment.parquet", filesystem=fs)
-    assert sorted(got.column("query_id").to_pylist()) == sorted(queries.column("query_id").to_pylist())
-    # no credential in any file written: the run's local copy, the cache, and every object in the bucket
-    written = [p.read_bytes() for root in (Path(gcs["env"]["CPO_STAGING_DIR"]), tmp_path)
-               for p in root.rglob("*") if p.is_file()]
-    import pyarrow.fs as pafs
-
-    objects = [f for f in fs.get_file_info(pafs.FileSelector(BUCKET, recursive=True)) if f.type == pafs.FileType.File]
-    written += [fs.open_input_stream(f.path).read() for f in objects]
-    assert len(written) > 10
-    for blob in written:
-        assert FAKE_KEY.encode() not in blob and str(gcs["creds"]).encode() not in blob
+    run_and_assign_round_trip(gcs["fs"], "gs", BUCKET, small_example, tmp_path, Path(gcs["env"]["CPO_STAGING_DIR"]),
+                              [FAKE_KEY.encode(), str(gcs["creds"]).encode()])
 
 
 def test_a_missing_gs_bucket_is_refused_before_any_work(gcs, small_example, capsys):

@@ -101,6 +101,23 @@ def test_calibration_statistics():
     assert c["interval_coverage"] == pytest.approx(0.5) and c["sign_agreement"] == 1.0
 
 
+def test_coverage_allowing_for_the_measurement_error_is_95_percent_when_intervals_are_exact():
+    """Monte Carlo: predicted uplifts with exact 95% intervals (pred ~ N(truth, s^2)) against measured uplifts that
+    are estimates themselves (meas ~ N(truth, e^2)): the plain coverage of the measured value falls short of 95%,
+    the coverage allowing for the measurement's error is 95% within MC error."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    truth = rng.normal(0, 0.2, n)
+    s, e = rng.uniform(0.02, 0.1, n), rng.uniform(0.02, 0.1, n)
+    c = calibration(truth + s * rng.standard_normal(n), s, truth + e * rng.standard_normal(n), e)
+    mc_se = np.sqrt(0.95 * 0.05 / n)
+    assert abs(c["interval_coverage_with_measurement_error"] - 0.95) < 4 * mc_se
+    assert c["interval_coverage"] < 0.95 - 0.05
+    wide = calibration(truth + s * rng.standard_normal(n), 0.5 * s, truth + e * rng.standard_normal(n), e)
+    assert wide["interval_coverage_with_measurement_error"] < 0.90  # intervals too narrow: caught
+    assert "interval_coverage_with_measurement_error" not in calibration(np.zeros(2), np.ones(2), np.zeros(2))
+
+
 def test_workflow_sections_keep_their_defaults_when_one_key_is_set():
     cfg = load_config(LoopConfig, None, ["verify.top_k=2", "generation.backend.model=m"])
     assert cfg.verify.top_k == 2 and cfg.verify.seeds == "all" and cfg.verify.max_tokens == 16

@@ -51,8 +51,14 @@ def labelled(values: np.ndarray, base: np.ndarray | None, evidence: str, method:
     return LabelledValue(float(d.mean()), r["ci_low"], r["ci_high"], evidence, method, n=int(ok.sum()))
 
 
-def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray) -> dict[str, Any]:
-    """How predicted uplifts (vs the baseline) match measured ones over the non-baseline arms."""
+def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray,
+                meas_se: np.ndarray | None = None) -> dict[str, Any]:
+    """How predicted uplifts (vs the baseline) match measured ones over the non-baseline arms.
+
+    ``interval_coverage``: the share of measured uplifts inside the predicted 95% intervals. A measured uplift
+    is itself an estimate (se ``meas_se``), so even exact intervals cover it less than 95% of the time;
+    ``interval_coverage_with_measurement_error`` is the share with ``|pred - meas| <= 1.96 sqrt(pred_se^2 +
+    meas_se^2)``, which is 95% when the predicted intervals are exact (tests/test_workflow_verify.py)."""
     from scipy.stats import kendalltau, spearmanr
 
     ok = np.isfinite(pred) & np.isfinite(meas)
@@ -69,6 +75,11 @@ def calibration(pred: np.ndarray, pred_se: np.ndarray, meas: np.ndarray) -> dict
                mean_measured=float(np.mean(m)),
                interval_coverage=float(np.mean(covered[has_se])) if has_se.any() else None,
                sign_agreement=float(np.mean(np.sign(p) == np.sign(m))))
+    if meas_se is not None:
+        e = np.asarray(meas_se, dtype=float)[ok]
+        both = has_se & np.isfinite(e)
+        out["interval_coverage_with_measurement_error"] = (
+            float(np.mean(np.abs(p - m)[both] <= Z95 * np.sqrt(s[both] ** 2 + e[both] ** 2))) if both.any() else None)
     return out
 
 

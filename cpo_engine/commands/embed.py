@@ -22,14 +22,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpo_engine.workflows.common import (Representer, load_data, now, refuse_other_kind, write_features,
-                                             write_manifest)
-
     apply_positional_data(args)
     cfg = config_from_args(args, EmbedJobConfig)
     if cfg.out is None:
         raise ConfigError("cpo embed needs an output folder: pass --out DIR")
-    from cpo_engine.workflows.common import usable_folder
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.workflows.common import staged
+
+    if is_remote(cfg.out):  # written in a local staging folder, uploaded when it ends (manifest last)
+        return staged(cfg, embed)
+    return embed(cfg)
+
+
+def embed(cfg: EmbedJobConfig) -> int:
+    """`cpo embed` into the local folder ``cfg.out``."""
+    from cpo_engine.workflows.common import (Representer, load_data, now, refuse_other_kind, usable_folder,
+                                             write_features, write_manifest)
 
     out = usable_folder(cfg.out)  # a file or an unwritable --out is refused before the embedding
     refuse_other_kind(out, "embed")

@@ -62,8 +62,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cpo_engine.generation import generate_triplets
 
+    from cpo_engine.data.storage import is_remote
+
     cfg = config_from_args(args)
-    summary = generate_triplets(cfg, dry_run=bool(getattr(args, "dry_run", False)))
+    dry_run = bool(getattr(args, "dry_run", False))
+    if is_remote(cfg.out) and not dry_run:  # generated in a local staging folder (a rerun resumes there), then uploaded
+        from cpo_engine.workflows.common import staged
+
+        summary = staged(cfg, generate_triplets)
+    else:
+        summary = generate_triplets(cfg, dry_run=dry_run)
     if not getattr(args, "dry_run", False):
         print(f"{summary.generated} rows generated ({summary.errors} errors), {summary.already_done} resumed, "
               f"{summary.rows_per_s:.2f} rows/s, {summary.tokens_per_s:.1f} tokens/s -> {summary.out}")

@@ -36,6 +36,12 @@ def analyze_edits_job(cfg: EditsJobConfig) -> EditsResult:
         raise ConfigError("no input: pass --data PATH (a triplet table or an optimizer trajectory)")
     if not cfg.out:
         raise ConfigError("cpo edits needs an output folder: pass --out DIR")
+    from cpo_engine.data.storage import is_remote
+
+    if is_remote(cfg.out):  # written in a local staging folder, uploaded when it ends (manifest last)
+        from cpo_engine.workflows.common import staged
+
+        return staged(cfg, analyze_edits_job)
     out = _edits_folder(cfg.out)  # a wrong --out is refused in seconds, not after the analysis
     started = now()
     with FolderLock(out, "edit analysis folder", fix=" or pass another --out"):

@@ -248,8 +248,11 @@ def run_loop(cfg: LoopConfig, backend: Backend | None = None) -> LoopResult:
     from cpo_engine.generation.tasks import write_task
     from cpo_engine.workflows.run import run
 
-    from cpo_engine.workflows.common import now, refuse_other_kind, write_manifest
+    from cpo_engine.data.storage import is_remote
+    from cpo_engine.workflows.common import now, refuse_other_kind, staged, write_manifest
 
+    if is_remote(cfg.out):  # run in a local staging folder (a rerun resumes there), uploaded when it finishes
+        return staged(cfg, lambda local: run_loop(local, backend))
     started = now()
     cfg = replace(cfg, generation=replace(cfg.generation, grader=task_grader(cfg)))
     refuse_other_kind(cfg.out, "loop")

@@ -360,7 +360,7 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
     q = np.arange(n)
     b = np.zeros(n, dtype=np.int64) if baseline_route is None else np.asarray(baseline_route, dtype=np.int64)
     base, base_eff = Y[q, b], pred.effect[q, b]
-    rows, p_vals, p_ses, m_vals, coef_ses = [], [], [], [], []
+    rows, p_vals, p_ses, m_vals, coef_ses, m_ses = [], [], [], [], [], []
     widened = False
     span = _uplift_span(Y)
     for j, arm in enumerate(arms):
@@ -390,6 +390,8 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
             p_ses.append(p_se)
             coef_ses.append(coef_se)
             m_vals.append(up.value if up else np.nan)
+            m_ses.append((up.ci_high - up.ci_low) / (2 * Z95) if up and up.ci_low is not None and up.ci_high is not None
+                         else np.nan)
     routed = Y[q, pred.choice]
     pol_up = labelled(routed, base, MEASURED, method)
     policy = {"value": _d(labelled(routed, None, MEASURED, method)), "uplift_vs_baseline": _d(pol_up),
@@ -398,7 +400,7 @@ def summarize(arms: Sequence[Arm], Y: np.ndarray, pred: Predictions, method: str
               "share_not_baseline": float(np.mean(pred.choice != b)),
               "prompts_used": {arms[j].id: int(c) for j, c in enumerate(np.bincount(pred.choice, minlength=len(arms)))
                                if c}, "verdict": verdict(pol_up), "status": VERIFIED}
-    cal = calibration(np.array(p_vals), np.array(p_ses), np.array(m_vals))
+    cal = calibration(np.array(p_vals), np.array(p_ses), np.array(m_vals), np.array(m_ses, dtype=float))
     if widened:  # searched prompts' intervals include the prompt-level error: the old ones beside them
         cal["interval_coverage_coefficient_only"] = calibration(np.array(p_vals), np.array(coef_ses),
                                                                 np.array(m_vals))["interval_coverage"]
@@ -640,14 +642,18 @@ def calibration_line(report: dict[str, Any]) -> str:
         return "Calibration: no prompt besides the baseline was measured."
     rank = ("n/a (fewer than 3 prompts or no spread)" if c["spearman"] is None
             else f"Spearman {c['spearman']:+.2f}, Kendall tau {c['kendall_tau']:+.2f}")
-    return (f"Calibration of the reward model on these {c['n_prompts']} prompts: rank correlation of predicted "
+    line = (f"Calibration of the reward model on these {c['n_prompts']} prompts: rank correlation of predicted "
             f"and measured uplift {rank}; mean absolute error {c['mean_abs_error']:.3f}; mean predicted "
-            f"{c['mean_predicted']:+.3f} vs measured {c['mean_measured']:+.3f}"
-            + ("." if c["interval_coverage"] is None else f"; the predicted 95% interval covered the measured "
-               f"uplift for {c['interval_coverage']:.0%} of prompts"
-               + ("." if c.get("interval_coverage_coefficient_only") is None else
-                  f" (searched prompts' intervals include the prompt-level error; without it "
-                  f"{c['interval_coverage_coefficient_only']:.0%}).")))
+            f"{c['mean_predicted']:+.3f} vs measured {c['mean_measured']:+.3f}")
+    if c["interval_coverage"] is not None:
+        line += f"; the predicted 95% interval covered the measured uplift for {c['interval_coverage']:.0%} of prompts"
+        if c.get("interval_coverage_coefficient_only") is not None:
+            line += (" (searched prompts' intervals include the prompt-level error; without it "
+                     f"{c['interval_coverage_coefficient_only']:.0%})")
+        if c.get("interval_coverage_with_measurement_error") is not None:
+            line += ("; allowing for the measured uplift's own error (95% when the intervals are exact): "
+                     f"{c['interval_coverage_with_measurement_error']:.0%}")
+    return line + "."
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -746,6 +752,10 @@ def verify_job(cfg: VerifyJobConfig, backend: Backend | None = None) -> VerifyRe
     if not cfg.run:
         raise ConfigError("verify needs the folder to verify: pass RUN (a `cpo run` or `cpo optimize` output folder)")
     check_tracking(cfg.tracking)  # --mlflow without the mlflow extra: before any LLM call
+    from cpo_engine.data.storage import is_remote
+
+    if is_remote(cfg.run):
+        return _verify_remote(cfg, backend)
     folder = Path(cfg.run)
     kind = read_kind(folder)
     if kind not in ("run", "optimize"):
@@ -771,6 +781,37 @@ def verify_job(cfg: VerifyJobConfig, backend: Backend | None = None) -> VerifyRe
     table, _ = load_data(data)
     result = verify_optimize(folder, replace(cfg, model=cfg.model or recorded["model"]), table, backend=backend)
     log_folder(cfg.tracking, folder, "verify")
+    return result
+
+
+def _verify_remote(cfg: VerifyJobConfig, backend: Backend | None) -> VerifyResult:
+    """`cpo verify s3://...`: the run folder is copied to a fresh local folder, verified there, and uploaded back
+    (:func:`cpo_engine.data.storage.upload_folder`: every file, then the manifest last, so a reader that finds the
+    manifest finds the verification it lists); a verification that fails uploads nothing."""
+    import shutil
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    from cpo_engine.data.storage import CREDENTIALS_HINT, location, upload_folder
+
+    uri = str(cfg.run).rstrip("/")
+    fs, inner = location(uri)
+    try:
+        found = fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File
+    except OSError as exc:
+        raise ConfigError(f"--run {uri}: cannot reach the store ({str(exc).splitlines()[0]})\n  fix: "
+                          f"{CREDENTIALS_HINT}") from exc
+    if not found:
+        raise ConfigError(f"--run {uri}: no {MANIFEST} there, so it is not a cpo output folder\n  fix: pass the URI "
+                          "of a `cpo run` or `cpo optimize` output folder")
+    local = Path(tempfile.mkdtemp(prefix="cpo_verify_"))
+    try:
+        pafs.copy_files(inner, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        result = verify_job(replace(cfg, run=str(local)), backend)
+        upload_folder(local, uri)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
     return result
 
 

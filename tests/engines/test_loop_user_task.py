@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation import read_generated
+from tests.test_object_store import BUCKET, s3  # noqa: F401 (s3: the module-scoped moto S3 server)
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -93,3 +94,22 @@ def test_loop_on_a_user_task_from_files_with_a_call_budget(llama_server, tmp_pat
     printed = capsys.readouterr().out
     assert f"{N_TRAIN * N_PROMPTS} rows already committed" in printed and "0 to generate" in printed
     assert json.loads((out / "loop_report.json").read_text())["outcome"] == report["outcome"]
+
+
+@pytest.mark.timeout(900)
+def test_loop_writes_its_folder_to_s3(llama_server, s3, tmp_path, capsys):  # noqa: F811 (the imported fixture)
+    """`cpo loop --out s3://...`: run in a local staging folder, uploaded when it finishes (manifest last)."""
+    from cpo_engine.cli import main
+
+    queries, prompts = _task(tmp_path)
+    uri = f"s3://{BUCKET}/loops/reviews"
+    assert main(["--quiet", "loop", "--queries", str(queries), "--grader", r"regex:\b(positive|negative)\b",
+                 "--prompts", str(prompts), "--endpoint", llama_server, "--out", uri, "--train-queries", str(N_TRAIN),
+                 "--verify-queries", str(N_VERIFY), "--rounds", "1", "--max-tokens", "6", "--top-k", str(TOP_K),
+                 "--set", "pca.query_components=4", "--set", "embed.device=cpu", "--set", "beam.rounds=1",
+                 "--set", "beam.beam_width=3", "--set", "beam.children_per_beam=4"]) == 0
+    fs = s3["fs"]
+    manifest = json.loads(fs.open_input_stream(f"{BUCKET}/loops/reviews/manifest.json").read())
+    assert manifest["status"] == "ok" and manifest["uploaded_to"] == uri
+    report = json.loads(fs.open_input_stream(f"{BUCKET}/loops/reviews/loop_report.json").read())
+    assert report["task"]["name"] == "reviews" and len(report["rounds"]) == 1
