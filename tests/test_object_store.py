@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cpo_engine.generation.local_server import free_port
 from tests.object_store_helpers import put, run_and_assign_round_trip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -26,11 +27,6 @@ KEY_ID, SECRET = "AKIACPOTESTKEY0001", "cpo-test-secret-Zq81xV0pL4"  # fake, but
 BUCKET = "cpo-logs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
@@ -38,7 +34,7 @@ def s3(tmp_path_factory):
     if not MOTO_PY.exists():
         pytest.fail(f"{MOTO_PY} is missing: the object-store tests need moto's S3 server in .venv-s3; "
                     "run scripts/install_engines.sh (it installs requirements/s3-server.lock there)")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([str(MOTO_PY), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=f,

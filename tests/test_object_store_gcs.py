@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cpo_engine.generation.local_server import free_port
 from tests.object_store_helpers import put, run_and_assign_round_trip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -27,11 +28,6 @@ FAKE_KEY = "-----BEGIN PRIVATE KEY-----cpo-gcs-test-Vb73kQ0pLz-----END PRIVATE K
 BUCKET = "cpo-gcs-logs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
@@ -39,7 +35,7 @@ def gcs(tmp_path_factory):
     if not SERVER_PY.exists():
         pytest.fail(f"{SERVER_PY} is missing: the gs:// tests need gcp-storage-emulator in .venv-s3; "
                     "run scripts/install_engines.sh (it installs requirements/s3-server.lock there)")
-    port = _free_port()
+    port = free_port()
     tmp = tmp_path_factory.mktemp("gcs")
     log = tmp / "emulator.log"
     creds = tmp / "service_account.json"
