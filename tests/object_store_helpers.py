@@ -5,8 +5,14 @@ check that no credential reaches any file or object."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -59,3 +65,39 @@ def run_and_assign_round_trip(fs, scheme: str, bucket: str, small_example: Path,
     for blob in written:
         for secret in secrets:
             assert secret not in blob
+
+
+@contextlib.contextmanager
+def store_server(argv: list[str], port: int, log: Path, env: dict[str, str], what: str,
+                 ready: Callable[[], bool] = lambda: True, timeout_s: float = 60) -> Iterator[None]:
+    """A local object-store API server (moto, gcp-storage-emulator) started from ``argv``, its output in ``log``,
+    with ``env`` set in this process while it runs: up once its port accepts a connection and ``ready()`` holds,
+    a test failure (with the log's tail) when it exits or is not up in ``timeout_s``; stopped, and the environment
+    restored, on exit."""
+    import pytest
+
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                if ready():
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"{what} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation.local_server import free_port
-from tests.object_store_helpers import put, run_and_assign_round_trip
+from tests.object_store_helpers import put, run_and_assign_round_trip, store_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MOTO_PY = ROOT / ".venv-s3" / "bin" / "python"
 KEY_ID, SECRET = "AKIACPOTESTKEY0001", "cpo-test-secret-Zq81xV0pL4"  # fake, but must never reach a file
 BUCKET = "cpo-logs"
-
 
 
 @pytest.fixture(scope="module")
@@ -36,38 +33,17 @@ def s3(tmp_path_factory):
                     "run scripts/install_engines.sh (it installs requirements/s3-server.lock there)")
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([str(MOTO_PY), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=f,
-                                stderr=subprocess.STDOUT)
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
            "CPO_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto's S3 server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+    argv = [str(MOTO_PY), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with store_server(argv, port, log, env, "moto's S3 server"):
         import pyarrow.fs as pafs
 
         admin = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
                                   allow_bucket_creation=True)
         admin.create_dir(BUCKET)
         yield {"fs": admin, "env": env, "port": port}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _put(fs, key: str, table: pa.Table) -> str:

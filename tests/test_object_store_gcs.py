@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_engine.generation.local_server import free_port
-from tests.object_store_helpers import put, run_and_assign_round_trip
+from tests.object_store_helpers import put, run_and_assign_round_trip, store_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -26,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER_PY = ROOT / ".venv-s3" / "bin" / "python"
 FAKE_KEY = "-----BEGIN PRIVATE KEY-----cpo-gcs-test-Vb73kQ0pLz-----END PRIVATE KEY-----"  # must reach no file
 BUCKET = "cpo-gcs-logs"
-
 
 
 @pytest.fixture(scope="module")
@@ -40,38 +37,16 @@ def gcs(tmp_path_factory):
     log = tmp / "emulator.log"
     creds = tmp / "service_account.json"
     creds.write_text(json.dumps({"type": "service_account", "private_key": FAKE_KEY}))
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([str(SERVER_PY), "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                 "--port", str(port), "--in-memory", "--default-bucket", BUCKET], stdout=f,
-                                stderr=subprocess.STDOUT)
     env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
            "CPO_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import pyarrow.fs as pafs
+    import pyarrow.fs as pafs
 
-        admin = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=f"127.0.0.1:{port}")
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                if admin.get_file_info(BUCKET).type == pafs.FileType.Directory:  # the default bucket exists
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"gcp-storage-emulator did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    admin = pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=f"127.0.0.1:{port}")
+    argv = [str(SERVER_PY), "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+            "--in-memory", "--default-bucket", BUCKET]
+    with store_server(argv, port, log, env, "gcp-storage-emulator",  # ready once the default bucket exists
+                      ready=lambda: admin.get_file_info(BUCKET).type == pafs.FileType.Directory):
         yield {"fs": admin, "env": env, "port": port, "creds": creds}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _put(fs, key: str, table: pa.Table) -> str:
