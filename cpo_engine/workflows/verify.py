@@ -793,16 +793,11 @@ def _verify_remote(cfg: VerifyJobConfig, backend: Backend | None) -> VerifyResul
 
     import pyarrow.fs as pafs
 
-    from cpo_engine.data.storage import CREDENTIALS_HINT, location, upload_folder
+    from cpo_engine.data.storage import location, path_type, upload_folder
 
     uri = str(cfg.run).rstrip("/")
     fs, inner = location(uri)
-    try:
-        found = fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File
-    except OSError as exc:
-        raise ConfigError(f"--run {uri}: cannot reach the store ({str(exc).splitlines()[0]})\n  fix: "
-                          f"{CREDENTIALS_HINT}") from exc
-    if not found:
+    if path_type(f"{uri}/{MANIFEST}") != "file":  # an unreachable store: a DataError naming the URI and the fix
         raise ConfigError(f"--run {uri}: no {MANIFEST} there, so it is not a cpo output folder\n  fix: pass the URI "
                           "of a `cpo run` or `cpo optimize` output folder")
     local = Path(tempfile.mkdtemp(prefix="cpo_verify_"))
