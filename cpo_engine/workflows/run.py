@@ -235,8 +235,10 @@ def generative_search(table: pa.Table, reps: Representations, head: LinearHead, 
     the training queries (indices into ``reps``), whose rows alone a proposer that reads the data (worked
     examples) sees; None gives it none (such a proposer then refuses)."""
     from cpo_engine.search import BeamSearch, Candidate, CandidateScorer, make_proposer
+    from cpo_engine.search.proposers import proposer_spec
 
-    data = None if train is None else table.take(np.flatnonzero(np.isin(reps.row_query, train)))
+    reads_data = train is not None and proposer_spec(cfg.proposer.kind).needs_data  # as `cpo optimize` gates it
+    data = table.take(np.flatnonzero(np.isin(reps.row_query, train))) if reads_data else None
     verify_file = getattr(getattr(cfg, "verify", None), "queries", None)
     if data is not None and verify_file:  # queries verified from a file may also be training queries
         from cpo_engine.workflows.common import without_queries
