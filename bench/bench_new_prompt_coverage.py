@@ -101,7 +101,8 @@ def held_out_prompt(rep, table, prompt_id: str, seed: int, max_lopo: int, test_f
     if npe is not None:
         lo, hi = npe.interval(pred, se)
         out.update(sigma=npe.sigma, n_lopo=npe.n_prompts, new_low=float(lo), new_high=float(hi),
-                   new_covered=bool(lo <= truth <= hi))
+                   new_covered=bool(lo <= truth <= hi),
+                   lopo=[{k: r[k] for k in ("residual", "se_pred", "se_meas")} for r in npe.residuals])
     return out
 
 

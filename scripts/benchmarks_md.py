@@ -152,6 +152,20 @@ def new_prompt_coverage(path: Path) -> list[str]:
     return out + [""]
 
 
+def loop_coverage(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    f = lambda c: f"{c['covered']} of {c['n']} ({c['coverage']:.2f})"  # noqa: E731
+    out = [f"## Interval coverage over every prompt the loops verified (`{path.relative_to(ROOT)}`)", "",
+           f"{d['date']}: `{d['command']}` (no LLM call: the loop records' measured uplifts, searched prompts' "
+           "intervals recomputed with the engine's current prompt-level error from each round's stored "
+           "leave-one-prompt-out residuals; nominal 95%).", "",
+           "| prompts | strict (interval holds the measured uplift) | allowing for the measurement's error |",
+           "|---|---|---|", f"| all verified | {f(d['all']['strict'])} | {f(d['all']['allowing_measurement'])} |",
+           f"| searched only | {f(d['searched']['strict'])} | {f(d['searched']['allowing_measurement'])} |"]
+    out += [f"| {t} | {f(r['strict'])} | {f(r['allowing_measurement'])} |" for t, r in d["per_task"].items()]
+    return out + [""]
+
+
 def loop_tasks(paths: list[Path]) -> list[str]:
     """The latest `cpo loop` record of each task (bench/run_loop_tasks.sh)."""
     out = ["## `cpo loop` on a real LLM, one record per task", "",
@@ -217,6 +231,9 @@ def main() -> int:
         tasks[p.name.rsplit("_", 1)[0]] = p
     if tasks:
         parts += loop_tasks(list(tasks.values()))
+    p = latest("loop_coverage_*.json")
+    if p is not None:
+        parts += loop_coverage(p)
     p = latest("vs_dspy_*.json")
     if p is not None:
         parts += vs_dspy(p)

@@ -23,13 +23,24 @@ is the unpenalized one, which the penalty does not change, and the choice costs 
 
 Why a variance inflation and not split-conformal over prompts. Each residual ``r_p`` is the sum of the
 prompt-level error (variance ``sigma^2``), the refit's coefficient error (``se_pred^2``) and the noise of the
-valued uplift (``se_meas^2``); so ``sigma^2 = max(0, mean(r^2) - mean(se_pred^2 + se_meas^2))`` (method of
-moments) and a new prompt's interval is ``pred +- t_{n-1} sqrt(se^2 + sigma^2)``, ``se`` its coefficient
-error. The conformal interval ``pred +- q``, ``q`` the ``ceil((n+1)(1-alpha))``-th smallest ``|r|``, is
-finite-sample valid but unbounded at 95% with fewer than 19 logged prompts (6 to 16 in the logs this engine
-meets), and it would count the valued uplifts' noise as prompt error. The Student quantile with ``n - 1``
-degrees of freedom widens the interval for ``sigma`` estimated from few prompts. Coverage on real outcomes:
-bench/bench_new_prompt_coverage.py (docs/benchmarks.md).
+valued uplift (``se_meas^2``): ``r_p ~ N(0, v_p + sigma^2)``, ``v_p = se_pred^2 + se_meas^2``. The conformal
+interval ``pred +- q``, ``q`` the ``ceil((n+1)(1-alpha))``-th smallest ``|r|``, is finite-sample valid but
+unbounded at 95% with fewer than 19 logged prompts (6 to 16 in the logs this engine meets), and it would count
+the valued uplifts' noise as prompt error.
+
+Why the interval integrates over ``sigma^2`` instead of plugging in an estimate. From 6 prompts whose valued
+uplifts are noisy, ``sigma^2`` is barely known: the moment estimate ``max(0, mean(r^2) - mean(v))`` (kept as
+``sigma``, for display) is 0 whenever the residuals happen to fall within their noise, and ``pred +- t
+sqrt(se^2 + 0)`` then covered 5 of 9 searched prompts on SmolLM2 (bench/results/loop_smollm2_*_20261207). The
+interval here is the predictive interval of the confidence-distribution approach to random-effects
+meta-analysis (Nagashima, Noma and Furukawa 2019, Stat Methods Med Res 28(6)): ``Q(s^2) = sum r_p^2 / (v_p +
+s^2)`` is chi-square with ``n`` degrees of freedom at the true ``sigma^2`` (the residuals have mean 0), so
+``H(s^2) = P(chi2_n >= Q(s^2))`` is a confidence distribution for ``sigma^2`` (the Q-profile; an atom at 0 of
+mass ``H(0)``); the interval's half-width ``h`` solves ``E_H[2 Phi(h / sqrt(se^2 + s^2)) - 1] = level``, the
+expectation over a fixed grid of ``H``'s quantiles (deterministic). Where the residuals rule a large
+``sigma`` out, it is about the plug-in interval; where they cannot, it is as wide as they leave possible.
+Coverage on real outcomes: bench/bench_new_prompt_coverage.py (docs/benchmarks.md); Monte Carlo:
+tests/test_new_prompt_error.py.
 """
 
 from __future__ import annotations
@@ -44,6 +55,9 @@ from cpo_engine.exceptions import CPOError
 
 log = logging.getLogger(__name__)
 
+#: quantiles of the confidence distribution of sigma^2 the predictive interval averages over
+GRID = 2000
+
 #: the method line of a predicted uplift whose interval includes the prompt-level error
 LABEL = "causal model + prompt-level error (leave-one-prompt-out)"
 
@@ -55,9 +69,10 @@ class NewPromptError:
     Attributes
     ----------
     sigma : float
-        Standard deviation of the prompt-level error (0 when the residuals are no larger than their noise).
+        Moment estimate of the prompt-level error's standard deviation (0 when the residuals are no larger than
+        their noise), for display; the interval averages over the confidence distribution of ``sigma^2``.
     n_prompts : int
-        Logged prompts held out in turn (the residuals); the Student quantile has ``n_prompts - 1`` df.
+        Logged prompts held out in turn (the residuals).
     mean_sq_residual, mean_noise_var : float
         ``mean(r^2)`` and ``mean(se_pred^2 + se_meas^2)`` behind ``sigma``.
     residuals : list of dict
@@ -72,19 +87,33 @@ class NewPromptError:
     residuals: list[dict[str, Any]] = field(default_factory=list)
     method: str = LABEL
 
-    def quantile(self, level: float = 0.95) -> float:
-        """The two-sided ``level`` quantile of Student's t with ``n_prompts - 1`` degrees of freedom."""
-        from scipy.stats import t
+    def sigma2_quantiles(self, k: int = GRID) -> np.ndarray | None:
+        """``k`` quantiles (at ``(i + 1/2) / k``) of the Q-profile confidence distribution of ``sigma^2`` from the
+        stored residuals; None when they are missing (a policy.json written before they were stored)."""
+        try:
+            r = np.array([x["residual"] for x in self.residuals], dtype=np.float64)
+            v = np.array([x["se_pred"] ** 2 + x["se_meas"] ** 2 for x in self.residuals], dtype=np.float64)
+        except (KeyError, TypeError):
+            return None
+        if len(r) < 3 or not (np.all(np.isfinite(r)) and np.all(np.isfinite(v)) and np.all(v > 0)):
+            return None
+        return q_profile_quantiles(r, v, k)
 
-        return float(t.ppf(0.5 + level / 2, max(self.n_prompts - 1, 1)))
+    def half_width(self, se_coef: Any, level: float = 0.95) -> np.ndarray:
+        """Half-width of the ``level`` interval of a new prompt's predicted uplift whose coefficient error is
+        ``se_coef``: the predictive interval over the confidence distribution of ``sigma^2`` (module docstring);
+        without stored residuals, the plug-in ``t_{n-1} sqrt(se_coef^2 + sigma^2)``."""
+        se = np.asarray(se_coef, dtype=np.float64)
+        s2 = self.sigma2_quantiles()
+        if s2 is None:
+            from scipy.stats import t
 
-    def se(self, se_coef: Any) -> np.ndarray:
-        """The standard error of a new prompt's predicted uplift: coefficient error and prompt-level error."""
-        return np.sqrt(np.asarray(se_coef, dtype=np.float64) ** 2 + self.sigma ** 2)
+            return float(t.ppf(0.5 + level / 2, max(self.n_prompts - 1, 1))) * np.sqrt(se ** 2 + self.sigma ** 2)
+        return predictive_half_width(se, s2, level)
 
     def interval(self, pred: Any, se_coef: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-        """``pred -+ t_{n-1} sqrt(se_coef^2 + sigma^2)``."""
-        half = self.quantile(level) * self.se(se_coef)
+        """``pred -+ half_width(se_coef)``."""
+        half = self.half_width(se_coef, level)
         return np.asarray(pred, dtype=np.float64) - half, np.asarray(pred, dtype=np.float64) + half
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +125,48 @@ class NewPromptError:
             return None
         return cls(float(d["sigma"]), int(d["n_prompts"]), float(d["mean_sq_residual"]), float(d["mean_noise_var"]),
                    list(d.get("residuals", [])), d.get("method", LABEL))
+
+
+def q_profile_quantiles(r: np.ndarray, v: np.ndarray, k: int = GRID) -> np.ndarray:
+    """Quantiles at ``(i + 1/2) / k`` of the Q-profile confidence distribution ``H(s^2) = P(chi2_n >= Q(s^2))``,
+    ``Q(s^2) = sum r^2 / (v + s^2)``, of the variance ``sigma^2`` in ``r_i ~ N(0, v_i + sigma^2)``: 0 up to
+    ``H(0)``, above it the root of ``Q(s^2) = chi2_n.ppf(1 - u)`` (Q falls in ``s^2``; bisection)."""
+    from scipy.stats import chi2
+
+    r2, v = np.asarray(r, dtype=np.float64) ** 2, np.asarray(v, dtype=np.float64)
+    n = len(r2)
+    u = (np.arange(k) + 0.5) / k
+
+    def q(s2: np.ndarray) -> np.ndarray:
+        return (r2[None, :] / (v[None, :] + s2[:, None])).sum(1)
+
+    out = np.zeros(k)
+    above = u > chi2.sf(float(q(np.zeros(1))[0]), n)
+    if above.any() and r2.sum() > 0:
+        target = chi2.ppf(1 - u[above], n)
+        lo, hi = np.zeros_like(target), r2.sum() / target  # Q(s^2) < sum(r^2) / s^2
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            high = q(mid) > target
+            lo, hi = np.where(high, mid, lo), np.where(high, hi, mid)
+        out[above] = (lo + hi) / 2
+    return out
+
+
+def predictive_half_width(se: Any, s2: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """``h`` with ``mean_k [2 Phi(h / sqrt(se^2 + s2_k)) - 1] = level`` for each ``se`` (bisection)."""
+    from scipy.stats import norm
+
+    se = np.asarray(se, dtype=np.float64)
+    flat = se.reshape(-1)
+    sd = np.sqrt(flat[:, None] ** 2 + np.asarray(s2, dtype=np.float64)[None, :])
+    sd = np.maximum(sd, 1e-300)
+    lo, hi = np.zeros(len(flat)), 10.0 * sd.max(1) / max(1.0 - level, 1e-6)
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        short = (2 * norm.cdf(mid[:, None] / sd) - 1).mean(1) < level
+        lo, hi = np.where(short, mid, lo), np.where(short, hi, mid)
+    return ((lo + hi) / 2).reshape(se.shape)
 
 
 def from_residuals(rows: list[dict[str, Any]]) -> NewPromptError | None:
@@ -184,4 +255,5 @@ def leave_prompts_out(model: Any, X: np.ndarray, T: np.ndarray, choice: Any, *, 
     return from_residuals(rows)
 
 
-__all__ = ["LABEL", "NewPromptError", "from_residuals", "leave_prompts_out", "span_coordinates"]
+__all__ = ["LABEL", "NewPromptError", "from_residuals", "leave_prompts_out", "predictive_half_width",
+           "q_profile_quantiles", "span_coordinates"]
