@@ -158,6 +158,18 @@ def upload_folder(local: str | os.PathLike[str], uri: str, last: str = "manifest
     return [f"{root}/{rel}" for rel in rels]
 
 
+def download(fs: Any, src: str, dst: str | os.PathLike[str], folder: bool = True) -> Path:
+    """Copy the file or folder ``src`` of the store ``fs`` (:func:`location`) to the local path ``dst``, making the
+    local folders it needs first (pyarrow's copy_files fills a folder but does not make it: found against a real
+    S3)."""
+    import pyarrow.fs as pafs
+
+    dst = Path(dst)
+    (dst if folder else dst.parent).mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(src, str(dst), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return dst
+
+
 def _upload(fs: Any, src: Path, dst: str) -> None:
     parent = dst.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
@@ -175,5 +187,5 @@ def _drop_stale(fs: Any, root: str, keep: set[str]) -> None:
             fs.delete_file(info.path)
 
 
-__all__ = ["is_remote", "location", "path_type", "list_files", "open_input", "sha256_path", "staging_folder",
+__all__ = ["is_remote", "location", "path_type", "list_files", "open_input", "sha256_path", "staging_folder", "download",
            "upload_folder", "CREDENTIALS_HINT"]

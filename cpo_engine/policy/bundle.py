@@ -192,18 +192,17 @@ def fetch_run(uri: str | Path) -> Path:
 
     import pyarrow.fs as pafs
 
+    from cpo_engine.data.storage import download
+
     fs, root = filesystem(uri)
     root = root.rstrip("/")
-    local, dst = pafs.LocalFileSystem(), Path(tempfile.mkdtemp(prefix="cpo_run_"))
+    dst = Path(tempfile.mkdtemp(prefix="cpo_run_"))
     for bundle, run in ((root, None), (f"{root}/model", root)):
         if fs.get_file_info(f"{bundle}/bundle.json").type == pafs.FileType.File:
-            (dst / "model").mkdir()  # copy_files fills a folder; it does not make it (found against a real S3)
-            pafs.copy_files(bundle, str(dst / "model"), source_filesystem=fs, destination_filesystem=local)
+            download(fs, bundle, dst / "model")
             cands = f"{run}/search/candidates.parquet"
             if run and fs.get_file_info(cands).type == pafs.FileType.File:
-                (dst / "search").mkdir()
-                pafs.copy_files(cands, str(dst / "search" / "candidates.parquet"), source_filesystem=fs,
-                                destination_filesystem=local)
+                download(fs, cands, dst / "search" / "candidates.parquet", folder=False)
             return dst
     raise ConfigError(f"{uri} is not a model bundle: no bundle.json in it or in its model/ folder")
 

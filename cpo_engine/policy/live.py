@@ -91,7 +91,7 @@ def fetch_state(uri: str | Path) -> Path | None:
 
     import pyarrow.fs as pafs
 
-    from cpo_engine.data.storage import location
+    from cpo_engine.data.storage import download, location
 
     fs, root = location(uri)
     root = root.rstrip("/")
@@ -99,18 +99,16 @@ def fetch_state(uri: str | Path) -> Path | None:
     present = [m for m, info in zip(STATE_MARKERS, infos) if info.type == pafs.FileType.File]
     if not present:
         return None
-    dst, local = Path(tempfile.mkdtemp(prefix="cpo_state_")), pafs.LocalFileSystem()
+    dst = Path(tempfile.mkdtemp(prefix="cpo_state_"))
     for m in present:
-        pafs.copy_files(f"{root}/{m}", str(dst / m), source_filesystem=fs, destination_filesystem=local)
+        download(fs, f"{root}/{m}", dst / m, folder=False)
     try:
         run = json.loads((dst / LIVE_FILE).read_text()).get("run")
     except (OSError, ValueError, AttributeError):
         run = None  # live_run says what is wrong with live.json
     if isinstance(run, str) and ".." not in run.split("/") and fs.get_file_info(
             f"{root}/{run}/model/bundle.json").type == pafs.FileType.File:
-        (dst / run / "model").mkdir(parents=True)  # copy_files fills a folder; it does not make it
-        pafs.copy_files(f"{root}/{run}/model", str(dst / run / "model"), source_filesystem=fs,
-                        destination_filesystem=local)
+        download(fs, f"{root}/{run}/model", dst / run / "model")
     return dst
 
 

@@ -791,9 +791,7 @@ def _verify_remote(cfg: VerifyJobConfig, backend: Backend | None) -> VerifyResul
     import shutil
     import tempfile
 
-    import pyarrow.fs as pafs
-
-    from cpo_engine.data.storage import location, path_type, upload_folder
+    from cpo_engine.data.storage import download, location, path_type, upload_folder
 
     uri = str(cfg.run).rstrip("/")
     fs, inner = location(uri)
@@ -802,7 +800,7 @@ def _verify_remote(cfg: VerifyJobConfig, backend: Backend | None) -> VerifyResul
                           "of a `cpo run` or `cpo optimize` output folder")
     local = Path(tempfile.mkdtemp(prefix="cpo_verify_"))
     try:
-        pafs.copy_files(inner, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        download(fs, inner, local)
         result = verify_job(replace(cfg, run=str(local)), backend)
         upload_folder(local, uri)
     finally:
