@@ -5,10 +5,13 @@ counting proxy (bench/counting_proxy.py: every chat/text completion request is o
 Per task (``--task``, default every built-in task of cpo_engine.generation.tasks.TASKS):
 
 1. ``loop``: `cpo loop --task T --endpoint PROXY` (``--train-queries``, ``--verify-queries``, one round): the seed
-   prompts on the training queries, fit, search, verification on its held-out block. Its final prompt is the
-   round's top searched prompt (the model's first choice, fixed before the LLM ran it); also reported: the arm
-   that measured best on the loop's own verification block (chosen with calls the loop paid for).
-2. ``seeds``: every seed prompt and the bare query (zero-shot) on the test queries; the best seed is the one
+   prompts on the training queries, fit, search, verification on its held-out block. ``cpo_loop`` is what the
+   loop recommends (its ``final``: a prompt promoted on measured evidence, else its incumbent, the seed with the
+   best training mean); also reported: its top searched prompt (the model's first choice, fixed before the LLM
+   ran it) and the arm that measured best on the loop's own verification block (picked without the promotion
+   rule, with calls the loop paid for).
+2. ``seeds``: every seed prompt, the bare query (zero-shot) and the loop's prompts on the test queries (``final``:
+   the loop's recommendation when the seeds step did not score it); the best seed is the one
    with the best training mean in the loop's training triplets (what one picks without an optimizer), the
    random choice is the expected score of a uniformly drawn seed (the mean over seeds, per query).
 3. DSPy 3.4.1 in .venv-dspy (bench/dspy_side.py), each a separate process: MIPROv2 (auto="light"),
@@ -49,7 +52,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from counting_proxy import CountingProxy  # noqa: E402
 
-DEFAULT_STEPS = ("loop", "seeds", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat", "gepa-plain")
+DEFAULT_STEPS = ("loop", "seeds", "final", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat",
+                 "gepa-plain")
 
 
 def task_grader(task: str) -> str:
@@ -201,6 +205,8 @@ class Bench:
         best_arm = max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
         return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "seeds": rep["seeds"],
                 "train_calls": sum(s["n"] for s in rep["seeds"]),
+                "final": rep.get("final"), "incumbent": rep["rounds"][-1].get("incumbent"),
+                "promoted": (out.get("promoted") or {}).get("text"),
                 "top_searched": out.get("searched", {}).get("text"), "verdict": out.get("verdict"),
                 "best_verified_arm": {"id": best_arm["id"], "text": best_arm["text"], "role": best_arm["role"],
                                       "value": best_arm["value"]["value"]},
@@ -210,6 +216,9 @@ class Bench:
         loop = json.loads(self.step_file(task, "loop").read_text())
         test = pq.read_table(folder / "test_queries.parquet").to_pylist()
         prompts = {s["id"]: s["text"] for s in loop["seeds"]} | {"zero_shot": ""}
+        final = (loop.get("final") or {}).get("text")
+        if final and final not in prompts.values():
+            prompts["loop_final"] = final
         if loop["top_searched"]:
             prompts["loop_top_searched"] = loop["top_searched"]
         if loop["best_verified_arm"]["text"] not in prompts.values():
@@ -221,6 +230,17 @@ class Bench:
         return self.dspy(task, step, url, grader, folder)
 
     step_bootstrap = step_gepa = step_none = step_mipro
+
+    def step_final(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        """The loop's recommended prompt on the test queries, when the seeds step did not score its text (a seeds
+        step run before the loop reported it)."""
+        loop, seeds = (json.loads(self.step_file(task, s).read_text()) for s in ("loop", "seeds"))
+        final = (loop.get("final") or {}).get("text")
+        if not final or final in seeds["prompts"].values():
+            return {"prompts": {}, "scores": {}, "note": "already scored by the seeds step"}
+        test = pq.read_table(folder / "test_queries.parquet").to_pylist()
+        return {"prompts": {"loop_final": final},
+                "scores": run_prompts(url, {"loop_final": final}, test, grader, self.a.max_tokens, self.a.threads)}
 
     def dspy(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         a = self.a
@@ -248,10 +268,15 @@ def summarize(res: dict[str, Any]) -> None:
     if "loop" not in steps or "error" in steps["loop"] or "seeds" not in steps or "error" in steps["seeds"]:
         return
     loop, seeds = steps["loop"], steps["seeds"]
-    sc, qids = seeds["scores"], seeds["query_ids"]
+    sc, qids = dict(seeds["scores"]), seeds["query_ids"]
+    prompts = dict(seeds["prompts"])
+    if "final" in steps and "error" not in steps["final"]:
+        sc.update(steps["final"]["scores"])
+        prompts.update(steps["final"]["prompts"])
     seed_ids = [s["id"] for s in loop["seeds"]]
     best = loop["seeds"][0]["id"]
-    train_calls, loop_calls = loop["train_calls"], loop["proxy"]["calls"]
+    # a loop step that resumed a finished loop folder made fewer calls through the proxy than the loop did
+    train_calls, loop_calls = loop["train_calls"], max(loop["proxy"]["calls"], loop["llm_calls_reported"])
     methods: dict[str, dict[str, Any]] = {}
 
     def add(name: str, scores: list[float], calls: int | None, what: str, **extra: Any) -> None:
@@ -264,15 +289,22 @@ def summarize(res: dict[str, Any]) -> None:
         "expected score of a uniformly random seed prompt (mean over seeds per query)")
     oracle = max(seed_ids, key=lambda i: np.mean(sc[i]))
     add("oracle_seed", sc[oracle], None, f"seed best on the test queries themselves ({oracle}; chosen after seeing them)")
+    final = loop.get("final") or {}
+    key = next((k for k, v in prompts.items() if final and v == final.get("text") and k in sc), None)
+    if key:
+        add("cpo_loop", sc[key], loop_calls, f"the loop's recommended prompt ({final['how']}): {final['text']!r}")
     if "loop_top_searched" in sc:
-        add("cpo_loop", sc["loop_top_searched"], loop_calls, f"loop's top searched prompt: {loop['top_searched']!r}")
+        add("cpo_loop_top_searched", sc["loop_top_searched"], loop_calls,
+            f"the model's first pick, the loop's top searched prompt (not what it recommends unless promoted): "
+            f"{loop['top_searched']!r}")
     key = "loop_best_verified" if "loop_best_verified" in sc else next(
-        (k for k, v in seeds["prompts"].items() if v == loop["best_verified_arm"]["text"]), None)
+        (k for k, v in prompts.items() if v == loop["best_verified_arm"]["text"]), None)
     if key:
         add("cpo_loop_best_verified", sc[key], loop_calls,
-            f"arm best on the loop's own verification queries: {loop['best_verified_arm']['text']!r}")
+            "arm with the best mean on the loop's own verification queries, picked without the promotion rule: "
+            f"{loop['best_verified_arm']['text']!r}")
     for step, d in steps.items():
-        if step in ("loop", "seeds"):
+        if step in ("loop", "seeds", "final"):
             continue
         if "test" not in d:
             methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"), "llm_calls":

@@ -142,6 +142,10 @@ class VerifyConfig:
     """Searched prompts verified (best static objective first), besides the incumbent and best static."""
     seeds: str = "best"
     """Logged prompts verified: 'best' (the incumbent and the best static prompt) or 'all'."""
+    incumbent: str | None = None
+    """Prompt id of the incumbent every arm is measured against (a logged prompt of the run's table). None:
+    the run's (the logged prompt its model ranks best). `cpo loop` sets it: the seed with the best mean over
+    all training queries in round 0, then the previous round's promoted prompt or incumbent."""
     margin: float = 0.0
     """Promotion rule (`cpo nightly`): a new prompt or policy goes live only when the lower end of the
     95% interval of its measured uplift over the live one is >= margin."""

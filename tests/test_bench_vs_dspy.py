@@ -131,3 +131,27 @@ print(json.dumps(get_grader("numeric").grade(parsed["answer"], "5")))
     p = subprocess.run([str(DSPY_PY), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == 1.0
+
+
+def test_summary_reports_what_the_loop_recommends_and_its_calls_when_resumed() -> None:
+    """``cpo_loop`` is the loop's ``final`` prompt (a seed here: nothing was promoted), not its top searched one; a
+    loop step that resumed a finished folder counts the calls the loop reported, not the proxy's few."""
+    bench = _mod("bench_vs_dspy")
+    seeds = [{"id": "a", "text": "A", "n": 3}, {"id": "b", "text": "B", "n": 3}]
+    loop = {"seeds": seeds, "train_calls": 6, "proxy": {"calls": 0}, "llm_calls_reported": 30,
+            "final": {"id": "a", "text": "A", "how": "the seed with the best training mean: nothing was shown better"},
+            "top_searched": "A. More.", "best_verified_arm": {"text": "B"}}
+    scores = {"a": [1.0, 0.0, 1.0, 1.0], "b": [0.0, 0.0, 1.0, 0.0], "zero_shot": [0.0] * 4,
+              "loop_top_searched": [0.0, 0.0, 0.0, 1.0]}
+    res = {"steps": {"loop": loop, "seeds": {"prompts": {"a": "A", "b": "B", "zero_shot": "", "loop_top_searched":
+                                                         "A. More."}, "query_ids": list("wxyz"), "scores": scores}}}
+    bench.summarize(res)
+    m = res["methods"]
+    assert m["cpo_loop"]["test_mean"] == 0.75 and m["cpo_loop"]["vs_best_seed"]["diff"] == 0.0
+    assert m["cpo_loop"]["llm_calls"] == 30 and m["cpo_loop_top_searched"]["test_mean"] == 0.25
+    assert m["cpo_loop_best_verified"]["test_mean"] == 0.25  # B, picked on the loop's own queries
+    # a final prompt the seeds step did not score comes from the ``final`` step
+    loop["final"] = {"id": "s0", "text": "S", "how": "promoted in round 0: measured better than the incumbent"}
+    res["steps"]["final"] = {"prompts": {"loop_final": "S"}, "scores": {"loop_final": [1.0, 1.0, 1.0, 1.0]}}
+    bench.summarize(res)
+    assert res["methods"]["cpo_loop"]["test_mean"] == 1.0 and "promoted" in res["methods"]["cpo_loop"]["what"]

@@ -291,6 +291,26 @@ def test_the_loop_report_says_what_was_promoted_the_power_and_the_searched_promp
     assert fixed == {"promoted": None}
 
 
+def test_the_champion_changes_only_on_a_measured_promotion_and_is_what_the_loop_recommends():
+    """Round 0 measures against the seed with the best training mean; a round's promoted prompt is the next
+    round's incumbent; a promoted per-query policy (not a prompt) leaves it; the report's ``final`` is the last."""
+    from cpo_engine.workflows.loop import final_prompt, next_incumbent
+
+    seeds = [{"id": "seed1", "text": "best on training"}, {"id": "seed2", "text": "second"}]
+    arm = lambda i, t: {"id": i, "text": t, "role": "searched"}  # noqa: E731
+    none = {"arms": [arm("seed1", "best on training"), arm("s0", "searched 0")], "best_promotable": None}
+    won = {"arms": [arm("seed1", "best on training"), arm("s0", "searched 0")],
+           "best_promotable": arm("s0", "searched 0") | {"kind": "static"}}
+    policy = {"arms": [arm("s0", "searched 0")], "best_promotable": {"id": "per-query policy", "kind": "per_query"}}
+    assert next_incumbent("seed1", none) == "seed1" and next_incumbent("seed1", won) == "s0"
+    assert next_incumbent("s0", policy) == "s0"
+    assert final_prompt(seeds, [{"round": 0, "incumbent": "seed1", "verification": none}]) == {
+        "id": "seed1", "text": "best on training", "how": "the seed with the best training mean: nothing was shown better"}
+    two = [{"round": 0, "incumbent": "seed1", "verification": won}, {"round": 1, "incumbent": "s0", "verification": policy}]
+    assert final_prompt(seeds, two) == {"id": "s0", "text": "searched 0",
+                                        "how": "promoted in round 0: measured better than the incumbent"}
+
+
 @pytest.mark.timeout(60)
 def test_requests_spread_over_several_endpoints_the_least_busy_first():
     """Two real HTTP servers on localhost (each answering one request at a time, like llama-cpp-python's):

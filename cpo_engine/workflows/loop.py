@@ -10,7 +10,9 @@
 3. **Fit -> search -> verify**, once per round, as a `cpo run` in ``OUT/round-<r>``: fit on the
    training triplets (plus, from round 1 on, every triplet verified in earlier rounds), search new
    prompts with the edit proposer, then run the searched top-K, every seed prompt and the per-query
-   policy on the round's held-out queries with the LLM, measured against the incumbent.
+   policy on the round's held-out queries with the LLM, measured against the incumbent: in round 0 the seed
+   with the best mean over all training queries, then whatever a round promoted on measured evidence (the
+   champion; the loop recommends the last one, ``final`` in the report).
 4. **Report**: ``OUT/loop_report.json`` / ``.md``: did the searched prompt beat the seed prompts when
    the LLM actually ran it, with what interval, and how well the predicted uplift matched.
 
@@ -97,11 +99,14 @@ def training_table(out: Path, train: pa.Table, r: int) -> Path:
     return atomic_write_parquet(table, out / "data" / f"train_round_{r}.parquet")
 
 
-def round_config(cfg: LoopConfig, llm: LLMConfig, data: Path, queries: Path, run_dir: Path) -> RunConfig:
-    """The `cpo run` of one round: fit and search on ``data``, verify on the round's ``queries``."""
+def round_config(cfg: LoopConfig, llm: LLMConfig, data: Path, queries: Path, run_dir: Path,
+                 incumbent: str | None = None) -> RunConfig:
+    """The `cpo run` of one round: fit and search on ``data``, verify on the round's ``queries`` against
+    ``incumbent`` (a prompt id; None: the run's own, the logged prompt its model ranks best)."""
     from cpo_engine.data.config import DataConfig
 
-    verify = replace(cfg.verify, queries=str(queries), max_queries=cfg.task.n_verify, seed=cfg.seed)
+    verify = replace(cfg.verify, queries=str(queries), max_queries=cfg.task.n_verify, seed=cfg.seed,
+                     incumbent=incumbent)
     run_cfg = RunConfig(data=DataConfig(path=str(data)), embed=cfg.embed, pca=cfg.pca, causal=cfg.causal,
                         selection=cfg.selection, beam=cfg.beam, holdout=cfg.holdout, generation=llm, verify=verify,
                         out=str(run_dir), seed=cfg.seed)
@@ -109,6 +114,13 @@ def round_config(cfg: LoopConfig, llm: LLMConfig, data: Path, queries: Path, run
     run_cfg.proposer = (replace(cfg.proposer, llm_base_url=llm.backend.openai.base_url)
                         if proposer_spec(cfg.proposer.kind).needs_server else cfg.proposer)
     return run_cfg
+
+
+def next_incumbent(incumbent: str, verification: dict[str, Any]) -> str:
+    """The incumbent of the next round: the prompt this round promoted on measured evidence, else this round's
+    (a promoted per-query policy is not a prompt: the incumbent stays)."""
+    best = verification.get("best_promotable") or {}
+    return str(best["id"]) if best.get("kind") == "static" else incumbent
 
 
 def finished_round(run_cfg: RunConfig) -> dict[str, Any] | None:
@@ -269,16 +281,22 @@ def run_loop(cfg: LoopConfig, backend: Backend | None = None) -> LoopResult:
         t0 = time.perf_counter()
         train = generate_training(cfg, llm, paths, out, backend)
         timings["generate"] = time.perf_counter() - t0
+        # the champion every round measures against: first the seed with the best mean over all training queries
+        # (every seed ran on each: a grid, so the plain mean is unbiased, and the run's own choice sees only the
+        # queries its held-out check leaves it), then whatever a round promoted on measured evidence
+        incumbent = seed_scores(train)[0]["id"]
         for r in range(cfg.rounds):
             t0 = time.perf_counter()
-            run_cfg = round_config(cfg, llm, training_table(out, train, r), paths[f"verify_{r}"], out / f"round-{r}")
+            run_cfg = round_config(cfg, llm, training_table(out, train, r), paths[f"verify_{r}"], out / f"round-{r}",
+                                   incumbent=incumbent)
             verification = finished_round(run_cfg)
             if verification is None:
                 verification = run(run_cfg).evaluation["verification"]
             elif budget is not None:
                 budget.count(verification["budget"]["calls"])  # made by an earlier run of the loop
             rounds.append({"round": r, "run": str(run_cfg.out), "training_rows": pq.read_metadata(
-                run_cfg.data.path).num_rows, "verification": verification})
+                run_cfg.data.path).num_rows, "incumbent": incumbent, "verification": verification})
+            incumbent = next_incumbent(incumbent, verification)
             timings[f"round_{r}"] = time.perf_counter() - t0
     report = loop_report(cfg, train, rounds, timings)
     report["budget"].update(max_llm_calls=plan["calls"], max_calls=cfg.max_calls)
@@ -385,7 +403,26 @@ def loop_report(cfg: LoopConfig, train: pa.Table, rounds: list[dict[str, Any]],
                        "temperature": cfg.generation.temperature, "llm_calls": n_calls},
             "seeds": seeds, "rounds": rounds,
             "outcome": [outcome(r["run"], r["verification"], seeds) | {"round": r["round"]} for r in rounds],
+            "final": final_prompt(seeds, rounds),
             "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+def final_prompt(seeds: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the loop recommends: the champion after the last round (the last prompt a round promoted on measured
+    evidence, else the first incumbent: the seed with the best training mean), with how it got there."""
+    champion, won = seeds[0]["id"], None
+    for r in rounds:
+        champion = r.get("incumbent") or champion
+        after = next_incumbent(champion, r["verification"])
+        if after != champion:
+            champion, won = after, r["round"]
+    arms = [a for r in rounds for a in r["verification"]["arms"]]
+    text = next((a["text"] for a in arms if a["id"] == champion),
+                next((s["text"] for s in seeds if s["id"] == champion), None))
+    how = (f"promoted in round {won}: measured better than the incumbent" if won is not None else
+           "the seed with the best training mean: nothing was shown better" if champion == seeds[0]["id"] else
+           "the incumbent: nothing was shown better")
+    return {"id": champion, "text": text, "how": how}
 
 
 def _ci(u: dict[str, Any] | None) -> str:
@@ -407,7 +444,8 @@ def render_loop(report: dict[str, Any]) -> str:
     lines += [f"- `{s['id']}` {s['train_mean']:.3f}: {s['text']!r}" for s in report["seeds"]]
     for r, o in zip(report["rounds"], report["outcome"]):
         v = r["verification"]
-        lines += ["", f"## Round {r['round']} ({r['training_rows']} training triplets; run folder {r['run']})", ""]
+        inc = f"; incumbent `{r['incumbent']}`" if r.get("incumbent") else ""
+        lines += ["", f"## Round {r['round']} ({r['training_rows']} training triplets{inc}; run folder {r['run']})", ""]
         for a in v["arms"]:
             val = a["value"]["value"] if a["value"] else float("nan")
             lines.append(f"- {a['role']:<11} `{a['id']}` measured {val:.3f}, uplift vs incumbent "
@@ -447,10 +485,14 @@ def render_loop(report: dict[str, Any]) -> str:
         if sc and sc["prompts"]:
             lines += ["", f"Searched prompts: the predicted 95% interval ({'; '.join(sc['interval_methods'])}) held the "
                           f"measured uplift for {sc['covered']} of {sc['prompts']}."]
+    if report.get("final"):
+        f = report["final"]
+        lines += ["", f"**Recommended prompt: `{f['id']}` {f['text']!r} ({f['how']}).**"]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)
 
 
 __all__ = ["run_loop", "LoopResult", "llm_endpoint", "generate_training", "training_table", "round_config",
            "check_training_size", "task_grader", "power_line", "promotion", "searched_coverage", "call_plan",
-           "print_plan", "finished_round", "loop_report", "render_loop", "seed_scores", "outcome"]
+           "print_plan", "finished_round", "loop_report", "render_loop", "seed_scores", "outcome", "next_incumbent",
+           "final_prompt"]

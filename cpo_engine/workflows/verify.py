@@ -147,8 +147,8 @@ def read_run(run_dir: str | Path, table: pa.Table, cfg: VerifyConfig) -> Recomme
     search = run_dir / "search"
     ev_path = search / "pool_evaluation.json"
     ev = _folder_json(ev_path, "finished `cpo run`")
-    arms = _arms(table, ev["incumbent_prompt_id"], ev["static_prompt_id"], search / "candidates.parquet", cfg,
-                 str(ev_path))
+    arms = _arms(table, cfg.incumbent or ev["incumbent_prompt_id"], ev["static_prompt_id"],
+                 search / "candidates.parquet", cfg, str(ev_path) if cfg.incumbent is None else "verify.incumbent")
     assignment = pq.read_table(search / "assignment.parquet", columns=["query_id", "split"])
     held_out = [q for q, s in zip(assignment["query_id"].to_pylist(), assignment["split"].to_pylist()) if s == "test"]
     return Recommendations(model=run_dir / "model", arms=arms, assignment=search / "assignment.parquet",
@@ -160,7 +160,7 @@ def read_optimize(out: str | Path, model: str | Path, table: pa.Table, cfg: Veri
     """The recommendations of a `cpo optimize` folder (``model``: the bundle it used)."""
     out = Path(out)
     best = _folder_json(out / "best_static_prompt.json", "`cpo optimize` output")
-    incumbent = best.get("incumbent", best["pool_static"])["prompt_id"]
+    incumbent = cfg.incumbent or best.get("incumbent", best["pool_static"])["prompt_id"]
     arms = _arms(table, incumbent, best["pool_static"]["prompt_id"], out / "candidates.parquet", cfg,
                  str(out / "best_static_prompt.json"))
     return Recommendations(model=Path(model), arms=arms, assignment=out / "assignment.parquet",

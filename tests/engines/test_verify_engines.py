@@ -54,6 +54,11 @@ def test_loop_verifies_with_llama_cpp_and_resumes(loop_run, llama_server, capsys
     assert v["budget"] == {"queries": 6, "samples": 1, "max_tokens": 8, "prompts": n_arms, "calls": 6 * n_arms}
     roles = [a["role"] for a in v["arms"]]
     assert roles[0] == "incumbent" and 1 <= roles.count("searched") <= 2 and roles.count("logged") >= 4
+    # the incumbent: the seed with the best mean over all training queries (every seed ran on each)
+    assert v["arms"][0]["id"] == result.report["seeds"][0]["id"] == result.report["rounds"][0]["incumbent"]
+    final = result.report["final"]
+    assert final["id"] == (v["best_promotable"]["id"] if (v.get("best_promotable") or {}).get("kind") == "static"
+                           else v["arms"][0]["id"])
     assert all(a["uplift_vs_baseline"]["kind"] == "measured" for a in v["arms"][1:])
     assert all(a["predicted_uplift"]["kind"] == "predicted" for a in v["arms"][1:])
     assert v["policy"]["uplift_vs_baseline"]["kind"] == "measured"
