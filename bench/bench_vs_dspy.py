@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from counting_proxy import CountingProxy  # noqa: E402
 
-DEFAULT_STEPS = ("loop", "seeds", "final", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat",
+DEFAULT_STEPS = ("loop", "seeds", "final", "loopex", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat",
                  "gepa-plain")
 
 
@@ -212,6 +212,36 @@ class Bench:
                                       "value": best_arm["value"]["value"]},
                 "timings_s": rep.get("timings_s")}
 
+    def step_loopex(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        """`cpo loop` again on the same training and verification queries with the worked-examples proposer
+        (``--set proposer.kind=examples``: candidates are the seeds plus demonstrations from training successes,
+        as DSPy's few-shot optimizers add them), its training grid copied from the first loop (the same calls,
+        counted once in ``llm_calls_reported``); its prompts are scored on the test queries."""
+        import shutil
+
+        a, src, dst = self.a, folder / "loop", folder / "loop_examples"
+        for sub in ("data", "generate"):
+            if not (dst / sub).exists():
+                shutil.copytree(src / sub, dst / sub)
+        cmd = [str(ROOT / ".venv/bin/cpo"), "loop", "--task", task, "--out", str(dst), "--train-queries", str(a.n_train),
+               "--verify-queries", str(a.n_verify), "--endpoint", url, "--grader", grader, "--seed", str(a.seed),
+               "--set", "proposer.kind=examples"]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        (folder / "loop_examples.log").write_text(p.stdout + p.stderr)
+        if p.returncode != 0:
+            raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
+        rep = json.loads((dst / "loop_report.json").read_text())
+        out = rep["outcome"][-1]
+        arms = rep["rounds"][-1]["verification"]["arms"]
+        best_arm = max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
+        prompts = {"loopex_final": rep["final"]["text"], "loopex_top_searched": out.get("searched", {}).get("text"),
+                   "loopex_best_verified": best_arm["text"]}
+        prompts = {k: v for k, v in prompts.items() if v}
+        test = pq.read_table(folder / "test_queries.parquet").to_pylist()
+        return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "final": rep["final"],
+                "promoted": (out.get("promoted") or {}).get("text"), "prompts": prompts,
+                "scores": run_prompts(url, prompts, test, grader, a.max_tokens, a.threads)}
+
     def step_seeds(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         loop = json.loads(self.step_file(task, "loop").read_text())
         test = pq.read_table(folder / "test_queries.parquet").to_pylist()
@@ -303,8 +333,19 @@ def summarize(res: dict[str, Any]) -> None:
         add("cpo_loop_best_verified", sc[key], loop_calls,
             "arm with the best mean on the loop's own verification queries, picked without the promotion rule: "
             f"{loop['best_verified_arm']['text']!r}")
+    ex = steps.get("loopex")
+    if ex and "error" not in ex:
+        calls = ex["llm_calls_reported"]
+        add("cpo_loop_examples", ex["scores"]["loopex_final"], calls,
+            f"the loop with the worked-examples proposer, its recommended prompt ({ex['final']['how']}): "
+            f"{ex['final']['text'][:300]!r}")
+        if "loopex_top_searched" in ex["scores"]:
+            add("cpo_loop_examples_top_searched", ex["scores"]["loopex_top_searched"], calls,
+                f"its top searched prompt: {ex['prompts']['loopex_top_searched'][:300]!r}")
+        add("cpo_loop_examples_best_verified", ex["scores"]["loopex_best_verified"], calls,
+            f"its arm best on its own verification queries: {ex['prompts']['loopex_best_verified'][:300]!r}")
     for step, d in steps.items():
-        if step in ("loop", "seeds", "final"):
+        if step in ("loop", "seeds", "final", "loopex"):
             continue
         if "test" not in d:
             methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"), "llm_calls":
