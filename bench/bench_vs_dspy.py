@@ -84,13 +84,18 @@ def write_test(task: str, n_train: int, n_verify: int, n_test: int, seed: int, f
 
 
 def ask(url: str, prompt: str, query: str, max_tokens: int) -> str | None:
-    """One call in the loop's layout (prompt, newline, query as one user message; greedy)."""
+    """One call in the loop's layout (its template: the prompt, a newline and the query as the user turn, worked
+    examples as earlier chat turns; greedy)."""
     import httpx
 
-    from cpo_engine.generation.templating import TemplateConfig, render_user
+    from cpo_engine.generation.templating import build_request
+    from cpo_engine.generation.types import RowKey, SamplingConfig
+    from cpo_engine.settings import LoopConfig
 
+    req = build_request(LoopConfig().generation.template, RowKey("bench", "q", "p", 0), query, prompt,
+                        SamplingConfig(temperature=0.0, max_tokens=max_tokens))
     body = {"model": "default", "temperature": 0.0, "top_p": 1.0, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": render_user(TemplateConfig(position="prefix"), query, prompt)}]}
+            "messages": list(req.messages)}
     for _ in range(3):
         try:
             r = httpx.post(f"{url}/chat/completions", json=body, timeout=300)

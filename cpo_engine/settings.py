@@ -208,9 +208,10 @@ class VerifyJobConfig:
 def _loop_llm() -> LLMConfig:
     from cpo_engine.generation.backends import OpenAIConfig
 
-    # llama.cpp's server answers one request at a time: a deep queue would only time out.
+    # llama.cpp's server answers one request at a time: a deep queue would only time out. Worked examples a
+    # searched prompt adds go to the chat as earlier turns (the seed prompts have none: they render the same).
     return LLMConfig(backend=BackendConfig(openai=OpenAIConfig(max_concurrency=2, timeout_s=120.0)),
-                     template=TemplateConfig(position="prefix"))
+                     template=TemplateConfig(position="prefix", demos="turns"))
 
 
 def _loop_verify() -> VerifyConfig:

@@ -25,7 +25,7 @@ from cpo_engine.search.proposers.examples import EditExamplesProposer, ExamplesP
 from tests.http_helpers import reply
 from tests.search_helpers import SEEDS, hash_embed, make_head
 
-_DEMO = re.compile(r"Q: (.*?) A: (.+?)\.(?= |$)")  # (question, answer) of each demonstration
+_DEMO = re.compile(r"^Q: (.*)\nA: (.*)$", re.M)  # (question, answer) of each demonstration
 PARENT = Candidate.seed("Let's think step by step. The answer is:", id="cot")
 
 
@@ -51,14 +51,14 @@ def _examples(data: pa.Table, **options) -> ExamplesProposer:  # noqa: ANN003
 def test_demos_come_only_from_the_top_scoring_training_rows() -> None:
     demos = success_demos(_table())
     assert [d.query_id for d in demos] == [f"q{i:02d}" for i in range(0, 12, 2)]  # score 1 = the top of the range
-    assert demos[0].text == "Q: What is 0 plus 100 for item 0? A: 100."  # a float gold that is an integer: "100"
+    assert demos[0].text == "Q: What is 0 plus 100 for item 0?\nA: 100"  # a float gold that is an integer: "100"
     assert len(success_demos(_table(), min_score=0.5)) == 12  # a lower bar lets the odd queries in
     kids = _examples(_table(), k=2).propose([PARENT], 10, round=1)
     assert len(kids) == 10 and all(k.family == "worked_examples" and k.operator == "add_examples" for k in kids)
     shown = _demo_queries([k.text for k in kids])
     assert shown and shown <= {f"What is {i} plus 100 for item {i}?" for i in range(0, 12, 2)}
-    assert all(k.text.startswith("Let's think step by step. Q: ") and k.text.endswith(" The answer is:")
-               for k in kids)  # the demonstrations go before the answer trigger
+    assert all(k.text.startswith("Let's think step by step.\nQ: ") and k.text.endswith("\nThe answer is:")
+               for k in kids)  # the demonstrations go before the answer trigger, on lines of their own
     assert all(len(_DEMO.findall(k.text)) == 2 for k in kids)
 
 
@@ -68,7 +68,7 @@ def test_a_response_column_gives_the_shortest_successful_answer() -> None:
     # q00: row 0 (score 1) and row 1 (0.5) qualify at 0.5, row 1's answer is the shorter; row 2 (score 0) never
     assert success_demos(t, min_score=0.5)[0].answer == "Long work. So 100."
     assert success_demos(t)[0].answer == "Long work. Long work. So 100."  # at the top score only row 0
-    assert success_demos(t, answer_column="gold_answer")[0].answer == "100."
+    assert success_demos(t, answer_column="gold_answer")[0].answer == "100"
 
 
 def test_children_of_children_swap_their_demonstrations_and_the_seed_decides() -> None:
@@ -79,7 +79,7 @@ def test_children_of_children_swap_their_demonstrations_and_the_seed_decides() -
     assert [k.text for k in kids] != [k.text for k in other.propose([PARENT], 4, round=1)]
     grand = a.propose(kids[:1], 3, round=2)
     assert grand and all(len(_DEMO.findall(g.text)) == 2 for g in grand)  # swapped, not piled up
-    assert all(g.text.startswith("Let's think step by step. Q: ") for g in grand)
+    assert all(g.text.startswith("Let's think step by step.\nQ: ") for g in grand)
     # the parents' order does not change a parent's children
     p2 = Candidate.seed("Answer:", id="plain")
     x = {k.text for k in _examples(_table()).propose([PARENT, p2], 2, round=1)}
@@ -272,3 +272,28 @@ def test_the_llm_proposer_is_told_what_the_edit_prior_favours(tmp_path: Path) ->
         assert "Known effects" not in srv.bodies[1]["messages"][1]["content"]  # no prior: no claim
     finally:
         srv.shutdown()
+
+
+def test_worked_examples_render_inline_or_as_chat_turns() -> None:
+    """A child's demonstrations read back (generation.templating.split_demos) as the parent's text and its pairs;
+    ``template.demos='turns'`` sends each as a user turn (laid out as the query is) and an assistant turn before
+    the query's; ``inline`` sends the text as it is; a prompt without demonstrations is the same either way."""
+    from cpo_engine.generation.templating import TemplateConfig, build_request, split_demos
+    from cpo_engine.generation.types import RowKey, SamplingConfig
+
+    kid = _examples(_table(), k=2).propose([PARENT], 1, round=1)[0]
+    instruction, demos = split_demos(kid.text)
+    assert instruction == PARENT.text and len(demos) == 2 and demos == _DEMO.findall(kid.text)
+    key, sampling = RowKey("r", "q", "p", 0), SamplingConfig()
+    turns = build_request(TemplateConfig(position="prefix", demos="turns"), key, "What is 7 plus 100?", kid.text, sampling)
+    roles = [m["role"] for m in turns.messages]
+    assert roles == ["user", "assistant", "user", "assistant", "user"]
+    assert turns.messages[0]["content"] == f"{PARENT.text}\n{demos[0][0]}" and turns.messages[1]["content"] == demos[0][1]
+    assert turns.messages[-1]["content"] == f"{PARENT.text}\nWhat is 7 plus 100?"
+    inline = build_request(TemplateConfig(position="prefix"), key, "What is 7 plus 100?", kid.text, sampling)
+    assert [m["content"] for m in inline.messages] == [f"{kid.text}\nWhat is 7 plus 100?"]
+    plain = [build_request(TemplateConfig(position="prefix", demos=d), key, "Q?", PARENT.text, sampling).messages
+             for d in ("inline", "turns")]
+    assert plain[0] == plain[1]
+    with pytest.raises(ConfigError, match="demos='turns' needs template.mode='chat'"):
+        TemplateConfig(mode="completion", demos="turns")

@@ -4,6 +4,13 @@ The prompt can go before the query (``prefix``), after it (``suffix``, how the P
 were made: ``"{query}{prompt}"``), or into the system message (``system``, chat only). The input is
 either one completion string or a list of chat messages. ``format`` overrides the layout with a
 ``str.format`` template over ``{query}`` and ``{prompt}``.
+
+Worked examples in a prompt (``Q: ...`` / ``A: ...`` line pairs, :func:`demo_block`, as the ``examples``
+proposer writes them) stay in the prompt text (``demos="inline"``) or become earlier chat turns
+(``demos="turns"``): each example a user turn (its question laid out with the rest of the prompt, as the query
+is) and an assistant turn (its answer), then the query's own turn; how DSPy puts few-shot demonstrations in a
+chat (its adapters' demos), and on SmolLM2-135M the difference between demonstrations that help and ones it
+copies (bench/results/vs_dspy_*).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from cpo_engine.generation.types import GenerationRequest, RowKey, SamplingConfi
 
 
 POSITIONS = ("suffix", "prefix", "system")
+DEMOS = ("inline", "turns")
+Q_MARK, A_MARK = "Q: ", "A: "
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class TemplateConfig:
         A ``str.format`` template over ``{query}`` and ``{prompt}``; overrides position/separator.
     system : str or None
         A fixed system message (chat mode, positions prefix/suffix).
+    demos : str
+        ``"inline"`` (worked examples stay in the prompt text) or ``"turns"`` (chat mode: each becomes a
+        user turn and an assistant turn before the query's).
     """
 
     position: str = field(default="suffix", metadata={"choices": POSITIONS})
@@ -44,6 +56,7 @@ class TemplateConfig:
     separator: str = "\n"
     format: str | None = None
     system: str | None = None
+    demos: str = field(default="inline", metadata={"choices": DEMOS})
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
@@ -52,6 +65,10 @@ class TemplateConfig:
             raise ConfigError(f"template.mode must be chat or completion, got '{self.mode}'")
         if self.position == "system" and self.mode != "chat":
             raise ConfigError("template.position='system' needs template.mode='chat'")
+        if self.demos not in DEMOS:
+            raise ConfigError(f"template.demos must be inline or turns, got '{self.demos}'")
+        if self.demos == "turns" and self.mode != "chat":
+            raise ConfigError("template.demos='turns' needs template.mode='chat' (a completion input has no turns)")
         if self.format is not None:
             try:
                 self.format.format(query="q", prompt="p")
@@ -72,16 +89,44 @@ def render_user(cfg: TemplateConfig, query: str, prompt: str) -> str:
     return f"{query}{cfg.separator}{prompt}" if prompt else query
 
 
+def demo_block(question: str, answer: str) -> str:
+    """One worked example as a prompt holds it: a ``Q: `` line and an ``A: `` line (whitespace collapsed, so each
+    is one line); :func:`split_demos` reads it back."""
+    return f"{Q_MARK}{' '.join(str(question).split())}\n{A_MARK}{' '.join(str(answer).split())}"
+
+
+def split_demos(prompt: str) -> tuple[str, list[tuple[str, str]]]:
+    r"""``prompt`` as (its text without worked examples, the examples' (question, answer) pairs): a line starting
+    ``Q: `` directly followed by one starting ``A: `` is an example; the other lines, joined by spaces, are the
+    instruction.
+
+    >>> split_demos("Be brief.\nQ: 2 + 3?\nA: 5\nThe answer is:")
+    ('Be brief. The answer is:', [('2 + 3?', '5')])
+    """
+    lines, rest, demos, i = prompt.split("\n"), [], [], 0
+    while i < len(lines):
+        if lines[i].startswith(Q_MARK) and i + 1 < len(lines) and lines[i + 1].startswith(A_MARK):
+            demos.append((lines[i][len(Q_MARK):].strip(), lines[i + 1][len(A_MARK):].strip()))
+            i += 2
+        else:
+            rest.append(lines[i])
+            i += 1
+    return (" ".join(x.strip() for x in rest if x.strip()), demos) if demos else (prompt, [])
+
+
 def build_request(
     cfg: TemplateConfig, key: RowKey, query: str, prompt: str, sampling: SamplingConfig
 ) -> GenerationRequest:
     """Render one (query, prompt, sample) cell into a request."""
-    user = render_user(cfg, query, prompt)
     if cfg.mode == "completion":
-        return GenerationRequest(key=key, text=user, sampling=sampling)
-    system = prompt if cfg.position == "system" else cfg.system
-    messages = ({"role": "system", "content": system},) if system else ()
-    return GenerationRequest(key=key, messages=messages + ({"role": "user", "content": user},), sampling=sampling)
+        return GenerationRequest(key=key, text=render_user(cfg, query, prompt), sampling=sampling)
+    instruction, demos = split_demos(prompt) if cfg.demos == "turns" else (prompt, [])
+    system = instruction if cfg.position == "system" else cfg.system
+    messages: tuple[dict[str, str], ...] = ({"role": "system", "content": system},) if system else ()
+    for q, a in demos:
+        messages += ({"role": "user", "content": render_user(cfg, q, instruction)}, {"role": "assistant", "content": a})
+    return GenerationRequest(key=key, messages=messages + ({"role": "user", "content": render_user(cfg, query, instruction)},),
+                             sampling=sampling)
 
 
 def prefix_order(texts: Sequence[str]) -> np.ndarray:
@@ -107,4 +152,5 @@ def shared_prefix_chars(texts: Sequence[str]) -> int:
     return total
 
 
-__all__ = ["TemplateConfig", "render_user", "build_request", "prefix_order", "shared_prefix_chars"]
+__all__ = ["TemplateConfig", "render_user", "build_request", "demo_block", "split_demos", "prefix_order",
+           "shared_prefix_chars"]

@@ -1,7 +1,8 @@
 """Worked examples: children that add few-shot demonstrations drawn from logged successes, no LLM.
 
-``examples``: each child is its parent plus ``k`` demonstrations ("Q: <query> A: <answer>."), put
-before the parent's answer trigger (a last sentence ending in ``:``), as DSPy's BootstrapFewShot
+``examples``: each child is its parent plus ``k`` demonstrations (a ``Q: <query>`` line and an ``A: <answer>``
+line each: generation.templating.demo_block; ``template.demos`` renders them in the prompt or as earlier chat
+turns), put before the parent's answer trigger (a last sentence ending in ``:``), as DSPy's BootstrapFewShot
 picks demonstrations from traces that passed the metric. A demonstration is a *training* row at the
 top of the score range (``min_score``: default the highest score of the training rows, e.g. 1 for
 0/1 correctness) with an answer: the row's ``response_text`` where the table has one (the model's
@@ -53,7 +54,9 @@ class Demo:
 
     @property
     def text(self) -> str:
-        return f"Q: {self.question} A: {self.answer}"
+        from cpo_engine.generation.templating import demo_block
+
+        return demo_block(self.question, self.answer)
 
 
 def _clean(value: Any) -> str:
@@ -105,7 +108,7 @@ def success_demos(data: Any, *, min_score: float | None = None, answer_column: s
         key, q, a = str(qid), _clean(question), _clean(answer)
         if not (s >= top) or not q or not a:
             continue
-        demo = Demo(key, q, a if a[-1] in ".!?" else a + ".")  # so the answer trigger stays a sentence of its own
+        demo = Demo(key, q, a)
         if len(demo.text.split()) <= max_demo_words and (key not in best or len(a) < len(best[key].answer)):
             best[key] = demo
     return [best[q] for q in sorted(best)]
@@ -159,10 +162,12 @@ class ExamplesProposer:
         return tuple(sorted(chosen))
 
     def compose(self, base: str, picked: Sequence[int]) -> str:
-        """``base`` with the demonstrations ``picked`` before its answer trigger."""
+        """``base`` with the demonstrations ``picked`` before its answer trigger, each on lines of its own (``Q: `` /
+        ``A: ``: the template renders them inline or as chat turns, generation.templating.split_demos)."""
         sents = sentences(base)
         trigger = [sents.pop()] if sents and sents[-1].rstrip().endswith(":") else []
-        return " ".join(s.strip() for s in [*sents, *(self.demos[i].text for i in picked), *trigger] if s.strip())
+        head = " ".join(s.strip() for s in sents if s.strip())
+        return "\n".join(x for x in [head, *(self.demos[i].text for i in picked), " ".join(t.strip() for t in trigger)] if x)
 
     def propose(self, parents: Sequence[Candidate], n_children: int, *, round: int,
                 seen: set[str] | None = None, feedback: dict[str, Feedback] | None = None) -> list[Candidate]:
