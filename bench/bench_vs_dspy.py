@@ -220,14 +220,13 @@ class Bench:
     def step_loopex(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         """`cpo loop` again on the same training and verification queries with the worked-examples proposer
         (``--set proposer.kind=examples``: candidates are the seeds plus demonstrations from training successes,
-        as DSPy's few-shot optimizers add them), its training grid copied from the first loop (the same calls,
-        counted once in ``llm_calls_reported``); its prompts are scored on the test queries."""
+        as DSPy's few-shot optimizers add them), on the first loop's task files (the same queries); its prompts
+        are scored on the test queries."""
         import shutil
 
         a, src, dst = self.a, folder / "loop", folder / "loop_examples"
-        for sub in ("data", "generate"):
-            if not (dst / sub).exists():
-                shutil.copytree(src / sub, dst / sub)
+        if not (dst / "data").exists():
+            shutil.copytree(src / "data", dst / "data")
         cmd = [str(ROOT / ".venv/bin/cpo"), "loop", "--task", task, "--out", str(dst), "--train-queries", str(a.n_train),
                "--verify-queries", str(a.n_verify), "--endpoint", url, "--grader", grader, "--seed", str(a.seed),
                "--set", "proposer.kind=examples"]
