@@ -288,7 +288,9 @@ class Bench:
                "--instruction", loop["seeds"][0]["text"], "--threads", str(a.threads), "--seed", str(a.seed),
                "--max-tokens", str(a.max_tokens if adapter == "plain" else a.chat_max_tokens), "--out", str(out)]
         if optimizer == "gepa":
-            cmd += ["--budget", str(max(50, loop["proxy"]["calls"] - loop["train_calls"]))]
+            # the loop's calls less the seed grid's (a loop step that resumed a finished folder counted fewer)
+            calls = max(loop["proxy"]["calls"], loop["llm_calls_reported"])
+            cmd += ["--budget", str(max(50, calls - loop["train_calls"]))]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         (folder / f"dspy_{step}.log").write_text(p.stdout + p.stderr)
         if not out.is_file():
