@@ -11,10 +11,11 @@ over all verified prompts of the runs given:
 Logged prompts' intervals are the recorded ones (coefficient error only). A searched prompt's interval is
 recomputed with the engine's current prompt-level error (cpo_engine.causal.new_prompt_error) from the residuals
 the round stored in its model/policy.json; its coefficient error is read back from the recorded interval, which
-was ``t_{n-1} sqrt(se^2 + sigma^2)`` with the stored moment ``sigma`` (loop runs of 2026-12-07). No LLM call:
-the measured uplifts are the recorded ones.
+was ``t_{n-1} sqrt(se^2 + sigma^2)`` with the stored moment ``sigma`` (loops run before commit 5d19390). Runs
+given with ``--current`` were made by the current engine: their recorded intervals are taken as they are. No LLM
+call: the measured uplifts are the recorded ones.
 
-    .venv/bin/python bench/loop_coverage.py runs/loop_addition_20261207 runs/loop_comparison_20261207 ...
+    .venv/bin/python bench/loop_coverage.py runs/loop_addition_20261207 ... --current runs/loop_mixed_20261207
 
 Writes bench/results/loop_coverage_<date>.json.
 """
@@ -46,7 +47,7 @@ def coef_se(arm: dict, npe) -> float | None:
     return math.sqrt(max(s2, 0.0)) if s2 > -1e-9 else None
 
 
-def run_rows(folder: Path) -> list[dict]:
+def run_rows(folder: Path, recompute: bool = True) -> list[dict]:
     from cpo_engine.causal.new_prompt_error import LABEL, NewPromptError
 
     report = json.loads((folder / "loop_report.json").read_text())
@@ -66,7 +67,7 @@ def run_rows(folder: Path) -> list[dict]:
                    "measured_ci": [m["ci_low"], m["ci_high"]], "predicted": p["value"],
                    "recorded_ci": [p["ci_low"], p["ci_high"]], "recorded_method": p.get("method")}
             lo, hi = p["ci_low"], p["ci_high"]
-            if a["role"] == "searched" and npe is not None and p.get("method") == LABEL:
+            if recompute and a["role"] == "searched" and npe is not None and p.get("method") == LABEL:
                 se = coef_se(a, npe)
                 if se is None:
                     row["note"] = "recorded interval not the plug-in one (clipped?): kept"
@@ -89,14 +90,17 @@ def share(rows: list[dict], key: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", help="loop output folders (loop_report.json, round-*/model/policy.json)")
+    ap.add_argument("runs", nargs="*", help="loop output folders (loop_report.json, round-*/model/policy.json) made "
+                                            "with the plug-in interval: searched prompts' intervals recomputed")
+    ap.add_argument("--current", action="append", default=[], help="a loop folder made by the current engine: "
+                                                                    "its recorded intervals as they are (repeatable)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    rows = [r for f in a.runs for r in run_rows(Path(f))]
+    rows = [r for f in a.runs for r in run_rows(Path(f))] + [r for f in a.current for r in run_rows(Path(f), False)]
     searched = [r for r in rows if r["role"] == "searched"]
     result = {"bench": "loop_coverage", "command": " ".join([sys.executable, *sys.argv]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "load_average": os.getloadavg(), "runs": a.runs, "level": 0.95,
+              "load_average": os.getloadavg(), "runs": a.runs, "runs_current": a.current, "level": 0.95,
               "all": {"strict": share(rows, "covered"), "allowing_measurement": share(rows, "covered_allowing_measurement")},
               "searched": {"strict": share(searched, "covered"),
                            "allowing_measurement": share(searched, "covered_allowing_measurement")},
