@@ -216,11 +216,13 @@ def test_a_night_searches_only_when_an_llm_can_verify_and_its_worked_examples_sk
     assert len(held) == 80
     text_of = dict(zip(map(str, logs.column("query_id").to_pylist()), logs.column("query_text").to_pylist()))
     held_texts = {text_of[q] for q in held}
-    shown = [t for t in pq.read_table(tmp_path / "examples" / "runs" / "2026-01-01" / "candidates.parquet")
-             .column("text").to_pylist() if "Q: " in t]
-    assert shown, "no candidate holds a worked example"
-    for text in shown:
-        for question in (part.split(" A: ")[0].strip() for part in text.split("Q: ")[1:]):
+    from cpo_engine.generation.templating import split_demos
+
+    shown = [split_demos(t)[1] for t in pq.read_table(tmp_path / "examples" / "runs" / "2026-01-01" /
+                                                      "candidates.parquet").column("text").to_pylist()]
+    assert any(shown), "no candidate holds a worked example"
+    for demos in shown:
+        for question, _ in demos:
             assert question in text_of.values() and question not in held_texts, question
 
 
