@@ -34,6 +34,7 @@ Run (long; in the background): ``INSTALL_DSPY=1 scripts/install_engines.sh`` onc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -83,6 +84,14 @@ def write_test(task: str, n_train: int, n_verify: int, n_test: int, seed: int, f
     return atomic_write_parquet(test, folder / "test_queries.parquet")
 
 
+@functools.lru_cache(maxsize=1)
+def loop_template() -> Any:
+    """The template `cpo loop` renders its calls with (its default LLM section)."""
+    from cpo_engine.settings import LoopConfig
+
+    return LoopConfig().generation.template
+
+
 def ask(url: str, prompt: str, query: str, max_tokens: int) -> str | None:
     """One call in the loop's layout (its template: the prompt, a newline and the query as the user turn, worked
     examples as earlier chat turns; greedy)."""
@@ -90,9 +99,8 @@ def ask(url: str, prompt: str, query: str, max_tokens: int) -> str | None:
 
     from cpo_engine.generation.templating import build_request
     from cpo_engine.generation.types import RowKey, SamplingConfig
-    from cpo_engine.settings import LoopConfig
 
-    req = build_request(LoopConfig().generation.template, RowKey("bench", "q", "p", 0), query, prompt,
+    req = build_request(loop_template(), RowKey("bench", "q", "p", 0), query, prompt,
                         SamplingConfig(temperature=0.0, max_tokens=max_tokens))
     body = {"model": "default", "temperature": 0.0, "top_p": 1.0, "max_tokens": max_tokens,
             "messages": list(req.messages)}

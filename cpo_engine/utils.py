@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -783,7 +784,8 @@ class Registry:
         self.kind, self._package, self._path = kind, package, path
         self._specs: dict[str, Any] = {}
         self._fns: dict[str, Any] = {}
-        self._discovered = False
+        self._discovered = self._loading = False
+        self._lock = threading.RLock()
 
     def add(self, name: str, spec: Any, fn: Any) -> None:
         old = self._fns.get(name)
@@ -821,14 +823,24 @@ class Registry:
         return "; ".join(f"{n}: {text(self.get(n))}" for n in names).replace("%", "%%")
 
     def _discover(self) -> None:
+        """Import the package's modules once. Another thread asking meanwhile waits for the whole list (it used
+        to see an empty registry: the first lookups of two threads at once); a lookup made by a module while it
+        is being imported (the same thread) sees the part registered so far."""
         if self._discovered:
             return
-        self._discovered = True
-        import pkgutil
+        with self._lock:
+            if self._discovered or self._loading:
+                return
+            self._loading = True
+            try:
+                import pkgutil
 
-        for info in pkgutil.iter_modules(self._path):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{self._package}.{info.name}")
+                for info in pkgutil.iter_modules(self._path):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{self._package}.{info.name}")
+                self._discovered = True
+            finally:
+                self._loading = False
 
 
 def _origin(fn: Any) -> str:
