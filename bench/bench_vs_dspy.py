@@ -146,6 +146,12 @@ def paired(a: list[float], b: list[float], seed: int = 0) -> dict[str, Any]:
             "bootstrap_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))], "n": n}
 
 
+def last_round(rep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A loop report's last outcome and the arm that measured best on that round's verification queries."""
+    arms = rep["rounds"][-1]["verification"]["arms"]
+    return rep["outcome"][-1], max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
@@ -213,9 +219,7 @@ class Bench:
             raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
         rep = json.loads((folder / "loop" / "loop_report.json").read_text())
         write_test(task, a.n_train, a.n_verify, a.n_test, a.seed, folder, folder / "loop" / "data")
-        out = rep["outcome"][-1]
-        arms = rep["rounds"][-1]["verification"]["arms"]
-        best_arm = max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
+        out, best_arm = last_round(rep)
         return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "seeds": rep["seeds"],
                 "train_calls": sum(s["n"] for s in rep["seeds"]),
                 "final": rep.get("final"), "incumbent": rep["rounds"][-1].get("incumbent"),
@@ -243,9 +247,7 @@ class Bench:
         if p.returncode != 0:
             raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
         rep = json.loads((dst / "loop_report.json").read_text())
-        out = rep["outcome"][-1]
-        arms = rep["rounds"][-1]["verification"]["arms"]
-        best_arm = max((x for x in arms if x.get("value")), key=lambda x: x["value"]["value"])
+        out, best_arm = last_round(rep)
         prompts = {"loopex_final": rep["final"]["text"], "loopex_top_searched": out.get("searched", {}).get("text"),
                    "loopex_best_verified": best_arm["text"]}
         prompts = {k: v for k, v in prompts.items() if v}
