@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from counting_proxy import CountingProxy  # noqa: E402
 
-DEFAULT_STEPS = ("loop", "seeds", "final", "loopex", "mipro-plain", "bootstrap-plain", "mipro-chat", "bootstrap-chat",
-                 "gepa-plain")
+DEFAULT_STEPS = ("loop", "seeds", "final", "loopex", "mipro-plain", "matched", "bootstrap-plain", "mipro-chat",
+                 "bootstrap-chat", "gepa-plain")
 
 
 def task_grader(task: str) -> str:
@@ -75,13 +75,18 @@ def write_test(task: str, n_train: int, n_verify: int, n_test: int, seed: int, f
         raise SystemExit(f"task {task}: {pool} queries leave {n_test} test queries after {n_train} training + "
                          f"{n_verify} verification; lower --n-train/--n-verify")
     _, (test,) = draw_queries(TaskConfig(kind=task, n_train=pool - n_test, n_verify=n_test, seed=seed))
+    assert_disjoint(task, test, loop_data)
+    return atomic_write_parquet(test, folder / "test_queries.parquet")
+
+
+def assert_disjoint(task: str, test: Any, loop_data: Path) -> None:
+    """Stop when a test query is among a loop's training or verification queries (``loop_data``: its task files)."""
     seen = set()
     for f in ("train_queries.parquet", "verify_queries_0.parquet"):
         seen |= set(pq.read_table(loop_data / f, columns=["query_id"]).column(0).to_pylist())
     clash = seen & set(test.column("query_id").to_pylist())
     if clash:
         raise SystemExit(f"task {task}: {len(clash)} test queries are among the loop's ({sorted(clash)[:3]})")
-    return atomic_write_parquet(test, folder / "test_queries.parquet")
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,6 +151,15 @@ def paired(a: list[float], b: list[float], seed: int = 0) -> dict[str, Any]:
             "bootstrap_ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))], "n": n}
 
 
+def matched_n_verify(target: int, train_calls: int, loop_calls: int, n_verify: int) -> int:
+    """Verification queries that bring a loop to ``target`` calls: the first loop spent ``loop_calls - train_calls``
+    on ``n_verify`` queries (one call per arm and query), so each query costs that over ``n_verify``."""
+    per_query = (loop_calls - train_calls) / n_verify
+    if per_query <= 0:
+        raise SystemExit(f"the loop made no verification calls ({loop_calls} in all, {train_calls} on the seeds)")
+    return max(n_verify, int((target - train_calls) // per_query))
+
+
 def last_round(rep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A loop report's last outcome and the arm that measured best on that round's verification queries."""
     arms = rep["rounds"][-1]["verification"]["arms"]
@@ -188,7 +202,7 @@ class Bench:
                 print(f"[{task}] {step}: skipped (no loop report)", flush=True)
                 continue
             f = self.step_file(task, step)
-            if not f.is_file() and a.report_only:
+            if not f.is_file() and (a.report_only or (a.run and step not in a.run.split(","))):
                 continue
             if not f.is_file():
                 print(f"[{task}] {step} ... ({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})",
@@ -229,32 +243,54 @@ class Bench:
                                       "value": best_arm["value"]["value"]},
                 "timings_s": rep.get("timings_s")}
 
+    def loop_variant(self, task: str, url: str, grader: str, folder: Path, name: str, sub: str, n_verify: int,
+                     extra: list[str], copy_data: bool) -> dict[str, Any]:
+        """`cpo loop` again in ``folder/sub`` on the same training queries (``extra``: its other flags; the first
+        loop's task files copied when ``copy_data``), its recommended, top searched and best verified prompts
+        scored on the test queries (prefixed ``name``)."""
+        import shutil
+
+        a, dst = self.a, folder / sub
+        if copy_data and not (dst / "data").exists():
+            shutil.copytree(folder / "loop" / "data", dst / "data")
+        cmd = [str(ROOT / ".venv/bin/cpo"), "loop", "--task", task, "--out", str(dst), "--train-queries", str(a.n_train),
+               "--verify-queries", str(n_verify), "--endpoint", url, "--grader", grader, "--seed", str(a.seed), *extra]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        (folder / f"{sub}.log").write_text(p.stdout + p.stderr)
+        if p.returncode != 0:
+            raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
+        rep = json.loads((dst / "loop_report.json").read_text())
+        out, best_arm = last_round(rep)
+        prompts = {f"{name}_final": rep["final"]["text"], f"{name}_top_searched": out.get("searched", {}).get("text"),
+                   f"{name}_best_verified": best_arm["text"]}
+        prompts = {k: v for k, v in prompts.items() if v}
+        test = pq.read_table(folder / "test_queries.parquet")
+        assert_disjoint(task, test, dst / "data")
+        test = test.to_pylist()
+        return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "n_verify": n_verify,
+                "final": rep["final"], "promoted": (out.get("promoted") or {}).get("text"), "prompts": prompts,
+                "scores": run_prompts(url, prompts, test, grader, a.max_tokens, a.threads)}
+
     def step_loopex(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         """`cpo loop` again on the same training and verification queries with the worked-examples proposer
         (``--set proposer.kind=examples``: candidates are the seeds plus demonstrations from training successes,
         as DSPy's few-shot optimizers add them), on the first loop's task files (the same queries); its prompts
         are scored on the test queries."""
-        import shutil
+        return self.loop_variant(task, url, grader, folder, "loopex", "loop_examples", self.a.n_verify,
+                                 ["--set", "proposer.kind=examples"], copy_data=True)
 
-        a, src, dst = self.a, folder / "loop", folder / "loop_examples"
-        if not (dst / "data").exists():
-            shutil.copytree(src / "data", dst / "data")
-        cmd = [str(ROOT / ".venv/bin/cpo"), "loop", "--task", task, "--out", str(dst), "--train-queries", str(a.n_train),
-               "--verify-queries", str(a.n_verify), "--endpoint", url, "--grader", grader, "--seed", str(a.seed),
-               "--set", "proposer.kind=examples"]
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        (folder / "loop_examples.log").write_text(p.stdout + p.stderr)
-        if p.returncode != 0:
-            raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
-        rep = json.loads((dst / "loop_report.json").read_text())
-        out, best_arm = last_round(rep)
-        prompts = {"loopex_final": rep["final"]["text"], "loopex_top_searched": out.get("searched", {}).get("text"),
-                   "loopex_best_verified": best_arm["text"]}
-        prompts = {k: v for k, v in prompts.items() if v}
-        test = pq.read_table(folder / "test_queries.parquet").to_pylist()
-        return {"cmd": " ".join(cmd), "llm_calls_reported": rep["budget"]["llm_calls"], "final": rep["final"],
-                "promoted": (out.get("promoted") or {}).get("text"), "prompts": prompts,
-                "scores": run_prompts(url, prompts, test, grader, a.max_tokens, a.threads)}
+    def step_matched(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        """`cpo loop` at the call budget of a DSPy step (``--match``, default MIPROv2 with the plain adapter): the
+        same training queries and search, and as many verification queries as the extra calls pay for
+        (verification costs one call per arm and query), so the loop spends what DSPy spent."""
+        loop = json.loads(self.step_file(task, "loop").read_text())
+        match = self.step_file(task, self.a.match)
+        if not match.is_file():
+            raise SystemExit(f"[{task}] step matched needs step {self.a.match} first (its calls are the budget)")
+        target = json.loads(match.read_text())["compile_calls"] + loop["train_calls"]
+        n_verify = matched_n_verify(target, loop["train_calls"], loop["llm_calls_reported"], self.a.n_verify)
+        data = self.loop_variant(task, url, grader, folder, "matched", "loop_matched", n_verify, [], copy_data=False)
+        return data | {"match": self.a.match, "target_calls": target}
 
     def step_seeds(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         loop = json.loads(self.step_file(task, "loop").read_text())
@@ -292,6 +328,7 @@ class Bench:
         loop = json.loads(self.step_file(task, "loop").read_text())
         data = folder / "loop" / "data"
         out = folder / f"dspy_{step}.json"
+        out.unlink(missing_ok=True)  # a failed run must not leave an older run's result to be read as its own
         cmd = [a.dspy_python, str(ROOT / "bench" / "dspy_side.py"), "--base-url", url, "--train",
                str(data / "train_queries.parquet"), "--val", str(data / "verify_queries_0.parquet"), "--test",
                str(folder / "test_queries.parquet"), "--grader", grader, "--optimizer", optimizer, "--adapter", adapter,
@@ -349,19 +386,22 @@ def summarize(res: dict[str, Any]) -> None:
         add("cpo_loop_best_verified", sc[key], loop_calls,
             "arm with the best mean on the loop's own verification queries, picked without the promotion rule: "
             f"{loop['best_verified_arm']['text']!r}")
-    ex = steps.get("loopex")
-    if ex and "error" not in ex:
-        calls = ex["llm_calls_reported"]
-        add("cpo_loop_examples", ex["scores"]["loopex_final"], calls,
-            f"the loop with the worked-examples proposer, its recommended prompt ({ex['final']['how']}): "
-            f"{ex['final']['text'][:300]!r}")
-        if "loopex_top_searched" in ex["scores"]:
-            add("cpo_loop_examples_top_searched", ex["scores"]["loopex_top_searched"], calls,
-                f"its top searched prompt: {ex['prompts']['loopex_top_searched'][:300]!r}")
-        add("cpo_loop_examples_best_verified", ex["scores"]["loopex_best_verified"], calls,
-            f"its arm best on its own verification queries: {ex['prompts']['loopex_best_verified'][:300]!r}")
+    variants = {"matched": ("cpo_loop_matched", "the loop at {match}'s budget ({n_verify} verification queries)"),
+                "loopex": ("cpo_loop_examples", "the loop with the worked-examples proposer")}
+    for step, (name, what) in variants.items():
+        ex = steps.get(step)
+        if not ex or "error" in ex:
+            continue
+        calls, what = ex["llm_calls_reported"], what.format(**ex)
+        add(name, ex["scores"][f"{step}_final"], calls,
+            f"{what}, its recommended prompt ({ex['final']['how']}): {ex['final']['text'][:300]!r}")
+        if f"{step}_top_searched" in ex["scores"]:
+            add(f"{name}_top_searched", ex["scores"][f"{step}_top_searched"], calls,
+                f"its top searched prompt: {ex['prompts'][f'{step}_top_searched'][:300]!r}")
+        add(f"{name}_best_verified", ex["scores"][f"{step}_best_verified"], calls,
+            f"its arm best on its own verification queries: {ex['prompts'][f'{step}_best_verified'][:300]!r}")
     for step, d in steps.items():
-        if step in ("loop", "seeds", "final", "loopex"):
+        if step in ("loop", "seeds", "final", *variants):
             continue
         if "test" not in d:
             methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"), "llm_calls":
@@ -422,6 +462,7 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=60)
     ap.add_argument("--n-verify", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--match", default="mipro-plain", help="the DSPy step whose calls the matched loop spends")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--chat-max-tokens", type=int, default=48)
@@ -430,6 +471,8 @@ def main() -> int:
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--date", default=None, help="results file date (default: today, UTC)")
     ap.add_argument("--dspy-python", default=str(ROOT / ".venv-dspy" / "bin" / "python"))
+    ap.add_argument("--run", default=None, help="run only these of --steps (comma-separated; the rest are read from "
+                    "their files when finished): queues steps across tasks in the order one wants")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the results from the finished steps' files; no server, no LLM call")
     a = ap.parse_args()

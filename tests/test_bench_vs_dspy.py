@@ -155,3 +155,24 @@ def test_summary_reports_what_the_loop_recommends_and_its_calls_when_resumed() -
     res["steps"]["final"] = {"prompts": {"loop_final": "S"}, "scores": {"loop_final": [1.0, 1.0, 1.0, 1.0]}}
     bench.summarize(res)
     assert res["methods"]["cpo_loop"]["test_mean"] == 1.0 and "promoted" in res["methods"]["cpo_loop"]["what"]
+    # the loop at a DSPy step's budget is its own method, with the calls it made
+    res["steps"]["matched"] = {"llm_calls_reported": 54, "n_verify": 8, "match": "mipro-plain",
+                               "final": {"text": "B", "how": "promoted in round 0"},
+                               "prompts": {"matched_top_searched": "A. More.", "matched_best_verified": "B"},
+                               "scores": {"matched_final": [0.0, 0.0, 1.0, 0.0],
+                                          "matched_top_searched": [0.0, 0.0, 0.0, 1.0],
+                                          "matched_best_verified": [0.0, 0.0, 1.0, 0.0]}}
+    bench.summarize(res)
+    mm = res["methods"]["cpo_loop_matched"]
+    assert mm["llm_calls"] == 54 and mm["test_mean"] == 0.25 and mm["vs_best_seed"]["diff"] == -0.5
+    assert "mipro-plain's budget (8 verification queries)" in mm["what"]
+
+
+def test_matched_loop_buys_as_many_verification_queries_as_the_budget_pays_for() -> None:
+    """720 calls = 360 on the seeds + 9 arms x 40 queries; 934 calls pay for 63 queries (567 calls), not 64."""
+    bench = _mod("bench_vs_dspy")
+    assert bench.matched_n_verify(934, 360, 720, 40) == 63
+    assert bench.matched_n_verify(720, 360, 720, 40) == 40
+    assert bench.matched_n_verify(500, 360, 720, 40) == 40  # never fewer than the loop it is matched against
+    with pytest.raises(SystemExit, match="no verification calls"):
+        bench.matched_n_verify(900, 360, 360, 40)
