@@ -196,6 +196,21 @@ def loop_tasks(paths: list[Path]) -> list[str]:
     return out + [""]
 
 
+def cs_replay(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    out = [f"## Sequential verifications replayed with the betting confidence sequence (`{path.relative_to(ROOT)}`)",
+           "", f"`bench/cs_replay.py` on each finished loop's stored rows (no LLM call): the rule of `{d['old_rev']}` "
+           "(empirical-Bernstein CS; its replay is checked to take the recorded decisions) against this checkout's "
+           "(hedged betting CS), same alpha, budget and batch.", "",
+           "| verification | queries x candidates | detectable uplift, old -> new | calls, old -> new | promoted, old | "
+           "promoted, new |", "|---|---|---|---|---|---|"]
+    for r in d["rounds"]:
+        out.append(f"| `{r['verify_dir']}` | {r['queries']} x {r['candidates']} | {r['old']['detectable']:.3f} -> "
+                   f"{r['new']['detectable']:.3f} | {r['old']['calls']} -> {r['new']['calls']} | "
+                   f"{', '.join(r['old']['promoted']) or '-'} | {', '.join(r['new']['promoted']) or '-'} |")
+    return out + [""]
+
+
 def vs_dspy(path: Path) -> list[str]:
     d = json.loads(path.read_text())
     out = [f"## `cpo loop` vs DSPy on the same fresh queries (`{path.relative_to(ROOT)}`)", "",
@@ -234,6 +249,9 @@ def main() -> int:
     p = latest("loop_coverage_*.json")
     if p is not None:
         parts += loop_coverage(p)
+    p = latest("cs_replay_*.json")
+    if p is not None:
+        parts += cs_replay(p)
     p = latest("vs_dspy_*.json")
     if p is not None:
         parts += vs_dspy(p)

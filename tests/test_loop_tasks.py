@@ -237,7 +237,7 @@ def test_the_loop_verifies_sequentially_on_200_queries_and_prints_its_power_firs
     # 60 x 6 seeds, then 200 queries x (6 seeds + 3 searched)
     assert "LLM budget: at most 2160 calls (360 for the training triplets" in printed.out
     assert ("verification (sequential, each round): with this budget (200 paired queries per candidate if none "
-            "stops early, 8 candidate(s), false promotions <= 0.05 overall) you can detect an uplift of 0.181 or "
+            "stops early, 8 candidate(s), false promotions <= 0.05 overall) you can detect an uplift of 0.143 or "
             "more") in printed.out
     assert pq.read_table(out / "data" / "verify_queries_0.parquet").num_rows == 200
     assert set(pq.read_table(out / "data" / "train_queries.parquet")["task"].to_pylist()) == {"sentiment"}

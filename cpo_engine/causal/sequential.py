@@ -2,13 +2,21 @@
 difference of a candidate prompt and the incumbent, a budgeted stopping rule over several candidates with
 false promotions controlled across all of them, and the uplift a budget can detect.
 
-The confidence sequence is the predictable plug-in empirical-Bernstein CS (PrPl-EB) of
-Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting", JRSS-B 86(1), 2024
-(arXiv:2010.09686), Theorem 2 with the plug-in of their eq. (13)-(15): for X_i in [0, 1] with common mean
-mu, ``P(exists t: mu not in C_t) <= alpha``. Paired differences d = y_cand - y_inc in [-1, 1] (scores in
-[0, 1]) enter as x = (d + 1) / 2. Because the guarantee holds simultaneously over all t, one may look after
-every query and stop whenever one likes; a fixed-n interval looked at after every query does not keep its
-level (tests/test_sequential_verify.py checks both).
+The confidence sequence is the hedged-capital betting CS of Waudby-Smith & Ramdas, "Estimating means of
+bounded random variables by betting", JRSS-B 86(1), 2024 (arXiv:2010.09686), Theorem 3: for X_i in [0, 1]
+with common mean mu and each candidate mean m, two wealth processes bet that the mean is above or below m,
+``K+_t(m) = prod (1 + l+_i(m) (X_i - m))`` and ``K-_t(m) = prod (1 - l-_i(m) (X_i - m))``; their average is
+a nonnegative martingale at m = mu, so ``C_t = {m : (K+_t(m) + K-_t(m)) / 2 < 1 / alpha}`` satisfies
+``P(exists t: mu not in C_t) <= alpha`` (Ville's inequality). The bets are predictable: ``l+_i(m) =
+min(l_i, c / m)``, ``l-_i(m) = min(l_i, c / (1 - m))`` with ``c = 3/4`` and ``l_i = sqrt(2 log(2/alpha) /
+(sigma2_{i-1} n))``, the paper's plug-in tuned to the planned number of queries n (any predictable bet keeps
+the guarantee; tuning to n only makes the CS narrowest there), ``sigma2_{i-1}`` the shrunk running variance
+of their eq. (13)-(15). C_t is computed on a grid of m and widened by one grid step each side, so it only
+errs wide. At 63 queries per candidate and 8 candidates it is about half as wide as the empirical-Bernstein
+CS this module used before (tests/test_sequential_verify.py). Paired differences d = y_cand - y_inc in
+[-1, 1] (scores in [0, 1]) enter as x = (d + 1) / 2. Because the guarantee holds simultaneously over all t,
+one may look after every query and stop whenever one likes; a fixed-n interval looked at after every query
+does not keep its level (the tests check both).
 
 Pure numpy; :mod:`cpo_engine.workflows.verify` drives it with LLM calls, the tests with simulated ones.
 """
@@ -24,48 +32,80 @@ import numpy as np
 
 from cpo_engine.exceptions import ConfigError
 
-#: cap on the betting fraction (the paper's c in (0, 1); 1/2 is their default)
-LAMBDA_CAP = 0.5
+#: the paper's c: a bet on mean m stakes at most c / m (or c / (1 - m)) of the wealth
+LAMBDA_CAP = 0.75
+#: candidate means on the [0, 1] scale (cell centres; the difference scale's resolution is 2 / GRID)
+GRID = 1000
 
 
-def _psi(lam: np.ndarray) -> np.ndarray:
-    """psi_E(lambda) = (-log(1 - lambda) - lambda) / 4."""
-    return (-np.log1p(-lam) - lam) / 4.0
+class ConfSeq:
+    """The hedged betting CS (module docstring) of ``k`` sequences of paired differences at once, updated one
+    difference each at a time (O(k x grid) a step); ``lower``/``upper`` on the difference scale [-1, 1], the
+    running intersection over time (still valid: sets that all hold together intersect to one that holds).
 
-
-def _lambdas(t: np.ndarray, var_prev: np.ndarray, alpha: float) -> np.ndarray:
-    return np.minimum(np.sqrt(2.0 * math.log(2.0 / alpha) / (var_prev * t * np.log1p(t))), LAMBDA_CAP)
-
-
-def eb_cs(x: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The PrPl-EB confidence sequence for the mean of ``x`` in [0, 1] along its last axis.
-
-    Returns ``(lower, upper)`` of the same shape as ``x``: the CS after 1, 2, ... observations,
-    intersected over time (still valid: the intersection of sets that all hold together holds).
-    Leading axes are independent sequences (replications, candidates).
+    ``horizon``: the planned number of differences per sequence, which the bets are tuned to (None: the paper's
+    untuned schedule ``t log(1 + t)``, narrowest for no n in particular).
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1):
-        raise ValueError("eb_cs needs observations in [0, 1]; rescale paired differences with (d + 1) / 2")
-    t = np.arange(1, x.shape[-1] + 1, dtype=np.float64)
-    csum = np.cumsum(x, axis=-1)
-    mu_hat = (0.5 + csum) / (t + 1)                                   # mu_hat_t
-    mu_prev = np.concatenate([np.full(x.shape[:-1] + (1,), 0.5), mu_hat[..., :-1]], axis=-1)
-    var_hat = (0.25 + np.cumsum((x - mu_hat) ** 2, axis=-1)) / (t + 1)  # sigma_hat^2_t
-    var_prev = np.concatenate([np.full(x.shape[:-1] + (1,), 0.25), var_hat[..., :-1]], axis=-1)
-    lam = _lambdas(t, var_prev, alpha)
-    s_lam = np.cumsum(lam, axis=-1)
-    center = np.cumsum(lam * x, axis=-1) / s_lam
-    width = (math.log(2.0 / alpha) + np.cumsum(4.0 * (x - mu_prev) ** 2 * _psi(lam), axis=-1)) / s_lam
-    lower = np.maximum.accumulate(np.clip(center - width, 0.0, 1.0), axis=-1)
-    upper = np.minimum.accumulate(np.clip(center + width, 0.0, 1.0), axis=-1)
-    return lower, upper
+
+    def __init__(self, alpha: float, k: int = 1, horizon: int | None = None, grid: int = GRID) -> None:
+        if not 0 < alpha < 1 or grid < 10 or (horizon is not None and horizon < 1):
+            raise ConfigError(f"a confidence sequence needs 0 < alpha < 1, grid >= 10 and horizon >= 1; got {alpha}, "
+                              f"{grid}, {horizon}")
+        self.log_term, self.log_thr, self.horizon = math.log(2.0 / alpha), math.log(1.0 / alpha), horizon
+        self.m = (np.arange(grid) + 0.5) / grid
+        self.cap_up, self.cap_down = LAMBDA_CAP / self.m, LAMBDA_CAP / (1.0 - self.m)
+        self.log_up, self.log_down = np.zeros((k, grid)), np.zeros((k, grid))
+        z = np.zeros(k)
+        self.n, self.sum_x, self.sum_sq, self.var = z.copy(), z.copy(), z.copy(), z + 0.25
+        self.lower, self.upper = z - 1.0, z + 1.0
+
+    def update(self, d: np.ndarray) -> None:
+        """One difference per sequence (NaN: none for that one this step)."""
+        d = np.asarray(d, dtype=np.float64).reshape(-1)
+        ok = np.isfinite(d)
+        x, t = np.where(ok, (d + 1.0) / 2.0, 0.5), self.n + 1
+        scale = float(self.horizon) if self.horizon else t * np.log1p(t)
+        lam = np.where(ok, np.sqrt(2.0 * self.log_term / (self.var * scale)), 0.0)[:, None]
+        gap = np.subtract(x[:, None], self.m)
+        for log_w, cap, sign in ((self.log_up, self.cap_up, 1.0), (self.log_down, self.cap_down, -1.0)):
+            bet = np.minimum(lam, cap)
+            bet *= gap
+            if sign < 0:
+                np.negative(bet, out=bet)
+            log_w += np.log1p(bet, out=bet)
+        self.n, self.sum_x = np.where(ok, t, self.n), self.sum_x + np.where(ok, x, 0.0)
+        mu = (0.5 + self.sum_x) / (self.n + 1)
+        self.sum_sq += np.where(ok, (x - mu) ** 2, 0.0)
+        self.var = np.where(ok, (0.25 + self.sum_sq) / (self.n + 1), self.var)
+        inside = np.logaddexp(self.log_up, self.log_down, out=gap) < self.log_thr + math.log(2.0)
+        some = inside.any(axis=1)
+        g = self.m.size
+        first, last = inside.argmax(axis=1), g - 1 - inside[:, ::-1].argmax(axis=1)
+        lo = np.where(first > 0, self.m[np.maximum(first - 1, 0)], 0.0)       # one grid step wide each side
+        hi = np.where(last < g - 1, self.m[np.minimum(last + 1, g - 1)], 1.0)
+        upd = ok & some  # an empty set (possible only on a miss) leaves the last interval
+        self.lower = np.where(upd, np.maximum(self.lower, 2.0 * lo - 1.0), self.lower)
+        self.upper = np.where(upd, np.minimum(self.upper, 2.0 * hi - 1.0), self.upper)
+
+    def decisions(self, margin: float) -> np.ndarray:
+        """+1 decided better (lower end above ``margin``), -1 decided worse (upper end below 0), 0 undecided."""
+        return np.where((self.n > 0) & (self.lower > margin), 1, np.where((self.n > 0) & (self.upper < 0), -1, 0))
 
 
-def diff_cs(d: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`eb_cs` for paired differences in [-1, 1] (the CS of their mean, on the difference scale)."""
-    lo, hi = eb_cs((np.asarray(d, dtype=np.float64) + 1.0) / 2.0, alpha)
-    return 2.0 * lo - 1.0, 2.0 * hi - 1.0
+def diff_cs(d: np.ndarray, alpha: float = 0.05, horizon: int | None = None,
+            grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The CS of :class:`ConfSeq` for paired differences ``d`` in [-1, 1] along the last axis: ``(lower, upper)``
+    after 1, 2, ... differences, the shape of ``d`` (leading axes: independent sequences, e.g. replications)."""
+    d = np.asarray(d, dtype=np.float64)
+    if d.size and (np.nanmin(d) < -1 or np.nanmax(d) > 1):
+        raise ValueError("diff_cs needs paired differences in [-1, 1] (scores in [0, 1])")
+    flat = d.reshape(-1, d.shape[-1])
+    cs = ConfSeq(alpha, flat.shape[0], horizon, grid)
+    lo, hi = np.empty_like(flat), np.empty_like(flat)
+    for i in range(flat.shape[1]):
+        cs.update(flat[:, i])
+        lo[:, i], hi[:, i] = cs.lower, cs.upper
+    return lo.reshape(d.shape), hi.reshape(d.shape)
 
 
 def cs_alpha(alpha: float, m: int) -> float:
@@ -77,21 +117,36 @@ def cs_alpha(alpha: float, m: int) -> float:
 # ------------------------------------------------------------------------------------ power
 
 
-def planned_width(n: int, sd: float, alpha: float) -> tuple[float, float]:
-    """Half-width of the difference-scale CS after ``n`` paired queries when the differences have sd ``sd``
-    (plugged in as the variance estimate), and the sd of its centre (a lambda-weighted mean)."""
-    t = np.arange(1, n + 1, dtype=np.float64)
-    var_x = max(sd, 1e-3) ** 2 / 4.0
-    lam = _lambdas(t, np.full_like(t, var_x), alpha)
-    width = (math.log(2.0 / alpha) + np.sum(4.0 * var_x * _psi(lam))) / lam.sum()
-    return 2.0 * float(width), float(sd * np.sqrt(np.sum(lam ** 2)) / lam.sum())
+def _three_point(uplift: float, sd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paired differences in {-1, 0, 1} with mean ``uplift`` and sd ``sd`` (0/1 grades): values, probabilities."""
+    v = min(max(sd * sd, abs(uplift) * (1.0 - abs(uplift))), 1.0 - uplift * uplift)  # the feasible variances
+    p = np.array([(v + uplift * uplift - uplift) / 2.0, 1.0 - v - uplift * uplift, (v + uplift * uplift + uplift) / 2.0])
+    return np.array([-1.0, 0.0, 1.0]), np.clip(p, 0.0, 1.0)
+
+
+def power_at(uplift: float, n: int, sd: float, alpha: float) -> float:
+    """Probability that the CS's lower end is above 0 after ``n`` paired differences of mean ``uplift`` and sd
+    ``sd`` (three-point law, :func:`_three_point`): a normal approximation of the log wealth betting against
+    m = 1/2 (difference 0), the bet fixed at its tuned value with the variance known."""
+    vals, p = _three_point(uplift, sd)
+    x = (vals + 1.0) / 2.0
+    var_x = max(float(p @ (x - p @ x) ** 2), 1e-6)
+    lam = min(math.sqrt(2.0 * math.log(2.0 / alpha) / (var_x * n)), LAMBDA_CAP / 0.5)
+    step = np.log1p(lam * (x - 0.5))
+    mean, spread = float(p @ step), float(np.sqrt(max(p @ (step - p @ step) ** 2, 1e-12)))
+    return NormalDist().cdf((n * mean - math.log(2.0 / alpha)) / (math.sqrt(n) * spread))
 
 
 def detectable_uplift(n: int, sd: float, alpha: float, power: float = 0.8) -> float:
-    """The smallest uplift the CS separates from 0 by query ``n`` with probability about ``power``: its
-    half-width at ``n`` plus the ``power`` quantile of its centre's noise (a stop before ``n`` only adds)."""
-    width, centre_sd = planned_width(n, sd, alpha)
-    return min(width + NormalDist().inv_cdf(power) * centre_sd, 2.0)
+    """The smallest uplift the CS separates from 0 by query ``n`` with probability about ``power``
+    (:func:`power_at`, bisection; a stop before ``n`` and the running intersection only add)."""
+    lo, hi = 0.0, 1.0
+    if power_at(hi, n, sd, alpha) < power:
+        return 2.0
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        lo, hi = (lo, mid) if power_at(mid, n, sd, alpha) >= power else (mid, hi)
+    return hi
 
 
 # ------------------------------------------------------------------------------ the procedure
@@ -154,7 +209,7 @@ def sequential_verify(draw: Callable[[Sequence[int], int, int], np.ndarray], m: 
                           f"0 < alpha < 1; got m={m}, batch={batch}, budget={budget_calls}, alpha={alpha}")
     a = cs_alpha(alpha, m)
     n_plan = min(planned_queries(budget_calls, m, samples), n_queries)
-    cs, sums = ConfSeq(a, m), np.zeros(m)
+    cs, sums = ConfSeq(a, m, horizon=max(n_plan, 1)), np.zeros(m)
     decided = np.zeros(m, dtype=np.int64)
     spent, own, start, looks, history = 0, np.zeros(m, dtype=np.int64), 0, 0, []
     while True:
@@ -185,41 +240,6 @@ def sequential_verify(draw: Callable[[Sequence[int], int, int], np.ndarray], m: 
     return SequentialResult(out, spent, looks, alpha, a, detectable_uplift(max(n_plan, 1), sd, a), sd, n_plan, history)
 
 
-class ConfSeq:
-    """The PrPl-EB CS of :func:`diff_cs` for ``k`` sequences at once, updated one paired difference each at a
-    time (O(k) a step; the same numbers, tests/test_sequential_verify.py pins one to the other)."""
-
-    def __init__(self, alpha: float, k: int = 1) -> None:
-        self.log_term = math.log(2.0 / alpha)
-        z = np.zeros(k)
-        self.n, self.sum_x, self.sum_sq, self.mu, self.var = z.copy(), z.copy(), z.copy(), z + 0.5, z + 0.25
-        self.s_lam, self.s_lam_x, self.s_pen = z.copy(), z.copy(), z.copy()
-        self.lower, self.upper = z - 1.0, z + 1.0
-
-    def update(self, d: np.ndarray) -> None:
-        """One difference per sequence (NaN: none for that one this step)."""
-        d = np.asarray(d, dtype=np.float64).reshape(-1)
-        ok = np.isfinite(d)
-        x, t = np.where(ok, (d + 1.0) / 2.0, 0.5), self.n + 1
-        lam = np.where(ok, np.minimum(np.sqrt(2.0 * self.log_term / (self.var * t * np.log1p(t))), LAMBDA_CAP), 0.0)
-        self.s_pen += 4.0 * (x - self.mu) ** 2 * _psi(lam)
-        self.s_lam += lam
-        self.s_lam_x += lam * x
-        self.n, self.sum_x = np.where(ok, t, self.n), self.sum_x + np.where(ok, x, 0.0)
-        self.mu = np.where(ok, (0.5 + self.sum_x) / (self.n + 1), self.mu)
-        self.sum_sq += np.where(ok, (x - self.mu) ** 2, 0.0)
-        self.var = np.where(ok, (0.25 + self.sum_sq) / (self.n + 1), self.var)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centre, width = self.s_lam_x / self.s_lam, (self.log_term + self.s_pen) / self.s_lam
-            lo, hi = 2.0 * np.clip(centre - width, 0.0, 1.0) - 1.0, 2.0 * np.clip(centre + width, 0.0, 1.0) - 1.0
-        self.lower = np.where(ok, np.maximum(self.lower, lo), self.lower)
-        self.upper = np.where(ok, np.minimum(self.upper, hi), self.upper)
-
-    def decisions(self, margin: float) -> np.ndarray:
-        """+1 decided better (lower end above ``margin``), -1 decided worse (upper end below 0), 0 undecided."""
-        return np.where((self.n > 0) & (self.lower > margin), 1, np.where((self.n > 0) & (self.upper < 0), -1, 0))
-
-
 def power_statement(res: SequentialResult, samples: int = 1) -> str:
     """Before spending: the uplift this budget can detect."""
     return (f"with this budget ({res.n_planned} paired queries per candidate if none stops early, "
@@ -236,5 +256,5 @@ def plan_statement(n_planned: int, m: int, alpha: float, sd: float) -> str:
             f"sd {sd:g})")
 
 
-__all__ = ["eb_cs", "diff_cs", "cs_alpha", "planned_width", "detectable_uplift", "sequential_verify",
+__all__ = ["diff_cs", "cs_alpha", "power_at", "detectable_uplift", "sequential_verify",
            "SequentialResult", "CandidateOutcome", "ConfSeq", "planned_queries", "power_statement", "plan_statement"]

@@ -63,8 +63,8 @@ def run_sequential(queries: pa.Table, arms: Sequence[Any], cfg: Any,
            "errors_total": int(sum(g.get("errors_total", 0) for g in gens)),
            **{k: sum(g.get(k, 0) for g in gens) for k in ("generated", "errors", "prompt_tokens", "completion_tokens",
                                                            "wall_s")}}
-    section = {"design": "sequential", "rule": "anytime-valid empirical-Bernstein confidence sequence "
-               "(Waudby-Smith & Ramdas 2024), Bonferroni over candidates", "alpha": res.alpha,
+    section = {"design": "sequential", "rule": "anytime-valid hedged betting confidence sequence "
+               "(Waudby-Smith & Ramdas 2024, Theorem 3; bets tuned to the planned queries), Bonferroni over candidates", "alpha": res.alpha,
                "cs_level_each": 1 - res.cs_alpha, "margin": cfg.margin, "batch": cfg.batch,
                "budget_calls": budget, "calls": res.calls, "looks": res.looks,
                "queries_used": res.history[-1]["queries"] if res.history else 0,
