@@ -211,6 +211,19 @@ def cs_replay(path: Path) -> list[str]:
     return out + [""]
 
 
+def loop_confirm(path: Path) -> list[str]:
+    d = json.loads(path.read_text())
+    out = [f"## Promoted prompts re-measured on queries the loop never saw (`{path.relative_to(ROOT)}`)", "",
+           f"`{d['command']}`; {d['model']}; load {' '.join(d['loadavg_start'])} at start. Paired 95% t interval.", "",
+           "| loop, round | promoted (rule) | incumbent | fresh queries | promoted - incumbent |", "|---|---|---|---|---|"]
+    for r in d["results"]:
+        v = r["promoted_vs_incumbent"]
+        out.append(f"| `{r['loop']}` round {r['round']} | {r['promoted']['text']!r} ({r['rule']}): {r['promoted_mean']:.3f} "
+                   f"| {r['incumbent']['text']!r}: {r['incumbent_mean']:.3f} | {r['n_fresh']} | {v['diff']:+.3f} "
+                   f"({v['t_ci'][0]:+.3f} to {v['t_ci'][1]:+.3f}) |")
+    return out + [""]
+
+
 def vs_dspy(path: Path) -> list[str]:
     d = json.loads(path.read_text())
     out = [f"## `cpo loop` vs DSPy on the same fresh queries (`{path.relative_to(ROOT)}`)", "",
@@ -249,9 +262,10 @@ def main() -> int:
     p = latest("loop_coverage_*.json")
     if p is not None:
         parts += loop_coverage(p)
-    p = latest("cs_replay_*.json")
-    if p is not None:
-        parts += cs_replay(p)
+    for pattern, fn in (("cs_replay_*.json", cs_replay), ("loop_confirm_*.json", loop_confirm)):
+        p = latest(pattern)
+        if p is not None:
+            parts += fn(p)
     p = latest("vs_dspy_*.json")
     if p is not None:
         parts += vs_dspy(p)
