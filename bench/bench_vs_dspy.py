@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from counting_proxy import CountingProxy  # noqa: E402
 
-DEFAULT_STEPS = ("loop", "seeds", "final", "loopex", "mipro-plain", "matched", "bootstrap-plain", "mipro-chat",
+DEFAULT_STEPS = ("loop", "seeds", "final", "loopex", "loopdemos", "mipro-plain", "matched", "bootstrap-plain", "mipro-chat",
                  "bootstrap-chat", "gepa-plain")
 
 
@@ -279,6 +279,15 @@ class Bench:
         return self.loop_variant(task, url, grader, folder, "loopex", "loop_examples", self.a.n_verify,
                                  ["--set", "proposer.kind=examples"], copy_data=True)
 
+    def step_loopdemos(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
+        """The worked-examples loop closer to what MIPROv2 ships: four demonstrations a prompt with the gold
+        answers (labelled, as MIPROv2's), spread over the questions (``choose=diverse``), on the first loop's
+        queries."""
+        return self.loop_variant(task, url, grader, folder, "loopdemos", "loop_demos4", self.a.n_verify,
+                                 ["--set", "proposer.kind=examples", "--set", "proposer.options.k=4", "--set",
+                                  "proposer.options.choose=diverse", "--set", "proposer.options.answer_column=gold_answer"],
+                                 copy_data=True)
+
     def step_matched(self, task: str, step: str, url: str, grader: str, folder: Path) -> dict[str, Any]:
         """`cpo loop` at the call budget of a DSPy step (``--match``, default MIPROv2 with the plain adapter): the
         same training queries and search, and as many verification queries as the extra calls pay for
@@ -387,7 +396,8 @@ def summarize(res: dict[str, Any]) -> None:
             "arm with the best mean on the loop's own verification queries, picked without the promotion rule: "
             f"{loop['best_verified_arm']['text']!r}")
     variants = {"matched": ("cpo_loop_matched", "the loop at {match}'s budget ({n_verify} verification queries)"),
-                "loopex": ("cpo_loop_examples", "the loop with the worked-examples proposer")}
+                "loopex": ("cpo_loop_examples", "the loop with the worked-examples proposer"),
+                "loopdemos": ("cpo_loop_demos4", "the loop with four labelled worked examples spread over the questions")}
     for step, (name, what) in variants.items():
         ex = steps.get(step)
         if not ex or "error" in ex:
