@@ -14,7 +14,12 @@ Per task (``--task``, default every built-in task of cpo_engine.generation.tasks
    the loop's recommendation when the seeds step did not score it); the best seed is the one
    with the best training mean in the loop's training triplets (what one picks without an optimizer), the
    random choice is the expected score of a uniformly drawn seed (the mean over seeds, per query).
-3. DSPy 3.4.1 in .venv-dspy (bench/dspy_side.py), each a separate process: MIPROv2 (auto="light"),
+3. Loop variants on the same training queries, each scored like the loop: ``loopex`` (the worked-examples
+   proposer: two demonstrations from training successes per prompt, as chat turns), ``loopdemos`` (four labelled
+   demonstrations spread over the questions, MIPROv2's kind), ``matched`` (the default loop at a DSPy step's
+   call budget, ``--match``, default MIPROv2 with the plain adapter: as many verification queries as the extra
+   calls pay for, so the two spend the same).
+4. DSPy 3.4.1 in .venv-dspy (bench/dspy_side.py), each a separate process: MIPROv2 (auto="light"),
    BootstrapFewShot and GEPA (max_metric_calls = the loop's calls less the seed selection's; SmolLM2 is also
    the reflection LM), with a plain-text adapter (the loop's message layout, raw completion graded by the
    loop's grader) and with DSPy's ChatAdapter. DSPy starts from the best seed's text (so it can only add to
@@ -28,7 +33,8 @@ Results: bench/results/vs_dspy_<date>.json and .md, rewritten after every step; 
 under ``--work`` so a rerun skips finished steps.
 
 Run (long; in the background): ``INSTALL_DSPY=1 scripts/install_engines.sh`` once, then
-``nohup nice -n 5 .venv/bin/python bench/bench_vs_dspy.py > runs/bench_vs_dspy.log 2>&1 &``.
+``nohup nice -n 5 .venv/bin/python bench/bench_vs_dspy.py > runs/bench_vs_dspy.log 2>&1 &``; ``--run STEPS`` runs
+only those steps (the others are read from their files), to queue steps across tasks in the order one wants.
 """
 
 from __future__ import annotations
