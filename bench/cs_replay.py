@@ -1,16 +1,17 @@
 """Replay finished sequential verifications with another confidence sequence, from their stored rows (no LLM call).
 
 A loop round's ``verify/verified_triplets.parquet`` holds every (query, prompt) score the sequential procedure
-paid for, in the order it ran them. This script rebuilds the paired differences of each candidate against the
-incumbent, in that query order, and runs :func:`cpo_engine.causal.sequential.sequential_verify` on them twice:
+paid for; it ran its queries in the order its ``sequential.query_order`` records (query-id order before that was
+recorded). This script rebuilds the paired differences of each candidate
+against the incumbent, in that order, and runs :func:`cpo_engine.causal.sequential.sequential_verify` on them twice:
 
-- with the module as it was at ``--old`` (a git revision; default: the empirical-Bernstein CS of 16703e7), which
-  must take the recorded decisions (a check that the replay is faithful: it fails loudly otherwise);
+- with the module as it was at ``--old`` (a git revision; default: the empirical-Bernstein CS of 16703e7);
 - with the module in this checkout (the hedged betting CS), same alpha, budget, batch and margin.
 
-A candidate the new rule keeps running past the queries the old one paid for would need rows that were never
-generated: the replay counts such a query as a failed call (dropped) and reports how many there were, so a
-decision that leans on them is visible. Results: bench/results/cs_replay_<date>.json and .md.
+The replay of the rule that made the record (the record's ``rule`` says which) must take the recorded decisions,
+a check that the replay is faithful: it stops loudly otherwise. A candidate the other rule keeps running past
+the queries the recorded one paid for would need rows that were never generated: the replay counts such a
+query as a failed call (dropped) and reports how many there were, so a decision that leans on them is visible. Results: bench/results/cs_replay_<date>.json and .md.
 
 Run: ``.venv/bin/python bench/cs_replay.py [LOOP_FOLDER ...]`` (default: the loops recorded in bench/results and
 the DSPy comparison's loops under runs/bench_vs_dspy).
@@ -62,12 +63,14 @@ def default_folders() -> list[Path]:
 
 
 def paired(verify_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(arm ids with the incumbent first, query ids in run order, (candidates, queries) paired differences with
-    NaN where a cell was never run)."""
+    """(arm ids with the incumbent first, query ids in the order the rule saw them, (candidates, queries) paired
+    differences with NaN where a cell was never run)."""
     v = json.loads((verify_dir / "verification.json").read_text())
     arms = [a["id"] for a in v["arms"]]
     t = pq.read_table(verify_dir / "verified_triplets.parquet", columns=["query_id", "prompt_id", "score"]).to_pylist()
-    order = list(dict.fromkeys(r["query_id"] for r in t if r["prompt_id"] == arms[0]))
+    # the rows are stored as the calls completed; the stage records the order it ran the queries in (a seeded
+    # random one), and before it did (2026-12-07) it ran them in query-id order (workflows.verify.sample_queries)
+    order = v["sequential"].get("query_order") or sorted({r["query_id"] for r in t if r["prompt_id"] == arms[0]})
     cells: dict[tuple[str, str], list[float]] = {}
     for r in t:
         if r["score"] is not None:
@@ -97,14 +100,15 @@ def one_round(verify_dir: Path, old: Any) -> dict[str, Any]:
     samples = int(v["config"]["verify"].get("samples", 1))
     arms, order, d = paired(verify_dir)
     n_queries = len(order)
-    rec = {c["id"]: c for c in seq["candidates"]}
     o, o_missing = replay(old, d, seq, n_queries, samples)
-    got = {arms[c.index + 1]: (c.decision, c.n) for c in o.candidates}
-    want = {i: (c["decision"], c["queries"]) for i, c in rec.items()}
-    if got != want or o_missing:
-        raise SystemExit(f"{verify_dir}: the replay with the old rule does not take the recorded decisions "
-                         f"({got} vs {want}; {o_missing} cells missing)")
     n, n_missing = replay(new_sq, d, seq, n_queries, samples)
+    made_by_new = "betting" in seq["rule"]  # a record made by this checkout's rule: that replay must reproduce it
+    check, missing = (n, n_missing) if made_by_new else (o, o_missing)
+    got = {arms[c.index + 1]: (c.decision, c.n) for c in check.candidates}
+    want = {c["id"]: (c["decision"], c["queries"]) for c in seq["candidates"]}
+    if got != want or missing:
+        raise SystemExit(f"{verify_dir}: the replay with the {'new' if made_by_new else 'old'} rule does not take the "
+                         f"recorded decisions ({got} vs {want}; {missing} cells missing)")
     cands = []
     for c_old, c_new in zip(o.candidates, n.candidates):
         cands.append({"id": arms[c_old.index + 1], "old": {"decision": c_old.decision, "queries": c_old.n,
@@ -112,26 +116,30 @@ def one_round(verify_dir: Path, old: Any) -> dict[str, Any]:
                       "new": {"decision": c_new.decision, "queries": c_new.n, "cs": [c_new.ci_low, c_new.ci_high]},
                       "mean_uplift_all_run": float(np.nanmean(d[c_old.index]))})
     return {"verify_dir": str(verify_dir.relative_to(ROOT)), "queries": n_queries, "candidates": len(arms) - 1,
+            "recorded_with": "new" if made_by_new else "old",
             "alpha": seq["alpha"], "budget_calls": seq["budget_calls"],
             "old": {"rule": seq["rule"], "calls": o.calls, "detectable": o.detectable,
                     "promoted": [arms[i + 1] for i in o.promoted]},
             "new": {"rule": "hedged betting CS (Waudby-Smith & Ramdas 2024, Theorem 3), bets tuned to the planned "
                             "queries", "calls": n.calls, "detectable": n.detectable,
                     "promoted": [arms[i + 1] for i in n.promoted], "cells_never_run": n_missing},
+            "old_cells_never_run": o_missing,
             "per_candidate": cands}
 
 
 def render(res: dict[str, Any]) -> str:
     lines = ["# Sequential verifications replayed with the betting confidence sequence", "",
              f"Old rule: `{res['old_rev']}` (empirical-Bernstein CS); new: this checkout (hedged betting CS). Replayed "
-             "from each round's stored rows, no LLM call; the old rule's replay takes the recorded decisions (checked). "
+             "from each round's stored rows, no LLM call; the replay of the rule that ran a round takes its recorded "
+             "decisions (checked). "
              f"Updated {res['updated']}.", "",
-             "| verification | queries x candidates | detectable uplift old -> new | calls old -> new | promoted old "
-             "| promoted new | cells never run |", "|---|---|---|---|---|---|---|"]
+             "| verification (rule that ran it) | queries x candidates | detectable uplift old -> new | calls old -> new | "
+             "promoted old | promoted new | cells never run (old, new) |", "|---|---|---|---|---|---|---|"]
     for r in res["rounds"]:
-        lines.append(f"| `{r['verify_dir']}` | {r['queries']} x {r['candidates']} | {r['old']['detectable']:.3f} -> "
-                     f"{r['new']['detectable']:.3f} | {r['old']['calls']} -> {r['new']['calls']} | "
-                     f"{', '.join(r['old']['promoted']) or '-'} | {', '.join(r['new']['promoted']) or '-'} | "
+        lines.append(f"| `{r['verify_dir']}` ({r['recorded_with']}) | {r['queries']} x {r['candidates']} | "
+                     f"{r['old']['detectable']:.3f} -> {r['new']['detectable']:.3f} | {r['old']['calls']} -> "
+                     f"{r['new']['calls']} | {', '.join(r['old']['promoted']) or '-'} | "
+                     f"{', '.join(r['new']['promoted']) or '-'} | {r['old_cells_never_run']}, "
                      f"{r['new']['cells_never_run']} |")
     lines += ["", "Per candidate (decision after queries; CS of the mean uplift):", ""]
     for r in res["rounds"]:

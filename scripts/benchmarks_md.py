@@ -200,7 +200,7 @@ def cs_replay(path: Path) -> list[str]:
     d = json.loads(path.read_text())
     out = [f"## Sequential verifications replayed with the betting confidence sequence (`{path.relative_to(ROOT)}`)",
            "", f"`bench/cs_replay.py` on each finished loop's stored rows (no LLM call): the rule of `{d['old_rev']}` "
-           "(empirical-Bernstein CS; its replay is checked to take the recorded decisions) against this checkout's "
+           "(empirical-Bernstein CS) against this checkout's "
            "(hedged betting CS), same alpha, budget and batch.", "",
            "| verification | queries x candidates | detectable uplift, old -> new | calls, old -> new | promoted, old | "
            "promoted, new |", "|---|---|---|---|---|---|"]

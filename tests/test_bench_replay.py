@@ -29,23 +29,26 @@ def _verification(folder: Path, seed: int = 0) -> dict:
     rows it paid for in run order, and write verification.json and verified_triplets.parquet as the stage does."""
     rng = np.random.default_rng(seed)
     n, arms = 120, ["inc", "good", "bad"]
+    qid = [f"q{i:03d}" for i in rng.permutation(n)]  # the stage runs its queries in a random order and records it
     Y = np.stack([rng.random(n) < p for p in (0.4, 0.75, 0.1)]).astype(float)
     rows = []
 
     def draw(active, a, b):
         for q in range(a, b):
             for i in [0] + [j + 1 for j in active]:
-                rows.append({"query_id": f"q{q:03d}", "prompt_id": arms[i], "score": Y[i, q]})
+                rows.append({"query_id": qid[q], "prompt_id": arms[i], "score": Y[i, q]})
         return Y[[j + 1 for j in active], a:b] - Y[0, a:b]
 
     res = sq.sequential_verify(draw, 2, n, 3 * n, alpha=0.05, batch=10)
-    seq = {"rule": "test", "alpha": 0.05, "budget_calls": 3 * n, "batch": 10, "margin": 0.0,
+    used = res.history[-1]["queries"]
+    seq = {"rule": "test", "alpha": 0.05, "query_order": qid[:used], "budget_calls": 3 * n, "batch": 10, "margin": 0.0,
            "power": {"assumed_sd": 0.5},
            "candidates": [{"id": arms[c.index + 1], "decision": c.decision, "queries": c.n} for c in res.candidates]}
     v = {"arms": [{"id": a, "text": a.upper()} for a in arms], "sequential": seq, "config": {"verify": {"samples": 1}}}
     folder.mkdir(parents=True)
     (folder / "verification.json").write_text(json.dumps(v))
-    pq.write_table(pa.Table.from_pylist(rows), folder / "verified_triplets.parquet")
+    order = rng.permutation(len(rows))  # stored as the calls completed, not in the order the rule saw them
+    pq.write_table(pa.Table.from_pylist([rows[i] for i in order]), folder / "verified_triplets.parquet")
     return v
 
 

@@ -58,7 +58,7 @@ def test_sequential_verify_stops_decided_candidates_and_keeps_the_budget(mawps, 
     assert by["CoT"]["queries"] < 225 and by["CoT"]["cs_low"] > 0 and by["gpt4_9"]["cs_high"] < 0
     assert seq["calls"] == sum(calls) == rows.num_rows <= 900  # every call counted, within the budget
     assert seq["calls"] == sum(c["calls"] for c in seq["candidates"]) + seq["queries_used"]
-    assert by["gpt4_3"]["stop_reason"] in ("budget spent", "decided better")
+    assert by["gpt4_3"]["stop_reason"] in ("budget spent", "decided better", "queries exhausted")
     assert by["gpt4_3"]["queries"] > by["CoT"]["queries"]  # it got the budget the decided ones freed
     assert gen["batches"] == seq["looks"] and gen["errors_total"] == 0
     assert any("`CoT`: decided better after" in s for s in sequential_lines(seq))
@@ -104,3 +104,40 @@ def test_cpo_run_and_verify_with_the_sequential_design(mawps, tmp_path, capsys):
                                           if s.endswith("to generate"))
     assert json.loads((out / "verify" / "verification.json").read_text())["sequential"]["candidates"] == \
         seq["candidates"]
+
+
+def test_queries_run_in_a_seeded_random_order_not_in_id_order(tmp_path):
+    """Query ids often encode a kind: here the first half (ids 'a-...') favour the candidate by +0.6 and the
+    second ('b-...') favour the incumbent by as much, so the candidate is no better overall. In id order the
+    rule would see only 'a' queries first and promote it in nearly every run; in a seeded random order (the
+    recorded ``query_order``, the same on a rerun) it promotes it in at most alpha of 200 seeds plus MC error."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = 200
+    ids = [f"{'a' if i < n // 2 else 'b'}-{i:03d}" for i in range(n)]
+    queries = pa.table({"query_id": ids, "query_text": ids, "gold_answer": ["1"] * n})
+    arms = [Arm("inc", "I", "incumbent"), Arm("cand", "C", "logged")]
+
+    def outcome(q: str, arm: str, seed: int) -> float:  # 0/1 scores: on 'a' the candidate 0.8 vs 0.2, on 'b' reversed
+        p = {("a", "cand"): 0.8, ("a", "inc"): 0.2, ("b", "cand"): 0.2, ("b", "inc"): 0.8}[(q[0], arm)]
+        return float(np.random.default_rng([seed, int(q[2:]), arm == "cand"]).random() < p)
+
+    promoted, orders = 0, set()
+    for seed in range(200):
+        cfg = VerifyConfig(design="sequential", batch=10, max_queries=n, seed=seed)
+
+        def run_batch(q, a, seed=seed):
+            rows = [{"query_id": x, "prompt_id": arm.id, "score": outcome(x, arm.id, seed), "sample": 0, "error": None}
+                    for x in q.column("query_id").to_pylist() for arm in a]
+            return pa.Table.from_pylist(rows), {"store": "memory (a test double for the LLM: simulated 0/1 grades)"}
+
+        _, _, seq = run_sequential(queries, arms, cfg, run_batch, measured_matrix, echo=lambda s: None)
+        promoted += seq["candidates"][0]["decision"] == "better"
+        orders.add(tuple(seq["query_order"][:20]))
+        if seed == 0:
+            _, _, again = run_sequential(queries, arms, cfg, run_batch, measured_matrix, echo=lambda s: None)
+            assert again["query_order"] == seq["query_order"] and again["candidates"] == seq["candidates"]
+            assert sorted(seq["query_order"]) != seq["query_order"]
+    assert promoted / 200 <= 0.05 + 3 * (0.05 * 0.95 / 200) ** 0.5, f"promoted in {promoted} of 200 runs"
+    assert len(orders) == 200

@@ -1,5 +1,6 @@
 """The sequential design of the verify stage (``verify.design='sequential'``): the incumbent and every candidate
-run on the sampled held-out queries one batch (``verify.batch`` queries) at a time; after each batch every
+run on the sampled held-out queries, in a random order seeded by ``verify.seed`` (recorded as ``query_order``),
+one batch (``verify.batch`` queries) at a time; after each batch every
 candidate's anytime-valid confidence sequence for its mean paired uplift is updated
 (:mod:`cpo_engine.causal.sequential`), and a candidate stops once it is decided (better: the CS lies above
 ``verify.margin``; worse: below 0) or the call budget ``verify.max_calls`` is spent. False promotions are at most
@@ -37,6 +38,9 @@ def run_sequential(queries: pa.Table, arms: Sequence[Any], cfg: Any,
     ``matrix(rows, query_ids, arm_ids)`` is their (queries, arms) mean score.
     """
     m, n = len(arms) - 1, queries.num_rows
+    # a seeded random order: query ids often encode a kind or a difficulty, and the CS is about the mean of the
+    # queries seen so far, so in id order a candidate would be decided on the first kind alone
+    queries = queries.take(pa.array(np.random.default_rng([cfg.seed, 1]).permutation(n), pa.int64()))
     budget = budget_calls(cfg, n, len(arms))
     echo("sequential verification: " + plan_statement(min(planned_queries(budget, m, cfg.samples), n), m, cfg.alpha,
                                                       cfg.assumed_sd))
@@ -68,6 +72,7 @@ def run_sequential(queries: pa.Table, arms: Sequence[Any], cfg: Any,
                "cs_level_each": 1 - res.cs_alpha, "margin": cfg.margin, "batch": cfg.batch,
                "budget_calls": budget, "calls": res.calls, "looks": res.looks,
                "queries_used": res.history[-1]["queries"] if res.history else 0,
+               "query_order": queries.column("query_id").to_pylist()[:res.history[-1]["queries"] if res.history else 0],
                "power": {"detectable_uplift": res.detectable, "power": 0.8, "assumed_sd": res.sd_assumed,
                          "queries_per_candidate": res.n_planned, "statement": power_statement(res)},
                "candidates": [{"id": arms[c.index + 1].id, "decision": c.decision, "stop_reason": c.stop_reason,
