@@ -6,7 +6,9 @@ recorded). This script rebuilds the paired differences of each candidate
 against the incumbent, in that order, and runs :func:`cpo_engine.causal.sequential.sequential_verify` on them twice:
 
 - with the module as it was at ``--old`` (a git revision; default: the empirical-Bernstein CS of 16703e7);
-- with the module in this checkout (the hedged betting CS), same alpha, budget, batch and margin.
+- with the module in this checkout (the hedged betting CS), same alpha, budget, batch and margin;
+- with this checkout's rule in the order the stage now runs queries (a permutation seeded by ``verify.seed``),
+  where the round was recorded in query-id order.
 
 The replay of the rule that made the record (the record's ``rule`` says which) must take the recorded decisions,
 a check that the replay is faithful: it stops loudly otherwise. A candidate the other rule keeps running past
@@ -109,6 +111,13 @@ def one_round(verify_dir: Path, old: Any) -> dict[str, Any]:
     if got != want or missing:
         raise SystemExit(f"{verify_dir}: the replay with the {'new' if made_by_new else 'old'} rule does not take the "
                          f"recorded decisions ({got} vs {want}; {missing} cells missing)")
+    # the current stage's order (a seeded permutation of the sampled queries, workflows.verify_sequential): for a
+    # round recorded in id order with every query used, the order it would run today; cells it needs that the
+    # recorded run never made are counted
+    ids = sorted(order)
+    perm = np.random.default_rng([int(v["config"]["verify"].get("seed", 0)), 1]).permutation(len(ids))
+    pos = {q: i for i, q in enumerate(order)}
+    r, r_missing = replay(new_sq, d[:, [pos[ids[i]] for i in perm]], seq, n_queries, samples)
     cands = []
     for c_old, c_new in zip(o.candidates, n.candidates):
         cands.append({"id": arms[c_old.index + 1], "old": {"decision": c_old.decision, "queries": c_old.n,
@@ -124,6 +133,9 @@ def one_round(verify_dir: Path, old: Any) -> dict[str, Any]:
                             "queries", "calls": n.calls, "detectable": n.detectable,
                     "promoted": [arms[i + 1] for i in n.promoted], "cells_never_run": n_missing},
             "old_cells_never_run": o_missing,
+            "new_random_order": {"promoted": [arms[i + 1] for i in r.promoted], "calls": r.calls,
+                                 "cells_never_run": r_missing,
+                                 "decisions": {arms[c.index + 1]: [c.decision, c.n] for c in r.candidates}},
             "per_candidate": cands}
 
 
@@ -134,13 +146,15 @@ def render(res: dict[str, Any]) -> str:
              "decisions (checked). "
              f"Updated {res['updated']}.", "",
              "| verification (rule that ran it) | queries x candidates | detectable uplift old -> new | calls old -> new | "
-             "promoted old | promoted new | cells never run (old, new) |", "|---|---|---|---|---|---|---|"]
+             "promoted old | promoted new | cells never run (old, new) | new rule, random order: promoted, calls "
+             "(cells never run) |", "|---|---|---|---|---|---|---|---|"]
     for r in res["rounds"]:
         lines.append(f"| `{r['verify_dir']}` ({r['recorded_with']}) | {r['queries']} x {r['candidates']} | "
                      f"{r['old']['detectable']:.3f} -> {r['new']['detectable']:.3f} | {r['old']['calls']} -> "
                      f"{r['new']['calls']} | {', '.join(r['old']['promoted']) or '-'} | "
                      f"{', '.join(r['new']['promoted']) or '-'} | {r['old_cells_never_run']}, "
-                     f"{r['new']['cells_never_run']} |")
+                     f"{r['new']['cells_never_run']} | {', '.join(r['new_random_order']['promoted']) or '-'}, "
+                     f"{r['new_random_order']['calls']} ({r['new_random_order']['cells_never_run']}) |")
     lines += ["", "Per candidate (decision after queries; CS of the mean uplift):", ""]
     for r in res["rounds"]:
         lines.append(f"- `{r['verify_dir']}`: " + "; ".join(

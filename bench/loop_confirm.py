@@ -1,7 +1,8 @@
 """Does a prompt the loop promoted beat its incumbent on queries the loop never saw?
 
 For each loop folder given, the prompt a round promoted (by the loop's recorded rule, or, with ``--replay``, by
-this checkout's sequential rule replayed on the round's stored rows: bench/results/cs_replay_<date>.json) and the
+this checkout's sequential rule replayed on the round's stored rows in the order the stage now runs queries:
+bench/results/cs_replay_<date>.json) and the
 round's incumbent answer the same fresh queries: the task's queries that are in neither the loop's training nor
 its verification files (up to ``--n``, in a seeded order), on one local llama.cpp server with the packaged
 SmolLM2-135M-Instruct, in the loop's message layout, greedy, graded by the loop's grader. The paired per-query
@@ -62,8 +63,10 @@ def promotions(folder: Path, replay: dict[str, Any] | None) -> list[dict[str, An
         if replay is not None:
             key = str((folder / f"round-{rnd['round']}" / "verify").relative_to(ROOT))
             hit = [r for r in replay["rounds"] if r["verify_dir"] == key]
-            if hit:
-                ids, rule = hit[0]["new"]["promoted"], "replayed with this checkout's rule"
+            if hit and "new_random_order" in hit[0]:
+                ids, rule = hit[0]["new_random_order"]["promoted"], "replayed: betting CS, random query order"
+            elif hit:
+                ids, rule = hit[0]["new"]["promoted"], "replayed: betting CS, query-id order"
         for pid in [i for i in ids if i]:
             out.append({"round": rnd["round"], "incumbent": {"id": inc, "text": arms[inc]},
                         "promoted": {"id": pid, "text": arms[pid]}, "rule": rule})

@@ -82,9 +82,11 @@ def test_confirm_uses_the_replayed_promotion_and_only_queries_the_loop_never_saw
     (folder / "loop_report.json").write_text(json.dumps({"rounds": [{"round": 0, "verification": {
         "arms": arms, "best_promotable": None}}]}))
     assert confirm.promotions(folder, None) == []  # nothing promoted by the recorded rule
-    replay = {"rounds": [{"verify_dir": "loop/round-0/verify", "new": {"promoted": ["c2"]}}]}
+    replay = {"rounds": [{"verify_dir": "loop/round-0/verify", "new": {"promoted": ["c1"]}}]}
+    assert confirm.promotions(folder, replay)[0]["promoted"]["id"] == "c1"
+    replay["rounds"][0]["new_random_order"] = {"promoted": ["c2"]}  # the stage's order now: this one counts
     (p,) = confirm.promotions(folder, replay)
-    assert p["promoted"] == {"id": "c2", "text": "C"} and p["incumbent"]["id"] == "seed2" and "replayed" in p["rule"]
+    assert p["promoted"] == {"id": "c2", "text": "C"} and p["incumbent"]["id"] == "seed2" and "random" in p["rule"]
     fresh = confirm.fresh_queries(folder, 300, 1)
     assert len(fresh) == len(ids) - 260 and not {r["query_id"] for r in fresh} & set(ids[:260])
     assert [r["query_id"] for r in confirm.fresh_queries(folder, 20, 1)] == [
