@@ -203,11 +203,13 @@ def cs_replay(path: Path) -> list[str]:
            "(empirical-Bernstein CS) against this checkout's "
            "(hedged betting CS), same alpha, budget and batch.", "",
            "| verification | queries x candidates | detectable uplift, old -> new | calls, old -> new | promoted, old | "
-           "promoted, new |", "|---|---|---|---|---|---|"]
+           "promoted, new | promoted, new rule in the stage's random query order |", "|---|---|---|---|---|---|---|"]
     for r in d["rounds"]:
+        rnd = r.get("new_random_order") or {}
         out.append(f"| `{r['verify_dir']}` | {r['queries']} x {r['candidates']} | {r['old']['detectable']:.3f} -> "
                    f"{r['new']['detectable']:.3f} | {r['old']['calls']} -> {r['new']['calls']} | "
-                   f"{', '.join(r['old']['promoted']) or '-'} | {', '.join(r['new']['promoted']) or '-'} |")
+                   f"{', '.join(r['old']['promoted']) or '-'} | {', '.join(r['new']['promoted']) or '-'} | "
+                   f"{', '.join(rnd.get('promoted') or []) or '-'} ({rnd.get('cells_never_run')} cells never run) |")
     return out + [""]
 
 
