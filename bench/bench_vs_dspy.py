@@ -420,8 +420,9 @@ def summarize(res: dict[str, Any]) -> None:
         if step in ("loop", "seeds", "final", *variants):
             continue
         if "test" not in d:
-            methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"), "llm_calls":
-                                       d.get("compile_calls", d.get("proxy", {}).get("calls"))}
+            spent = d.get("compile_calls", d.get("proxy", {}).get("calls"))  # before it failed, + the seed grid's
+            methods[f"dspy_{step}"] = {"error": d.get("compile_error") or d.get("error"),
+                                       "llm_calls": None if spent is None else spent + train_calls}
             continue
         by = {r["query_id"]: r["score"] for r in d["test"]}
         add(f"dspy_{step}", [by[q] for q in qids], d["compile_calls"] + train_calls,
@@ -452,7 +453,8 @@ def render(results: dict[str, Any]) -> str:
                   "| method | test mean | LLM calls | vs best seed |", "|---|---|---|---|"]
         for name, m in res.get("methods", {}).items():
             if "error" in m:
-                lines.append(f"| {name} | did not run: {str(m['error'])[:120]} | {m.get('llm_calls')} | |")
+                why = " ".join(str(m["error"]).split())[:160].replace("|", "/")
+                lines.append(f"| {name} | failed: {why} | {m.get('llm_calls')} | |")
             else:
                 lines.append(f"| {name} | {m['test_mean']:.3f} | {m['llm_calls'] if m['llm_calls'] is not None else '-'}"
                              f" | {_ci(m['vs_best_seed'])} |")

@@ -236,7 +236,7 @@ def vs_dspy(path: Path) -> list[str]:
                 "|---|---|---|---|"]
         for name, m in t["methods"].items():
             if "test_mean" not in m:
-                out.append(f"| {name} | did not finish | {m.get('llm_calls', '')} | |")
+                out.append(f"| {name} | failed: {' '.join(str(m.get('error')).split())[:100]} | {m.get('llm_calls', '')} | |")
                 continue
             v = m.get("vs_best_seed") or {}
             ci = v.get("t_ci") or [float("nan")] * 2
