@@ -196,34 +196,38 @@ def loop_tasks(paths: list[Path]) -> list[str]:
     return out + [""]
 
 
+def _section(title: str, intro: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled markdown table: a heading, a paragraph, the header and one line per row."""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
 def cs_replay(path: Path) -> list[str]:
     d = json.loads(path.read_text())
-    out = [f"## Sequential verifications replayed with the betting confidence sequence (`{path.relative_to(ROOT)}`)",
-           "", f"`bench/cs_replay.py` on each finished loop's stored rows (no LLM call): the rule of `{d['old_rev']}` "
-           "(empirical-Bernstein CS) against this checkout's "
-           "(hedged betting CS), same alpha, budget and batch.", "",
-           "| verification | queries x candidates | detectable uplift, old -> new | calls, old -> new | promoted, old | "
-           "promoted, new | promoted, new rule in the stage's random query order |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for r in d["rounds"]:
         rnd = r.get("new_random_order") or {}
-        out.append(f"| `{r['verify_dir']}` | {r['queries']} x {r['candidates']} | {r['old']['detectable']:.3f} -> "
-                   f"{r['new']['detectable']:.3f} | {r['old']['calls']} -> {r['new']['calls']} | "
-                   f"{', '.join(r['old']['promoted']) or '-'} | {', '.join(r['new']['promoted']) or '-'} | "
-                   f"{', '.join(rnd.get('promoted') or []) or '-'} ({rnd.get('cells_never_run')} cells never run) |")
-    return out + [""]
+        rows.append([f"`{r['verify_dir']}`", f"{r['queries']} x {r['candidates']}",
+                     f"{r['old']['detectable']:.3f} -> {r['new']['detectable']:.3f}", f"{r['old']['calls']} -> {r['new']['calls']}",
+                     ", ".join(r["old"]["promoted"]) or "-", ", ".join(r["new"]["promoted"]) or "-",
+                     f"{', '.join(rnd.get('promoted') or []) or '-'} ({rnd.get('cells_never_run')} cells never run)"])
+    return _section(f"Sequential verifications replayed with the betting confidence sequence (`{path.relative_to(ROOT)}`)",
+                    f"`bench/cs_replay.py` on each finished loop's stored rows (no LLM call): the rule of `{d['old_rev']}` "
+                    "(empirical-Bernstein CS) against this checkout's (hedged betting CS), same alpha, budget and batch.",
+                    ["verification", "queries x candidates", "detectable uplift, old -> new", "calls, old -> new",
+                     "promoted, old", "promoted, new", "promoted, new rule in the stage's random query order"], rows)
 
 
 def loop_confirm(path: Path) -> list[str]:
     d = json.loads(path.read_text())
-    out = [f"## Promoted prompts re-measured on queries the loop never saw (`{path.relative_to(ROOT)}`)", "",
-           f"`{d['command']}`; {d['model']}; load {' '.join(d['loadavg_start'])} at start. Paired 95% t interval.", "",
-           "| loop, round | promoted (rule) | incumbent | fresh queries | promoted - incumbent |", "|---|---|---|---|---|"]
-    for r in d["results"]:
-        v = r["promoted_vs_incumbent"]
-        out.append(f"| `{r['loop']}` round {r['round']} | {r['promoted']['text']!r} ({r['rule']}): {r['promoted_mean']:.3f} "
-                   f"| {r['incumbent']['text']!r}: {r['incumbent_mean']:.3f} | {r['n_fresh']} | {v['diff']:+.3f} "
-                   f"({v['t_ci'][0]:+.3f} to {v['t_ci'][1]:+.3f}) |")
-    return out + [""]
+    rows = [[f"`{r['loop']}` round {r['round']}", f"{r['promoted']['text']!r} ({r['rule']}): {r['promoted_mean']:.3f}",
+             f"{r['incumbent']['text']!r}: {r['incumbent_mean']:.3f}", str(r["n_fresh"]),
+             f"{r['promoted_vs_incumbent']['diff']:+.3f} ({r['promoted_vs_incumbent']['t_ci'][0]:+.3f} to "
+             f"{r['promoted_vs_incumbent']['t_ci'][1]:+.3f})"] for r in d["results"]]
+    return _section(f"Promoted prompts re-measured on queries the loop never saw (`{path.relative_to(ROOT)}`)",
+                    f"`{d['command']}`; {d['model']}; load {' '.join(d['loadavg_start'])} at start. Paired 95% t "
+                    "interval." + (f" {d['note']}" if d.get("note") else ""),
+                    ["loop, round", "promoted (rule)", "incumbent", "fresh queries", "promoted - incumbent"], rows)
 
 
 def vs_dspy(path: Path) -> list[str]:
