@@ -153,7 +153,7 @@ class VerifyConfig:
     """A folder (a Parquet-folder data path) the verified triplets are appended to, so the next fit
     learns from them; None: they stay in the run's verify/ folder."""
     seed: int = 0
-    """Seed of the query sample."""
+    """Seed of the query sample, and of the order the sequential design runs the queries in."""
     design: str = "fixed"
     """'fixed': every prompt on every sampled query, then 95% paired intervals. 'sequential': batches of
     queries, each candidate's anytime-valid confidence sequence updated after each, a candidate stopped once
