@@ -67,12 +67,12 @@ def run_sequential(queries: pa.Table, arms: Sequence[Any], cfg: Any,
            "errors_total": int(sum(g.get("errors_total", 0) for g in gens)),
            **{k: sum(g.get(k, 0) for g in gens) for k in ("generated", "errors", "prompt_tokens", "completion_tokens",
                                                            "wall_s")}}
-    section = {"design": "sequential", "rule": "anytime-valid hedged betting confidence sequence "
-               "(Waudby-Smith & Ramdas 2024, Theorem 3; bets tuned to the planned queries), Bonferroni over candidates", "alpha": res.alpha,
+    used = res.history[-1]["queries"] if res.history else 0
+    section = {"design": "sequential", "rule": "anytime-valid hedged betting confidence sequence (Waudby-Smith & "
+               "Ramdas 2024, Theorem 3; bets tuned to the planned queries), Bonferroni over candidates", "alpha": res.alpha,
                "cs_level_each": 1 - res.cs_alpha, "margin": cfg.margin, "batch": cfg.batch,
                "budget_calls": budget, "calls": res.calls, "looks": res.looks,
-               "queries_used": res.history[-1]["queries"] if res.history else 0,
-               "query_order": queries.column("query_id").to_pylist()[:res.history[-1]["queries"] if res.history else 0],
+               "queries_used": used, "query_order": queries.column("query_id").to_pylist()[:used],
                "power": {"detectable_uplift": res.detectable, "power": 0.8, "assumed_sd": res.sd_assumed,
                          "queries_per_candidate": res.n_planned, "statement": power_statement(res)},
                "candidates": [{"id": arms[c.index + 1].id, "decision": c.decision, "stop_reason": c.stop_reason,
